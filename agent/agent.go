@@ -1,0 +1,377 @@
+// Package agent wires the dbpilot node agent: configuration, the etcd
+// session, the local PostgreSQL, the autopilot handlers, the event reporter
+// and the HTTP endpoint, around one HA loop (observe → ha.Decide → apply).
+//
+// The bootstrap, health-check and failover steps follow the DIY DBaaS
+// whitepaper (Op 2), made precise in docs/architecture.md.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/agent/config"
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/ha"
+	"github.com/dbpilot/dbpilot/agent/httpapi"
+	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/agent/report"
+	"github.com/dbpilot/dbpilot/handlers"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// ErrPreStart is returned by Run when the preStart handler fails: nothing
+// was started.
+var ErrPreStart = errors.New("preStart handler failed: nothing started")
+
+// Agent is one node's autopilot. Create it with New, run it with Run.
+type Agent struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	dcs     *dcs.Client
+	pg      *postgres.Instance
+	hooks   *handlers.Runner
+	rep     *report.Reporter
+	reg     *prometheus.Registry
+	metrics *httpapi.Metrics
+	local   localState
+	keys    dcs.Keys
+
+	// pgMu serialises operations that change the local PostgreSQL between
+	// the HA loop and the fencer.
+	pgMu sync.Mutex
+
+	handlerHealthy atomic.Bool
+	fenced         atomic.Bool
+	isLeader       atomic.Bool // last cycle: we hold the leader key
+	trigger        chan struct{}
+
+	// Loop state: touched only by the HA loop goroutine.
+	leaderRev         int64 // create revision of our leader key, 0 if not leader
+	term              uint64
+	upstream          string
+	notStreamingSince time.Time
+	leaderGoneRev     int64
+	leaderGoneAt      time.Time
+	lastLeader        string
+	lastRole          ha.Role
+	lastMemberState   string
+	syncAppliedLSN    uint64
+	pgSync            []string
+	lastDocHash       string
+
+	mu    sync.Mutex
+	state httpapi.NodeState
+}
+
+// New builds an agent from a validated configuration. It reads the
+// credentials and dials etcd (no request is made yet).
+func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
+	creds, err := cfg.LoadCredentials()
+	if err != nil {
+		return nil, err
+	}
+	pw, err := dcs.ReadPasswordFile(cfg.Etcd.PasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With(zap.String("cluster", clusterName(cfg)), zap.String("node", cfg.Node.Name))
+	keys := dcs.NewKeys(cfg.Cluster.Namespace, cfg.Cluster.Project, cfg.Cluster.Name)
+	d, err := dcs.Dial(dcs.Options{
+		Endpoints: cfg.Etcd.Endpoints, CAFile: cfg.Etcd.TLS.CAFile, CertFile: cfg.Etcd.TLS.CertFile, KeyFile: cfg.Etcd.TLS.KeyFile,
+		Username: cfg.Etcd.Username, Password: pw,
+		DialTimeout: cfg.Etcd.DialTimeout, RequestTimeout: cfg.Etcd.RequestTimeout, TTL: cfg.TTL,
+	}, keys, log)
+	if err != nil {
+		return nil, err
+	}
+	pg, err := postgres.New(postgres.Config{
+		NodeName: cfg.Node.Name, BinDir: cfg.Postgres.BinDir, DataDir: cfg.Postgres.DataDir,
+		ListenAddress: cfg.Postgres.ListenAddress, Port: cfg.Postgres.Port, OSUser: cfg.Postgres.OSUser,
+		Parameters:  cfg.Postgres.Parameters,
+		Superuser:   postgres.Credentials{Username: creds.Superuser.Username, Password: creds.Superuser.Password.Reveal()},
+		Replication: postgres.Credentials{Username: creds.Replication.Username, Password: creds.Replication.Password.Reveal()},
+		HBA:         cfg.Postgres.HBA,
+	}, log.Named("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	a := &Agent{
+		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: httpapi.NewMetrics(reg),
+		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
+		lastRole: ha.RoleStopped,
+	}
+	a.hooks = handlers.NewRunner(log, cfg.Handlers, handlers.WithOnChangeResult(func(_ handlers.Env, r handlers.Result) { a.handlerResult(r) }))
+	tr, err := newTransport(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.rep = report.NewReporter(tr, log.Named("report"))
+	a.handlerHealthy.Store(true)
+	a.state = httpapi.NodeState{Node: cfg.Node.Name, Cluster: clusterName(cfg), Role: "unknown", LagBytes: -1}
+	return a, nil
+}
+
+func newTransport(cfg *config.Config) (report.Transport, error) {
+	switch {
+	case cfg.Events.Dapr != nil:
+		d := cfg.Events.Dapr
+		return report.NewDaprTransport(context.Background(), d.GRPCAddress, d.PubSub, d.Topic)
+	case cfg.Events.HTTP != nil:
+		return report.NewHTTPTransport(cfg.Events.HTTP.URL, cfg.Events.HTTP.Timeout, nil), nil
+	default:
+		return report.NewNopTransport(), nil
+	}
+}
+
+func clusterName(cfg *config.Config) string {
+	return cfg.Cluster.Namespace + "/" + cfg.Cluster.Project + "/" + cfg.Cluster.Name
+}
+
+// Reload applies a new configuration on SIGHUP: handler settings take effect
+// at once; the database is not touched. Other changes are logged as needing a
+// restart. A configuration that failed validation never reaches Reload.
+func (a *Agent) Reload(cfg *config.Config) {
+	a.hooks.Update(cfg.Handlers)
+	a.log.Info("configuration reloaded: handler settings applied")
+	old := *a.cfg
+	old.Handlers = cfg.Handlers
+	if fmt.Sprint(old) != fmt.Sprint(*cfg) {
+		a.log.Warn("configuration changes outside handlers need a restart of the agent to apply")
+	}
+}
+
+// Run runs the agent until ctx is cancelled, then shuts down gracefully
+// (preStop → hand over leadership → stop PostgreSQL → postStop → close the
+// session). Errors: ErrPreStart, or a failure to set up the HTTP endpoint.
+func (a *Agent) Run(ctx context.Context) error {
+	env := a.env("preStart", "agent starting")
+	if res := a.hooks.Run(ctx, handlers.PreStart, env); !res.OK() {
+		a.handlerResult(res)
+		return fmt.Errorf("%w: %v", ErrPreStart, res.Err)
+	}
+	var wg sync.WaitGroup
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopBG(); wg.Wait() }()
+
+	if a.cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", a.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen %s: %w", a.cfg.HTTP.Listen, err)
+		}
+		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg), ReadHeaderTimeout: 5 * time.Second}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	wg.Add(3)
+	go func() { defer wg.Done(); a.rep.Run(bg) }()
+	go func() { defer wg.Done(); a.healthLoop(bg) }()
+	go func() { defer wg.Done(); a.fencer(bg) }()
+	a.hooks.StartOnChange(bg)
+	defer a.hooks.StopOnChange()
+
+	watchCtx, stopWatch := context.WithCancel(bg)
+	defer stopWatch()
+	if err := a.connect(ctx); err == nil {
+		if err := a.ensureData(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("bootstrap failed", zap.Error(err))
+		}
+	}
+	if ctx.Err() == nil {
+		a.loop(ctx, a.dcs.Watch(watchCtx))
+	}
+	return a.shutdown(context.WithoutCancel(ctx))
+}
+
+// connect waits until etcd grants our lease, retrying with a bounded backoff.
+func (a *Agent) connect(ctx context.Context) error {
+	delay := 200 * time.Millisecond
+	for {
+		_, _, err := a.dcs.Session(ctx)
+		if err == nil {
+			return nil
+		}
+		a.log.Error("etcd unreachable; retrying (PostgreSQL is left as it is)", zap.Strings("endpoints", a.cfg.Etcd.Endpoints), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// loop is the HA loop: one cycle at a time, every health interval or sooner
+// when etcd reports a change under the cluster prefix.
+func (a *Agent) loop(ctx context.Context, watch <-chan string) {
+	tick := time.NewTicker(a.cfg.Health.Interval)
+	defer tick.Stop()
+	for {
+		a.cycle(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.trigger:
+		case _, ok := <-watch:
+			if !ok {
+				watch = nil
+			}
+			// Coalesce the burst of changes one transition makes.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (a *Agent) kick() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// healthLoop runs the health handler at its own interval so a slow handler
+// never stalls the HA loop; the result feeds the next cycle.
+func (a *Agent) healthLoop(ctx context.Context) {
+	for {
+		interval := a.cfg.Health.Interval
+		if sp := a.hooks.Spec(handlers.Health); sp != nil && sp.Interval > 0 {
+			interval = sp.Interval
+		}
+		if a.hooks.Spec(handlers.Health) != nil {
+			res, healthy := a.hooks.CheckHealth(ctx, a.env("health", ""))
+			if !res.OK() {
+				a.handlerResult(res)
+			}
+			if a.handlerHealthy.Swap(healthy) != healthy {
+				a.log.Info("health handler verdict changed", zap.Bool("healthy", healthy))
+				a.kick()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// fenceMargin is how much proven lease must be left for a primary to stay
+// writable: one etcd request plus time to stop PostgreSQL.
+func (a *Agent) fenceMargin() time.Duration {
+	return a.cfg.Etcd.RequestTimeout + 500*time.Millisecond
+}
+
+// fencer is the safety net independent of the HA loop: if the loop is stuck
+// (an etcd call hanging up to its timeout, say) while the proven lease runs
+// out, it stops PostgreSQL immediately, before etcd can expire the lease and
+// another member can be promoted.
+func (a *Agent) fencer(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !a.isLeader.Load() || a.fenced.Load() {
+			continue
+		}
+		left := a.dcs.LeaseLeft(time.Now())
+		if left > a.fenceMargin() {
+			continue
+		}
+		a.fence(ctx, fmt.Sprintf("fencer: proven lease left %s ≤ margin %s", left.Round(time.Millisecond), a.fenceMargin()))
+	}
+}
+
+// fence stops accepting writes at once: immediate stop of PostgreSQL (no
+// further commit can be acknowledged). The HA loop restarts it read-only.
+func (a *Agent) fence(ctx context.Context, reason string) {
+	if a.fenced.Swap(true) {
+		return
+	}
+	a.isLeader.Store(false)
+	a.pgMu.Lock()
+	err := a.pg.Stop(ctx, postgres.StopImmediate)
+	a.pgMu.Unlock()
+	left := a.dcs.LeaseLeft(time.Now())
+	a.log.Warn("fenced: PostgreSQL stopped, no writes accepted", zap.String("reason", reason), zap.Duration("lease_left", left), zap.Error(err))
+	a.publish(proto.TypeFenced, proto.Fenced{Reason: reason, LeaseLeftMS: left.Milliseconds()})
+	a.kick()
+}
+
+func (a *Agent) env(event, reason string) handlers.Env {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return handlers.Env{Event: event, Role: a.state.Role, Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, Leader: a.state.Leader, Term: a.state.Term, Reason: reason}
+}
+
+func (a *Agent) handlerResult(r handlers.Result) {
+	a.metrics.HandlerRuns.WithLabelValues(string(r.Phase), r.Status.String()).Inc()
+	if r.OK() {
+		return
+	}
+	a.publish(proto.TypeHandlerResult, proto.HandlerResult{Handler: string(r.Phase), Status: r.Status.String(), ExitCode: r.ExitCode, DurationMS: r.Duration.Milliseconds()})
+}
+
+// publish queues an event; it never blocks the HA loop.
+func (a *Agent) publish(typ string, payload any) {
+	a.mu.Lock()
+	h := proto.Header{
+		ClusterRef:  proto.ClusterRef{Namespace: a.cfg.Cluster.Namespace, Project: a.cfg.Cluster.Project, Cluster: a.cfg.Cluster.Name},
+		Node:        a.cfg.Node.Name,
+		Term:        a.state.Term,
+		TimestampMS: time.Now().UnixMilli(),
+	}
+	a.mu.Unlock()
+	source := "dbpilot-agent/" + clusterName(a.cfg) + "/" + a.cfg.Node.Name
+	e, err := proto.NewEnvelope(typ, source, h, payload)
+	if err != nil {
+		a.log.Error("cannot build event", zap.String("type", typ), zap.Error(err))
+		return
+	}
+	a.rep.Publish(e)
+}
+
+// Snapshot implements httpapi.Source.
+func (a *Agent) Snapshot() httpapi.NodeState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.state
+	s.HoldsLease = a.isLeader.Load() && a.dcs.LeaseLeft(time.Now()) > a.fenceMargin()
+	return s
+}
+
+func (a *Agent) apiURL() string {
+	if a.cfg.HTTP.Listen == "" {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(a.cfg.HTTP.Listen)
+	return "http://" + net.JoinHostPort(a.cfg.Node.Address, port)
+}
+
+func fmtLSN(l uint64) string { return postgres.LSN(l).String() }
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

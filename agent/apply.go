@@ -1,0 +1,332 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/ha"
+	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// apply carries out one action. It holds pgMu for the whole action so the
+// fencer never races a promotion or a restart.
+func (a *Agent) apply(ctx context.Context, act ha.Action, obs observation, v ha.View) error {
+	if act.Kind == ha.Noop {
+		return nil
+	}
+	if act.Kind == ha.Fence {
+		a.fence(ctx, act.Reason)
+		return nil
+	}
+	a.pgMu.Lock()
+	defer a.pgMu.Unlock()
+	switch act.Kind {
+	case ha.Release:
+		ok, err := a.dcs.ReleaseLeader(ctx, obs.snap.LeaderRev)
+		if err != nil {
+			return err
+		}
+		a.leaderRev = 0
+		a.isLeader.Store(false)
+		a.fenced.Store(false)
+		a.log.Info("leader key released", zap.Bool("held", ok))
+		return nil
+	case ha.Promote:
+		return a.promote(ctx, obs.snap.Leader.Term)
+	case ha.Campaign:
+		return a.campaign(ctx, v)
+	case ha.StartReplica:
+		a.fenced.Store(false)
+		return a.startReplica(ctx, act.Target, obs.snap)
+	case ha.Follow:
+		up, err := upstreamOf(obs.snap, act.Target)
+		if err != nil {
+			return err
+		}
+		if err := a.pg.Follow(ctx, up); err != nil {
+			return fmt.Errorf("follow %s: %w", act.Target, err)
+		}
+		a.upstream = act.Target
+		return nil
+	case ha.Rejoin:
+		a.fenced.Store(false)
+		return a.rejoin(ctx, act.Target, obs.snap)
+	case ha.Handover:
+		return a.handover(ctx, act.Target, obs)
+	case ha.SyncWiden:
+		return a.putSync(ctx, act.Standbys)
+	case ha.SyncApply:
+		if err := a.pg.SetSynchronousStandbys(ctx, act.Standbys); err != nil {
+			return fmt.Errorf("set synchronous_standby_names: %w", err)
+		}
+		a.pgSync = slices.Clone(act.Standbys)
+		a.syncAppliedLSN = uint64(obs.pg.WriteLSN)
+		if st, err := a.pg.Status(ctx); err == nil {
+			a.syncAppliedLSN = uint64(st.WriteLSN)
+		}
+		return nil
+	case ha.SyncShrink:
+		for _, name := range act.Standbys {
+			i := slices.IndexFunc(obs.pg.Replicas, func(r postgres.ReplicaStat) bool { return r.Name == name })
+			if i < 0 || uint64(obs.pg.Replicas[i].FlushLSN) < a.syncAppliedLSN {
+				a.log.Debug("sync shrink waits for standby", zap.String("standby", name))
+				return nil
+			}
+		}
+		return a.putSync(ctx, act.Standbys)
+	}
+	return fmt.Errorf("unknown action %q", act.Kind)
+}
+
+func (a *Agent) putSync(ctx context.Context, standbys []string) error {
+	s := dcs.SyncState{Leader: a.cfg.Node.Name, Term: a.term, Standbys: standbys}
+	ok, err := a.dcs.PutIfLeader(ctx, a.leaderRev, a.keys.Sync(), s)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("sync key not written: no longer the leader")
+	}
+	return nil
+}
+
+func upstreamOf(snap dcs.Snapshot, node string) (postgres.Upstream, error) {
+	if l := snap.Leader; l != nil && l.Node == node {
+		return postgres.Upstream{Host: l.Host, Port: l.Port, Name: l.Node}, nil
+	}
+	if m, ok := snap.Members[node]; ok {
+		return postgres.Upstream{Host: m.Host, Port: m.Port, Name: m.Node}, nil
+	}
+	return postgres.Upstream{}, fmt.Errorf("no address known for %s", node)
+}
+
+// startReplica starts PostgreSQL read-only, following target ("" = none).
+func (a *Agent) startReplica(ctx context.Context, target string, snap dcs.Snapshot) error {
+	var up *postgres.Upstream
+	if target != "" {
+		u, err := upstreamOf(snap, target)
+		if err != nil {
+			return err
+		}
+		up = &u
+	}
+	err := a.pg.Start(ctx, postgres.RoleReplica, up)
+	if errors.Is(err, postgres.ErrAlreadyRunning) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("start replica: %w", err)
+	}
+	a.upstream = target
+	return nil
+}
+
+// promote makes the local PostgreSQL writable; we already hold the leader
+// key at term. In synchronous mode the standbys of the sync key are set
+// first, so the very first commit after promotion waits for one of them.
+func (a *Agent) promote(ctx context.Context, term uint64) error {
+	if !a.pg.Running() {
+		if err := a.pg.Start(ctx, postgres.RoleReplica, nil); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
+			return a.abandonLeadership(ctx, fmt.Errorf("start before promote: %w", err))
+		}
+	}
+	if a.cfg.SynchronousMode == "on" {
+		if snap, err := a.dcs.Snapshot(ctx); err == nil && snap.Sync != nil {
+			standbys := slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })
+			if len(standbys) > 0 {
+				if err := a.pg.SetSynchronousStandbys(ctx, standbys); err != nil {
+					return a.abandonLeadership(ctx, fmt.Errorf("carry over synchronous standbys: %w", err))
+				}
+				a.pgSync = standbys
+			}
+		}
+	}
+	// The marker goes first: if we crash mid-promotion, we rewind on return.
+	if err := a.local.setWasPrimary(true, term); err != nil {
+		return a.abandonLeadership(ctx, fmt.Errorf("write role file: %w", err))
+	}
+	if err := a.pg.Promote(ctx); err != nil {
+		return a.abandonLeadership(ctx, fmt.Errorf("promote: %w", err))
+	}
+	a.fenced.Store(false)
+	a.upstream = ""
+	return nil
+}
+
+// abandonLeadership releases the leader key after a failed promotion so a
+// healthier member can take over, and returns cause.
+func (a *Agent) abandonLeadership(ctx context.Context, cause error) error {
+	if a.leaderRev != 0 {
+		if _, err := a.dcs.ReleaseLeader(ctx, a.leaderRev); err != nil {
+			a.log.Error("cannot release leader key after failed promotion", zap.Error(err))
+		}
+	}
+	a.leaderRev = 0
+	a.isLeader.Store(false)
+	return cause
+}
+
+// campaign takes the failover lock, re-checks on a fresh observation that we
+// are still the best candidate, claims the leader key at term+1 with its
+// history record, and promotes.
+func (a *Agent) campaign(ctx context.Context, v ha.View) error {
+	unlock, err := a.dcs.TryLock(ctx, a.keys.FailoverLock())
+	if errors.Is(err, dcs.ErrLocked) {
+		a.log.Info("failover lock held by another member; waiting for the new primary")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("failover lock: %w", err)
+	}
+	defer unlock()
+	start := time.Now()
+	snap, err := a.dcs.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := a.pg.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("re-check status: %w", err)
+	}
+	obs := observation{snap: snap, etcdOK: true, pg: st, now: time.Now()}
+	if snap.Leader != nil {
+		return nil
+	}
+	if again := ha.Decide(a.view(obs)); again.Kind != ha.Campaign {
+		a.log.Info("re-check under the failover lock says no", zap.String("reason", again.Reason))
+		return nil
+	}
+	reason, previous := "failover", ""
+	var extra []dcs.Op
+	if sw := snap.Switchover; sw != nil && sw.State == dcs.SwitchoverHandover && sw.To == a.cfg.Node.Name {
+		reason = "switchover"
+		extra = append(extra, dcs.OpDelete(a.keys.Switchover()))
+	}
+	if d := snap.Document; d != nil {
+		previous = d.Leader
+	}
+	l := dcs.LeaderRecord{Node: a.cfg.Node.Name, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port, APIURL: a.apiURL(), LSN: uint64(st.LSN()), Timeline: st.Timeline}
+	h := dcs.HistoryRecord{Previous: previous, Reason: reason, LSN: uint64(st.LSN()), Timeline: st.Timeline}
+	rev, ok, err := a.dcs.ClaimLeader(ctx, l, snap.Term, snap.TermRev, h, extra...)
+	if err != nil || !ok {
+		return err
+	}
+	a.leaderRev, a.term = rev, snap.Term+1
+	a.isLeader.Store(true)
+	a.log.Info("leader key claimed", zap.Uint64("term", a.term), zap.String("reason", reason), zap.String("previous", previous))
+	if err := a.promote(ctx, a.term); err != nil {
+		return err
+	}
+	st, _ = a.pg.Status(ctx)
+	dur := time.Since(start)
+	if sw := snap.Switchover; reason == "switchover" && sw != nil {
+		dur = time.Since(time.UnixMilli(sw.HandoverMS))
+		a.publish(proto.TypeSwitchover, proto.SwitchoverCompleted{From: sw.From, To: a.cfg.Node.Name, DurationMS: dur.Milliseconds()})
+	}
+	a.mu.Lock()
+	a.state.Term = a.term
+	a.mu.Unlock()
+	a.publish(proto.TypePrimaryChanged, proto.PrimaryChanged{Primary: a.cfg.Node.Name, PreviousPrimary: previous, Reason: reason, Timeline: st.Timeline, LSN: st.LSN().String(), DurationMS: dur.Milliseconds()})
+	a.log.Info("promoted", zap.Uint64("term", a.term), zap.Uint32("timeline", st.Timeline), zap.String("lsn", st.LSN().String()), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// rejoin turns a former primary (or a diverged replica) into a replica of
+// target: stop, pg_rewind, and a fresh clone if the rewind fails.
+func (a *Agent) rejoin(ctx context.Context, target string, snap dcs.Snapshot) error {
+	up, err := upstreamOf(snap, target)
+	if err != nil {
+		return err
+	}
+	if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
+		return fmt.Errorf("stop before rewind: %w", err)
+	}
+	if err := a.pg.Rewind(ctx, up); err != nil {
+		a.log.Warn("pg_rewind failed; re-cloning from the primary", zap.String("from", target), zap.Error(err))
+		if err := a.pg.RemoveDataDir(); err != nil {
+			return fmt.Errorf("remove data dir for re-clone: %w", err)
+		}
+		if err := a.pg.BaseBackup(ctx, up); err != nil {
+			return fmt.Errorf("re-clone from %s: %w", target, err)
+		}
+	}
+	if err := a.local.setWasPrimary(false, snap.Term); err != nil {
+		return err
+	}
+	if err := a.pg.Start(ctx, postgres.RoleReplica, &up); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
+		return fmt.Errorf("start after rewind: %w", err)
+	}
+	a.upstream = target
+	a.log.Info("rejoined as replica", zap.String("leader", target))
+	return nil
+}
+
+// handover is a planned switchover from this primary to target: stop with a
+// shutdown checkpoint (walsenders ship all WAL to connected standbys first),
+// then record the final LSN and release the leader key in one transaction.
+// Only target may then claim the key, after it received the final LSN.
+func (a *Agent) handover(ctx context.Context, target string, obs observation) error {
+	start := time.Now()
+	if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
+		return fmt.Errorf("switchover: stop primary (leader key kept): %w", err)
+	}
+	cd, err := a.pg.ControlData(ctx)
+	if err != nil {
+		return fmt.Errorf("switchover: read final LSN (leader key kept): %w", err)
+	}
+	sw := dcs.Switchover{From: a.cfg.Node.Name, To: target, State: dcs.SwitchoverHandover, FinalLSN: uint64(cd.CheckpointLSN) + 1, HandoverMS: time.Now().UnixMilli()}
+	if old := obs.snap.Switchover; old != nil {
+		sw.RequestedMS, sw.Reason = old.RequestedMS, old.Reason
+	}
+	ok, err := a.dcs.ReleaseLeader(ctx, a.leaderRev, dcs.OpPutJSON(a.keys.Switchover(), sw))
+	if err != nil || !ok {
+		return fmt.Errorf("switchover: release leader key: ok=%v: %w", ok, err)
+	}
+	a.leaderRev = 0
+	a.isLeader.Store(false)
+	a.log.Info("switchover: handed over", zap.String("to", target), zap.String("final_lsn", cd.CheckpointLSN.String()), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// writeDocument keeps the whitepaper's cluster document current (primary only).
+func (a *Agent) writeDocument(ctx context.Context, obs observation) {
+	doc := dcs.ClusterDocument{
+		Namespace: a.cfg.Cluster.Namespace, Project: a.cfg.Cluster.Project, ClusterName: a.cfg.Cluster.Name,
+		Term: a.term, Leader: a.cfg.Node.Name, TTLSeconds: a.dcs.TTLSeconds(),
+	}
+	known := map[string]dcs.DocumentNode{}
+	if d := obs.snap.Document; d != nil {
+		for _, n := range d.Nodes {
+			n.Status = "Offline"
+			known[n.Name] = n
+		}
+	}
+	for name, m := range obs.snap.Members {
+		role := "Replica"
+		if name == a.cfg.Node.Name {
+			role = "Primary"
+		}
+		known[name] = dcs.DocumentNode{Name: name, Status: "Online", IPAddress: m.Host, Port: m.Port, Role: role}
+	}
+	for _, n := range known {
+		doc.Nodes = append(doc.Nodes, n)
+	}
+	slices.SortFunc(doc.Nodes, func(x, y dcs.DocumentNode) int { return compareStrings(x.Name, y.Name) })
+	hash := fmt.Sprint(doc)
+	if hash == a.lastDocHash {
+		return
+	}
+	doc.LastUpdated = time.Now().Unix()
+	if ok, err := a.dcs.PutIfLeader(ctx, a.leaderRev, a.keys.State(), doc); err != nil || !ok {
+		a.log.Debug("cluster document not written", zap.Bool("leader", ok), zap.Error(err))
+		return
+	}
+	a.lastDocHash = hash
+}

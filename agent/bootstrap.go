@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// ensureData makes sure this node has a data directory that belongs to the
+// cluster, following the whitepaper's bootstrap (Op 2):
+//
+//   - primary: bootstrap lock, initialize marker, initdb, start, leader key
+//     on our lease at term 1, cluster document, unlock, local lock file,
+//     primary_changed event;
+//   - replica: wait for a leader, pg_basebackup from it, start streaming,
+//     register (member key, written by every cycle), local lock file.
+//
+// A node with a lock file and a data directory returns at once; the HA loop
+// then starts PostgreSQL read-only and decides from there.
+func (a *Agent) ensureData(ctx context.Context) error {
+	for ctx.Err() == nil {
+		done, err := a.bootstrapStep(ctx)
+		if done {
+			return err
+		}
+		if err != nil {
+			a.log.Warn("bootstrap step failed; retrying", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(a.cfg.Health.Interval / 2):
+		}
+	}
+	return ctx.Err()
+}
+
+func (a *Agent) bootstrapStep(ctx context.Context) (bool, error) {
+	lock, haveLock, err := a.local.bootstrapLock()
+	if err != nil {
+		return true, fmt.Errorf("bootstrap lock file: %w", err)
+	}
+	if haveLock && a.pg.IsInitialized() {
+		return true, nil
+	}
+	snap, err := a.dcs.Snapshot(ctx)
+	if err != nil {
+		return false, err
+	}
+	if a.pg.IsInitialized() && snap.Initialized {
+		cd, err := a.pg.ControlData(ctx)
+		if err == nil && cd.SystemIdentifier == snap.SystemID {
+			// Initialised here before a crash cut the bootstrap short.
+			return true, a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: cd.SystemIdentifier, Role: "replica"})
+		}
+		a.log.Warn("data directory belongs to another cluster or is unreadable; re-cloning", zap.String("local_system_id", cd.SystemIdentifier), zap.String("cluster_system_id", snap.SystemID), zap.Error(err))
+		if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
+			return false, err
+		}
+		if err := a.pg.RemoveDataDir(); err != nil {
+			return true, err
+		}
+	}
+	if haveLock && !a.pg.IsInitialized() {
+		a.log.Warn("bootstrap lock file present but no data directory; cloning again", zap.String("system_id", lock.SystemID))
+		if err := a.local.removeBootstrapLock(); err != nil {
+			return true, err
+		}
+	}
+	switch {
+	case !snap.Initialized && snap.Leader == nil:
+		return a.bootstrapPrimary(ctx)
+	case snap.Leader != nil:
+		return true, a.cloneReplica(ctx, snap)
+	default:
+		a.log.Info("cluster initialized but no leader yet; waiting to clone")
+		return false, nil
+	}
+}
+
+func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
+	unlock, err := a.dcs.TryLock(ctx, a.keys.BootstrapLock())
+	if errors.Is(err, dcs.ErrLocked) {
+		a.log.Info("another member is bootstrapping the cluster; waiting for its leader key")
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	snap, err := a.dcs.Snapshot(ctx)
+	if err != nil || snap.Initialized || snap.Leader != nil {
+		return false, err
+	}
+	a.log.Info("bootstrapping the cluster as its first primary")
+	// (Restoring from a backup instead of initdb arrives with agent-side backups.)
+	if !a.pg.IsInitialized() {
+		if err := a.pg.Initdb(ctx); err != nil {
+			return true, fmt.Errorf("initdb: %w", err)
+		}
+	}
+	if err := a.pg.Start(ctx, postgres.RolePrimary, nil); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
+		return true, fmt.Errorf("start new primary: %w", err)
+	}
+	if err := a.pg.Bootstrap(ctx); err != nil {
+		return true, fmt.Errorf("create roles: %w", err)
+	}
+	cd, err := a.pg.ControlData(ctx)
+	if err != nil {
+		return true, err
+	}
+	st, _ := a.pg.Status(ctx)
+	if err := a.local.setWasPrimary(true, 1); err != nil {
+		return true, err
+	}
+	l := dcs.LeaderRecord{Node: a.cfg.Node.Name, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port, APIURL: a.apiURL(), LSN: uint64(st.WriteLSN), Timeline: st.Timeline}
+	doc := dcs.ClusterDocument{Namespace: a.cfg.Cluster.Namespace, Project: a.cfg.Cluster.Project, ClusterName: a.cfg.Cluster.Name, Term: 1, Leader: a.cfg.Node.Name,
+		LastUpdated: time.Now().Unix(), TTLSeconds: a.dcs.TTLSeconds(),
+		Nodes: []dcs.DocumentNode{{Name: a.cfg.Node.Name, Status: "Online", IPAddress: a.cfg.Node.Address, Port: a.cfg.Postgres.Port, Role: "Primary"}}}
+	rev, ok, err := a.dcs.Bootstrap(ctx, cd.SystemIdentifier, l, doc)
+	if err != nil || !ok {
+		// Someone else initialised the cluster: our data is not theirs.
+		a.log.Warn("bootstrap transaction lost; discarding the local data directory", zap.Error(err))
+		_ = a.pg.Stop(ctx, postgres.StopImmediate)
+		if rerr := a.pg.RemoveDataDir(); rerr != nil {
+			return true, rerr
+		}
+		return false, err
+	}
+	a.leaderRev, a.term = rev, 1
+	a.isLeader.Store(true)
+	unlock()
+	if err := a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: cd.SystemIdentifier, Role: "primary"}); err != nil {
+		return true, err
+	}
+	a.mu.Lock()
+	a.state.Term = 1
+	a.mu.Unlock()
+	a.publish(proto.TypePrimaryChanged, proto.PrimaryChanged{Primary: a.cfg.Node.Name, Reason: "bootstrap", Timeline: st.Timeline, LSN: st.WriteLSN.String()})
+	a.log.Info("cluster bootstrapped", zap.String("system_id", cd.SystemIdentifier), zap.Uint64("term", 1))
+	return true, nil
+}
+
+func (a *Agent) cloneReplica(ctx context.Context, snap dcs.Snapshot) error {
+	l := snap.Leader
+	up := postgres.Upstream{Host: l.Host, Port: l.Port, Name: l.Node}
+	a.log.Info("cloning from the primary", zap.String("leader", l.Node))
+	if a.pg.IsInitialized() {
+		if err := a.pg.RemoveDataDir(); err != nil {
+			return err
+		}
+	}
+	if err := a.pg.BaseBackup(ctx, up); err != nil {
+		_ = a.pg.RemoveDataDir()
+		return fmt.Errorf("pg_basebackup from %s: %w", l.Node, err)
+	}
+	if err := a.pg.Start(ctx, postgres.RoleReplica, &up); err != nil {
+		return fmt.Errorf("start replica: %w", err)
+	}
+	a.upstream = l.Node
+	if err := a.local.setWasPrimary(false, snap.Term); err != nil {
+		return err
+	}
+	return a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: snap.SystemID, Role: "replica"})
+}

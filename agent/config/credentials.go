@@ -1,0 +1,112 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Environment variables that supply or override credentials. The password
+// variables are read once at start-up; they never appear in logs.
+const (
+	EnvSuperuserUser       = "DBPILOT_SUPERUSER_USERNAME"
+	EnvSuperuserPassword   = "DBPILOT_SUPERUSER_PASSWORD"
+	EnvReplicationUser     = "DBPILOT_REPLICATION_USERNAME"
+	EnvReplicationPassword = "DBPILOT_REPLICATION_PASSWORD"
+)
+
+// Secret is a string that formats as "******" in logs, JSON and %v, so a
+// password cannot leak through a log line or an error message.
+type Secret string
+
+// String redacts the value.
+func (Secret) String() string { return "******" }
+
+// GoString redacts the value for %#v.
+func (Secret) GoString() string { return `"******"` }
+
+// MarshalJSON redacts the value.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"******"`), nil }
+
+// Reveal returns the plain value; call it only where the value is handed to
+// PostgreSQL.
+func (s Secret) Reveal() string { return string(s) }
+
+// Login is one database role's name and password.
+type Login struct {
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"`
+}
+
+// Credentials is the content of postgres.credentials_file:
+//
+//	superuser:   {username: postgres,   password: "…"}
+//	replication: {username: replicator, password: "…"}
+type Credentials struct {
+	Superuser   Login `yaml:"superuser"`
+	Replication Login `yaml:"replication"`
+}
+
+// checkSecretFile refuses files readable or writable by group or others.
+func checkSecretFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("cannot read %q: %v; fix the path", path, errors.Unwrap(err))
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%q has mode %04o; it holds passwords: chmod 600 it", path, st.Mode().Perm())
+	}
+	return nil
+}
+
+// LoadCredentials reads postgres.credentials_file (if set) and applies the
+// environment overrides. Usernames default to "postgres" and "replicator".
+// Errors name the file and field but never include a password.
+func (c *Config) LoadCredentials() (Credentials, error) {
+	var cr Credentials
+	if f := c.Postgres.CredentialsFile; f != "" {
+		if err := checkSecretFile(f); err != nil {
+			return cr, fmt.Errorf("postgres.credentials_file: %w", err)
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return cr, fmt.Errorf("postgres.credentials_file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cr); err != nil && !errors.Is(err, io.EOF) {
+			return cr, fmt.Errorf("postgres.credentials_file %q: %v", f, err)
+		}
+	}
+	override := func(dst *string, env string) {
+		if v := os.Getenv(env); v != "" {
+			*dst = v
+		}
+	}
+	override(&cr.Superuser.Username, EnvSuperuserUser)
+	override(&cr.Replication.Username, EnvReplicationUser)
+	if v := os.Getenv(EnvSuperuserPassword); v != "" {
+		cr.Superuser.Password = Secret(v)
+	}
+	if v := os.Getenv(EnvReplicationPassword); v != "" {
+		cr.Replication.Password = Secret(v)
+	}
+	if cr.Superuser.Username == "" {
+		cr.Superuser.Username = "postgres"
+	}
+	if cr.Replication.Username == "" {
+		cr.Replication.Username = "replicator"
+	}
+	var errs []error
+	if cr.Superuser.Password == "" {
+		errs = append(errs, fmt.Errorf("superuser.password: required; set it in postgres.credentials_file or %s", EnvSuperuserPassword))
+	}
+	if cr.Replication.Password == "" {
+		errs = append(errs, fmt.Errorf("replication.password: required; set it in postgres.credentials_file or %s", EnvReplicationPassword))
+	}
+	return cr, errors.Join(errs...)
+}

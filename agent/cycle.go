@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/ha"
+	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/handlers"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// observation is what one cycle read: the etcd snapshot and the local status.
+type observation struct {
+	snap   dcs.Snapshot
+	etcdOK bool
+	pg     postgres.Status
+	now    time.Time
+}
+
+// cycle runs one HA cycle: renew the lease, read etcd once, read the local
+// PostgreSQL, publish our member key, decide, apply, record. A failed step is
+// logged and the next cycle starts from a fresh observation.
+func (a *Agent) cycle(ctx context.Context) {
+	obs := a.observe(ctx)
+	a.publishMember(ctx, obs)
+	v := a.view(obs)
+	act := ha.Decide(v)
+	if act.Kind == ha.Noop {
+		a.log.Debug("ha action", zap.String("action", string(act.Kind)), zap.String("reason", act.Reason))
+	} else {
+		a.log.Info("ha action", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Strings("standbys", act.Standbys), zap.String("reason", act.Reason), zap.Uint64("term", obs.snap.Term))
+		a.metrics.HAActions.WithLabelValues(string(act.Kind)).Inc()
+	}
+	if err := a.apply(ctx, act, obs, v); err != nil {
+		a.log.Error("ha action failed", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Error(err))
+	}
+	a.record(ctx, obs, act)
+}
+
+func (a *Agent) observe(ctx context.Context) observation {
+	obs := observation{now: time.Now()}
+	if _, fresh, err := a.dcs.Session(ctx); err == nil {
+		if fresh {
+			a.leaderRev = 0 // a new lease: any leader key we held went with the old one
+		}
+		rerr := a.dcs.Renew(ctx)
+		if errors.Is(rerr, dcs.ErrLeaseLost) {
+			a.leaderRev = 0
+		}
+		snap, serr := a.dcs.Snapshot(ctx)
+		obs.snap, obs.etcdOK = snap, serr == nil && rerr == nil
+		if serr != nil || rerr != nil {
+			a.log.Warn("etcd cycle failed", zap.NamedError("renew", rerr), zap.NamedError("read", serr))
+		}
+	} else {
+		a.log.Warn("etcd unreachable", zap.Error(err))
+	}
+	st, err := a.pg.Status(ctx)
+	if err != nil {
+		a.log.Debug("postgres status", zap.Error(err))
+	}
+	obs.pg = st
+	if obs.etcdOK {
+		l := obs.snap.Leader
+		mine := l != nil && l.Node == a.cfg.Node.Name && obs.snap.LeaderLease == int64(a.dcs.Lease())
+		if mine {
+			a.leaderRev, a.term = obs.snap.LeaderRev, l.Term
+		} else {
+			a.leaderRev = 0
+			a.term = obs.snap.Term
+		}
+		a.isLeader.Store(mine)
+		switch {
+		case l == nil && a.leaderGoneRev == 0:
+			a.leaderGoneRev, a.leaderGoneAt = obs.snap.Revision, obs.now
+		case l != nil:
+			a.leaderGoneRev = 0
+		}
+	}
+	return obs
+}
+
+func localRole(st postgres.Status) ha.Role {
+	switch {
+	case !st.Running || !st.Accepting:
+		return ha.RoleStopped
+	case st.InRecovery:
+		return ha.RoleReplica
+	default:
+		return ha.RolePrimary
+	}
+}
+
+func (a *Agent) healthy(st postgres.Status) bool {
+	return st.Running && st.Accepting && a.handlerHealthy.Load()
+}
+
+func (a *Agent) lagBytes(obs observation) int64 {
+	st := obs.pg
+	if !st.Running || !st.InRecovery {
+		return 0
+	}
+	leaderLSN := obs.snap.OptimeLSN
+	if l := obs.snap.Leader; l != nil && l.LSN > leaderLSN {
+		leaderLSN = l.LSN
+	}
+	if leaderLSN == 0 {
+		return -1
+	}
+	if mine := uint64(st.LSN()); leaderLSN > mine {
+		return int64(leaderLSN - mine)
+	}
+	return 0
+}
+
+func (a *Agent) memberState(obs observation) string {
+	switch {
+	case a.fenced.Load():
+		return "fenced"
+	case !obs.pg.Running:
+		return "stopped"
+	case !obs.pg.Accepting:
+		return "starting"
+	case !a.healthy(obs.pg):
+		return "unhealthy"
+	default:
+		return "running"
+	}
+}
+
+// publishMember refreshes our member key: role, health, LSN, lag, timestamp.
+func (a *Agent) publishMember(ctx context.Context, obs observation) {
+	if !obs.etcdOK {
+		return
+	}
+	m := dcs.Member{
+		Node: a.cfg.Node.Name, Role: string(localRole(obs.pg)), State: a.memberState(obs), Healthy: a.healthy(obs.pg),
+		Running: obs.pg.Running, Streaming: obs.pg.Streaming, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port,
+		APIURL: a.apiURL(), LSN: uint64(obs.pg.LSN()), Timeline: obs.pg.Timeline, LagBytes: a.lagBytes(obs),
+		NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(), Upstream: a.upstream,
+	}
+	if err := a.dcs.PutMember(ctx, m); err != nil {
+		a.log.Warn("member key not refreshed", zap.Error(err))
+	}
+	if l := obs.snap.Leader; a.isLeader.Load() && l != nil && obs.pg.Running && !obs.pg.InRecovery {
+		rec := *l
+		rec.LSN, rec.Timeline = uint64(obs.pg.WriteLSN), obs.pg.Timeline
+		if ok, err := a.dcs.UpdateLeader(ctx, rec, a.leaderRev); err != nil || !ok {
+			a.log.Warn("leader value not refreshed", zap.Bool("still_leader", ok), zap.Error(err))
+		}
+	}
+}
+
+// view turns an observation into the pure policy's input.
+func (a *Agent) view(obs observation) ha.View {
+	st, snap := obs.pg, obs.snap
+	role := localRole(st)
+	v := ha.View{
+		Self: a.cfg.Node.Name, NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(),
+		LocalInitialized: a.pg.IsInitialized(), LocalRole: role, Healthy: a.healthy(st),
+		Streaming: st.Streaming, Upstream: a.upstream, LocalLSN: uint64(st.LSN()),
+		WasPrimary: a.local.role().WasPrimary && role != ha.RolePrimary, Fenced: a.fenced.Load(),
+		EtcdOK: obs.etcdOK, Initialized: snap.Initialized, IsLeader: a.isLeader.Load(),
+		LeaseLeft: a.dcs.LeaseLeft(obs.now), FenceMargin: a.fenceMargin(), LeaderLSN: snap.OptimeLSN,
+		SyncMode: a.cfg.SynchronousMode == "on", PGSyncStandbys: a.pgSync,
+		MaxLag: a.cfg.MaximumLagOnFailover, RejoinAfter: 3 * a.cfg.TTL,
+	}
+	if snap.Leader != nil {
+		v.Leader = snap.Leader.Node
+	}
+	if role == ha.RoleReplica && !st.Streaming {
+		if a.notStreamingSince.IsZero() {
+			a.notStreamingSince = obs.now
+		}
+		v.NotStreamingFor = obs.now.Sub(a.notStreamingSince)
+	} else {
+		a.notStreamingSince = time.Time{}
+	}
+	if snap.Sync != nil {
+		v.SyncStandbys = slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == v.Self && v.IsLeader })
+	}
+	grace := 2*a.cfg.Health.Interval + a.cfg.Etcd.RequestTimeout
+	for name, m := range snap.Members {
+		if name == v.Self {
+			continue
+		}
+		v.Members = append(v.Members, ha.Member{
+			Name: name, Role: ha.Role(m.Role), Healthy: m.Healthy, Running: m.Running, Streaming: m.Streaming,
+			NoFailover: m.NoFailover, Priority: m.Priority, LSN: m.LSN,
+			Fresh: a.leaderGoneRev != 0 && m.Revision > a.leaderGoneRev,
+			Stale: obs.now.Sub(time.UnixMilli(m.UpdatedMS)) > grace && (a.leaderGoneAt.IsZero() || obs.now.Sub(a.leaderGoneAt) > grace),
+		})
+	}
+	slices.SortFunc(v.Members, func(x, y ha.Member) int { return compareStrings(x.Name, y.Name) })
+	if v.IsLeader && role == ha.RolePrimary {
+		for _, r := range st.Replicas {
+			m, ok := snap.Members[r.Name]
+			if ok && m.Healthy && r.State == "streaming" && !m.NoFailover {
+				v.SyncCandidates = append(v.SyncCandidates, r.Name)
+			}
+		}
+		if len(v.SyncCandidates) == 0 && len(a.pgSync) == 0 {
+			// A new primary carries over the standbys of the sync key, so
+			// commits wait for them from the first one (strict).
+			v.SyncCandidates = v.SyncStandbys
+		}
+	}
+	if sw := snap.Switchover; sw != nil {
+		v.Switchover = &ha.Switchover{From: sw.From, To: sw.To, Handover: sw.State == dcs.SwitchoverHandover, FinalLSN: sw.FinalLSN}
+		if sw.State == dcs.SwitchoverHandover && obs.now.Sub(time.UnixMilli(sw.HandoverMS)) > 2*a.cfg.TTL {
+			v.Switchover.Expired = true
+		}
+	}
+	return v
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// record updates what the HTTP endpoint and metrics show, and fires onChange
+// and events on role or leader changes, in the order observed.
+func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
+	st, _ := a.pg.Status(ctx)
+	role := localRole(st)
+	leader := ""
+	if obs.snap.Leader != nil {
+		leader = obs.snap.Leader.Node
+	}
+	if a.isLeader.Load() {
+		leader = a.cfg.Node.Name
+	}
+	obs.pg = st
+	lag := a.lagBytes(obs)
+	memberState := a.memberState(obs)
+	a.mu.Lock()
+	a.state.Role = map[ha.Role]string{ha.RolePrimary: "primary", ha.RoleReplica: "replica", ha.RoleStopped: "unknown"}[role]
+	a.state.Healthy = a.healthy(st)
+	a.state.Writable = role == ha.RolePrimary
+	a.state.Streaming = st.Streaming
+	a.state.LagBytes = lag
+	a.state.LSN = st.LSN().String()
+	a.state.Timeline = st.Timeline
+	a.state.Leader = leader
+	a.state.State = memberState
+	if obs.etcdOK {
+		a.state.Term = obs.snap.Term
+		if a.isLeader.Load() {
+			a.state.Term = a.term
+		}
+	}
+	a.state.UpdatedAt = obs.now
+	term := a.state.Term
+	a.mu.Unlock()
+
+	a.metrics.SetRole(a.state.Role)
+	a.metrics.Term.Set(float64(term))
+	a.metrics.LagBytes.Set(float64(lag))
+	a.metrics.LeaseLeft.Set(a.dcs.LeaseLeft(time.Now()).Seconds())
+	if a.state.Healthy {
+		a.metrics.Healthy.Set(1)
+	} else {
+		a.metrics.Healthy.Set(0)
+	}
+	a.metrics.EventsDropped.Set(float64(a.rep.Stats().Dropped))
+
+	if (role != a.lastRole && role != ha.RoleStopped) || (obs.etcdOK && leader != a.lastLeader) {
+		reason := act.Reason
+		a.log.Info("role or leader changed", zap.String("role", string(role)), zap.String("leader", leader), zap.String("previous_leader", a.lastLeader), zap.Uint64("term", term))
+		a.hooks.NotifyChange(handlers.Env{Event: "onChange", Role: string(role), Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, Leader: leader, Term: term, Reason: reason})
+		a.lastLeader = leader
+	}
+	if role != a.lastRole || memberState != a.lastMemberState {
+		a.publish(proto.TypeMemberState, proto.MemberState{Role: string(role), State: memberState, Healthy: a.healthy(st), LSN: st.LSN().String(), LagBytes: lag, Timeline: st.Timeline})
+		a.lastRole, a.lastMemberState = role, memberState
+	}
+	if a.isLeader.Load() && obs.etcdOK {
+		a.writeDocument(ctx, obs)
+	}
+}

@@ -1,0 +1,486 @@
+package dcs
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.uber.org/zap"
+)
+
+// ErrLeaseLost is returned by Renew when etcd no longer knows the agent's
+// lease (it expired): every key bound to it, the leader key included, is gone.
+var ErrLeaseLost = errors.New("etcd lease lost")
+
+// ErrLocked is returned by TryLock when another agent holds the lock.
+var ErrLocked = concurrency.ErrLocked
+
+// Options configures Dial.
+type Options struct {
+	Endpoints      []string
+	CAFile         string
+	CertFile       string
+	KeyFile        string
+	Username       string
+	Password       string
+	DialTimeout    time.Duration
+	RequestTimeout time.Duration // bound of every single etcd request
+	TTL            time.Duration // lease TTL, whole seconds (etcd granularity)
+}
+
+// Client is one agent's connection to etcd: the client, its session (one
+// lease) and the cluster's keys. Safe for concurrent use.
+type Client struct {
+	cli  *clientv3.Client
+	keys Keys
+	log  *zap.Logger
+	opts Options
+
+	mu   sync.Mutex
+	sess *concurrency.Session
+
+	// validUntil is a lower bound of the lease's expiry on the server, in
+	// unix ns: the send time of the last successful keepalive plus the TTL
+	// the server granted. 0 = no proven lease.
+	validUntil atomic.Int64
+}
+
+// Dial connects to etcd. It does not grant a lease yet (see Session).
+// Errors: invalid TLS material.
+func Dial(opts Options, keys Keys, log *zap.Logger) (*Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:            opts.Endpoints,
+		DialTimeout:          opts.DialTimeout,
+		DialKeepAliveTime:    opts.TTL / 2,
+		DialKeepAliveTimeout: opts.RequestTimeout,
+		Username:             opts.Username,
+		Password:             opts.Password,
+		Logger:               log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+	}
+	if opts.CAFile != "" || opts.CertFile != "" {
+		info := transport.TLSInfo{TrustedCAFile: opts.CAFile, CertFile: opts.CertFile, KeyFile: opts.KeyFile}
+		tc, err := info.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd tls: %w", err)
+		}
+		tc.MinVersion = tls.VersionTLS12
+		cfg.TLS = tc
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return &Client{cli: cli, keys: keys, log: log.Named("dcs"), opts: opts}, nil
+}
+
+// Keys returns the cluster's keyspace.
+func (c *Client) Keys() Keys { return c.keys }
+
+// Raw returns the underlying etcd client (for tests and tools).
+func (c *Client) Raw() *clientv3.Client { return c.cli }
+
+func (c *Client) req(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opts.RequestTimeout)
+}
+
+// TTLSeconds converts the configured TTL to etcd's whole seconds; the only
+// place a TTL crosses the etcd API.
+func (c *Client) TTLSeconds() int64 { return int64(c.opts.TTL / time.Second) }
+
+// Session returns the agent's live session, granting a new lease and session
+// if there is none or the previous lease was lost. The session is built from
+// a granted lease and the client's own context, not the caller's, so
+// cancelling the agent's context cannot keep Close from revoking it.
+func (c *Client) Session(ctx context.Context) (*concurrency.Session, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		select {
+		case <-c.sess.Done():
+			c.log.Warn("etcd session ended; granting a new lease", zap.Int64("lease", int64(c.sess.Lease())))
+			c.sess = nil
+			c.validUntil.Store(0)
+		default:
+			return c.sess, false, nil
+		}
+	}
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	sent := time.Now()
+	g, err := c.cli.Grant(rctx, c.TTLSeconds())
+	if err != nil {
+		return nil, false, fmt.Errorf("grant lease: %w", err)
+	}
+	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(g.ID), concurrency.WithTTL(int(g.TTL)))
+	if err != nil {
+		return nil, false, fmt.Errorf("new session: %w", err)
+	}
+	c.sess = s
+	c.validUntil.Store(sent.Add(time.Duration(g.TTL) * time.Second).UnixNano())
+	c.log.Info("etcd session started", zap.Int64("lease", int64(g.ID)), zap.Int64("ttl_s", g.TTL))
+	return s, true, nil
+}
+
+// Lease returns the current lease ID or clientv3.NoLease.
+func (c *Client) Lease() clientv3.LeaseID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		return clientv3.NoLease
+	}
+	return c.sess.Lease()
+}
+
+// Renew sends one keepalive for the agent's lease and, on success, moves the
+// proven lower bound of its expiry to send time + granted TTL. It is called
+// from the HA cycle so that leadership is proven by the loop itself.
+// Errors: ErrLeaseLost when the lease expired, or the transport error.
+func (c *Client) Renew(ctx context.Context) error {
+	lease := c.Lease()
+	if lease == clientv3.NoLease {
+		return ErrLeaseLost
+	}
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	sent := time.Now()
+	resp, err := c.cli.KeepAliveOnce(rctx, lease)
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0) {
+		c.dropSession(lease)
+		return ErrLeaseLost
+	}
+	if err != nil {
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	c.validUntil.Store(sent.Add(time.Duration(resp.TTL) * time.Second).UnixNano())
+	return nil
+}
+
+func (c *Client) dropSession(lease clientv3.LeaseID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil && c.sess.Lease() == lease {
+		c.sess.Orphan()
+		c.sess = nil
+	}
+	c.validUntil.Store(0)
+}
+
+// LeaseLeft is how long the lease is still provably valid (≤ 0: not proven).
+func (c *Client) LeaseLeft(now time.Time) time.Duration {
+	v := c.validUntil.Load()
+	if v == 0 {
+		return 0
+	}
+	return time.Unix(0, v).Sub(now)
+}
+
+// Snapshot reads the whole cluster prefix in one request (one revision).
+func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Get(rctx, c.keys.Prefix(), clientv3.WithPrefix())
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("read cluster: %w", err)
+	}
+	s := Snapshot{Revision: resp.Header.Revision, Members: map[string]Member{}}
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		var derr error
+		switch {
+		case k == c.keys.Initialize():
+			s.Initialized, s.SystemID = true, string(kv.Value)
+		case k == c.keys.Term():
+			s.Term, derr = parseTerm(kv.Value)
+			s.TermRev = kv.ModRevision
+		case k == c.keys.Leader():
+			var l LeaderRecord
+			derr = json.Unmarshal(kv.Value, &l)
+			s.Leader, s.LeaderLease, s.LeaderRev = &l, kv.Lease, kv.CreateRevision
+		case k == c.keys.Optime():
+			s.OptimeLSN, derr = strconv.ParseUint(string(kv.Value), 10, 64)
+		case k == c.keys.Sync():
+			var st SyncState
+			derr = json.Unmarshal(kv.Value, &st)
+			st.Revision = kv.ModRevision
+			s.Sync = &st
+		case k == c.keys.Switchover():
+			var sw Switchover
+			derr = json.Unmarshal(kv.Value, &sw)
+			s.Switchover, s.SwitchRev = &sw, kv.ModRevision
+		case k == c.keys.State():
+			var d ClusterDocument
+			derr = json.Unmarshal(kv.Value, &d)
+			s.Document, s.DocRev = &d, kv.ModRevision
+		case c.keys.MemberName(k) != "":
+			var m Member
+			derr = json.Unmarshal(kv.Value, &m)
+			m.Revision = kv.ModRevision
+			s.Members[c.keys.MemberName(k)] = m
+		}
+		if derr != nil {
+			// A malformed value is logged and ignored, never fatal: the
+			// writer of that key will overwrite it on its next cycle.
+			c.log.Warn("ignoring malformed value", zap.String("key", k), zap.Error(derr))
+		}
+	}
+	return s, nil
+}
+
+// mustJSON marshals the plain record structs of this package, which have no
+// channel, func or cyclic field, so Marshal cannot fail for them.
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// PutMember writes this agent's member key bound to its lease.
+func (c *Client) PutMember(ctx context.Context, m Member) error {
+	lease := c.Lease()
+	if lease == clientv3.NoLease {
+		return ErrLeaseLost
+	}
+	m.UpdatedMS = nowMS()
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	_, err := c.cli.Put(rctx, c.keys.Member(m.Node), mustJSON(m), clientv3.WithLease(lease))
+	if err != nil {
+		return fmt.Errorf("put member %s: %w", m.Node, err)
+	}
+	return nil
+}
+
+// Bootstrap atomically marks the cluster initialized and makes this agent its
+// first primary: initialize, term 1, leader (on our lease), history/1 and the
+// cluster document, only if neither initialize nor leader exists. It returns
+// false when another agent got there first.
+func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord, doc ClusterDocument) (int64, bool, error) {
+	lease := c.Lease()
+	if lease == clientv3.NoLease {
+		return 0, false, ErrLeaseLost
+	}
+	l.Term, l.Since = 1, nowMS()
+	h := HistoryRecord{Term: 1, Node: l.Node, Reason: "bootstrap", LSN: l.LSN, Timeline: l.Timeline, AtMS: l.Since}
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(rctx).If(
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Initialize()), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
+	).Then(
+		clientv3.OpPut(c.keys.Initialize(), systemID),
+		clientv3.OpPut(c.keys.Term(), "1"),
+		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
+		clientv3.OpPut(c.keys.History(1), mustJSON(h)),
+		clientv3.OpPut(c.keys.State(), mustJSON(doc)),
+		clientv3.OpPut(c.keys.Optime(), strconv.FormatUint(l.LSN, 10)),
+	).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("bootstrap txn: %w", err)
+	}
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+// ClaimLeader creates the leader key on our lease at term prevTerm+1, bumps
+// the term and writes history/{term}, only if there is no leader and the term
+// key is still at termRev (nobody else claimed in between). extra ops (e.g.
+// deleting a consumed switchover) join the same transaction. It returns the
+// leader key's create revision and whether the claim succeeded.
+func (c *Client) ClaimLeader(ctx context.Context, l LeaderRecord, prevTerm uint64, termRev int64, h HistoryRecord, extra ...Op) (int64, bool, error) {
+	lease := c.Lease()
+	if lease == clientv3.NoLease {
+		return 0, false, ErrLeaseLost
+	}
+	l.Term, l.Since = prevTerm+1, nowMS()
+	h.Term, h.Node, h.AtMS = l.Term, l.Node, l.Since
+	ops := append([]clientv3.Op{
+		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
+		clientv3.OpPut(c.keys.Term(), strconv.FormatUint(l.Term, 10)),
+		clientv3.OpPut(c.keys.History(l.Term), mustJSON(h)),
+	}, extra...)
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(rctx).If(
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(c.keys.Term()), "=", termRev),
+	).Then(ops...).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("claim leader txn: %w", err)
+	}
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+// UpdateLeader refreshes the leader value (LSN, timeline) and the optime key,
+// guarded by the leader key's create revision so only the holder writes.
+// It returns false when we no longer hold the key.
+func (c *Client) UpdateLeader(ctx context.Context, l LeaderRecord, createRev int64) (bool, error) {
+	lease := c.Lease()
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(rctx).If(
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
+	).Then(
+		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
+		clientv3.OpPut(c.keys.Optime(), strconv.FormatUint(l.LSN, 10)),
+	).Commit()
+	if err != nil {
+		return false, fmt.Errorf("update leader: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
+// ReleaseLeader deletes the leader key if we still hold it (create revision
+// createRev), together with extra ops in one transaction.
+func (c *Client) ReleaseLeader(ctx context.Context, createRev int64, extra ...Op) (bool, error) {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	ops := append([]clientv3.Op{clientv3.OpDelete(c.keys.Leader())}, extra...)
+	resp, err := c.cli.Txn(rctx).If(
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
+	).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("release leader: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
+// PutIfLeader writes key=value (no lease) only while we hold the leader key.
+func (c *Client) PutIfLeader(ctx context.Context, createRev int64, key string, value any) (bool, error) {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(rctx).If(
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
+	).Then(clientv3.OpPut(key, mustJSON(value))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("put %s: %w", key, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// Op is one etcd operation to join a leader transaction.
+type Op = clientv3.Op
+
+// OpPutJSON returns a put of value marshalled as JSON (for ClaimLeader/ReleaseLeader extras).
+func OpPutJSON(key string, value any) Op { return clientv3.OpPut(key, mustJSON(value)) }
+
+// OpDelete returns a delete of key.
+func OpDelete(key string) Op { return clientv3.OpDelete(key) }
+
+// RequestSwitchover writes a switchover request (operators and the control
+// plane call this; so does a primary that must hand over).
+func (c *Client) RequestSwitchover(ctx context.Context, from, to, reason string) error {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	sw := Switchover{From: from, To: to, State: SwitchoverRequested, Reason: reason, RequestedMS: nowMS()}
+	_, err := c.cli.Put(rctx, c.keys.Switchover(), mustJSON(sw))
+	if err != nil {
+		return fmt.Errorf("request switchover: %w", err)
+	}
+	return nil
+}
+
+// DeleteSwitchover removes the switchover record if it is still at rev.
+func (c *Client) DeleteSwitchover(ctx context.Context, rev int64) error {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	_, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(c.keys.Switchover()), "=", rev)).
+		Then(clientv3.OpDelete(c.keys.Switchover())).Commit()
+	if err != nil {
+		return fmt.Errorf("delete switchover: %w", err)
+	}
+	return nil
+}
+
+// TryLock takes the named cluster mutex (BootstrapLock or FailoverLock) on
+// our session without waiting; ErrLocked if another agent holds it. The
+// returned unlock is bounded by the request timeout and never fails the
+// caller (the lock key is on our lease and goes with it anyway).
+func (c *Client) TryLock(ctx context.Context, pfx string) (func(), error) {
+	s, _, err := c.Session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := concurrency.NewMutex(s, pfx)
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	if err := m.TryLock(rctx); err != nil {
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.RequestTimeout)
+		defer cancel()
+		if err := m.Unlock(uctx); err != nil {
+			c.log.Warn("unlock failed; the lock goes with our lease", zap.String("lock", pfx), zap.Error(err))
+		}
+	}, nil
+}
+
+// Watch sends a value on the returned channel (capacity 1, coalescing) after
+// every change under the cluster prefix, until ctx ends. It re-establishes
+// the watch after errors.
+func (c *Client) Watch(ctx context.Context) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), c.keys.Prefix(), clientv3.WithPrefix())
+			for resp := range wch {
+				if resp.Err() != nil {
+					break
+				}
+				for _, ev := range resp.Events {
+					k := strings.TrimPrefix(string(ev.Kv.Key), c.keys.Prefix())
+					select {
+					case out <- k:
+					default:
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+// Close revokes the lease (deleting the member key and, if we still hold it,
+// the leader key) and closes the client. Bounded by ctx.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	s := c.sess
+	c.sess = nil
+	c.mu.Unlock()
+	var err error
+	if s != nil {
+		s.Orphan()
+		rctx, cancel := c.req(ctx)
+		_, err = c.cli.Revoke(rctx, s.Lease())
+		cancel()
+	}
+	c.validUntil.Store(0)
+	return errors.Join(err, c.cli.Close())
+}
+
+// ReadPasswordFile reads an etcd password file, trimming whitespace.
+func ReadPasswordFile(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("etcd.password_file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}

@@ -1,0 +1,327 @@
+// Package ha is the pure HA policy of the agent: a View of the local node and
+// the cluster goes in, one Action with a reason comes out. No I/O, no clock:
+// the agent measures durations, Decide only compares them. The order of the
+// cases in Decide is the policy, safety first.
+//
+// The bootstrap, health-check and failover steps follow the DIY DBaaS
+// whitepaper, Op 2; the lease and fencing rules are those of
+// docs/architecture.md.
+package ha
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Role is what the local PostgreSQL currently is.
+type Role string
+
+// Roles.
+const (
+	RolePrimary Role = "primary" // running, not in recovery: writable
+	RoleReplica Role = "replica" // running in recovery: read-only
+	RoleStopped Role = "stopped" // not running
+)
+
+// Kind is the kind of an Action.
+type Kind string
+
+// Action kinds, in rough order of urgency.
+const (
+	Noop         Kind = "noop"
+	Fence        Kind = "fence"         // stop accepting writes now (immediate stop, restart read-only)
+	Release      Kind = "release"       // delete our leader key
+	Promote      Kind = "promote"       // we hold the leader key: make PostgreSQL writable
+	Campaign     Kind = "campaign"      // take the failover lock, re-check, claim the leader key at term+1, promote
+	StartReplica Kind = "start_replica" // start PostgreSQL read-only, following Target ("" = no upstream yet)
+	Follow       Kind = "follow"        // point the running replica at Target
+	Rejoin       Kind = "rejoin"        // stop, pg_rewind from Target (fresh clone if that fails), start as replica
+	Handover     Kind = "handover"      // planned switchover to Target
+	SyncWiden    Kind = "sync_widen"    // write the sync key as Standbys (before PostgreSQL uses them)
+	SyncApply    Kind = "sync_apply"    // set synchronous_standby_names to Standbys
+	SyncShrink   Kind = "sync_shrink"   // once Standbys have flushed our LSN, write the sync key as Standbys
+)
+
+// Action is what the agent does this cycle, and why.
+type Action struct {
+	Kind     Kind
+	Target   string   // node to follow, promote towards or hand over to
+	Standbys []string // sync actions: the new synchronous set
+	Reason   string
+}
+
+// Member is another live member as seen in etcd.
+type Member struct {
+	Name       string
+	Role       Role
+	Healthy    bool
+	Running    bool
+	Streaming  bool
+	NoFailover bool
+	Priority   int
+	LSN        uint64 // bytes
+	// Fresh: the member wrote its key after the leader key disappeared, so
+	// its LSN is final for this election.
+	Fresh bool
+	// Stale: the member has not refreshed its key for longer than the grace
+	// period; it is ignored as a competitor (but blocks a synchronous-mode
+	// failover if it belongs to the synchronous set).
+	Stale bool
+}
+
+// Switchover is a pending planned switchover.
+type Switchover struct {
+	From, To string
+	Handover bool   // the old primary has stopped and released the key
+	FinalLSN uint64 // handover: the candidate must have received this LSN
+	Expired  bool   // handover took too long: normal failover rules apply
+}
+
+// View is everything Decide looks at.
+type View struct {
+	Self       string
+	NoFailover bool
+	Priority   int
+
+	// Local PostgreSQL.
+	LocalInitialized bool // the data directory holds a cluster
+	LocalRole        Role
+	Healthy          bool   // health handler (threshold) and engine checks pass
+	Streaming        bool   // replica: WAL receiver streaming
+	Upstream         string // replica: the leader we are configured to follow
+	NotStreamingFor  time.Duration
+	LocalLSN         uint64
+	WasPrimary       bool // this data directory was last writable under another term: rewind before following
+	Fenced           bool // we fenced ourselves since we last held the leader key
+
+	// Cluster, from the last etcd snapshot.
+	EtcdOK         bool
+	Initialized    bool
+	Leader         string // "" = no leader key
+	IsLeader       bool   // the leader key is ours, bound to our lease
+	LeaseLeft      time.Duration
+	FenceMargin    time.Duration
+	LeaderLSN      uint64   // last LSN the primary reported (optime)
+	Members        []Member // live members except Self
+	SyncMode       bool
+	SyncStandbys   []string // sync key
+	PGSyncStandbys []string // synchronous_standby_names on our PostgreSQL (primary)
+	SyncCandidates []string // replicas healthy and streaming from us (primary)
+	Switchover     *Switchover
+	MaxLag         int64 // bytes
+	RejoinAfter    time.Duration
+}
+
+// Decide returns the one action for this cycle. The order of the cases is
+// the policy: fencing first, then leader duties, then following, then
+// elections.
+func Decide(v View) Action {
+	switch {
+	case v.LocalRole == RolePrimary && v.IsLeader && v.LeaseLeft <= v.FenceMargin:
+		return Action{Kind: Fence, Reason: fmt.Sprintf("cannot prove leadership for another cycle (lease left %s ≤ margin %s): fencing", v.LeaseLeft, v.FenceMargin)}
+	case v.LocalRole == RolePrimary && !v.IsLeader:
+		return Action{Kind: Fence, Reason: "writable without holding the leader key: fencing"}
+	case !v.EtcdOK:
+		if v.LocalRole == RoleStopped && v.LocalInitialized {
+			return Action{Kind: StartReplica, Reason: "etcd unreachable: starting read-only without upstream"}
+		}
+		return Action{Kind: Noop, Reason: "etcd unreachable, retrying"}
+	case v.IsLeader:
+		return decideLeader(v)
+	case v.Leader != "":
+		return decideFollower(v)
+	default:
+		return decideElection(v)
+	}
+}
+
+func decideLeader(v View) Action {
+	switch {
+	case v.Fenced:
+		return Action{Kind: Release, Reason: "fenced while holding the leader key: releasing it for a fresh election"}
+	case v.LocalRole != RolePrimary:
+		return Action{Kind: Promote, Reason: "holding the leader key"}
+	}
+	if sw := v.Switchover; sw != nil && !sw.Handover && (sw.From == "" || sw.From == v.Self) {
+		if sw.To != "" {
+			if !slices.ContainsFunc(v.Members, func(m Member) bool { return m.Name == sw.To && eligibleHandover(v, m) }) {
+				return Action{Kind: Noop, Reason: fmt.Sprintf("switchover to %s requested but it is not a healthy, streaming, promotable replica", sw.To)}
+			}
+			return Action{Kind: Handover, Target: sw.To, Reason: "planned switchover requested"}
+		}
+		if t := bestHandover(v); t != "" {
+			return Action{Kind: Handover, Target: t, Reason: "planned switchover requested"}
+		}
+		return Action{Kind: Noop, Reason: "switchover requested but no eligible replica"}
+	}
+	if !v.Healthy {
+		if t := bestHandover(v); t != "" {
+			return Action{Kind: Handover, Target: t, Reason: "primary unhealthy: handing over leadership"}
+		}
+		return Action{Kind: Noop, Reason: "primary unhealthy but no healthy replica to hand over to"}
+	}
+	if v.SyncMode {
+		if a, ok := decideSync(v); ok {
+			return a
+		}
+	}
+	return Action{Kind: Noop, Reason: "primary holding the leader key"}
+}
+
+// decideSync keeps the invariant "every standby PostgreSQL may wait for is in
+// the sync key": widen the key before PostgreSQL, shrink it after.
+func decideSync(v View) (Action, bool) {
+	target := sorted(v.SyncCandidates)
+	if len(target) == 0 {
+		// Keep waiting for the standbys we have: never drop to zero, commits
+		// block rather than being acknowledged without a copy.
+		target = sorted(v.PGSyncStandbys)
+	}
+	key := sorted(v.SyncStandbys)
+	if widened := union(key, target); !slices.Equal(widened, key) {
+		return Action{Kind: SyncWiden, Standbys: widened, Reason: "new synchronous candidates: widening the sync key before PostgreSQL"}, true
+	}
+	if !slices.Equal(target, sorted(v.PGSyncStandbys)) {
+		return Action{Kind: SyncApply, Standbys: target, Reason: "setting synchronous_standby_names to the healthy streaming replicas"}, true
+	}
+	if !slices.Equal(target, key) {
+		return Action{Kind: SyncShrink, Standbys: target, Reason: "removing lost standbys from the sync key once the rest has our LSN"}, true
+	}
+	return Action{}, false
+}
+
+func decideFollower(v View) Action {
+	switch {
+	case v.LocalRole == RoleStopped:
+		if v.WasPrimary {
+			return Action{Kind: Rejoin, Target: v.Leader, Reason: "former primary: rewinding before following " + v.Leader}
+		}
+		return Action{Kind: StartReplica, Target: v.Leader, Reason: "starting as replica of " + v.Leader}
+	case v.WasPrimary:
+		return Action{Kind: Rejoin, Target: v.Leader, Reason: "former primary: rewinding before following " + v.Leader}
+	case v.Upstream != v.Leader:
+		return Action{Kind: Follow, Target: v.Leader, Reason: "new leader " + v.Leader}
+	case !v.Streaming && v.RejoinAfter > 0 && v.NotStreamingFor >= v.RejoinAfter:
+		return Action{Kind: Rejoin, Target: v.Leader, Reason: fmt.Sprintf("not streaming from %s for %s: rewinding", v.Leader, v.NotStreamingFor)}
+	}
+	return Action{Kind: Noop, Reason: "replica following " + v.Leader}
+}
+
+func decideElection(v View) Action {
+	if !v.Initialized {
+		return Action{Kind: Noop, Reason: "cluster not bootstrapped yet"}
+	}
+	if v.LocalRole == RoleStopped {
+		if v.WasPrimary || !v.LocalInitialized {
+			return Action{Kind: Noop, Reason: "no leader: waiting for one to rejoin or clone from"}
+		}
+		return Action{Kind: StartReplica, Reason: "no leader: starting read-only to take part in the election"}
+	}
+	if sw := v.Switchover; sw != nil && sw.Handover && !sw.Expired {
+		if sw.To != v.Self {
+			return Action{Kind: Noop, Reason: "switchover hand-over to " + sw.To + " in progress"}
+		}
+		if v.LocalLSN < sw.FinalLSN {
+			return Action{Kind: Noop, Reason: fmt.Sprintf("switchover: waiting to receive up to the final LSN (%d < %d)", v.LocalLSN, sw.FinalLSN)}
+		}
+		return Action{Kind: Campaign, Reason: "switchover: received the old primary's final LSN"}
+	}
+	if why := ineligible(v); why != "" {
+		return Action{Kind: Noop, Reason: "no leader; not a candidate: " + why}
+	}
+	syncSet := v.SyncMode && len(v.SyncStandbys) > 0
+	for _, m := range v.Members {
+		if syncSet && slices.Contains(v.SyncStandbys, m.Name) && (!m.Fresh || m.Stale) {
+			return Action{Kind: Noop, Reason: "no leader; waiting for synchronous standby " + m.Name + " to report its LSN"}
+		}
+		if m.Stale || !promotable(v, m) {
+			continue
+		}
+		if !m.Fresh {
+			return Action{Kind: Noop, Reason: "no leader; waiting for " + m.Name + " to report its LSN"}
+		}
+		if better(m, v) {
+			return Action{Kind: Noop, Reason: "no leader; " + m.Name + " is a better candidate"}
+		}
+	}
+	if syncSet {
+		for _, s := range v.SyncStandbys {
+			if s != v.Self && !slices.ContainsFunc(v.Members, func(m Member) bool { return m.Name == s }) {
+				return Action{Kind: Noop, Reason: "no leader; synchronous standby " + s + " is gone and may hold the only copy of acknowledged commits: not failing over automatically"}
+			}
+		}
+	}
+	return Action{Kind: Campaign, Reason: "no leader; this node is the most advanced healthy candidate"}
+}
+
+// ineligible says why this node may not be promoted automatically ("" = it may).
+func ineligible(v View) string {
+	switch {
+	case v.NoFailover || v.Priority <= 0:
+		return "tagged nofailover"
+	case !v.Healthy:
+		return "unhealthy"
+	case v.LocalRole != RoleReplica:
+		return "not running as a replica"
+	case v.WasPrimary:
+		return "former primary that has not rejoined"
+	case v.SyncMode && len(v.SyncStandbys) > 0 && !slices.Contains(v.SyncStandbys, v.Self):
+		return "not a synchronous standby"
+	case v.LeaderLSN > v.LocalLSN && int64(v.LeaderLSN-v.LocalLSN) > v.MaxLag:
+		return fmt.Sprintf("%d bytes behind the last primary LSN, more than maximum_lag_on_failover %d", v.LeaderLSN-v.LocalLSN, v.MaxLag)
+	}
+	return ""
+}
+
+func promotable(v View, m Member) bool {
+	if !m.Healthy || m.NoFailover || m.Priority <= 0 || !m.Running || m.Role != RoleReplica {
+		return false
+	}
+	if v.SyncMode && len(v.SyncStandbys) > 0 {
+		return slices.Contains(v.SyncStandbys, m.Name)
+	}
+	return true
+}
+
+// better reports whether m beats the local node: higher LSN, then higher
+// priority, then the smaller name.
+func better(m Member, v View) bool {
+	if m.LSN != v.LocalLSN {
+		return m.LSN > v.LocalLSN
+	}
+	if m.Priority != v.Priority {
+		return m.Priority > v.Priority
+	}
+	return m.Name < v.Self
+}
+
+func eligibleHandover(v View, m Member) bool {
+	return promotable(v, m) && m.Streaming && !m.Stale
+}
+
+// bestHandover picks the most advanced healthy streaming promotable replica.
+func bestHandover(v View) string {
+	var best *Member
+	for i := range v.Members {
+		m := &v.Members[i]
+		if !eligibleHandover(v, *m) {
+			continue
+		}
+		if best == nil || m.LSN > best.LSN || (m.LSN == best.LSN && (m.Priority > best.Priority || (m.Priority == best.Priority && m.Name < best.Name))) {
+			best = m
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.Name
+}
+
+func sorted(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func union(a, b []string) []string { return sorted(append(slices.Clone(a), b...)) }

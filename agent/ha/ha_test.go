@@ -1,0 +1,146 @@
+package ha
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// base is a healthy replica following n1 in a three-node cluster.
+func base() View {
+	return View{
+		Self: "n2", Priority: 100, LocalInitialized: true, LocalRole: RoleReplica, Healthy: true,
+		Streaming: true, Upstream: "n1", LocalLSN: 1000, EtcdOK: true, Initialized: true, Leader: "n1",
+		LeaseLeft: 4 * time.Second, FenceMargin: 1500 * time.Millisecond, LeaderLSN: 1000, MaxLag: 1 << 20,
+		RejoinAfter: 15 * time.Second,
+		Members: []Member{
+			{Name: "n1", Role: RolePrimary, Healthy: true, Running: true, Priority: 100, LSN: 1000},
+			{Name: "n3", Role: RoleReplica, Healthy: true, Running: true, Streaming: true, Priority: 100, LSN: 900},
+		},
+	}
+}
+
+// asPrimary turns base into the leader n1 with replicas n2, n3.
+func asPrimary(v View) View {
+	v.Self, v.LocalRole, v.IsLeader, v.Leader, v.Upstream = "n1", RolePrimary, true, "n1", ""
+	v.Members = []Member{
+		{Name: "n2", Role: RoleReplica, Healthy: true, Running: true, Streaming: true, Priority: 100, LSN: 1000},
+		{Name: "n3", Role: RoleReplica, Healthy: true, Running: true, Streaming: true, Priority: 100, LSN: 900},
+	}
+	return v
+}
+
+// noLeader turns base into an election where every member has reported.
+func noLeader(v View) View {
+	v.Leader, v.Upstream, v.Streaming = "", "n1", false
+	v.Members = []Member{{Name: "n3", Role: RoleReplica, Healthy: true, Running: true, Priority: 100, LSN: 900, Fresh: true}}
+	return v
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name   string
+		mod    func(View) View
+		kind   Kind
+		target string
+		want   string // substring of the reason
+	}{
+		{"primary with lease running out fences", func(v View) View { v = asPrimary(v); v.LeaseLeft = time.Second; return v }, Fence, "", "cannot prove leadership"},
+		{"writable without the leader key fences", func(v View) View { v.LocalRole = RolePrimary; return v }, Fence, "", "without holding the leader key"},
+		{"etcd down: replica waits", func(v View) View { v.EtcdOK = false; return v }, Noop, "", "etcd unreachable"},
+		{"etcd down: stopped node starts read-only", func(v View) View { v.EtcdOK = false; v.LocalRole = RoleStopped; return v }, StartReplica, "", "read-only"},
+		{"etcd down: primary with lease left keeps running", func(v View) View { v = asPrimary(v); v.EtcdOK = false; return v }, Noop, "", "etcd unreachable"},
+		{"fenced leader releases the key", func(v View) View { v = asPrimary(v); v.Fenced = true; v.LocalRole = RoleReplica; return v }, Release, "", "releasing"},
+		{"leader key holder not yet primary promotes", func(v View) View { v = asPrimary(v); v.LocalRole = RoleReplica; return v }, Promote, "", "holding the leader key"},
+		{"healthy primary does nothing", asPrimary, Noop, "", "primary holding the leader key"},
+		{"unhealthy primary hands over to the most advanced replica", func(v View) View { v = asPrimary(v); v.Healthy = false; return v }, Handover, "n2", "unhealthy"},
+		{"unhealthy primary without replicas stays", func(v View) View { v = asPrimary(v); v.Healthy = false; v.Members = nil; return v }, Noop, "", "no healthy replica"},
+		{"switchover to named replica", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{To: "n3"}; return v }, Handover, "n3", "planned switchover"},
+		{"switchover to nofailover replica refused", func(v View) View {
+			v = asPrimary(v)
+			v.Switchover = &Switchover{To: "n3"}
+			v.Members[1].NoFailover = true
+			return v
+		}, Noop, "", "not a healthy, streaming"},
+		{"switchover without target picks best", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{From: "n1"}; return v }, Handover, "n2", "planned switchover"},
+		{"switchover for another primary ignored", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{From: "n9"}; return v }, Noop, "", "primary holding"},
+		{"sync: widen key first", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates = true, []string{"n2", "n3"}
+			v.SyncStandbys = []string{"n2"}
+			return v
+		}, SyncWiden, "", "widening"},
+		{"sync: then apply to PostgreSQL", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2", "n3"}, []string{"n2", "n3"}, []string{"n2"}
+			return v
+		}, SyncApply, "", "synchronous_standby_names"},
+		{"sync: shrink key after PostgreSQL", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2"}, []string{"n2", "n3"}, []string{"n2"}
+			return v
+		}, SyncShrink, "", "removing lost standbys"},
+		{"sync: never drop the last standby", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, nil, []string{"n2"}, []string{"n2"}
+			return v
+		}, Noop, "", "primary holding"},
+		{"stopped replica starts following", func(v View) View { v.LocalRole = RoleStopped; return v }, StartReplica, "n1", "starting as replica"},
+		{"stopped former primary rewinds", func(v View) View { v.LocalRole = RoleStopped; v.WasPrimary = true; return v }, Rejoin, "n1", "rewinding"},
+		{"running former primary rewinds", func(v View) View { v.WasPrimary = true; return v }, Rejoin, "n1", "rewinding"},
+		{"new leader: follow it", func(v View) View { v.Leader = "n3"; return v }, Follow, "n3", "new leader"},
+		{"not streaming too long: rejoin", func(v View) View { v.Streaming = false; v.NotStreamingFor = 20 * time.Second; return v }, Rejoin, "n1", "not streaming"},
+		{"following replica does nothing", func(v View) View { return v }, Noop, "", "replica following"},
+		{"no leader, cluster not bootstrapped", func(v View) View { v = noLeader(v); v.Initialized = false; return v }, Noop, "", "not bootstrapped"},
+		{"no leader: most advanced candidate campaigns", noLeader, Campaign, "", "most advanced"},
+		{"no leader: member with higher LSN wins", func(v View) View { v = noLeader(v); v.Members[0].LSN = 2000; return v }, Noop, "", "n3 is a better candidate"},
+		{"no leader: equal LSN, higher priority wins", func(v View) View { v = noLeader(v); v.Members[0].LSN = 1000; v.Members[0].Priority = 200; return v }, Noop, "", "better candidate"},
+		{"no leader: equal LSN and priority, smaller name wins", func(v View) View { v = noLeader(v); v.Self = "n4"; v.Members[0].LSN = 1000; return v }, Noop, "", "better candidate"},
+		{"no leader: better but nofailover member ignored", func(v View) View { v = noLeader(v); v.Members[0].LSN = 2000; v.Members[0].NoFailover = true; return v }, Campaign, "", "most advanced"},
+		{"no leader: wait for a member's fresh LSN", func(v View) View { v = noLeader(v); v.Members[0].Fresh = false; return v }, Noop, "", "waiting for n3"},
+		{"no leader: stale member ignored", func(v View) View { v = noLeader(v); v.Members[0].Fresh, v.Members[0].Stale = false, true; return v }, Campaign, "", "most advanced"},
+		{"no leader: nofailover node does not campaign", func(v View) View { v = noLeader(v); v.NoFailover = true; return v }, Noop, "", "nofailover"},
+		{"no leader: unhealthy node does not campaign", func(v View) View { v = noLeader(v); v.Healthy = false; return v }, Noop, "", "unhealthy"},
+		{"no leader: too far behind", func(v View) View { v = noLeader(v); v.LeaderLSN = 1000 + 2<<20; return v }, Noop, "", "maximum_lag_on_failover"},
+		{"no leader, sync: non-sync standby may not campaign", func(v View) View { v = noLeader(v); v.SyncMode, v.SyncStandbys = true, []string{"n3"}; return v }, Noop, "", "not a synchronous standby"},
+		{"no leader, sync: sync standby gone blocks failover", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n4"}
+			return v
+		}, Noop, "", "n4 is gone"},
+		{"no leader, sync: sync standby not yet reported", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.Members[0].Fresh = false
+			return v
+		}, Noop, "", "synchronous standby n3"},
+		{"no leader, sync: most advanced sync standby campaigns", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			return v
+		}, Campaign, "", "most advanced"},
+		{"stopped node with no leader starts read-only", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; return v }, StartReplica, "", "election"},
+		{"stopped former primary with no leader waits", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; v.WasPrimary = true; return v }, Noop, "", "waiting for one"},
+		{"handover target waits for final LSN", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1500}; return v }, Noop, "", "final LSN"},
+		{"handover target campaigns at final LSN", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1000}; return v }, Campaign, "", "switchover"},
+		{"handover to another: others wait", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n3", Handover: true}; return v }, Noop, "", "hand-over to n3"},
+		{"expired handover: normal election", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n3", Handover: true, Expired: true}; return v }, Campaign, "", "most advanced"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Decide(tc.mod(base()))
+			if got.Kind != tc.kind || got.Target != tc.target || !strings.Contains(got.Reason, tc.want) {
+				t.Fatalf("Decide = {%s %q %q}, want {%s %q …%q…}", got.Kind, got.Target, got.Reason, tc.kind, tc.target, tc.want)
+			}
+		})
+	}
+}
+
+func TestSyncActionsCarryTheSet(t *testing.T) {
+	v := asPrimary(base())
+	v.SyncMode, v.SyncCandidates, v.SyncStandbys = true, []string{"n3", "n2"}, []string{"n2"}
+	if a := Decide(v); !slices.Equal(a.Standbys, []string{"n2", "n3"}) {
+		t.Fatalf("widen standbys = %v, want [n2 n3]", a.Standbys)
+	}
+}

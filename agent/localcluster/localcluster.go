@@ -1,0 +1,398 @@
+// Package localcluster runs a real dbpilot cluster on one machine: an
+// embedded etcd (go.etcd.io/etcd/server/v3/embed), one dbpilot-agent process
+// per node (each with its own PostgreSQL on a loopback port) and a TCP proxy
+// per agent in front of etcd to simulate partitions. It is the engine of
+// `dbpilot-agent demo`, the integration tests and the failover benchmark.
+package localcluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+
+	"github.com/dbpilot/dbpilot/agent/dcs"
+)
+
+// Options configures a local cluster.
+type Options struct {
+	Dir       string // root folder; created; must be traversable by OSUser
+	Nodes     int    // default 3
+	Namespace string // default "demo"
+	Project   string // default "default"
+	Cluster   string // default "local"
+	AgentBin  string // path of the dbpilot-agent binary
+	OSUser    string // OS user for PostgreSQL when running as root; default "postgres"
+	// SynchronousMode is "on" or "off" (default).
+	SynchronousMode string
+	TTL             time.Duration // 0 = agent default
+	Interval        time.Duration // 0 = agent default
+	LogLevel        string        // agent log level, default "info"
+	// Handlers is the agent's handlers section (YAML-shaped), the same for every node.
+	Handlers map[string]any
+	// Parameters are extra postgresql.conf parameters for every node.
+	Parameters map[string]string
+	Log        *zap.Logger
+}
+
+// Node is one agent + PostgreSQL.
+type Node struct {
+	Name       string
+	Dir        string
+	ConfigPath string
+	LogPath    string
+	PGPort     int
+	HTTPPort   int
+	Proxy      *Proxy
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	Opts  Options
+	Etcd  *embed.Etcd
+	URL   string // etcd client URL
+	Cli   *clientv3.Client
+	Keys  dcs.Keys
+	Nodes []*Node
+	// Superuser and its password for connecting to any node.
+	Superuser, Password string
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Start creates the folder layout, starts etcd and every agent.
+func Start(ctx context.Context, o Options) (*Cluster, error) {
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	if o.Namespace == "" {
+		o.Namespace = "demo"
+	}
+	if o.Project == "" {
+		o.Project = "default"
+	}
+	if o.Cluster == "" {
+		o.Cluster = "local"
+	}
+	if o.OSUser == "" && os.Geteuid() == 0 {
+		o.OSUser = "postgres"
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "info"
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.SynchronousMode == "" {
+		o.SynchronousMode = "off"
+	}
+	abs, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	o.Dir = abs
+	if err := mkdirTraversable(o.Dir); err != nil {
+		return nil, err
+	}
+	c := &Cluster{Opts: o, Keys: dcs.NewKeys(o.Namespace, o.Project, o.Cluster), Superuser: "postgres"}
+	if err := c.startEtcd(); err != nil {
+		return nil, err
+	}
+	if err := c.writeCredentials(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	for i := 0; i < o.Nodes; i++ {
+		if err := c.addNode(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	for i := range c.Nodes {
+		if err := c.StartNode(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// mkdirTraversable creates dir and makes it and its parents searchable by
+// other users, so PostgreSQL running as its own OS user reaches its data dir.
+func mkdirTraversable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, st.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("make %s traversable: %w", d, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) startEtcd() error {
+	cp, err := freePort()
+	if err != nil {
+		return err
+	}
+	pp, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "dbpilot-local"
+	cfg.Dir = filepath.Join(c.Opts.Dir, "etcd")
+	cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(cp))
+	pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(pp))
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.Opts.Log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("start embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return errors.New("embedded etcd not ready after 30s")
+	}
+	c.Etcd, c.URL = e, cu.String()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.URL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	c.Cli = cli
+	return nil
+}
+
+func (c *Cluster) credentialsPath() string { return filepath.Join(c.Opts.Dir, "credentials.yaml") }
+
+func (c *Cluster) writeCredentials() error {
+	p := c.credentialsPath()
+	if b, err := os.ReadFile(p); err == nil {
+		var cr struct{ Superuser struct{ Password string } }
+		if yaml.Unmarshal(b, &cr) == nil && cr.Superuser.Password != "" {
+			c.Password = cr.Superuser.Password
+			return nil
+		}
+	}
+	c.Password = randomHex(12)
+	doc := map[string]any{
+		"superuser":   map[string]string{"username": c.Superuser, "password": c.Password},
+		"replication": map[string]string{"username": "replicator", "password": randomHex(12)},
+	}
+	b, _ := yaml.Marshal(doc)
+	return os.WriteFile(p, b, 0o600)
+}
+
+func (c *Cluster) addNode(i int) error {
+	n := &Node{Name: fmt.Sprintf("node%d", i+1), Dir: filepath.Join(c.Opts.Dir, fmt.Sprintf("node%d", i+1))}
+	if err := mkdirTraversable(n.Dir); err != nil {
+		return err
+	}
+	var err error
+	if n.PGPort, err = freePort(); err != nil {
+		return err
+	}
+	if n.HTTPPort, err = freePort(); err != nil {
+		return err
+	}
+	if n.Proxy, err = NewProxy(c.URL[len("http://"):]); err != nil {
+		return err
+	}
+	n.ConfigPath = filepath.Join(n.Dir, "agent.yaml")
+	n.LogPath = filepath.Join(n.Dir, "agent.log")
+	cfg := map[string]any{
+		"node":    map[string]any{"name": n.Name, "address": "127.0.0.1"},
+		"cluster": map[string]any{"namespace": c.Opts.Namespace, "project": c.Opts.Project, "name": c.Opts.Cluster},
+		"etcd":    map[string]any{"endpoints": []string{"http://" + n.Proxy.Addr()}},
+		"synchronous_mode": c.Opts.SynchronousMode,
+		"state_dir":        filepath.Join(n.Dir, "state"),
+		"postgres": map[string]any{
+			"data_dir": filepath.Join(n.Dir, "data"), "listen_address": "127.0.0.1", "port": n.PGPort,
+			"os_user": c.Opts.OSUser, "credentials_file": c.credentialsPath(), "parameters": c.Opts.Parameters,
+		},
+		"http": map[string]any{"listen": "127.0.0.1:" + strconv.Itoa(n.HTTPPort)},
+		"log":  map[string]any{"level": c.Opts.LogLevel},
+	}
+	if c.Opts.TTL > 0 {
+		cfg["ttl"] = c.Opts.TTL.String()
+	}
+	if c.Opts.Interval > 0 {
+		cfg["health"] = map[string]any{"interval": c.Opts.Interval.String()}
+	}
+	if c.Opts.Handlers != nil {
+		cfg["handlers"] = c.Opts.Handlers
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(n.ConfigPath, b, 0o644); err != nil {
+		return err
+	}
+	c.Nodes = append(c.Nodes, n)
+	return nil
+}
+
+// StartNode starts node i's agent in its own process group (PostgreSQL joins
+// that group), logging to its agent.log.
+func (c *Cluster) StartNode(i int) error {
+	n := c.Nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return fmt.Errorf("%s already running", n.Name)
+	}
+	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.Opts.AgentBin, "run", "--config", n.ConfigPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start agent %s: %w", n.Name, err)
+	}
+	_ = os.WriteFile(filepath.Join(n.Dir, "agent.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	n.cmd, n.done = cmd, make(chan struct{})
+	done := n.done
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	return nil
+}
+
+// Pid returns the agent's pid (also its process group id), 0 if not running.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// Running reports whether node i's agent process is running.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+func (n *Node) signal(sig syscall.Signal, group bool, wait time.Duration) error {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	pid := cmd.Process.Pid
+	if group {
+		pid = -pid
+	}
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	select {
+	case <-done:
+	case <-time.After(wait):
+		return fmt.Errorf("%s did not exit within %s after %s", n.Name, wait, sig)
+	}
+	n.mu.Lock()
+	n.cmd = nil
+	n.mu.Unlock()
+	return nil
+}
+
+// Kill SIGKILLs node i's whole process group: agent, PostgreSQL and its
+// backends at once, as if the host died.
+func (c *Cluster) Kill(i int) error {
+	n := c.Nodes[i]
+	err := n.signal(syscall.SIGKILL, true, 10*time.Second)
+	// Backends notice the postmaster's death by themselves; wait until the
+	// port is free so a restart can bind it.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		conn, derr := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(n.PGPort), 100*time.Millisecond)
+		if derr != nil {
+			break
+		}
+		conn.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
+}
+
+// Stop sends SIGTERM to node i's agent and waits for the graceful stop.
+func (c *Cluster) Stop(i int, wait time.Duration) error {
+	return c.Nodes[i].signal(syscall.SIGTERM, false, wait)
+}
+
+// Close stops every agent (SIGTERM, then SIGKILL of the group), the proxies
+// and etcd.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.signal(syscall.SIGTERM, false, 60*time.Second); err != nil {
+				_ = n.signal(syscall.SIGKILL, true, 10*time.Second)
+			}
+			n.Proxy.Close()
+		}()
+	}
+	wg.Wait()
+	if c.Cli != nil {
+		c.Cli.Close()
+	}
+	if c.Etcd != nil {
+		c.Etcd.Close()
+	}
+}

@@ -1,0 +1,152 @@
+package localcluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dbpilot/dbpilot/agent/dcs"
+)
+
+// Status is the cluster as etcd shows it.
+type Status struct {
+	Term    uint64
+	Leader  string
+	Members []dcs.Member // sorted by name
+	History []dcs.HistoryRecord
+	Sync    []string
+}
+
+// Member returns the member named n.
+func (s Status) Member(n string) (dcs.Member, bool) {
+	i := slices.IndexFunc(s.Members, func(m dcs.Member) bool { return m.Node == n })
+	if i < 0 {
+		return dcs.Member{}, false
+	}
+	return s.Members[i], true
+}
+
+// Status reads the cluster's keys from etcd.
+func (c *Cluster) Status(ctx context.Context) (Status, error) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := c.Cli.Get(rctx, c.Keys.Prefix(), clientv3.WithPrefix())
+	if err != nil {
+		return Status{}, err
+	}
+	var s Status
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		switch {
+		case k == c.Keys.Term():
+			s.Term, _ = strconv.ParseUint(string(kv.Value), 10, 64)
+		case k == c.Keys.Leader():
+			var l dcs.LeaderRecord
+			if json.Unmarshal(kv.Value, &l) == nil {
+				s.Leader = l.Node
+			}
+		case k == c.Keys.Sync():
+			var st dcs.SyncState
+			if json.Unmarshal(kv.Value, &st) == nil {
+				s.Sync = st.Standbys
+			}
+		case strings.HasPrefix(k, c.Keys.HistoryPrefix()):
+			var h dcs.HistoryRecord
+			if json.Unmarshal(kv.Value, &h) == nil {
+				s.History = append(s.History, h)
+			}
+		case c.Keys.MemberName(k) != "":
+			var m dcs.Member
+			if json.Unmarshal(kv.Value, &m) == nil {
+				s.Members = append(s.Members, m)
+			}
+		}
+	}
+	slices.SortFunc(s.Members, func(a, b dcs.Member) int { return strings.Compare(a.Node, b.Node) })
+	return s, nil
+}
+
+// WaitFor polls Status every 100 ms until cond holds or ctx ends; it returns
+// the last status seen and, on timeout, an error describing it.
+func (c *Cluster) WaitFor(ctx context.Context, what string, cond func(Status) bool) (Status, error) {
+	var last Status
+	for {
+		s, err := c.Status(ctx)
+		if err == nil {
+			last = s
+			if cond(s) {
+				return s, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last, fmt.Errorf("waiting for %s: %w; last status:\n%s", what, ctx.Err(), last.Table())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// RequestSwitchover asks for a planned switchover (to may be "").
+func (c *Cluster) RequestSwitchover(ctx context.Context, from, to string) error {
+	sw := dcs.Switchover{From: from, To: to, State: dcs.SwitchoverRequested, Reason: "requested", RequestedMS: time.Now().UnixMilli()}
+	b, _ := json.Marshal(sw)
+	_, err := c.Cli.Put(ctx, c.Keys.Switchover(), string(b))
+	return err
+}
+
+// Primaries returns the members that report themselves writable.
+func (s Status) Primaries() []string {
+	var out []string
+	for _, m := range s.Members {
+		if m.Role == "primary" {
+			out = append(out, m.Node)
+		}
+	}
+	return out
+}
+
+// Streaming returns the members that are replicas streaming WAL.
+func (s Status) Streaming() []string {
+	var out []string
+	for _, m := range s.Members {
+		if m.Role == "replica" && m.Streaming {
+			out = append(out, m.Node)
+		}
+	}
+	return out
+}
+
+// Table formats the status as the demo prints it.
+func (s Status) Table() string {
+	var b strings.Builder
+	s.WriteTable(&b)
+	return b.String()
+}
+
+// WriteTable writes node, role, state, LSN, lag and term as aligned columns.
+func (s Status) WriteTable(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tLEADER\tLSN\tLAG(bytes)\tTIMELINE\tTERM")
+	for _, m := range s.Members {
+		lead := ""
+		if m.Node == s.Leader {
+			lead = "*"
+		}
+		lag := strconv.FormatInt(m.LagBytes, 10)
+		if m.LagBytes < 0 {
+			lag = "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", m.Node, m.Role, m.State, lead, lsn(m.LSN), lag, m.Timeline, s.Term)
+	}
+	_ = tw.Flush()
+}
+
+func lsn(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }

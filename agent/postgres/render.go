@@ -1,0 +1,191 @@
+package postgres
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// defaultParameters are the postgresql.conf settings [Config.Parameters] may
+// override. They keep PostgreSQL small (shared_buffers, max_connections),
+// make every node a valid primary or standby (wal_level, max_wal_senders,
+// max_replication_slots, wal_keep_size), make pg_rewind possible
+// (wal_log_hints; data checksums also suffice), and send the server log to
+// stderr, which Start redirects to Config.LogFile.
+func defaultParameters() map[string]string {
+	return map[string]string{
+		"unix_socket_directories":    "", // TCP only: the packaged default dir may not exist or be writable
+		"wal_level":                  "replica",
+		"max_wal_senders":            "10",
+		"max_replication_slots":      "10",
+		"wal_keep_size":              "512MB",
+		"wal_log_hints":              "on",
+		"hot_standby_feedback":       "on",
+		"shared_buffers":             "32MB",
+		"max_connections":            "50",
+		"password_encryption":        "scram-sha-256",
+		"logging_collector":          "off",
+		"log_destination":            "stderr",
+		"log_line_prefix":            "%m [%p] %q%u@%d ",
+		"lc_messages":                "C",
+		"timezone":                   "UTC",
+		"log_timezone":               "UTC",
+		"datestyle":                  "iso, mdy",
+		"default_text_search_config": "pg_catalog.english",
+	}
+}
+
+// quoteConf quotes a value as a postgresql.conf string: single quotes, with
+// embedded quotes doubled and backslashes escaped (the configuration file
+// parser processes backslash escapes).
+func quoteConf(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(v) + "'"
+}
+
+// quoteConninfo quotes a libpq keyword/value connection-string value
+// (https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-CONNSTRING).
+func quoteConninfo(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}
+
+// quoteLiteral quotes an SQL string literal as an escape string (E'...'),
+// which is correct whatever standard_conforming_strings is set to.
+func quoteLiteral(v string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(v) + "'"
+}
+
+// SynchronousStandbyNames returns the synchronous_standby_names value for a
+// quorum of one among names: `ANY 1 ("n2","n3")` with each name a quoted
+// identifier, or "" (asynchronous replication) for no names. See
+// https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-SYNCHRONOUS-STANDBY-NAMES.
+func SynchronousStandbyNames(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = `"` + strings.ReplaceAll(n, `"`, `""`) + `"`
+	}
+	return "ANY 1 (" + strings.Join(quoted, ",") + ")"
+}
+
+// primaryConninfo is the replica's primary_conninfo for up.
+func (c Config) primaryConninfo(up Upstream) string {
+	return strings.Join([]string{
+		"host=" + quoteConninfo(up.Host),
+		"port=" + strconv.Itoa(up.Port),
+		"user=" + quoteConninfo(c.Replication.Username),
+		"password=" + quoteConninfo(c.Replication.Password),
+		"application_name=" + quoteConninfo(c.NodeName),
+	}, " ")
+}
+
+// renderPostgresqlConf renders the complete postgresql.conf.
+func renderPostgresqlConf(c Config, role Role, up *Upstream, syncNames []string) string {
+	var b strings.Builder
+	line := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, quoteConf(v)) }
+	b.WriteString("# Managed by dbpilot: rendered before every start, on Follow and on\n" +
+		"# SetSynchronousStandbys. Edits are overwritten; ALTER SYSTEM is not supported.\n\n")
+	line("listen_addresses", c.ListenAddress)
+	line("port", strconv.Itoa(c.Port))
+	line("cluster_name", c.NodeName)
+	line("hot_standby", "on")
+
+	b.WriteString("\n# defaults and Config.Parameters\n")
+	params := defaultParameters()
+	for k, v := range c.Parameters {
+		params[k] = v
+	}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		line(k, params[k])
+	}
+
+	fmt.Fprintf(&b, "\n# role: %s\n", role)
+	switch role {
+	case RoleReplica:
+		if up != nil {
+			line("primary_conninfo", c.primaryConninfo(*up))
+		}
+		line("recovery_target_timeline", "latest")
+	case RolePrimary:
+		line("synchronous_standby_names", SynchronousStandbyNames(syncNames))
+	}
+	return b.String()
+}
+
+// renderHBA renders pg_hba.conf: password (scram-sha-256) authentication for
+// everything, loopback first, then Config.HBA, then catch-all rules that
+// production deployments should narrow with Config.HBA. The Unix socket is
+// disabled by default; if enabled it also requires a password (trust would
+// make every local OS user a superuser).
+func renderHBA(c Config) string {
+	var b strings.Builder
+	b.WriteString("# Managed by dbpilot: rendered before every start. Edits are overwritten.\n" +
+		"# TYPE  DATABASE     USER  ADDRESS       METHOD\n" +
+		"local   all          all                 scram-sha-256\n")
+	rule := func(db, addr string) { fmt.Fprintf(&b, "host    %-12s all   %-13s scram-sha-256\n", db, addr) }
+	for _, addr := range []string{"127.0.0.1/32", "::1/128"} {
+		rule("all", addr)
+		rule("replication", addr)
+	}
+	if len(c.HBA) > 0 {
+		b.WriteString("# Config.HBA\n")
+		for _, l := range c.HBA {
+			b.WriteString(l + "\n")
+		}
+	}
+	b.WriteString("# catch-all: narrow with Config.HBA in production\n")
+	for _, addr := range []string{"0.0.0.0/0", "::/0"} {
+		rule("all", addr)
+		rule("replication", addr)
+	}
+	return b.String()
+}
+
+// renderLocked writes postgresql.conf, pg_hba.conf and an empty
+// postgresql.auto.conf into the data directory. The caller holds p.mu.
+func (p *Instance) renderLocked(role Role, up *Upstream, syncNames []string) error {
+	dir := p.cfg.DataDir
+	files := []struct {
+		name, content string
+	}{
+		{"postgresql.conf", renderPostgresqlConf(p.cfg, role, up, syncNames)},
+		{"pg_hba.conf", renderHBA(p.cfg)},
+		{"postgresql.auto.conf", "# Reset by dbpilot: ALTER SYSTEM is not supported, use Config.Parameters.\n"},
+	}
+	for _, f := range files {
+		if err := p.writeFileAtomic(filepath.Join(dir, f.name), []byte(f.content), 0o600); err != nil {
+			return fmt.Errorf("render config: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeSignalFiles creates standby.signal for a replica and removes it for
+// a primary; recovery.signal (targeted recovery) is never used and is
+// always removed. See https://www.postgresql.org/docs/15/warm-standby.html.
+func (p *Instance) writeSignalFiles(role Role) error {
+	standby := filepath.Join(p.cfg.DataDir, "standby.signal")
+	if err := removeIfExists(filepath.Join(p.cfg.DataDir, "recovery.signal")); err != nil {
+		return err
+	}
+	if role != RoleReplica {
+		return removeIfExists(standby)
+	}
+	return p.writeFileAtomic(standby, nil, 0o600)
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}

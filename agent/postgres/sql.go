@@ -1,0 +1,495 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+)
+
+// Connect opens a superuser connection to the local server over TCP
+// (ListenAddress:Port, sslmode=disable, database postgres). The connect
+// timeout is the time left on ctx, at most 10 s. The caller closes the
+// connection.
+func (p *Instance) Connect(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := p.connectTo(ctx, p.cfg.connectHost(), p.cfg.Port)
+	if err != nil {
+		return nil, fmt.Errorf("connect to local postgres: %w", err)
+	}
+	return conn, nil
+}
+
+// connectTo opens a superuser connection to host:port. The password is set
+// on the parsed config, never put into a connection string.
+func (p *Instance) connectTo(ctx context.Context, host string, port int) (*pgx.Conn, error) {
+	timeout := 10
+	if dl, ok := ctx.Deadline(); ok {
+		s := int(math.Ceil(time.Until(dl).Seconds()))
+		timeout = max(1, min(timeout, s))
+	}
+	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable connect_timeout=%d application_name=dbpilot",
+		quoteConninfo(host), port, quoteConninfo(p.cfg.Superuser.Username), timeout)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse connection config: %w", err)
+	}
+	cfg.Password = p.cfg.Superuser.Password
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// closeConn closes conn with a short bound that survives ctx's cancellation.
+func closeConn(ctx context.Context, conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	conn.Close(ctx)
+}
+
+// connectRunning connects to the local server, returning ErrNotRunning if no
+// postmaster is running.
+func (p *Instance) connectRunning(ctx context.Context) (*pgx.Conn, error) {
+	if !p.Running() {
+		return nil, ErrNotRunning
+	}
+	return p.Connect(ctx)
+}
+
+func inRecovery(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	var rec bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+		return false, fmt.Errorf("pg_is_in_recovery: %w", err)
+	}
+	return rec, nil
+}
+
+// Bootstrap prepares a freshly initialised, running primary: it creates the
+// replication role (LOGIN REPLICATION with Config.Replication's password),
+// or updates an existing role's attributes and password, so it is
+// idempotent. Statement logging is switched off for the session so the
+// password does not reach the server log even if the statement fails.
+// Nothing to do if the replication user is the superuser.
+//
+// Errors: ErrNotRunning; ErrWrongRole on a replica.
+func (p *Instance) Bootstrap(ctx context.Context) error {
+	conn, err := p.connectRunning(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	defer closeConn(ctx, conn)
+	rec, err := inRecovery(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if rec {
+		return fmt.Errorf("bootstrap: server is in recovery: %w", ErrWrongRole)
+	}
+	repl := p.cfg.Replication
+	if repl.Username == p.cfg.Superuser.Username {
+		return nil
+	}
+	for _, q := range []string{
+		"SET log_statement = 'none'",
+		"SET log_min_error_statement = 'panic'",
+		"SET log_min_duration_statement = -1",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("bootstrap: %s: %w", q, err)
+		}
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", repl.Username).Scan(&exists); err != nil {
+		return fmt.Errorf("bootstrap: look up role %q: %w", repl.Username, err)
+	}
+	verb := "CREATE"
+	if exists {
+		verb = "ALTER"
+	}
+	// Utility statements take no bind parameters; identifier and literal are quoted.
+	stmt := fmt.Sprintf("%s ROLE %s WITH LOGIN REPLICATION PASSWORD %s",
+		verb, pgx.Identifier{repl.Username}.Sanitize(), quoteLiteral(repl.Password))
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("bootstrap: %s replication role %q: %w", verb, repl.Username, err)
+	}
+	p.log.Info("replication role ensured", zap.String("role", repl.Username), zap.Bool("created", !exists))
+	return nil
+}
+
+// Promote promotes the running replica with pg_promote(wait => true) and
+// then verifies that pg_is_in_recovery() is false. The server-side wait is
+// the time left on ctx, at most 60 s. Afterwards the configuration is
+// re-rendered for a primary (no primary_conninfo, synchronous_standby_names
+// as last set with SetSynchronousStandbys) and reloaded. A server that is
+// already a primary is left alone (nil). See
+// https://www.postgresql.org/docs/15/functions-admin.html#FUNCTIONS-RECOVERY-CONTROL.
+//
+// Note for pg_rewind against this node: its control file shows the new
+// timeline only after the first checkpoint following promotion; Rewind
+// issues that CHECKPOINT on the source itself.
+func (p *Instance) Promote(ctx context.Context) error {
+	start := time.Now()
+	conn, err := p.connectRunning(ctx)
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	defer closeConn(ctx, conn)
+	rec, err := inRecovery(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	if rec {
+		wait := 60
+		if dl, ok := ctx.Deadline(); ok {
+			wait = max(1, min(wait, int(time.Until(dl).Seconds())))
+		}
+		var promoted bool
+		if err := conn.QueryRow(ctx, "SELECT pg_promote(true, $1)", wait).Scan(&promoted); err != nil {
+			return fmt.Errorf("promote: pg_promote: %w", err)
+		}
+		if !promoted {
+			return fmt.Errorf("promote: pg_promote did not finish within %d s", wait)
+		}
+		if rec, err = inRecovery(ctx, conn); err != nil {
+			return fmt.Errorf("promote: verify: %w", err)
+		}
+		if rec {
+			return fmt.Errorf("promote: server still in recovery after pg_promote returned")
+		}
+	}
+	p.mu.Lock()
+	p.role, p.upstream = RolePrimary, nil
+	err = p.renderLocked(RolePrimary, nil, p.syncNames)
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	if err := reload(ctx, conn); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	if rec {
+		p.log.Info("postgres promoted", zap.Duration("took", time.Since(start)))
+	} else {
+		p.log.Info("promote: already a primary")
+	}
+	return nil
+}
+
+func reload(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return fmt.Errorf("pg_reload_conf: %w", err)
+	}
+	return nil
+}
+
+// waitSetting polls SHOW name on conn every 20 ms until it equals want or
+// ctx expires. After pg_reload_conf() the postmaster re-reads the files and
+// signals the backends, which apply the change between statements.
+func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil {
+			return fmt.Errorf("show %s: %w", name, err)
+		}
+		if got == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s to be reloaded: %w", name, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Follow points the replica at a new upstream. On a running replica it
+// re-renders postgresql.conf with the new primary_conninfo and reloads it
+// (primary_conninfo is reloadable since PostgreSQL 13: the WAL receiver
+// restarts with the new settings; see
+// https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-PRIMARY-CONNINFO),
+// then waits until the server reports the new value. On a stopped instance
+// it only renders (if the data directory exists) and remembers up; Start
+// does the rest.
+//
+// Errors: ErrWrongRole if the running server is a primary (demoting needs a
+// stop, possibly Rewind, and Start as a replica).
+func (p *Instance) Follow(ctx context.Context, up Upstream) error {
+	if err := validUpstream(&up); err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	if !p.Running() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.role, p.upstream = RoleReplica, &up
+		if p.IsInitialized() {
+			if err := p.renderLocked(RoleReplica, &up, p.syncNames); err != nil {
+				return fmt.Errorf("follow %s: %w", up.Name, err)
+			}
+		}
+		return nil
+	}
+	conn, err := p.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", up.Name, err)
+	}
+	defer closeConn(ctx, conn)
+	rec, err := inRecovery(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", up.Name, err)
+	}
+	if !rec {
+		return fmt.Errorf("follow %s: running server is a primary: %w", up.Name, ErrWrongRole)
+	}
+	p.mu.Lock()
+	p.role, p.upstream = RoleReplica, &up
+	err = p.renderLocked(RoleReplica, &up, p.syncNames)
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", up.Name, err)
+	}
+	if err := reload(ctx, conn); err != nil {
+		return fmt.Errorf("follow %s: %w", up.Name, err)
+	}
+	if err := waitSetting(ctx, conn, "primary_conninfo", p.cfg.primaryConninfo(up)); err != nil {
+		return fmt.Errorf("follow %s: %w", up.Name, err)
+	}
+	p.log.Info("following new upstream", zap.String("upstream", up.Name),
+		zap.String("upstream_host", up.Host), zap.Int("upstream_port", up.Port))
+	return nil
+}
+
+// SetSynchronousStandbys sets synchronous_standby_names to a quorum of one
+// among names (`ANY 1 ("n2","n3")`, see [SynchronousStandbyNames]), or to ""
+// (asynchronous) for none. On a running primary it re-renders
+// postgresql.conf, reloads it and waits until SHOW synchronous_standby_names
+// reflects the change; on a stopped instance the names are remembered for
+// the next Start as primary (or Promote).
+//
+// Errors: invalid names (see Config.NodeName); ErrWrongRole if the running
+// server is a replica.
+func (p *Instance) SetSynchronousStandbys(ctx context.Context, names []string) error {
+	for _, n := range names {
+		if !validName(n) {
+			return fmt.Errorf("set synchronous standbys: invalid node name %q", n)
+		}
+	}
+	names = append([]string(nil), names...)
+	want := SynchronousStandbyNames(names)
+	if !p.Running() {
+		p.mu.Lock()
+		p.syncNames = names
+		p.mu.Unlock()
+		return nil
+	}
+	conn, err := p.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
+	}
+	defer closeConn(ctx, conn)
+	rec, err := inRecovery(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
+	}
+	if rec {
+		return fmt.Errorf("set synchronous standbys: server is a replica: %w", ErrWrongRole)
+	}
+	p.mu.Lock()
+	p.syncNames, p.role, p.upstream = names, RolePrimary, nil
+	err = p.renderLocked(RolePrimary, nil, names)
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
+	}
+	if err := reload(ctx, conn); err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
+	}
+	if err := waitSetting(ctx, conn, "synchronous_standby_names", want); err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
+	}
+	p.log.Info("synchronous standbys set", zap.String("synchronous_standby_names", want))
+	return nil
+}
+
+// Status is a snapshot of the local server as the HA loop needs it.
+type Status struct {
+	// Running: a postmaster process is alive for the data directory.
+	Running bool
+	// Accepting: a connection and SELECT 1 succeeded.
+	Accepting bool
+	// InRecovery: the server is a standby (pg_is_in_recovery()).
+	InRecovery bool
+	// Timeline is the current timeline: on a primary the timeline of the WAL
+	// being written (from pg_walfile_name(pg_current_wal_lsn())), on a
+	// replica the higher of the WAL receiver's received_tli and the latest
+	// checkpoint's (restartpoint's) timeline.
+	Timeline uint32
+	// WriteLSN is pg_current_wal_lsn() on a primary.
+	WriteLSN LSN
+	// ReceiveLSN is pg_last_wal_receive_lsn() on a replica.
+	ReceiveLSN LSN
+	// ReplayLSN is pg_last_wal_replay_lsn() on a replica.
+	ReplayLSN LSN
+	// Streaming: the replica's WAL receiver status is "streaming".
+	Streaming bool
+	// UpstreamHost is pg_stat_wal_receiver.sender_host on a replica.
+	UpstreamHost string
+	// UpstreamPort is pg_stat_wal_receiver.sender_port on a replica.
+	UpstreamPort int
+	// Replicas are the primary's WAL senders (pg_stat_replication), sorted by name.
+	Replicas []ReplicaStat
+	// SyncStandbyNames is the current synchronous_standby_names.
+	SyncStandbyNames string
+}
+
+// LSN returns the position that matters for failover: WriteLSN on a
+// primary, the larger of ReceiveLSN and ReplayLSN on a replica, 0 if the
+// server could not be queried.
+func (s Status) LSN() LSN {
+	if !s.Accepting {
+		return 0
+	}
+	if !s.InRecovery {
+		return s.WriteLSN
+	}
+	return max(s.ReceiveLSN, s.ReplayLSN)
+}
+
+// ReplicaStat is one row of the primary's pg_stat_replication; see
+// https://www.postgresql.org/docs/15/monitoring-stats.html#MONITORING-PG-STAT-REPLICATION-VIEW.
+type ReplicaStat struct {
+	// Name is the standby's application_name (its node name).
+	Name string
+	// State is the WAL sender state, e.g. "streaming" or "catchup".
+	State string
+	// SyncState is "async", "potential", "sync" or "quorum".
+	SyncState string
+	// SentLSN, FlushLSN and ReplayLSN are the WAL positions sent to, flushed
+	// by and replayed on the standby (0 if unknown).
+	SentLSN, FlushLSN, ReplayLSN LSN
+}
+
+// Status observes the local server. If no postmaster is running it returns
+// Status{} and nil. If one is running but cannot be queried (starting up,
+// shutting down, wrong password) it returns Status{Running: true} and the
+// error, so callers always get what could be observed. Every query is
+// bounded by ctx.
+func (p *Instance) Status(ctx context.Context) (Status, error) {
+	st := Status{Running: p.Running()}
+	if !st.Running {
+		return st, nil
+	}
+	conn, err := p.Connect(ctx)
+	if err != nil {
+		return st, fmt.Errorf("status: %w", err)
+	}
+	defer closeConn(ctx, conn)
+	if err := conn.QueryRow(ctx,
+		"SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names')",
+	).Scan(&st.InRecovery, &st.SyncStandbyNames); err != nil {
+		return st, fmt.Errorf("status: %w", err)
+	}
+	st.Accepting = true
+	if st.InRecovery {
+		err = replicaStatus(ctx, conn, &st)
+	} else {
+		err = primaryStatus(ctx, conn, &st)
+	}
+	if err != nil {
+		return st, fmt.Errorf("status: %w", err)
+	}
+	return st, nil
+}
+
+func primaryStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
+	var lsn, walfile string
+	if err := conn.QueryRow(ctx,
+		"SELECT l::text, pg_walfile_name(l) FROM pg_current_wal_lsn() AS l",
+	).Scan(&lsn, &walfile); err != nil {
+		return fmt.Errorf("current wal lsn: %w", err)
+	}
+	var err error
+	if st.WriteLSN, err = ParseLSN(lsn); err != nil {
+		return err
+	}
+	if len(walfile) < 8 {
+		return fmt.Errorf("unexpected WAL file name %q", walfile)
+	}
+	tli, err := strconv.ParseUint(walfile[:8], 16, 32)
+	if err != nil {
+		return fmt.Errorf("timeline from WAL file name %q: %w", walfile, err)
+	}
+	st.Timeline = uint32(tli)
+
+	rows, err := conn.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
+		sent_lsn::text, flush_lsn::text, replay_lsn::text
+		FROM pg_stat_replication ORDER BY application_name`)
+	if err != nil {
+		return fmt.Errorf("pg_stat_replication: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r ReplicaStat
+		var sent, flush, replay *string
+		if err := rows.Scan(&r.Name, &r.State, &r.SyncState, &sent, &flush, &replay); err != nil {
+			return fmt.Errorf("pg_stat_replication: %w", err)
+		}
+		if r.SentLSN, err = parseNullLSN(sent); err != nil {
+			return err
+		}
+		if r.FlushLSN, err = parseNullLSN(flush); err != nil {
+			return err
+		}
+		if r.ReplayLSN, err = parseNullLSN(replay); err != nil {
+			return err
+		}
+		st.Replicas = append(st.Replicas, r)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("pg_stat_replication: %w", err)
+	}
+	return nil
+}
+
+func replicaStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
+	var (
+		receive, replay, status, host *string
+		port, recvTLI                 *int32
+		ckptTLI                       int32
+	)
+	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+		(SELECT timeline_id FROM pg_control_checkpoint()),
+		r.status, r.sender_host, r.sender_port, r.received_tli
+		FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true`,
+	).Scan(&receive, &replay, &ckptTLI, &status, &host, &port, &recvTLI)
+	if err != nil {
+		return fmt.Errorf("replica status: %w", err)
+	}
+	if st.ReceiveLSN, err = parseNullLSN(receive); err != nil {
+		return err
+	}
+	if st.ReplayLSN, err = parseNullLSN(replay); err != nil {
+		return err
+	}
+	st.Timeline = uint32(ckptTLI)
+	if recvTLI != nil && uint32(*recvTLI) > st.Timeline {
+		st.Timeline = uint32(*recvTLI)
+	}
+	st.Streaming = status != nil && *status == "streaming"
+	if host != nil {
+		st.UpstreamHost = *host
+	}
+	if port != nil {
+		st.UpstreamPort = int(*port)
+	}
+	return nil
+}
+
+func parseNullLSN(s *string) (LSN, error) {
+	if s == nil {
+		return 0, nil
+	}
+	return ParseLSN(*s)
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what dbpilot's demo, tests and benchmarks need on a Debian machine,
+# only when it is missing: PostgreSQL server binaries (with pg_rewind,
+# pg_basebackup, pg_controldata) and the `postgres` OS user they run as.
+# Go itself must be >= 1.21 (older toolchains cannot fetch go.mod's toolchain).
+# Idempotent; safe to run on every `make test`.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+have_pg() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }
+
+if ! have_pg; then
+  echo "install-deps: installing PostgreSQL from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+  # The package starts a default cluster on 5432; dbpilot runs its own.
+  $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || $SUDO service postgresql stop >/dev/null 2>&1 || true
+fi
+if ! id postgres >/dev/null 2>&1; then
+  $SUDO useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
+fi
+if ! command -v go >/dev/null 2>&1; then
+  echo "install-deps: Go is required (>= 1.21; go.mod selects the exact toolchain): https://go.dev/doc/install" >&2
+  exit 1
+fi
+echo "install-deps: ok ($(ls -d /usr/lib/postgresql/*/bin | tail -1), $(go version | cut -d' ' -f3))" >&2

@@ -1,0 +1,236 @@
+package handlers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// onChangeRecorder collects the results passed to WithOnChangeResult.
+type onChangeRecorder struct {
+	mu      sync.Mutex
+	terms   []uint64
+	results []Result
+}
+
+func (c *onChangeRecorder) record(env Env, res Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.terms = append(c.terms, env.Term)
+	c.results = append(c.results, res)
+}
+
+func (c *onChangeRecorder) snapshot() ([]uint64, []Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]uint64(nil), c.terms...), append([]Result(nil), c.results...)
+}
+
+func (c *onChangeRecorder) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.terms)
+}
+
+// gatedOnChange returns an onChange spec that appends $DBPILOT_TERM to out,
+// holds a mkdir lock while it runs (recording "overlap" if another run holds
+// it), touches started.$DBPILOT_TERM, and does not finish before gate exists.
+func gatedOnChange(dir string) *Spec {
+	return shell(`mkdir "$LOCK" 2>/dev/null || { echo "overlap $DBPILOT_TERM" >> "$OUT"; exit 1; }
+echo "$DBPILOT_TERM" >> "$OUT"
+: > "$DIR/started.$DBPILOT_TERM"
+while [ ! -e "$GATE" ]; do sleep 0.01; done
+sleep 0.05
+rmdir "$LOCK"`,
+		"LOCK", filepath.Join(dir, "lock"),
+		"OUT", filepath.Join(dir, "out"),
+		"GATE", filepath.Join(dir, "gate"),
+		"DIR", dir)
+}
+
+func openGate(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
+	dir := t.TempDir()
+	var rec onChangeRecorder
+	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
+	r.StartOnChange(t.Context())
+	t.Cleanup(r.StopOnChange)
+
+	// The first run blocks on the gate; NotifyChange must still return at
+	// once for all five events.
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		for term := uint64(1); term <= 5; term++ {
+			r.NotifyChange(Env{Event: "role-changed", Role: "replica", Term: term})
+		}
+	}()
+	select {
+	case <-notified:
+	case <-time.After(5 * time.Second):
+		t.Fatal("NotifyChange blocked while an onChange run was in progress")
+	}
+	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
+		return exists(filepath.Join(dir, "started.1"))
+	})
+	openGate(t, dir)
+	waitFor(t, 30*time.Second, "five onChange results", func() bool { return rec.len() == 5 })
+
+	terms, results := rec.snapshot()
+	for i, res := range results {
+		if terms[i] != uint64(i+1) || res.Status != StatusOK || res.Phase != OnChange {
+			t.Errorf("result %d: term %d %+v, want term %d StatusOK", i, terms[i], res, i+1)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "1\n2\n3\n4\n5\n" {
+		t.Errorf("onChange runs wrote %q, want 1..5 in order without overlap", b)
+	}
+	if n := r.OnChangePending(); n != 0 {
+		t.Errorf("OnChangePending = %d after all runs, want 0", n)
+	}
+}
+
+func TestOnChangeQueuedBeforeStart(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	var rec onChangeRecorder
+	r, _ := newTestRunner(t, Set{OnChange: shell(`echo "$DBPILOT_TERM" >> "$OUT"`, "OUT", out)}, WithOnChangeResult(rec.record))
+	r.NotifyChange(Env{Term: 1})
+	r.NotifyChange(Env{Term: 2})
+	if n := r.OnChangePending(); n != 2 {
+		t.Fatalf("OnChangePending = %d before start, want 2", n)
+	}
+	r.StartOnChange(t.Context())
+	r.StartOnChange(t.Context()) // a second start does nothing
+	t.Cleanup(r.StopOnChange)
+	waitFor(t, 10*time.Second, "two onChange results", func() bool { return rec.len() == 2 })
+	if b, _ := os.ReadFile(out); string(b) != "1\n2\n" {
+		t.Errorf("onChange runs wrote %q, want 1 then 2", b)
+	}
+}
+
+func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
+	dir := t.TempDir()
+	var rec onChangeRecorder
+	r, logs := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
+	r.StartOnChange(t.Context())
+
+	r.NotifyChange(Env{Term: 1})
+	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
+		return exists(filepath.Join(dir, "started.1"))
+	})
+	r.NotifyChange(Env{Term: 2})
+	r.NotifyChange(Env{Term: 3})
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		r.StopOnChange()
+	}()
+	// StopOnChange empties the queue at once, then waits for run 1.
+	waitFor(t, 10*time.Second, "StopOnChange to drop the queued events", func() bool {
+		return r.OnChangePending() == 0
+	})
+	select {
+	case <-stopped:
+		t.Fatal("StopOnChange returned while an onChange run was still in progress")
+	default:
+	}
+	openGate(t, dir)
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("StopOnChange did not return after the current run finished")
+	}
+
+	terms, results := rec.snapshot()
+	if len(results) != 1 || terms[0] != 1 || results[0].Status != StatusOK {
+		t.Fatalf("results = %v %+v, want only term 1, completed OK", terms, results)
+	}
+	if exists(filepath.Join(dir, "started.2")) || exists(filepath.Join(dir, "started.3")) {
+		t.Error("a queued event ran after StopOnChange")
+	}
+	if n := logs.FilterMessageSnippet("onChange events dropped").Len(); n != 1 {
+		t.Errorf("logged %d drop warnings, want 1", n)
+	}
+
+	// Idempotent, and later events are dropped without blocking.
+	r.StopOnChange()
+	r.NotifyChange(Env{Term: 4})
+	r.StartOnChange(t.Context())
+	if n := r.OnChangePending(); n != 0 {
+		t.Errorf("OnChangePending = %d after stop, want 0", n)
+	}
+	if rec.len() != 1 {
+		t.Errorf("got %d results, want still 1", rec.len())
+	}
+}
+
+func TestOnChangeContextCancelEndsWorker(t *testing.T) {
+	dir := t.TempDir()
+	var rec onChangeRecorder
+	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	r.StartOnChange(ctx)
+	r.NotifyChange(Env{Term: 1})
+	r.NotifyChange(Env{Term: 2})
+	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
+		return exists(filepath.Join(dir, "started.1"))
+	})
+	cancel() // kills run 1; run 2 never starts
+
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		r.StopOnChange()
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker did not end after its context was cancelled")
+	}
+	_, results := rec.snapshot()
+	if len(results) != 1 || results[0].Status != StatusCanceled {
+		t.Errorf("results = %+v, want only run 1, cancelled", results)
+	}
+	if exists(filepath.Join(dir, "started.2")) {
+		t.Error("a queued event ran after the context was cancelled")
+	}
+}
+
+func TestStopOnChangeWithoutStart(t *testing.T) {
+	r, _ := newTestRunner(t, Set{OnChange: shell("true")})
+	r.NotifyChange(Env{Term: 1})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.StopOnChange()
+		r.StopOnChange()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("StopOnChange without StartOnChange blocked")
+	}
+	if n := r.OnChangePending(); n != 0 {
+		t.Errorf("OnChangePending = %d, want 0", n)
+	}
+}
