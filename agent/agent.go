@@ -107,8 +107,12 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
+	metrics, err := httpapi.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	a := &Agent{
-		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: httpapi.NewMetrics(reg),
+		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
 		lastRole: ha.RoleStopped,
 	}
@@ -117,7 +121,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.rep = report.NewReporter(tr, log.Named("report"))
+	a.rep = report.NewReporter(tr, log.Named("report"), report.WithDroppedCounter(metrics.EventsDropped))
 	a.handlerHealthy.Store(true)
 	a.state = httpapi.NodeState{Node: cfg.Node.Name, Cluster: clusterName(cfg), Role: "unknown", LagBytes: -1}
 	return a, nil
@@ -346,8 +350,7 @@ func (a *Agent) publish(typ string, payload any) {
 		TimestampMS: time.Now().UnixMilli(),
 	}
 	a.mu.Unlock()
-	source := "dbpilot-agent/" + clusterName(a.cfg) + "/" + a.cfg.Node.Name
-	e, err := proto.NewEnvelope(typ, source, h, payload)
+	e, err := proto.NewEnvelope(typ, proto.AgentSource(a.cfg.Cluster.Namespace, a.cfg.Cluster.Name, a.cfg.Node.Name), h, payload)
 	if err != nil {
 		a.log.Error("cannot build event", zap.String("type", typ), zap.Error(err))
 		return

@@ -212,6 +212,12 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	if d := snap.Document; d != nil {
 		previous = d.Leader
 	}
+	if a.cfg.SynchronousMode == "on" && snap.Sync != nil {
+		// The new term's sync key never lists its own primary, and is written
+		// in the claim's transaction so no reader sees a stale one.
+		standbys := slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })
+		extra = append(extra, dcs.OpPutJSON(a.keys.Sync(), dcs.SyncState{Leader: a.cfg.Node.Name, Term: snap.Term + 1, Standbys: standbys}))
+	}
 	l := dcs.LeaderRecord{Node: a.cfg.Node.Name, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port, APIURL: a.apiURL(), LSN: uint64(st.LSN()), Timeline: st.Timeline}
 	h := dcs.HistoryRecord{Previous: previous, Reason: reason, LSN: uint64(st.LSN()), Timeline: st.Timeline}
 	rev, ok, err := a.dcs.ClaimLeader(ctx, l, snap.Term, snap.TermRev, h, extra...)

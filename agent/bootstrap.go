@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -85,7 +86,7 @@ func (a *Agent) bootstrapStep(ctx context.Context) (bool, error) {
 }
 
 func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
-	unlock, err := a.dcs.TryLock(ctx, a.keys.BootstrapLock())
+	lockedUnlock, err := a.dcs.TryLock(ctx, a.keys.BootstrapLock())
 	if errors.Is(err, dcs.ErrLocked) {
 		a.log.Info("another member is bootstrapping the cluster; waiting for its leader key")
 		return false, nil
@@ -93,6 +94,7 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	unlock := sync.OnceFunc(lockedUnlock)
 	defer unlock()
 	snap, err := a.dcs.Snapshot(ctx)
 	if err != nil || snap.Initialized || snap.Leader != nil {

@@ -274,7 +274,6 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 	} else {
 		a.metrics.Healthy.Set(0)
 	}
-	a.metrics.EventsDropped.Set(float64(a.rep.Stats().Dropped))
 
 	if (role != a.lastRole && role != ha.RoleStopped) || (obs.etcdOK && leader != a.lastLeader) {
 		reason := act.Reason
@@ -283,7 +282,7 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 		a.lastLeader = leader
 	}
 	if role != a.lastRole || memberState != a.lastMemberState {
-		a.publish(proto.TypeMemberState, proto.MemberState{Role: string(role), State: memberState, Healthy: a.healthy(st), LSN: st.LSN().String(), LagBytes: lag, Timeline: st.Timeline})
+		a.publish(proto.TypeMemberState, proto.MemberState{Role: a.state.Role, State: memberState, Healthy: a.healthy(st), LSN: st.LSN().String(), LagBytes: lag, Timeline: st.Timeline})
 		a.lastRole, a.lastMemberState = role, memberState
 	}
 	if a.isLeader.Load() && obs.etcdOK {

@@ -27,8 +27,8 @@ type BootstrapLock struct {
 	AtMS     int64  `json:"at_ms"`
 }
 
-// localRole is the content of the role file.
-type localRole struct {
+// roleMarker is the content of the role file.
+type roleMarker struct {
 	WasPrimary bool   `json:"was_primary"`
 	Term       uint64 `json:"term"`
 	AtMS       int64  `json:"at_ms"`
@@ -106,12 +106,12 @@ func (s localState) removeBootstrapLock() error {
 	return err
 }
 
-func (s localState) role() localRole {
-	var r localRole
+func (s localState) role() roleMarker {
+	var r roleMarker
 	_, _ = s.readJSON(roleFile, &r)
 	return r
 }
 
 func (s localState) setWasPrimary(was bool, term uint64) error {
-	return s.writeJSON(roleFile, localRole{WasPrimary: was, Term: term, AtMS: time.Now().UnixMilli()})
+	return s.writeJSON(roleFile, roleMarker{WasPrimary: was, Term: term, AtMS: time.Now().UnixMilli()})
 }

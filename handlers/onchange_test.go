@@ -51,6 +51,32 @@ rmdir "$LOCK"`,
 		"DIR", dir)
 }
 
+// startGated starts r's onChange worker and makes sure, even when the test
+// fails early, that the gate opens and the worker ends before the test does.
+func startGated(t *testing.T, r *Runner, ctx context.Context, dir string) {
+	r.StartOnChange(ctx)
+	t.Cleanup(r.StopOnChange)
+	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644) }) // runs first
+}
+
+// notifyAll calls r.NotifyChange for each env in order and fails the test if
+// that does not return promptly: NotifyChange must never block.
+func notifyAll(t *testing.T, r *Runner, envs ...Env) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, env := range envs {
+			r.NotifyChange(env)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("NotifyChange blocked")
+	}
+}
+
 func openGate(t *testing.T, dir string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
@@ -67,23 +93,15 @@ func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
 	dir := t.TempDir()
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
-	r.StartOnChange(t.Context())
-	t.Cleanup(r.StopOnChange)
+	startGated(t, r, t.Context(), dir)
 
 	// The first run blocks on the gate; NotifyChange must still return at
 	// once for all five events.
-	notified := make(chan struct{})
-	go func() {
-		defer close(notified)
-		for term := uint64(1); term <= 5; term++ {
-			r.NotifyChange(Env{Event: "role-changed", Role: "replica", Term: term})
-		}
-	}()
-	select {
-	case <-notified:
-	case <-time.After(5 * time.Second):
-		t.Fatal("NotifyChange blocked while an onChange run was in progress")
+	var envs []Env
+	for term := uint64(1); term <= 5; term++ {
+		envs = append(envs, Env{Event: "role-changed", Role: "replica", Term: term})
 	}
+	notifyAll(t, r, envs...)
 	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
 		return exists(filepath.Join(dir, "started.1"))
 	})
@@ -112,8 +130,7 @@ func TestOnChangeQueuedBeforeStart(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: shell(`echo "$DBPILOT_TERM" >> "$OUT"`, "OUT", out)}, WithOnChangeResult(rec.record))
-	r.NotifyChange(Env{Term: 1})
-	r.NotifyChange(Env{Term: 2})
+	notifyAll(t, r, Env{Term: 1}, Env{Term: 2})
 	if n := r.OnChangePending(); n != 2 {
 		t.Fatalf("OnChangePending = %d before start, want 2", n)
 	}
@@ -130,14 +147,13 @@ func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
 	dir := t.TempDir()
 	var rec onChangeRecorder
 	r, logs := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
-	r.StartOnChange(t.Context())
+	startGated(t, r, t.Context(), dir)
 
 	r.NotifyChange(Env{Term: 1})
 	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
 		return exists(filepath.Join(dir, "started.1"))
 	})
-	r.NotifyChange(Env{Term: 2})
-	r.NotifyChange(Env{Term: 3})
+	notifyAll(t, r, Env{Term: 2}, Env{Term: 3})
 
 	stopped := make(chan struct{})
 	go func() {
@@ -189,7 +205,7 @@ func TestOnChangeContextCancelEndsWorker(t *testing.T) {
 	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	r.StartOnChange(ctx)
+	startGated(t, r, ctx, dir)
 	r.NotifyChange(Env{Term: 1})
 	r.NotifyChange(Env{Term: 2})
 	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {

@@ -181,7 +181,7 @@ func (r *Runner) execute(ctx context.Context, p Phase, sp Spec, env Env) Result 
 	cmd := exec.CommandContext(runCtx, argv[0], argv[1:]...)
 	cmd.Env = buildEnv(sp, p, env)
 	cmd.Dir = sp.Dir
-	
+	cmd.WaitDelay = r.waitDelay
 	setProcessGroup(cmd)
 
 	sink := &outputSink{log: r.log, phase: p, buffered: p == Health}

@@ -34,7 +34,7 @@ func samples() map[string]any {
 			FailedPrimary: "db-node-1", Candidate: "db-node-2", Reason: "leader key expired",
 		},
 		TypeSwitchover:    SwitchoverCompleted{From: "db-node-1", To: "db-node-2", DurationMS: 2100},
-		TypeHandlerResult: HandlerResult{Handler: "health", Status: HandlerTimeout, ExitCode: -1, DurationMS: 5000},
+		TypeHandlerResult: HandlerResult{Handler: "health", Status: HandlerTimedOut, ExitCode: -1, DurationMS: 5000},
 	}
 }
 

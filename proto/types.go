@@ -46,10 +46,13 @@ const (
 	ReasonSwitchover = "switchover"
 )
 
-// Handler outcomes reported in [HandlerResult.Status].
+// Handler outcomes reported in [HandlerResult.Status]: the non-OK outcomes
+// of a handler run, spelled as the handlers package spells them.
 const (
-	HandlerFailed  = "failed"  // the command exited non-zero or could not start
-	HandlerTimeout = "timeout" // the command was killed after its timeout
+	HandlerFailed      = "failed"       // the command exited non-zero
+	HandlerTimedOut    = "timed_out"    // the command was killed after its timeout
+	HandlerStartFailed = "start_failed" // the command could not be started
+	HandlerCanceled    = "canceled"     // the run was cancelled (agent shutting down)
 )
 
 // ClusterRef identifies a cluster as in the whitepaper's cluster document.
@@ -170,7 +173,8 @@ type HandlerResult struct {
 	// Handler is the handler's phase name (preStart, health, onChange,
 	// preStop, postStop). Required.
 	Handler string `json:"handler"`
-	// Status is HandlerFailed or HandlerTimeout.
+	// Status is HandlerFailed, HandlerTimedOut, HandlerStartFailed or
+	// HandlerCanceled.
 	Status string `json:"status"`
 	// ExitCode is the command's exit code; -1 when it did not exit on its own
 	// (killed on timeout, or could not start).

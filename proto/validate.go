@@ -232,7 +232,7 @@ func (p *SwitchoverCompleted) check(v *validator) {
 func (p *HandlerResult) value() any { return *p }
 func (p *HandlerResult) check(v *validator) {
 	v.required("data.handler", p.Handler)
-	v.oneOf("data.status", p.Status, HandlerFailed, HandlerTimeout)
+	v.oneOf("data.status", p.Status, HandlerFailed, HandlerTimedOut, HandlerStartFailed, HandlerCanceled)
 	v.nonNegative("data.duration_ms", p.DurationMS)
 }
 

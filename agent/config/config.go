@@ -56,20 +56,20 @@ const (
 
 // Config is the whole agent configuration file.
 type Config struct {
-	Node                 Node              `yaml:"node"`
-	Cluster              Cluster           `yaml:"cluster"`
-	Etcd                 Etcd              `yaml:"etcd"`
-	TTL                  time.Duration     `yaml:"ttl"`
-	Health               Health            `yaml:"health"`
-	MaximumLagOnFailover int64             `yaml:"maximum_lag_on_failover"`
-	SynchronousMode      SynchronousMode   `yaml:"synchronous_mode"`
-	Tags                 Tags              `yaml:"tags"`
-	StateDir             string            `yaml:"state_dir"`
-	Postgres             Postgres          `yaml:"postgres"`
-	HTTP                 HTTP              `yaml:"http"`
-	Events               Events            `yaml:"events"`
-	Handlers             handlers.Set      `yaml:"handlers"`
-	Log                  Log               `yaml:"log"`
+	Node                 Node            `yaml:"node"`
+	Cluster              Cluster         `yaml:"cluster"`
+	Etcd                 Etcd            `yaml:"etcd"`
+	TTL                  time.Duration   `yaml:"ttl"`
+	Health               Health          `yaml:"health"`
+	MaximumLagOnFailover int64           `yaml:"maximum_lag_on_failover"`
+	SynchronousMode      SynchronousMode `yaml:"synchronous_mode"`
+	Tags                 Tags            `yaml:"tags"`
+	StateDir             string          `yaml:"state_dir"`
+	Postgres             Postgres        `yaml:"postgres"`
+	HTTP                 HTTP            `yaml:"http"`
+	Events               Events          `yaml:"events"`
+	Handlers             handlers.Set    `yaml:"handlers"`
+	Log                  Log             `yaml:"log"`
 }
 
 // Node identifies this member.

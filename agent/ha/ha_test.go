@@ -122,10 +122,22 @@ func TestDecide(t *testing.T) {
 		}, Campaign, "", "most advanced"},
 		{"stopped node with no leader starts read-only", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; return v }, StartReplica, "", "election"},
 		{"stopped former primary with no leader waits", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; v.WasPrimary = true; return v }, Noop, "", "waiting for one"},
-		{"handover target waits for final LSN", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1500}; return v }, Noop, "", "final LSN"},
-		{"handover target campaigns at final LSN", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1000}; return v }, Campaign, "", "switchover"},
+		{"handover target waits for final LSN", func(v View) View {
+			v = noLeader(v)
+			v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1500}
+			return v
+		}, Noop, "", "final LSN"},
+		{"handover target campaigns at final LSN", func(v View) View {
+			v = noLeader(v)
+			v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1000}
+			return v
+		}, Campaign, "", "switchover"},
 		{"handover to another: others wait", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n3", Handover: true}; return v }, Noop, "", "hand-over to n3"},
-		{"expired handover: normal election", func(v View) View { v = noLeader(v); v.Switchover = &Switchover{To: "n3", Handover: true, Expired: true}; return v }, Campaign, "", "most advanced"},
+		{"expired handover: normal election", func(v View) View {
+			v = noLeader(v)
+			v.Switchover = &Switchover{To: "n3", Handover: true, Expired: true}
+			return v
+		}, Campaign, "", "most advanced"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

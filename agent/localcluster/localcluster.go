@@ -245,9 +245,9 @@ func (c *Cluster) addNode(i int) error {
 	n.ConfigPath = filepath.Join(n.Dir, "agent.yaml")
 	n.LogPath = filepath.Join(n.Dir, "agent.log")
 	cfg := map[string]any{
-		"node":    map[string]any{"name": n.Name, "address": "127.0.0.1"},
-		"cluster": map[string]any{"namespace": c.Opts.Namespace, "project": c.Opts.Project, "name": c.Opts.Cluster},
-		"etcd":    map[string]any{"endpoints": []string{"http://" + n.Proxy.Addr()}},
+		"node":             map[string]any{"name": n.Name, "address": "127.0.0.1"},
+		"cluster":          map[string]any{"namespace": c.Opts.Namespace, "project": c.Opts.Project, "name": c.Opts.Cluster},
+		"etcd":             map[string]any{"endpoints": []string{"http://" + n.Proxy.Addr()}},
 		"synchronous_mode": c.Opts.SynchronousMode,
 		"state_dir":        filepath.Join(n.Dir, "state"),
 		"postgres": map[string]any{

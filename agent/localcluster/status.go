@@ -23,6 +23,25 @@ type Status struct {
 	Members []dcs.Member // sorted by name
 	History []dcs.HistoryRecord
 	Sync    []string
+	// SyncLeader is the primary that wrote the sync key.
+	SyncLeader string
+}
+
+// SyncSettled reports whether the sync key was written by the current leader
+// and lists exactly every other member: the steady state of synchronous mode.
+func (s Status) SyncSettled() bool {
+	if s.Leader == "" || s.SyncLeader != s.Leader {
+		return false
+	}
+	var others []string
+	for _, m := range s.Members {
+		if m.Node != s.Leader {
+			others = append(others, m.Node)
+		}
+	}
+	sync := slices.Clone(s.Sync)
+	slices.Sort(sync)
+	return slices.Equal(sync, others)
 }
 
 // Member returns the member named n.
@@ -56,7 +75,7 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 		case k == c.Keys.Sync():
 			var st dcs.SyncState
 			if json.Unmarshal(kv.Value, &st) == nil {
-				s.Sync = st.Standbys
+				s.Sync, s.SyncLeader = st.Standbys, st.Leader
 			}
 		case strings.HasPrefix(k, c.Keys.HistoryPrefix()):
 			var h dcs.HistoryRecord

@@ -289,4 +289,3 @@ func (p *WritableProbe) Samples() int {
 	defer p.mu.Unlock()
 	return p.samples
 }
-

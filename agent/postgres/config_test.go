@@ -3,6 +3,7 @@ package postgres
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -133,7 +134,8 @@ func TestRenderPostgresqlConf(t *testing.T) {
 	c.Replication.Password = `r'p\w`
 	c = c.withDefaults()
 
-	replica := renderPostgresqlConf(c, RoleReplica, &Upstream{Host: "10.0.0.2", Port: 5433, Name: "n2"}, []string{"n3"})
+	conninfo := c.primaryConninfo(Upstream{Host: "10.0.0.2", Port: 5433, Name: "n2"})
+	replica := renderPostgresqlConf(c, RoleReplica, conninfo, []string{"n3"})
 	for _, want := range []string{
 		"listen_addresses = '127.0.0.1'\n",
 		"port = '5432'\n",
@@ -146,19 +148,21 @@ func TestRenderPostgresqlConf(t *testing.T) {
 		"work_mem = '4MB'\n",        // extra
 		`primary_conninfo = 'host=''10.0.0.2'' port=5433 user=''replicator'' password=''r\\''p\\\\w'' application_name=''n1'''` + "\n",
 		"recovery_target_timeline = 'latest'\n",
+		`synchronous_standby_names = 'ANY 1 ("n3")'` + "\n", // ready for promotion
 	} {
 		if !strings.Contains(replica, want) {
 			t.Errorf("replica conf lacks %q:\n%s", want, replica)
 		}
 	}
-	if strings.Contains(replica, "synchronous_standby_names") {
-		t.Errorf("replica conf sets synchronous_standby_names:\n%s", replica)
+	if noUp := renderPostgresqlConf(c, RoleReplica, "", nil); strings.Contains(noUp, "primary_conninfo") ||
+		!strings.Contains(noUp, "synchronous_standby_names = ''\n") {
+		t.Errorf("replica conf without upstream:\n%s", noUp)
 	}
 	if strings.Count(replica, "shared_buffers") != 1 {
 		t.Errorf("shared_buffers rendered more than once:\n%s", replica)
 	}
 
-	primary := renderPostgresqlConf(c, RolePrimary, nil, []string{"n2", "n3"})
+	primary := renderPostgresqlConf(c, RolePrimary, conninfo, []string{"n2", "n3"})
 	if !strings.Contains(primary, `synchronous_standby_names = 'ANY 1 ("n2","n3")'`+"\n") {
 		t.Errorf("primary conf lacks synchronous_standby_names:\n%s", primary)
 	}
@@ -213,7 +217,7 @@ Data page checksum version:           1
 	}
 	got := cd
 	got.Fields = nil
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseControlData = %+v, want %+v", got, want)
 	}
 	if v := cd.Fields["pg_control last modified"]; v != "Sat Nov 21 20:06:14 2026" {

@@ -27,9 +27,8 @@ var (
 	ErrDataDirNotEmpty = errors.New("data directory is not empty")
 
 	// ErrWrongRole is returned when the running server's role does not fit
-	// the operation: Follow on a primary, SetSynchronousStandbys or Bootstrap
-	// on a replica, or starting a former standby's data directory as a
-	// primary.
+	// the operation: Follow on a primary, Bootstrap on a replica, or
+	// starting a former standby's data directory as a primary.
 	ErrWrongRole = errors.New("postgres has the wrong role for this operation")
 
 	// ErrPostmasterExited is returned by Start when the postmaster exits

@@ -99,8 +99,7 @@ func (t *tailBuffer) Write(b []byte) (int, error) {
 
 func (t *tailBuffer) String() string { return string(t.buf) }
 
-// lastLines returns the last n non-empty lines of s joined by " | ", for
-// one-line error messages.
+// lastLines returns the last n lines of s (trimmed), for error messages.
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {

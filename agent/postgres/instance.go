@@ -29,10 +29,10 @@ type Instance struct {
 	path string              // PATH for PostgreSQL programs
 
 	mu        sync.Mutex
-	proc      *process  // postmaster started by this Instance, nil if none
-	role      Role      // role last started or configured, "" if unknown
-	upstream  *Upstream // replica's upstream, nil for a primary
-	syncNames []string  // synchronous standbys last set
+	proc      *process // postmaster started by this Instance, nil if none
+	role      Role     // role last started or configured, "" if unknown (e.g. found running)
+	conninfo  string   // replica's primary_conninfo, "" for none
+	syncNames []string // synchronous standbys last set
 }
 
 // process is a postmaster started by this Instance.

@@ -24,10 +24,15 @@ import (
 // and stays in the agent's process group, so it dies with the agent (see the
 // package documentation).
 //
-// up is required for RoleReplica and ignored for RolePrimary. A data directory whose pg_control says it was last a standby
-// ("in archive recovery", "shut down in recovery") is refused as a primary
-// with ErrWrongRole: starting it without standby.signal would leave recovery
-// on the old timeline; start it as a replica and call Promote instead.
+// For RoleReplica, up is the primary to stream from; nil starts a standby
+// without primary_conninfo that replays local WAL only (to be pointed at a
+// primary with Follow, or promoted). up is ignored for RolePrimary.
+//
+// A data directory whose pg_control says it was last a standby ("in archive
+// recovery", "shut down in recovery", also the state pg_rewind leaves) is
+// refused as a primary with ErrWrongRole: without standby.signal it would
+// end recovery and accept writes without switching to a new timeline,
+// forking history; start it as a replica and call Promote instead.
 //
 // Errors: ErrAlreadyRunning if a postmaster is running for the data directory
 // (a stale postmaster.pid is removed with a warning); ErrNotInitialized;
@@ -39,11 +44,11 @@ func (p *Instance) Start(ctx context.Context, role Role, up *Upstream) error {
 	case RolePrimary:
 		up = nil
 	case RoleReplica:
-		if err := validUpstream(up); err != nil {
-			return fmt.Errorf("start postgres as replica: %w", err)
+		if up != nil {
+			if err := validUpstream(up); err != nil {
+				return fmt.Errorf("start postgres as replica: %w", err)
+			}
 		}
-		cp := *up
-		up = &cp
 	default:
 		return fmt.Errorf("start postgres: unknown role %q", role)
 	}
@@ -101,7 +106,11 @@ func (p *Instance) spawn(role Role, up *Upstream) (*process, error) {
 			return nil, err
 		}
 	}
-	if err := p.renderLocked(role, up, p.syncNames); err != nil {
+	conninfo := ""
+	if up != nil {
+		conninfo = p.cfg.primaryConninfo(*up)
+	}
+	if err := p.renderLocked(role, conninfo, p.syncNames); err != nil {
 		return nil, err
 	}
 	if err := p.writeSignalFiles(role); err != nil {
@@ -123,7 +132,7 @@ func (p *Instance) spawn(role Role, up *Upstream) (*process, error) {
 	}
 	proc := &process{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go p.reap(proc, exited)
-	p.proc, p.role, p.upstream = proc, role, up
+	p.proc, p.role, p.conninfo = proc, role, conninfo
 	fields := []zap.Field{zap.String("role", string(role)), zap.Int("pid", proc.pid), zap.String("log_file", p.cfg.LogFile)}
 	if up != nil {
 		fields = append(fields, zap.String("upstream", up.Name), zap.String("upstream_host", up.Host), zap.Int("upstream_port", up.Port))

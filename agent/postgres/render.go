@@ -83,8 +83,11 @@ func (c Config) primaryConninfo(up Upstream) string {
 	}, " ")
 }
 
-// renderPostgresqlConf renders the complete postgresql.conf.
-func renderPostgresqlConf(c Config, role Role, up *Upstream, syncNames []string) string {
+// renderPostgresqlConf renders the complete postgresql.conf. conninfo is the
+// replica's primary_conninfo ("" renders none: a standby without upstream).
+// synchronous_standby_names is rendered for both roles: a standby ignores it,
+// and a promoted standby applies it from its first commit.
+func renderPostgresqlConf(c Config, role Role, conninfo string, syncNames []string) string {
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, quoteConf(v)) }
 	b.WriteString("# Managed by dbpilot: rendered before every start, on Follow and on\n" +
@@ -109,14 +112,12 @@ func renderPostgresqlConf(c Config, role Role, up *Upstream, syncNames []string)
 	}
 
 	fmt.Fprintf(&b, "\n# role: %s\n", role)
-	switch role {
-	case RoleReplica:
-		if up != nil {
-			line("primary_conninfo", c.primaryConninfo(*up))
+	line("synchronous_standby_names", SynchronousStandbyNames(syncNames))
+	if role == RoleReplica {
+		if conninfo != "" {
+			line("primary_conninfo", conninfo)
 		}
 		line("recovery_target_timeline", "latest")
-	case RolePrimary:
-		line("synchronous_standby_names", SynchronousStandbyNames(syncNames))
 	}
 	return b.String()
 }
@@ -152,12 +153,12 @@ func renderHBA(c Config) string {
 
 // renderLocked writes postgresql.conf, pg_hba.conf and an empty
 // postgresql.auto.conf into the data directory. The caller holds p.mu.
-func (p *Instance) renderLocked(role Role, up *Upstream, syncNames []string) error {
+func (p *Instance) renderLocked(role Role, conninfo string, syncNames []string) error {
 	dir := p.cfg.DataDir
 	files := []struct {
 		name, content string
 	}{
-		{"postgresql.conf", renderPostgresqlConf(p.cfg, role, up, syncNames)},
+		{"postgresql.conf", renderPostgresqlConf(p.cfg, role, conninfo, syncNames)},
 		{"pg_hba.conf", renderHBA(p.cfg)},
 		{"postgresql.auto.conf", "# Reset by dbpilot: ALTER SYSTEM is not supported, use Config.Parameters.\n"},
 	}

@@ -139,7 +139,8 @@ func (p *Instance) Promote(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
-	if rec {
+	wasReplica := rec
+	if wasReplica {
 		wait := 60
 		if dl, ok := ctx.Deadline(); ok {
 			wait = max(1, min(wait, int(time.Until(dl).Seconds())))
@@ -159,8 +160,8 @@ func (p *Instance) Promote(ctx context.Context) error {
 		}
 	}
 	p.mu.Lock()
-	p.role, p.upstream = RolePrimary, nil
-	err = p.renderLocked(RolePrimary, nil, p.syncNames)
+	p.role, p.conninfo = RolePrimary, ""
+	err = p.renderLocked(RolePrimary, "", p.syncNames)
 	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
@@ -168,7 +169,7 @@ func (p *Instance) Promote(ctx context.Context) error {
 	if err := reload(ctx, conn); err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
-	if rec {
+	if wasReplica {
 		p.log.Info("postgres promoted", zap.Duration("took", time.Since(start)))
 	} else {
 		p.log.Info("promote: already a primary")
@@ -211,8 +212,8 @@ func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
 // restarts with the new settings; see
 // https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-PRIMARY-CONNINFO),
 // then waits until the server reports the new value. On a stopped instance
-// it only renders (if the data directory exists) and remembers up; Start
-// does the rest.
+// it only renders the replica configuration (if the data directory exists);
+// the next Start renders again from its own arguments.
 //
 // Errors: ErrWrongRole if the running server is a primary (demoting needs a
 // stop, possibly Rewind, and Start as a replica).
@@ -223,9 +224,9 @@ func (p *Instance) Follow(ctx context.Context, up Upstream) error {
 	if !p.Running() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		p.role, p.upstream = RoleReplica, &up
+		p.role, p.conninfo = RoleReplica, p.cfg.primaryConninfo(up)
 		if p.IsInitialized() {
-			if err := p.renderLocked(RoleReplica, &up, p.syncNames); err != nil {
+			if err := p.renderLocked(RoleReplica, p.conninfo, p.syncNames); err != nil {
 				return fmt.Errorf("follow %s: %w", up.Name, err)
 			}
 		}
@@ -244,8 +245,8 @@ func (p *Instance) Follow(ctx context.Context, up Upstream) error {
 		return fmt.Errorf("follow %s: running server is a primary: %w", up.Name, ErrWrongRole)
 	}
 	p.mu.Lock()
-	p.role, p.upstream = RoleReplica, &up
-	err = p.renderLocked(RoleReplica, &up, p.syncNames)
+	p.role, p.conninfo = RoleReplica, p.cfg.primaryConninfo(up)
+	err = p.renderLocked(RoleReplica, p.conninfo, p.syncNames)
 	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", up.Name, err)
@@ -263,13 +264,19 @@ func (p *Instance) Follow(ctx context.Context, up Upstream) error {
 
 // SetSynchronousStandbys sets synchronous_standby_names to a quorum of one
 // among names (`ANY 1 ("n2","n3")`, see [SynchronousStandbyNames]), or to ""
-// (asynchronous) for none. On a running primary it re-renders
-// postgresql.conf, reloads it and waits until SHOW synchronous_standby_names
-// reflects the change; on a stopped instance the names are remembered for
-// the next Start as primary (or Promote).
+// (asynchronous) for none. The value is kept for the lifetime of the
+// Instance and rendered into every later configuration, whatever the role.
 //
-// Errors: invalid names (see Config.NodeName); ErrWrongRole if the running
-// server is a replica.
+// On a running server it re-renders postgresql.conf, reloads it and waits
+// until SHOW synchronous_standby_names reflects the change. On a primary
+// that takes effect for the next commits. A standby ignores the setting, so
+// setting it before Promote makes the very first commit after promotion
+// wait for one of names. On a stopped instance the names are only
+// remembered for the next Start.
+//
+// A running replica this Instance did not start keeps the primary_conninfo
+// the server currently has. Errors: invalid names (see Config.NodeName);
+// connection, reload or ctx errors.
 func (p *Instance) SetSynchronousStandbys(ctx context.Context, names []string) error {
 	for _, n := range names {
 		if !validName(n) {
@@ -293,12 +300,24 @@ func (p *Instance) SetSynchronousStandbys(ctx context.Context, names []string) e
 	if err != nil {
 		return fmt.Errorf("set synchronous standbys: %w", err)
 	}
+	p.mu.Lock()
+	role, conninfo := p.role, p.conninfo
+	p.mu.Unlock()
+	if rec && role != RoleReplica {
+		// Not started as a replica by us: keep what the server streams from.
+		if err := conn.QueryRow(ctx, "SELECT current_setting('primary_conninfo')").Scan(&conninfo); err != nil {
+			return fmt.Errorf("set synchronous standbys: read primary_conninfo: %w", err)
+		}
+	}
+	role = RolePrimary
 	if rec {
-		return fmt.Errorf("set synchronous standbys: server is a replica: %w", ErrWrongRole)
+		role = RoleReplica
+	} else {
+		conninfo = ""
 	}
 	p.mu.Lock()
-	p.syncNames, p.role, p.upstream = names, RolePrimary, nil
-	err = p.renderLocked(RolePrimary, nil, names)
+	p.syncNames, p.role, p.conninfo = names, role, conninfo
+	err = p.renderLocked(role, conninfo, names)
 	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("set synchronous standbys: %w", err)
@@ -309,7 +328,7 @@ func (p *Instance) SetSynchronousStandbys(ctx context.Context, names []string) e
 	if err := waitSetting(ctx, conn, "synchronous_standby_names", want); err != nil {
 		return fmt.Errorf("set synchronous standbys: %w", err)
 	}
-	p.log.Info("synchronous standbys set", zap.String("synchronous_standby_names", want))
+	p.log.Info("synchronous standbys set", zap.String("synchronous_standby_names", want), zap.String("role", string(role)))
 	return nil
 }
 
@@ -371,11 +390,11 @@ type ReplicaStat struct {
 	SentLSN, FlushLSN, ReplayLSN LSN
 }
 
-// Status observes the local server. If no postmaster is running it returns
-// Status{} and nil. If one is running but cannot be queried (starting up,
-// shutting down, wrong password) it returns Status{Running: true} and the
-// error, so callers always get what could be observed. Every query is
-// bounded by ctx.
+// Status observes the local server with one short connection; every query
+// is bounded by ctx. If no postmaster is running it returns Status{} and nil.
+// If one is running but cannot be queried (starting up, shutting down, wrong
+// password) it returns what it could observe (at least Running: true,
+// Accepting reports whether the connection worked) together with the error.
 func (p *Instance) Status(ctx context.Context) (Status, error) {
 	st := Status{Running: p.Running()}
 	if !st.Running {

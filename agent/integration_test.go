@@ -1,0 +1,298 @@
+package agent_test
+
+// Integration tests: real dbpilot-agent processes, real PostgreSQL and an
+// embedded etcd (agent/localcluster). They poll for outcomes with deadlines;
+// nothing sleeps and then asserts.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dbpilot/dbpilot/agent/localcluster"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	if matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres"); len(matches) == 0 {
+		fmt.Println("PostgreSQL server binaries not found: run deploy/dev/install-deps.sh (make test does)")
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "dbpilot-agent-bin")
+	if err != nil {
+		panic(err)
+	}
+	agentBin = filepath.Join(dir, "dbpilot-agent")
+	args := []string{"build", "-o", agentBin}
+	if os.Getenv("DBPILOT_AGENT_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "github.com/dbpilot/dbpilot/cmd/dbpilot-agent")...).CombinedOutput()
+	if err != nil {
+		fmt.Printf("building dbpilot-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func startCluster(t *testing.T, o localcluster.Options) *localcluster.Cluster {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+		if keep := os.Getenv("DBPILOT_TEST_KEEP"); keep != "" {
+			// Keep logs and data for a post-mortem.
+			o.Dir = filepath.Join(keep, t.Name())
+			_ = os.RemoveAll(o.Dir)
+		}
+	}
+	o.AgentBin = agentBin
+	c, err := localcluster.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				b, _ := os.ReadFile(n.LogPath)
+				t.Logf("==== %s agent.log (last 60 lines)\n%s", n.Name, tail(string(b), 60))
+			}
+		}
+		c.Close()
+	})
+	return c
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func waitFor(t *testing.T, c *localcluster.Cluster, d time.Duration, what string, cond func(localcluster.Status) bool) localcluster.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	s, err := c.WaitFor(ctx, what, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func healthy(c *localcluster.Cluster, sync bool) func(localcluster.Status) bool {
+	return func(s localcluster.Status) bool {
+		ok := s.Leader != "" && slices.Equal(s.Primaries(), []string{s.Leader}) && len(s.Streaming()) == len(c.Nodes)-1
+		if ok && sync {
+			ok = s.SyncSettled()
+		}
+		return ok
+	}
+}
+
+func logContains(t *testing.T, n *localcluster.Node, sub string) bool {
+	t.Helper()
+	b, _ := os.ReadFile(n.LogPath)
+	return bytes.Contains(b, []byte(sub))
+}
+
+// TestHACluster walks one synchronous three-node cluster through the life
+// the issue describes: simultaneous bootstrap, streaming, planned switchover,
+// host loss, rejoin by pg_rewind, fencing on etcd loss and graceful stop,
+// with a writer running throughout and the acknowledged rows checked.
+func TestHACluster(t *testing.T) {
+	c := startCluster(t, localcluster.Options{Nodes: 3, SynchronousMode: "on"})
+	ctx := context.Background()
+
+	// Bootstrap: three agents started at the same instant end with exactly one primary.
+	s := waitFor(t, c, 90*time.Second, "one primary, two streaming replicas", healthy(c, true))
+	if s.Term != 1 || len(s.History) != 1 || s.History[0].Reason != "bootstrap" {
+		t.Fatalf("after bootstrap: term %d history %+v", s.Term, s.History)
+	}
+	for _, n := range c.Nodes {
+		if _, err := os.Stat(filepath.Join(n.Dir, "state", "bootstrap.lock")); err != nil {
+			t.Fatalf("%s: no bootstrap lock file: %v", n.Name, err)
+		}
+	}
+
+	w, err := c.NewWriter(ctx, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := c.NewWritableProbe(25 * time.Millisecond)
+	lctx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.Run(lctx) }()
+	go func() { defer wg.Done(); probe.Run(lctx) }()
+	stop := sync.OnceFunc(func() { stopLoad(); wg.Wait() })
+	t.Cleanup(stop)
+
+	// Replica streaming: rows written on the primary show up on every replica.
+	waitAcks(t, w, 20)
+	row := w.Acks()[10].N
+	for i, n := range c.Nodes {
+		if n.Name == s.Leader {
+			continue
+		}
+		waitRow(t, c, i, row)
+	}
+
+	t.Run("switchover", func(t *testing.T) {
+		old := s.Leader
+		if err := c.RequestSwitchover(ctx, old, ""); err != nil {
+			t.Fatal(err)
+		}
+		s = waitFor(t, c, 60*time.Second, "a new primary after switchover", func(s localcluster.Status) bool {
+			return s.Leader != "" && s.Leader != old && healthy(c, true)(s)
+		})
+		if h := s.History[len(s.History)-1]; h.Reason != "switchover" || h.Term != s.Term {
+			t.Fatalf("last history %+v, want reason switchover at term %d", h, s.Term)
+		}
+	})
+
+	t.Run("host loss failover and rejoin with pg_rewind", func(t *testing.T) {
+		old, term := s.Leader, s.Term
+		waitAcks(t, w, len(w.Acks())+20)
+		oi := c.Index(old)
+		if err := c.Kill(oi); err != nil {
+			t.Fatal(err)
+		}
+		s = waitFor(t, c, 60*time.Second, "a new primary after SIGKILL of the primary host", func(s localcluster.Status) bool {
+			return s.Leader != "" && s.Leader != old && len(s.Primaries()) == 1
+		})
+		if s.Term != term+1 || s.History[len(s.History)-1].Reason != "failover" {
+			t.Fatalf("term %d (want %d), history %+v", s.Term, term+1, s.History[len(s.History)-1])
+		}
+		if err := c.StartNode(oi); err != nil {
+			t.Fatal(err)
+		}
+		s = waitFor(t, c, 90*time.Second, "the old primary streaming as a replica", func(s localcluster.Status) bool {
+			m, ok := s.Member(old)
+			return ok && m.Role == "replica" && m.Streaming && healthy(c, true)(s)
+		})
+		if !logContains(t, c.Nodes[oi], "rejoined as replica") {
+			t.Fatalf("%s did not go through the rewind path", old)
+		}
+	})
+
+	t.Run("fencing when the primary loses etcd", func(t *testing.T) {
+		old := s.Leader
+		oi := c.Index(old)
+		cut := time.Now()
+		c.Nodes[oi].Proxy.Cut(true)
+		// Read-only before the TTL (5 s default) can expire.
+		readOnlyBy := time.Time{}
+		for deadline := cut.Add(5 * time.Second); time.Now().Before(deadline); {
+			if !writable(ctx, c, oi) {
+				readOnlyBy = time.Now()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if readOnlyBy.IsZero() {
+			t.Fatalf("%s still writable %s after losing etcd", old, time.Since(cut))
+		}
+		t.Logf("%s read-only %s after losing etcd", old, readOnlyBy.Sub(cut))
+		s = waitFor(t, c, 60*time.Second, "a new primary while the old one is partitioned", func(s localcluster.Status) bool {
+			return s.Leader != "" && s.Leader != old
+		})
+		c.Nodes[oi].Proxy.Cut(false)
+		s = waitFor(t, c, 90*time.Second, "the partitioned primary back as a streaming replica", func(s localcluster.Status) bool {
+			m, ok := s.Member(old)
+			return ok && m.Role == "replica" && m.Streaming && healthy(c, true)(s)
+		})
+	})
+
+	t.Run("graceful stop hands over leadership", func(t *testing.T) {
+		old, term := s.Leader, s.Term
+		oi := c.Index(old)
+		start := time.Now()
+		if err := c.Stop(oi, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		s = waitFor(t, c, 30*time.Second, "a new primary after SIGTERM", func(s localcluster.Status) bool {
+			return s.Leader != "" && s.Leader != old && len(s.Primaries()) == 1
+		})
+		if h := s.History[len(s.History)-1]; h.Reason != "switchover" || s.Term != term+1 {
+			t.Fatalf("graceful stop: history %+v term %d, want a switchover at term %d", h, s.Term, term+1)
+		}
+		t.Logf("graceful stop: new primary %s after %s", s.Leader, time.Since(start))
+		if err := c.StartNode(oi); err != nil {
+			t.Fatal(err)
+		}
+		s = waitFor(t, c, 90*time.Second, "the stopped node back as a replica", healthy(c, true))
+	})
+
+	stop()
+	if split, most := probe.SplitBrain(); split > 0 || most > 1 {
+		t.Fatalf("split brain: %s with %d writable nodes", split, most)
+	}
+	acks := w.Acks()
+	missing, err := c.Missing(ctx, c.Index(s.Leader), acks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acks) < 100 || len(missing) > 0 {
+		t.Fatalf("%d acknowledged writes, %d missing after the faults: %v", len(acks), len(missing), missing)
+	}
+	t.Logf("%d acknowledged writes, none lost; %d probe rounds, no split brain", len(acks), probe.Samples())
+}
+
+func writable(ctx context.Context, c *localcluster.Cluster, i int) bool {
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	conn, err := c.Connect(cctx, i)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(context.Background())
+	var rec bool
+	if err := conn.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+		return false
+	}
+	return !rec
+}
+
+func waitAcks(t *testing.T, w *localcluster.Writer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(w.Acks()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d acknowledged writes, want %d", len(w.Acks()), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitRow(t *testing.T, c *localcluster.Cluster, i int, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := c.Connect(context.Background(), i)
+		if err == nil {
+			var found bool
+			err = conn.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM dbpilot_writer WHERE n = $1)", n).Scan(&found)
+			conn.Close(context.Background())
+			if err == nil && found {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("row %d never reached %s: %v", n, c.Nodes[i].Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,29 @@
+// Command dbpilot-bench runs dbpilot's benchmarks against real local
+// clusters (embedded etcd, real agents and PostgreSQL) and prints figures:
+//
+//	dbpilot-bench failover --runs 5   # RTO, switchover write gap, lost writes, split brain
+//	dbpilot-bench agent --seconds 60  # RSS and CPU of one idle agent
+//
+// Results and the commands that produced them are kept in docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{Use: "dbpilot-bench", Short: "dbpilot benchmarks", SilenceUsage: true}
+	root.AddCommand(newFailoverCmd(), newAgentCmd())
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
