@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +56,7 @@ type Agent struct {
 	handlerHealthy atomic.Bool
 	fenced         atomic.Bool
 	isLeader       atomic.Bool // last cycle: we hold the leader key
+	leaderless     atomic.Bool // last cycle: no leader key
 	trigger        chan struct{}
 
 	// Loop state: touched only by the HA loop goroutine.
@@ -151,7 +154,7 @@ func (a *Agent) Reload(cfg *config.Config) {
 	a.log.Info("configuration reloaded: handler settings applied")
 	old := *a.cfg
 	old.Handlers = cfg.Handlers
-	if fmt.Sprint(old) != fmt.Sprint(*cfg) {
+	if !reflect.DeepEqual(old, *cfg) {
 		a.log.Warn("configuration changes outside handlers need a restart of the agent to apply")
 	}
 }
@@ -198,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	if ctx.Err() == nil {
-		a.loop(ctx, a.dcs.Watch(watchCtx))
+		a.loop(ctx, a.dcs.Watch(watchCtx, a.relevant))
 	}
 	return a.shutdown(context.WithoutCancel(ctx))
 }
@@ -223,7 +226,7 @@ func (a *Agent) connect(ctx context.Context) error {
 
 // loop is the HA loop: one cycle at a time, every health interval or sooner
 // when etcd reports a change under the cluster prefix.
-func (a *Agent) loop(ctx context.Context, watch <-chan string) {
+func (a *Agent) loop(ctx context.Context, watch <-chan struct{}) {
 	tick := time.NewTicker(a.cfg.Health.Interval)
 	defer tick.Stop()
 	for {
@@ -245,6 +248,26 @@ func (a *Agent) loop(ctx context.Context, watch <-chan string) {
 			}
 		}
 	}
+}
+
+// relevant says which etcd changes start a cycle before the next tick: the
+// leader key appearing or vanishing, switchover requests, members joining or
+// leaving, and, while there is no leader, every member update (candidates
+// wait for each other's final LSN). Our own member writes and the primary's
+// periodic refreshes do not, so an idle cluster cycles once per interval.
+func (a *Agent) relevant(ev dcs.Event) bool {
+	switch {
+	case ev.Key == "leader":
+		return ev.Create || ev.Delete
+	case ev.Key == "switchover" || ev.Key == "initialize":
+		return true
+	case strings.HasPrefix(ev.Key, "members/"):
+		if strings.TrimPrefix(ev.Key, "members/") == a.cfg.Node.Name {
+			return false
+		}
+		return ev.Create || ev.Delete || a.leaderless.Load()
+	}
+	return false
 }
 
 func (a *Agent) kick() {
@@ -282,9 +305,7 @@ func (a *Agent) healthLoop(ctx context.Context) {
 
 // fenceMargin is how much proven lease must be left for a primary to stay
 // writable: one etcd request plus time to stop PostgreSQL.
-func (a *Agent) fenceMargin() time.Duration {
-	return a.cfg.Etcd.RequestTimeout + 500*time.Millisecond
-}
+func (a *Agent) fenceMargin() time.Duration { return config.FenceMargin(a.cfg.Etcd.RequestTimeout) }
 
 // fencer is the safety net independent of the HA loop: if the loop is stuck
 // (an etcd call hanging up to its timeout, say) while the proven lease runs
@@ -317,9 +338,8 @@ func (a *Agent) fence(ctx context.Context, reason string) {
 		return
 	}
 	a.isLeader.Store(false)
-	a.pgMu.Lock()
+	// Not under pgMu: fencing must not wait for an action in progress.
 	err := a.pg.Stop(ctx, postgres.StopImmediate)
-	a.pgMu.Unlock()
 	left := a.dcs.LeaseLeft(time.Now())
 	a.log.Warn("fenced: PostgreSQL stopped, no writes accepted", zap.String("reason", reason), zap.Duration("lease_left", left), zap.Error(err))
 	a.publish(proto.TypeFenced, proto.Fenced{Reason: reason, LeaseLeftMS: left.Milliseconds()})

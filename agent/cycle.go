@@ -76,6 +76,7 @@ func (a *Agent) observe(ctx context.Context) observation {
 			a.term = obs.snap.Term
 		}
 		a.isLeader.Store(mine)
+		a.leaderless.Store(l == nil)
 		switch {
 		case l == nil && a.leaderGoneRev == 0:
 			a.leaderGoneRev, a.leaderGoneAt = obs.snap.Revision, obs.now
@@ -201,7 +202,7 @@ func (a *Agent) view(obs observation) ha.View {
 	if v.IsLeader && role == ha.RolePrimary {
 		for _, r := range st.Replicas {
 			m, ok := snap.Members[r.Name]
-			if ok && m.Healthy && r.State == "streaming" && !m.NoFailover {
+			if ok && m.Healthy && r.State == "streaming" && !m.NoFailover && m.Priority > 0 {
 				v.SyncCandidates = append(v.SyncCandidates, r.Name)
 			}
 		}
@@ -211,7 +212,7 @@ func (a *Agent) view(obs observation) ha.View {
 			v.SyncCandidates = v.SyncStandbys
 		}
 	}
-	if sw := snap.Switchover; sw != nil {
+	if sw := snap.Switchover; sw != nil && (sw.State == dcs.SwitchoverRequested || sw.State == dcs.SwitchoverHandover) {
 		v.Switchover = &ha.Switchover{From: sw.From, To: sw.To, Handover: sw.State == dcs.SwitchoverHandover, FinalLSN: sw.FinalLSN}
 		if sw.State == dcs.SwitchoverHandover && obs.now.Sub(time.UnixMilli(sw.HandoverMS)) > 2*a.cfg.TTL {
 			v.Switchover.Expired = true

@@ -54,6 +54,12 @@ const (
 	SyncOn SynchronousMode = "on"
 )
 
+// FenceMargin is how much provable lease a primary must have left to stay
+// writable: one etcd request plus 500 ms to stop PostgreSQL immediately.
+func FenceMargin(requestTimeout time.Duration) time.Duration {
+	return requestTimeout + 500*time.Millisecond
+}
+
 // Config is the whole agent configuration file.
 type Config struct {
 	Node                 Node            `yaml:"node"`
@@ -259,6 +265,10 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Postgres.ListenAddress == "" {
 		c.Postgres.ListenAddress = c.Node.Address
 	}
+	if c.Postgres.OSUser == "" && os.Geteuid() == 0 {
+		// PostgreSQL refuses to run as root; Debian's packages create this user.
+		c.Postgres.OSUser = "postgres"
+	}
 	if c.Postgres.BinDir == "" {
 		c.Postgres.BinDir = DetectBinDir()
 	}
@@ -366,8 +376,8 @@ func (c *Config) Validate() error {
 	case c.TTL%time.Second != 0:
 		add("ttl", "must be whole seconds, etcd leases have 1s granularity (got %q); use e.g. 5s", c.TTL)
 	}
-	if need := c.Health.Interval + 2*c.Etcd.RequestTimeout; c.TTL <= need {
-		add("ttl", "must be larger than health.interval + 2 × etcd.request_timeout (%s), or the primary cannot renew its lease in time and fences itself; raise ttl or lower the others (got %s)", need, c.TTL)
+	if need := c.Health.Interval + 2*c.Etcd.RequestTimeout + FenceMargin(c.Etcd.RequestTimeout); c.TTL <= need {
+		add("ttl", "must be larger than health.interval + 2 × etcd.request_timeout + the fencing margin (etcd.request_timeout + 500ms) = %s, or a healthy primary cannot renew its lease before it must fence itself; raise ttl or lower the others (got %s)", need, c.TTL)
 	}
 	if c.MaximumLagOnFailover < 0 {
 		add("maximum_lag_on_failover", "must be >= 0 bytes (got %d)", c.MaximumLagOnFailover)

@@ -68,7 +68,7 @@ func TestBadConfigsNameTheField(t *testing.T) {
 	}{
 		{"typo'd key", "ttll: 5s", "ttll: unknown key (line "},
 		{"missing data dir", "postgres: {data_dir: ''}", ""}, // handled below
-		{"ttl too small for timings", "ttl: 3s\nhealth: {interval: 1s}\netcd: {endpoints: ['http://x:1'], request_timeout: 1s}", "ttl: must be larger than health.interval + 2 × etcd.request_timeout (3s)"},
+		{"ttl too small for timings", "ttl: 4s\nhealth: {interval: 1s}\netcd: {endpoints: ['http://x:1'], request_timeout: 1s}", "ttl: must be larger than health.interval + 2 × etcd.request_timeout + the fencing margin (etcd.request_timeout + 500ms) = 4.5s"},
 		{"ttl not whole seconds", "ttl: 5500ms", "ttl: must be whole seconds"},
 		{"bad sync mode", "synchronous_mode: sometimes", `synchronous_mode: must be "off" or "on"`},
 		{"bad node name", "node: {name: 'Node 1', address: x}", "node.name: must match"},

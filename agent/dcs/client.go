@@ -425,11 +425,18 @@ func (c *Client) TryLock(ctx context.Context, pfx string) (func(), error) {
 	}, nil
 }
 
-// Watch sends a value on the returned channel (capacity 1, coalescing) after
-// every change under the cluster prefix, until ctx ends. It re-establishes
-// the watch after errors.
-func (c *Client) Watch(ctx context.Context) <-chan string {
-	out := make(chan string, 1)
+// Event is one change under the cluster prefix.
+type Event struct {
+	Key    string // relative to the cluster prefix, e.g. "leader", "members/node2"
+	Create bool   // the key was created (not just updated)
+	Delete bool   // the key was deleted or expired with its lease
+}
+
+// Watch signals on the returned channel (capacity 1, coalescing) after every
+// change under the cluster prefix for which relevant returns true, until ctx
+// ends. It re-establishes the watch after errors.
+func (c *Client) Watch(ctx context.Context, relevant func(Event) bool) <-chan struct{} {
+	out := make(chan struct{}, 1)
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
@@ -439,9 +446,12 @@ func (c *Client) Watch(ctx context.Context) <-chan string {
 					break
 				}
 				for _, ev := range resp.Events {
-					k := strings.TrimPrefix(string(ev.Kv.Key), c.keys.Prefix())
+					e := Event{Key: strings.TrimPrefix(string(ev.Kv.Key), c.keys.Prefix()), Create: ev.IsCreate(), Delete: ev.Type == clientv3.EventTypeDelete}
+					if !relevant(e) {
+						continue
+					}
 					select {
-					case out <- k:
+					case out <- struct{}{}:
 					default:
 					}
 				}

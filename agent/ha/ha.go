@@ -144,16 +144,17 @@ func decideLeader(v View) Action {
 		return Action{Kind: Promote, Reason: "holding the leader key"}
 	}
 	if sw := v.Switchover; sw != nil && !sw.Handover && (sw.From == "" || sw.From == v.Self) {
-		if sw.To != "" {
-			if !slices.ContainsFunc(v.Members, func(m Member) bool { return m.Name == sw.To && eligibleHandover(v, m) }) {
-				return Action{Kind: Noop, Reason: fmt.Sprintf("switchover to %s requested but it is not a healthy, streaming, promotable replica", sw.To)}
-			}
-			return Action{Kind: Handover, Target: sw.To, Reason: "planned switchover requested"}
+		// A request that cannot be served now falls through: the primary's
+		// other duties (unhealthy hand-over, sync upkeep) must not wait on it.
+		target := sw.To
+		if target == "" {
+			target = bestHandover(v)
+		} else if !slices.ContainsFunc(v.Members, func(m Member) bool { return m.Name == target && eligibleHandover(v, m) }) {
+			target = ""
 		}
-		if t := bestHandover(v); t != "" {
-			return Action{Kind: Handover, Target: t, Reason: "planned switchover requested"}
+		if target != "" {
+			return Action{Kind: Handover, Target: target, Reason: "planned switchover requested"}
 		}
-		return Action{Kind: Noop, Reason: "switchover requested but no eligible replica"}
 	}
 	if !v.Healthy {
 		if t := bestHandover(v); t != "" {

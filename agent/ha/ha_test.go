@@ -62,8 +62,15 @@ func TestDecide(t *testing.T) {
 			v.Switchover = &Switchover{To: "n3"}
 			v.Members[1].NoFailover = true
 			return v
-		}, Noop, "", "not a healthy, streaming"},
+		}, Noop, "", "primary holding the leader key"},
+		{"unservable switchover does not block an unhealthy hand-over", func(v View) View {
+			v = asPrimary(v)
+			v.Healthy = false
+			v.Switchover = &Switchover{To: "n9"}
+			return v
+		}, Handover, "n2", "unhealthy"},
 		{"switchover without target picks best", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{From: "n1"}; return v }, Handover, "n2", "planned switchover"},
+		{"switchover without eligible replica waits", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{From: "n1"}; v.Members = nil; return v }, Noop, "", "primary holding"},
 		{"switchover for another primary ignored", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{From: "n9"}; return v }, Noop, "", "primary holding"},
 		{"sync: widen key first", func(v View) View {
 			v = asPrimary(v)
