@@ -54,10 +54,13 @@ func (s Status) Member(n string) (dcs.Member, bool) {
 }
 
 // Status reads the cluster's keys from etcd.
-func (c *Cluster) Status(ctx context.Context) (Status, error) {
+func (c *Cluster) Status(ctx context.Context) (Status, error) { return ReadStatus(ctx, c.Cli, c.Keys) }
+
+// ReadStatus reads any cluster's keys through cli.
+func ReadStatus(ctx context.Context, cli *clientv3.Client, keys dcs.Keys) (Status, error) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	resp, err := c.Cli.Get(rctx, c.Keys.Prefix(), clientv3.WithPrefix())
+	resp, err := cli.Get(rctx, keys.Prefix(), clientv3.WithPrefix())
 	if err != nil {
 		return Status{}, err
 	}
@@ -65,24 +68,24 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		switch {
-		case k == c.Keys.Term():
+		case k == keys.Term():
 			s.Term, _ = strconv.ParseUint(string(kv.Value), 10, 64)
-		case k == c.Keys.Leader():
+		case k == keys.Leader():
 			var l dcs.LeaderRecord
 			if json.Unmarshal(kv.Value, &l) == nil {
 				s.Leader = l.Node
 			}
-		case k == c.Keys.Sync():
+		case k == keys.Sync():
 			var st dcs.SyncState
 			if json.Unmarshal(kv.Value, &st) == nil {
 				s.Sync, s.SyncLeader = st.Standbys, st.Leader
 			}
-		case strings.HasPrefix(k, c.Keys.HistoryPrefix()):
+		case strings.HasPrefix(k, keys.HistoryPrefix()):
 			var h dcs.HistoryRecord
 			if json.Unmarshal(kv.Value, &h) == nil {
 				s.History = append(s.History, h)
 			}
-		case c.Keys.MemberName(k) != "":
+		case keys.MemberName(k) != "":
 			var m dcs.Member
 			if json.Unmarshal(kv.Value, &m) == nil {
 				s.Members = append(s.Members, m)
@@ -115,9 +118,14 @@ func (c *Cluster) WaitFor(ctx context.Context, what string, cond func(Status) bo
 
 // RequestSwitchover asks for a planned switchover (to may be "").
 func (c *Cluster) RequestSwitchover(ctx context.Context, from, to string) error {
+	return RequestSwitchover(ctx, c.Cli, c.Keys, from, to)
+}
+
+// RequestSwitchover writes a switchover request for any cluster.
+func RequestSwitchover(ctx context.Context, cli *clientv3.Client, keys dcs.Keys, from, to string) error {
 	sw := dcs.Switchover{From: from, To: to, State: dcs.SwitchoverRequested, Reason: "requested", RequestedMS: time.Now().UnixMilli()}
 	b, _ := json.Marshal(sw)
-	_, err := c.Cli.Put(ctx, c.Keys.Switchover(), string(b))
+	_, err := cli.Put(ctx, keys.Switchover(), string(b))
 	return err
 }
 

@@ -68,6 +68,9 @@ func runDemo(ctx context.Context, cmd *cobra.Command, dir string, nodes int, syn
 	for _, n := range c.Nodes {
 		fmt.Fprintf(out, "  %s: postgres 127.0.0.1:%d  http://127.0.0.1:%d/health  log %s  host-loss: kill -9 -%d\n", n.Name, n.PGPort, n.HTTPPort, n.LogPath, n.Pid())
 	}
+	fmt.Fprintf(out, "inspect:    %s cluster list --etcd %s\n", bin, c.URL)
+	fmt.Fprintf(out, "switchover: %s cluster switchover --etcd %s\n", bin, c.URL)
+	fmt.Fprintf(out, "connect:    PGPASSWORD=%s psql -h 127.0.0.1 -p %d -U %s postgres\n", c.Password, c.Nodes[0].PGPort, c.Superuser)
 	fmt.Fprintln(out, "Ctrl-C to stop.")
 	last := ""
 	t := time.NewTicker(500 * time.Millisecond)
