@@ -25,8 +25,11 @@ type observation struct {
 
 // cycle runs one HA cycle: renew the lease, read etcd once, read the local
 // PostgreSQL, publish our member key, decide, apply, record. A failed step is
-// logged and the next cycle starts from a fresh observation.
-func (a *Agent) cycle(ctx context.Context) {
+// logged and the next cycle starts from a fresh observation. It reports
+// whether the cluster is in transition (no leader key): the loop then polls
+// faster, since what it waits for (a final LSN, a competitor's report) does
+// not always come with an etcd event.
+func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	obs := a.observe(ctx)
 	a.publishMember(ctx, obs)
 	v := a.view(obs)
@@ -41,6 +44,7 @@ func (a *Agent) cycle(ctx context.Context) {
 		a.log.Error("ha action failed", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Error(err))
 	}
 	a.record(ctx, obs, act)
+	return obs.etcdOK && v.Initialized && v.Leader == "" && !a.isLeader.Load()
 }
 
 func (a *Agent) observe(ctx context.Context) observation {

@@ -277,6 +277,9 @@ func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord,
 	resp, err := c.cli.Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Initialize()), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
+		// Terms never restart: a cluster whose marker was deleted by hand
+		// is not bootstrapped again over its history.
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Term()), "=", 0),
 	).Then(
 		clientv3.OpPut(c.keys.Initialize(), systemID),
 		clientv3.OpPut(c.keys.Term(), "1"),

@@ -10,8 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/agent/clusterview"
 	"github.com/dbpilot/dbpilot/agent/dcs"
-	"github.com/dbpilot/dbpilot/agent/localcluster"
 )
 
 // newClusterCmd is a small patronictl-like tool working on etcd directly,
@@ -40,7 +40,7 @@ func newClusterCmd() *cobra.Command {
 				return err
 			}
 			defer cli.Close()
-			s, err := localcluster.ReadStatus(cmd.Context(), cli, keys)
+			s, err := clusterview.ReadStatus(cmd.Context(), cli, keys)
 			if err != nil {
 				return err
 			}
@@ -64,14 +64,14 @@ func newClusterCmd() *cobra.Command {
 				return err
 			}
 			defer cli.Close()
-			s, err := localcluster.ReadStatus(cmd.Context(), cli, keys)
+			s, err := clusterview.ReadStatus(cmd.Context(), cli, keys)
 			if err != nil {
 				return err
 			}
 			if s.Leader == "" {
 				return fmt.Errorf("no primary: nothing to switch over")
 			}
-			if err := localcluster.RequestSwitchover(cmd.Context(), cli, keys, s.Leader, to); err != nil {
+			if err := clusterview.RequestSwitchover(cmd.Context(), cli, keys, s.Leader, to); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "switchover from %s requested (to %q)\n", s.Leader, to)

@@ -1,4 +1,8 @@
-package localcluster
+// Package clusterview reads a cluster's state from etcd for people and
+// tools: members, leader, term, history and the sync set, formatted as the
+// table the demo and `dbpilot-agent cluster list` print; and it writes
+// switchover requests.
+package clusterview
 
 import (
 	"context"
@@ -53,9 +57,6 @@ func (s Status) Member(n string) (dcs.Member, bool) {
 	return s.Members[i], true
 }
 
-// Status reads the cluster's keys from etcd.
-func (c *Cluster) Status(ctx context.Context) (Status, error) { return ReadStatus(ctx, c.Cli, c.Keys) }
-
 // ReadStatus reads any cluster's keys through cli.
 func ReadStatus(ctx context.Context, cli *clientv3.Client, keys dcs.Keys) (Status, error) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -94,31 +95,6 @@ func ReadStatus(ctx context.Context, cli *clientv3.Client, keys dcs.Keys) (Statu
 	}
 	slices.SortFunc(s.Members, func(a, b dcs.Member) int { return strings.Compare(a.Node, b.Node) })
 	return s, nil
-}
-
-// WaitFor polls Status every 100 ms until cond holds or ctx ends; it returns
-// the last status seen and, on timeout, an error describing it.
-func (c *Cluster) WaitFor(ctx context.Context, what string, cond func(Status) bool) (Status, error) {
-	var last Status
-	for {
-		s, err := c.Status(ctx)
-		if err == nil {
-			last = s
-			if cond(s) {
-				return s, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return last, fmt.Errorf("waiting for %s: %w; last status:\n%s", what, ctx.Err(), last.Table())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// RequestSwitchover asks for a planned switchover (to may be "").
-func (c *Cluster) RequestSwitchover(ctx context.Context, from, to string) error {
-	return RequestSwitchover(ctx, c.Cli, c.Keys, from, to)
 }
 
 // RequestSwitchover writes a switchover request for any cluster.
