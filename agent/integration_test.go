@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,6 +125,22 @@ func TestHACluster(t *testing.T) {
 	for _, n := range c.Nodes {
 		if _, err := os.Stat(filepath.Join(n.Dir, "state", "bootstrap.lock")); err != nil {
 			t.Fatalf("%s: no bootstrap lock file: %v", n.Name, err)
+		}
+	}
+
+	// The HTTP endpoint routes like Patroni's: /primary only on the leader,
+	// /replica only on streaming replicas.
+	for _, n := range c.Nodes {
+		isLeader := n.Name == s.Leader
+		wantPrimary, wantReplica := 503, 200
+		if isLeader {
+			wantPrimary, wantReplica = 200, 503
+		}
+		if got := httpStatus(t, n, "/primary"); got != wantPrimary {
+			t.Fatalf("%s /primary = %d, want %d", n.Name, got, wantPrimary)
+		}
+		if got := httpStatus(t, n, "/replica?lag=1048576"); got != wantReplica {
+			t.Fatalf("%s /replica = %d, want %d", n.Name, got, wantReplica)
 		}
 	}
 
@@ -295,4 +312,14 @@ func waitRow(t *testing.T, c *localcluster.Cluster, i int, n int64) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func httpStatus(t *testing.T, n *localcluster.Node, path string) int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", n.HTTPPort, path))
+	if err != nil {
+		t.Fatalf("%s %s: %v", n.Name, path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
