@@ -22,35 +22,38 @@ func newClusterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Inspect a cluster or request a switchover, straight from etcd"}
 	cmd.PersistentFlags().StringSliceVar(&endpoints, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints")
 	cmd.PersistentFlags().StringVar(&id, "cluster", "demo/default/local", "namespace/project/cluster")
-	connect := func(ctx context.Context) (*clientv3.Client, dcs.Keys, error) {
+	// withStatus connects, reads the cluster and hands both to fn.
+	withStatus := func(ctx context.Context, fn func(*clientv3.Client, dcs.Keys, clusterview.Status) error) error {
 		parts := strings.Split(id, "/")
 		if len(parts) != 3 {
-			return nil, dcs.Keys{}, &exitError{code: 2, err: fmt.Errorf("--cluster: want namespace/project/cluster (got %q)", id)}
+			return &exitError{code: 2, err: fmt.Errorf("--cluster: want namespace/project/cluster (got %q)", id)}
 		}
 		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-		return cli, dcs.NewKeys(parts[0], parts[1], parts[2]), err
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		keys := dcs.NewKeys(parts[0], parts[1], parts[2])
+		s, err := clusterview.ReadStatus(ctx, cli, keys)
+		if err != nil {
+			return err
+		}
+		return fn(cli, keys, s)
 	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Members with role, state, LSN, lag, timeline and term; then the history",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cli, keys, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			s, err := clusterview.ReadStatus(cmd.Context(), cli, keys)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "cluster %s  term %d  leader %q  sync %v\n", id, s.Term, s.Leader, s.Sync)
-			s.WriteTable(out)
-			for _, h := range s.History {
-				fmt.Fprintf(out, "history: term %d  %s  %-10s  from %q  at %s\n", h.Term, h.Node, h.Reason, h.Previous, time.UnixMilli(h.AtMS).Format(time.RFC3339))
-			}
-			return nil
+			return withStatus(cmd.Context(), func(_ *clientv3.Client, _ dcs.Keys, s clusterview.Status) error {
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "cluster %s  term %d  leader %q  sync %v\n", id, s.Term, s.Leader, s.Sync)
+				s.WriteTable(out)
+				for _, h := range s.History {
+					fmt.Fprintf(out, "history: term %d  %s  %-10s  from %q  at %s\n", h.Term, h.Node, h.Reason, h.Previous, time.UnixMilli(h.AtMS).Format(time.RFC3339))
+				}
+				return nil
+			})
 		},
 	}
 	var to string
@@ -59,23 +62,16 @@ func newClusterCmd() *cobra.Command {
 		Short: "Request a planned switchover from the current primary (to --to, or the best replica)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cli, keys, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cli.Close()
-			s, err := clusterview.ReadStatus(cmd.Context(), cli, keys)
-			if err != nil {
-				return err
-			}
-			if s.Leader == "" {
-				return fmt.Errorf("no primary: nothing to switch over")
-			}
-			if err := clusterview.RequestSwitchover(cmd.Context(), cli, keys, s.Leader, to); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "switchover from %s requested (to %q)\n", s.Leader, to)
-			return nil
+			return withStatus(cmd.Context(), func(cli *clientv3.Client, keys dcs.Keys, s clusterview.Status) error {
+				if s.Leader == "" {
+					return fmt.Errorf("no primary: nothing to switch over")
+				}
+				if err := clusterview.RequestSwitchover(cmd.Context(), cli, keys, s.Leader, to); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "switchover from %s requested (to %q)\n", s.Leader, to)
+				return nil
+			})
 		},
 	}
 	switchover.Flags().StringVar(&to, "to", "", "target replica (default: the most advanced healthy one)")
