@@ -1,0 +1,165 @@
+// Package catalog is the Service Catalog: image templates that fix the
+// engine, its version, the agent version, default handlers and parameters
+// and the resource plans a cluster may be created with. Shipped templates are
+// YAML files embedded from catalog/templates; users add their own through
+// the API. Both are validated the same way.
+package catalog
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed templates/*.yaml
+var shipped embed.FS
+
+// Template is an image template.
+type Template struct {
+	Name          string            `yaml:"name" json:"name"`
+	Description   string            `yaml:"description" json:"description,omitempty"`
+	Engine        string            `yaml:"engine" json:"engine"`
+	EngineVersion string            `yaml:"engine_version" json:"engine_version"`
+	AgentVersion  string            `yaml:"agent_version" json:"agent_version"`
+	BinDir        string            `yaml:"bin_dir" json:"bin_dir,omitempty"`
+	Packages      []string          `yaml:"packages" json:"packages,omitempty"`
+	Parameters    map[string]string `yaml:"parameters" json:"parameters,omitempty"`
+	// Handlers is the agent's handlers section (see docs/agent-config.md).
+	Handlers map[string]any  `yaml:"handlers" json:"handlers,omitempty"`
+	Plans    map[string]Plan `yaml:"plans" json:"plans"`
+	// Builtin is true for shipped templates (not part of the document).
+	Builtin bool `yaml:"-" json:"builtin"`
+}
+
+// Plan is a resource size.
+type Plan struct {
+	CPU      int `yaml:"cpu" json:"cpu"`
+	MemoryMB int `yaml:"memory_mb" json:"memory_mb"`
+	DiskGB   int `yaml:"disk_gb" json:"disk_gb"`
+}
+
+// FieldError is one validation problem, naming the field.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// Engines lists the supported engines.
+var Engines = []string{"postgres"}
+
+// Validate returns every problem of t joined (each a FieldError).
+func (t Template) Validate() error {
+	var errs []error
+	add := func(f, p string) { errs = append(errs, FieldError{Field: f, Problem: p}) }
+	if !nameRE.MatchString(t.Name) {
+		add("name", fmt.Sprintf("must match %s (got %q)", nameRE, t.Name))
+	}
+	if t.Engine != "postgres" {
+		add("engine", fmt.Sprintf("must be one of %v (got %q)", Engines, t.Engine))
+	}
+	if t.EngineVersion == "" {
+		add("engine_version", "required")
+	}
+	if t.AgentVersion == "" {
+		add("agent_version", "required")
+	}
+	if len(t.Plans) == 0 {
+		add("plans", "at least one plan is required")
+	}
+	for _, n := range sortedKeys(t.Plans) {
+		p := t.Plans[n]
+		if !nameRE.MatchString(n) {
+			add("plans."+n, "plan names must match "+nameRE.String())
+		}
+		if p.CPU < 1 || p.CPU > 1024 {
+			add("plans."+n+".cpu", fmt.Sprintf("must be in [1, 1024] (got %d)", p.CPU))
+		}
+		if p.MemoryMB < 128 {
+			add("plans."+n+".memory_mb", fmt.Sprintf("must be >= 128 (got %d)", p.MemoryMB))
+		}
+		if p.DiskGB < 1 {
+			add("plans."+n+".disk_gb", fmt.Sprintf("must be >= 1 (got %d)", p.DiskGB))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Parse strictly decodes one YAML (or JSON) template and validates it.
+func Parse(b []byte) (Template, error) {
+	var t Template
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&t); err != nil {
+		return Template{}, fmt.Errorf("parse template: %w", err)
+	}
+	if err := t.Validate(); err != nil {
+		return Template{}, fmt.Errorf("template %q: %w", t.Name, err)
+	}
+	return t, nil
+}
+
+// Shipped returns the built-in templates, sorted by name.
+func Shipped() ([]Template, error) {
+	files, err := fs.Glob(shipped, "templates/*.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("shipped templates: %w", err)
+	}
+	var out []Template
+	for _, f := range files {
+		b, err := shipped.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("shipped template %s: %w", f, err)
+		}
+		t, err := Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("shipped template %s: %w", f, err)
+		}
+		t.Builtin = true
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Lookup returns the shipped template name.
+func Lookup(name string) (Template, bool) {
+	ts, err := Shipped()
+	if err != nil {
+		return Template{}, false
+	}
+	for _, t := range ts {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Template{}, false
+}
+
+// FromJSON decodes a stored user template.
+func FromJSON(b []byte) (Template, error) {
+	var t Template
+	if err := json.Unmarshal(b, &t); err != nil {
+		return Template{}, fmt.Errorf("decode template: %w", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,134 @@
+// Command dbpilot-server is the control plane: REST API, event consumers,
+// Service Catalog and Infrastructure Service (docs/controlplane.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/controlplane/server"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/internal/buildinfo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd(os.Stdout).ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd(stdout io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "dbpilot-server",
+		Short:         "dbpilot control plane: REST API, event consumers, catalog and provisioning",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd())
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: "version", Short: "Print the server version", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), "dbpilot-server", buildinfo.String())
+			return nil
+		},
+	}
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	cfg := zap.NewProductionConfig()
+	if err := cfg.Level.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	return cfg.Build()
+}
+
+func newServeCmd() *cobra.Command {
+	var path, storeDSN, level string
+	cmd := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "Run the control plane from a configuration file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := server.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			if storeDSN != "" {
+				cfg.Store = storeDSN
+			}
+			log, err := newLogger(level)
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck
+			s, err := server.Start(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "dbpilot-server: API at", s.URL)
+			<-cmd.Context().Done()
+			s.Close()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "configuration file (YAML)")
+	cmd.Flags().StringVar(&storeDSN, "store", "", "override the store: a SQLite path or postgres://…")
+	cmd.Flags().StringVar(&level, "log-level", "info", "debug|info|warn|error")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func newDevCmd() *cobra.Command {
+	var dir, listen, level string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the embedded default: embedded etcd, SQLite, the process provider; prints the API address and an admin token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(level)
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck
+			s, err := server.Start(cmd.Context(), server.Config{DataDir: dir, Listen: listen}, log)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if _, err := s.Store.CreateNamespace(ctx, "default"); err != nil && !errors.Is(err, store.ErrConflict) {
+				return err
+			}
+			tok, err := s.CreateToken(ctx, "dev-admin", store.Grant{Namespace: "*", Role: "admin"})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "DBPILOT_SERVER=%s\nDBPILOT_TOKEN=%s\n", s.URL, tok)
+			<-cmd.Context().Done()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".dbpilot/server", "data folder")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "API address")
+	cmd.Flags().StringVar(&level, "log-level", "warn", "debug|info|warn|error")
+	return cmd
+}

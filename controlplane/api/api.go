@@ -1,0 +1,273 @@
+// Package api is the control plane's REST API (/v1, JSON): routing on
+// net/http's method-and-wildcard patterns, bearer-token authentication,
+// per-namespace roles, strict request decoding, JSON errors naming the
+// field, keyset pagination and an audit record of every mutation. The
+// OpenAPI 3 document is proto/openapi.json, served at /v1/openapi.json.
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/internal/buildinfo"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// Deps is what the API needs from the server.
+type Deps struct {
+	Store      *store.Store
+	Bus        controlplane.Bus
+	Projection *controlplane.Projection
+	Etcd       *clientv3.Client
+	// Instance names this server replica (event source).
+	Instance string
+	// IngestSecret derives the per-cluster agent ingest keys.
+	IngestSecret []byte
+	// Providers lists the configured provider names; the first is the default.
+	Providers []string
+	Log       *zap.Logger
+}
+
+// API serves /v1.
+type API struct {
+	d        Deps
+	mux      *http.ServeMux
+	patterns []string
+}
+
+// New returns the API handler.
+func New(d Deps) *API {
+	a := &API{d: d, mux: http.NewServeMux()}
+	a.routes()
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// Routes lists every "METHOD /path" pattern the API serves (the OpenAPI
+// document is tested against it).
+func (a *API) Routes() []string { return append([]string(nil), a.patterns...) }
+
+func (a *API) handle(pattern string, h http.HandlerFunc) {
+	a.patterns = append(a.patterns, pattern)
+	a.mux.HandleFunc(pattern, h)
+}
+
+func (a *API) routes() {
+	pub := func(p string, h http.HandlerFunc) { a.handle(p, h) }
+	auth := func(p string, h func(http.ResponseWriter, *http.Request, *principal)) { a.handle(p, a.authed(h)) }
+	pub("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	pub("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(proto.OpenAPI)
+	})
+	pub("GET /v1/version", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, 200, map[string]string{"version": buildinfo.String(), "api": "v1"})
+	})
+	pub("POST /v1/ingest/events", a.ingest)
+	pub("POST /v1/infra/hosts/enroll", a.enrollHost)
+	pub("GET /v1/infra/hosts/self/assignments", a.hostAssignments)
+
+	auth("GET /v1/whoami", a.whoami)
+	auth("GET /v1/namespaces", a.listNamespaces)
+	auth("POST /v1/namespaces", a.createNamespace)
+	auth("GET /v1/namespaces/{ns}", a.getNamespace)
+	auth("DELETE /v1/namespaces/{ns}", a.deleteNamespace)
+	auth("GET /v1/namespaces/{ns}/projects", a.listProjects)
+	auth("POST /v1/namespaces/{ns}/projects", a.createProject)
+	auth("GET /v1/namespaces/{ns}/projects/{project}", a.getProject)
+	auth("GET /v1/namespaces/{ns}/clusters", a.listClusters)
+	auth("POST /v1/namespaces/{ns}/clusters", a.createCluster)
+	auth("GET /v1/namespaces/{ns}/clusters/{cluster}", a.getCluster)
+	auth("DELETE /v1/namespaces/{ns}/clusters/{cluster}", a.deleteCluster)
+	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/scale", a.scaleCluster)
+	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/switchover", a.switchover)
+	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/failover", a.failover)
+	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/restart", a.restart)
+	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/nodes", a.listNodes)
+	auth("GET /v1/namespaces/{ns}/operations", a.listOperations)
+	auth("GET /v1/namespaces/{ns}/operations/{id}", a.getOperation)
+	auth("GET /v1/namespaces/{ns}/events", a.listEvents)
+	auth("GET /v1/namespaces/{ns}/events/stream", a.streamEvents)
+	auth("GET /v1/namespaces/{ns}/templates", a.listNSTemplates)
+	auth("POST /v1/namespaces/{ns}/templates", a.createTemplate)
+	auth("GET /v1/namespaces/{ns}/templates/{name}", a.getNSTemplate)
+	auth("DELETE /v1/namespaces/{ns}/templates/{name}", a.deleteTemplate)
+	auth("GET /v1/namespaces/{ns}/audit", a.listNSAudit)
+	auth("GET /v1/catalog/templates", a.listCatalog)
+	auth("GET /v1/catalog/templates/{name}", a.getCatalog)
+	auth("POST /v1/tokens", a.createToken)
+	auth("GET /v1/tokens", a.listTokens)
+	auth("DELETE /v1/tokens/{id}", a.revokeToken)
+	auth("GET /v1/audit", a.listAudit)
+	auth("POST /v1/infra/join-tokens", a.createJoinToken)
+	auth("GET /v1/infra/hosts", a.listHosts)
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, &apiError{Status: 404, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+}
+
+// ---- errors and JSON ----
+
+// apiError is the JSON error body: {"code", "message", "field"}.
+type apiError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func badRequest(field, format string, args ...any) *apiError {
+	msg := fmt.Sprintf(format, args...)
+	if field != "" {
+		msg = field + ": " + msg
+	}
+	return &apiError{Status: 400, Code: "invalid_argument", Message: msg, Field: field}
+}
+
+func notFound(what string) *apiError {
+	return &apiError{Status: 404, Code: "not_found", Message: what + " not found"}
+}
+
+func forbidden(msg string) *apiError {
+	return &apiError{Status: 403, Code: "forbidden", Message: msg}
+}
+
+func conflict(msg string) *apiError { return &apiError{Status: 409, Code: "conflict", Message: msg} }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeErr writes err as the JSON error body; errors that are not
+// *apiError are mapped from store sentinels, else 500.
+func writeErr(w http.ResponseWriter, err error) {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, store.ErrNotFound):
+		ae = &apiError{Status: 404, Code: "not_found", Message: err.Error()}
+	case errors.Is(err, store.ErrConflict):
+		ae = &apiError{Status: 409, Code: "conflict", Message: err.Error()}
+	default:
+		ae = &apiError{Status: 500, Code: "internal", Message: "internal error"}
+	}
+	writeJSON(w, ae.Status, ae)
+}
+
+const maxBody = 1 << 20
+
+// decode strictly decodes the request body into v: one JSON object, no
+// unknown fields, no trailing data; errors name the field.
+func decode(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return &apiError{Status: 415, Code: "unsupported_media_type", Message: "Content-Type must be application/json"}
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return badRequest("", "request body is empty; a JSON object is required")
+		case errors.As(err, &se):
+			return &apiError{Status: 400, Code: "malformed_json", Message: fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)}
+		case errors.As(err, &te):
+			f := te.Field
+			if f == "" {
+				return &apiError{Status: 400, Code: "malformed_json", Message: "request body must be a JSON object"}
+			}
+			return badRequest(f, "must be a %s (got %s)", te.Type.String(), te.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return &apiError{Status: 400, Code: "unknown_field", Message: f + ": unknown field", Field: f}
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return &apiError{Status: 400, Code: "malformed_json", Message: "malformed JSON: unexpected end of input"}
+		default:
+			return &apiError{Status: 400, Code: "malformed_json", Message: "malformed JSON: " + err.Error()}
+		}
+	}
+	if dec.More() {
+		return &apiError{Status: 400, Code: "malformed_json", Message: "trailing data after the JSON object"}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &apiError{Status: 400, Code: "malformed_json", Message: "trailing data after the JSON object"}
+	}
+	return nil
+}
+
+// ---- pagination ----
+
+// list is the envelope of every list response.
+type list[T any] struct {
+	Items         []T    `json:"items"`
+	NextPageToken string `json:"next_page_token,omitempty"`
+}
+
+// pageOf parses limit (1..1000, default 100) and page_token.
+func pageOf(r *http.Request) (store.Page, error) {
+	p := store.Page{Limit: 100}
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return p, badRequest("limit", "must be an integer in [1, 1000] (got %q)", s)
+		}
+		p.Limit = n
+	}
+	if s := r.URL.Query().Get("page_token"); s != "" {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil {
+			return p, badRequest("page_token", "not a token this API returned")
+		}
+		p.After = string(b)
+	}
+	return p, nil
+}
+
+func nextToken(n, limit int, last string) string {
+	if n < limit || last == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(last))
+}
+
+// ---- helpers ----
+
+func ts(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// publishOperation tells the Infrastructure Service to run op.
+func (a *API) publishOperation(ctx context.Context, op store.Operation) {
+	ev, err := controlplane.NewOperationRequested(a.d.Instance, controlplane.OperationRequested{
+		OperationID: op.ID, Kind: op.Kind, Namespace: op.Namespace, ClusterID: op.ClusterID})
+	if err == nil {
+		err = a.d.Bus.Publish(ctx, controlplane.TopicControlPlane, ev)
+	}
+	if err != nil {
+		// The operation is persisted: the engine's sweep runs it anyway.
+		a.d.Log.Warn("publish operation request; the sweep will pick it up", zap.String("operation", op.ID), zap.Error(err))
+	}
+}

@@ -1,0 +1,151 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+)
+
+// Roles, weakest first.
+const (
+	RoleViewer   = "viewer"
+	RoleOperator = "operator"
+	RoleAdmin    = "admin"
+)
+
+// AllNamespaces in a grant means every namespace: the platform
+// administrator (namespaces, tokens, fleet).
+const AllNamespaces = "*"
+
+var roleRank = map[string]int{RoleViewer: 1, RoleOperator: 2, RoleAdmin: 3}
+
+// principal is the authenticated caller.
+type principal struct {
+	TokenID string
+	Name    string
+	Grants  []store.Grant
+}
+
+// rank returns the caller's role rank in ns (0: no access).
+func (p *principal) rank(ns string) int {
+	best := 0
+	for _, g := range p.Grants {
+		if g.Namespace == ns || g.Namespace == AllNamespaces {
+			best = max(best, roleRank[g.Role])
+		}
+	}
+	return best
+}
+
+// platformAdmin reports whether the caller is admin of every namespace.
+func (p *principal) platformAdmin() bool {
+	for _, g := range p.Grants {
+		if g.Namespace == AllNamespaces && g.Role == RoleAdmin {
+			return true
+		}
+	}
+	return false
+}
+
+// visible returns the namespaces the caller has grants in (nil: all).
+func (p *principal) visible() []string {
+	out := []string{}
+	for _, g := range p.Grants {
+		if g.Namespace == AllNamespaces {
+			return nil
+		}
+		out = append(out, g.Namespace)
+	}
+	return out
+}
+
+// need checks the caller's role in ns. A caller with no role at all in ns
+// gets 404 for the namespace, as if it did not exist (no name leaks); a
+// caller who can see ns but lacks the role gets 403.
+func (p *principal) need(ns, role string) error {
+	r := p.rank(ns)
+	if r == 0 {
+		return notFound("namespace " + ns)
+	}
+	if r < roleRank[role] {
+		return forbidden("this action needs the " + role + " role in namespace " + ns)
+	}
+	return nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = 200
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Flush lets SSE through the recorder.
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// authed authenticates the bearer token and audits every mutation (who,
+// what, when, result), including refused ones.
+func (a *API) authed(h func(http.ResponseWriter, *http.Request, *principal)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		var p *principal
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			defer func() { a.audit(r, p, rec.status) }()
+		}
+		authz := r.Header.Get("Authorization")
+		secret, ok := strings.CutPrefix(authz, "Bearer ")
+		if !ok || secret == "" {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="dbpilot"`)
+			writeErr(rec, &apiError{Status: 401, Code: "unauthenticated", Message: "missing bearer token (Authorization: Bearer <token>)"})
+			return
+		}
+		tok, err := a.d.Store.TokenByHash(r.Context(), controlplane.HashSecret(secret))
+		if err != nil {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="dbpilot", error="invalid_token"`)
+			writeErr(rec, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid or revoked token"})
+			return
+		}
+		p = &principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants}
+		h(rec, r, p)
+	}
+}
+
+func (a *API) audit(r *http.Request, p *principal, status int) {
+	actor := "anonymous"
+	if p != nil {
+		actor = p.TokenID + " (" + p.Name + ")"
+	}
+	result := "ok"
+	if status >= 400 {
+		result = http.StatusText(status)
+	}
+	e := store.AuditEntry{At: time.Now().UTC(), Actor: actor, Namespace: r.PathValue("ns"), Action: r.Method + " " + r.Pattern,
+		Resource: r.URL.Path, Status: status, Result: result}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if err := a.d.Store.Audit(ctx, e); err != nil {
+		a.d.Log.Error("audit record lost", zap.String("actor", actor), zap.String("action", e.Action), zap.Error(err))
+	}
+}

@@ -1,0 +1,121 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dbpilot/dbpilot/catalog"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+)
+
+func (a *API) listCatalog(w http.ResponseWriter, _ *http.Request, _ *principal) {
+	ts, err := catalog.Shipped()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, list[catalog.Template]{Items: ts})
+}
+
+func (a *API) getCatalog(w http.ResponseWriter, r *http.Request, _ *principal) {
+	t, ok := catalog.Lookup(r.PathValue("name"))
+	if !ok {
+		writeErr(w, notFound("template "+r.PathValue("name")))
+		return
+	}
+	writeJSON(w, 200, t)
+}
+
+// listNSTemplates lists the shipped templates and the namespace's own.
+func (a *API) listNSTemplates(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	out, err := catalog.Shipped()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	uts, err := a.d.Store.ListTemplates(r.Context(), ns)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	for _, ut := range uts {
+		if t, err := catalog.FromJSON(ut.Body); err == nil {
+			out = append(out, t)
+		}
+	}
+	writeJSON(w, 200, list[catalog.Template]{Items: out})
+}
+
+func (a *API) getNSTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	t, ok := a.template(r.Context(), ns, r.PathValue("name"))
+	if !ok {
+		writeErr(w, notFound("template "+r.PathValue("name")))
+		return
+	}
+	writeJSON(w, 200, t)
+}
+
+// createTemplate validates and stores a user template (same rules as the
+// shipped ones; a shipped name cannot be shadowed).
+func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleAdmin); err != nil {
+		writeErr(w, err)
+		return
+	}
+	var t catalog.Template
+	if err := decode(r, &t); err != nil {
+		writeErr(w, err)
+		return
+	}
+	t.Builtin = false
+	if err := t.Validate(); err != nil {
+		var fe catalog.FieldError
+		if errors.As(err, &fe) {
+			writeErr(w, badRequest(fe.Field, "%s", strings.TrimPrefix(err.Error(), fe.Field+": ")))
+			return
+		}
+		writeErr(w, badRequest("", "%v", err))
+		return
+	}
+	if _, ok := catalog.Lookup(t.Name); ok {
+		writeErr(w, &apiError{Status: 409, Code: "already_exists", Field: "name", Message: "name: " + t.Name + " is a shipped template"})
+		return
+	}
+	body, _ := json.Marshal(t)
+	if err := a.d.Store.PutTemplate(r.Context(), store.Template{Namespace: ns, Name: t.Name, Body: body, CreatedAt: time.Now().UTC()}); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			writeErr(w, &apiError{Status: 409, Code: "already_exists", Field: "name", Message: "name: template " + t.Name + " exists"})
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 201, t)
+}
+
+func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleAdmin); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := a.d.Store.DeleteTemplate(r.Context(), ns, r.PathValue("name")); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,500 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/dbpilot/dbpilot/catalog"
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+)
+
+// Limits on cluster sizes.
+const (
+	MinReplicas = 1
+	MaxReplicas = 9
+)
+
+// MemberJSON is one member of a cluster in the API.
+type MemberJSON struct {
+	Name          string     `json:"name"`
+	Role          string     `json:"role"`
+	State         string     `json:"state"`
+	Healthy       bool       `json:"healthy"`
+	Streaming     *bool      `json:"streaming,omitempty"`
+	LSN           string     `json:"lsn,omitempty"`
+	LagBytes      int64      `json:"lag_bytes"`
+	Timeline      uint32     `json:"timeline"`
+	Term          uint64     `json:"term"`
+	ProviderState string     `json:"provider_state"`
+	LastUpdated   *time.Time `json:"last_updated,omitempty"`
+}
+
+// ClusterJSON is a cluster in the API.
+type ClusterJSON struct {
+	ID              string       `json:"id"`
+	Namespace       string       `json:"namespace"`
+	Project         string       `json:"project"`
+	Name            string       `json:"name"`
+	Engine          string       `json:"engine"`
+	Version         string       `json:"version"`
+	Template        string       `json:"template"`
+	Plan            string       `json:"plan"`
+	Provider        string       `json:"provider"`
+	Replicas        int          `json:"replicas"`
+	SynchronousMode string       `json:"synchronous_mode"`
+	Phase           string       `json:"phase"`
+	Reason          string       `json:"reason,omitempty"`
+	Primary         string       `json:"primary,omitempty"`
+	Term            uint64       `json:"term"`
+	StaleEvents     int64        `json:"stale_events"`
+	Members         []MemberJSON `json:"members,omitempty"`
+	CreatedAt       time.Time    `json:"created_at"`
+	LastUpdated     *time.Time   `json:"last_updated,omitempty"`
+}
+
+func clusterJSON(c store.Cluster) ClusterJSON {
+	return ClusterJSON{ID: c.ID, Namespace: c.Namespace, Project: c.Project, Name: c.Name, Engine: c.Engine, Version: c.Version,
+		Template: c.Template, Plan: c.Plan, Provider: c.Provider, Replicas: c.Replicas, SynchronousMode: c.SynchronousMode,
+		Phase: c.Phase, Reason: c.Reason, Primary: c.Primary, Term: c.Term, StaleEvents: c.StaleEvents, CreatedAt: c.CreatedAt,
+		LastUpdated: ts(c.LastEventAt)}
+}
+
+// OperationJSON is a long-running operation in the API; poll it until
+// state is succeeded or failed.
+type OperationJSON struct {
+	ID        string    `json:"id"`
+	Namespace string    `json:"namespace"`
+	ClusterID string    `json:"cluster_id"`
+	Kind      string    `json:"kind"`
+	State     string    `json:"state"`
+	Step      string    `json:"step,omitempty"`
+	Progress  string    `json:"progress,omitempty"`
+	Attempts  int       `json:"attempts"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func operationJSON(o store.Operation) OperationJSON {
+	var p controlplane.OpParams
+	_ = json.Unmarshal(o.Params, &p)
+	return OperationJSON{ID: o.ID, Namespace: o.Namespace, ClusterID: o.ClusterID, Kind: o.Kind, State: o.State, Step: o.Step,
+		Progress: p.Progress, Attempts: o.Attempts, Error: o.Error, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+}
+
+// clusterRequest is the body of POST …/clusters.
+type clusterRequest struct {
+	Name            string `json:"name"`
+	Project         string `json:"project"`
+	Engine          string `json:"engine"`
+	Version         string `json:"version"`
+	Template        string `json:"template"`
+	Plan            string `json:"plan"`
+	Replicas        *int   `json:"replicas"`
+	SynchronousMode string `json:"synchronous_mode"`
+	Provider        string `json:"provider"`
+}
+
+func (a *API) template(ctx context.Context, ns, name string) (catalog.Template, bool) {
+	if t, ok := catalog.Lookup(name); ok {
+		return t, true
+	}
+	ut, err := a.d.Store.GetTemplate(ctx, ns, name)
+	if err != nil {
+		return catalog.Template{}, false
+	}
+	t, err := catalog.FromJSON(ut.Body)
+	return t, err == nil
+}
+
+func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleOperator); err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req clusterRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := checkName("name", req.Name); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.Project == "" {
+		req.Project = "default"
+	}
+	if _, err := a.d.Store.GetProject(r.Context(), ns, req.Project); err != nil {
+		writeErr(w, badRequest("project", "no project %q in namespace %s", req.Project, ns))
+		return
+	}
+	if req.Template == "" {
+		req.Template = "postgres-15"
+	}
+	tpl, ok := a.template(r.Context(), ns, req.Template)
+	if !ok {
+		writeErr(w, badRequest("template", "no catalog template %q", req.Template))
+		return
+	}
+	if req.Engine == "" {
+		req.Engine = tpl.Engine
+	}
+	if req.Engine != tpl.Engine {
+		writeErr(w, badRequest("engine", "template %s is for %s (got %q)", tpl.Name, tpl.Engine, req.Engine))
+		return
+	}
+	if req.Version == "" {
+		req.Version = tpl.EngineVersion
+	}
+	if req.Version != tpl.EngineVersion {
+		writeErr(w, badRequest("version", "template %s provides %s %s (got %q)", tpl.Name, tpl.Engine, tpl.EngineVersion, req.Version))
+		return
+	}
+	if req.Plan == "" {
+		req.Plan = "small"
+	}
+	if _, ok := tpl.Plans[req.Plan]; !ok {
+		plans := make([]string, 0, len(tpl.Plans))
+		for k := range tpl.Plans {
+			plans = append(plans, k)
+		}
+		sort.Strings(plans)
+		writeErr(w, badRequest("plan", "template %s has plans %v (got %q)", tpl.Name, plans, req.Plan))
+		return
+	}
+	replicas := 3
+	if req.Replicas != nil {
+		replicas = *req.Replicas
+	}
+	if replicas < MinReplicas || replicas > MaxReplicas {
+		writeErr(w, badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, replicas))
+		return
+	}
+	if req.SynchronousMode == "" {
+		req.SynchronousMode = "off"
+	}
+	if req.SynchronousMode != "on" && req.SynchronousMode != "off" {
+		writeErr(w, badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", req.SynchronousMode))
+		return
+	}
+	if req.Provider == "" && len(a.d.Providers) > 0 {
+		req.Provider = a.d.Providers[0]
+	}
+	known := false
+	for _, pn := range a.d.Providers {
+		known = known || pn == req.Provider
+	}
+	if !known {
+		writeErr(w, badRequest("provider", "must be one of %v (got %q)", a.d.Providers, req.Provider))
+		return
+	}
+	now := time.Now().UTC()
+	c := store.Cluster{ID: newID("c"), Namespace: ns, Project: req.Project, Name: req.Name, Engine: req.Engine, Version: req.Version,
+		Template: tpl.Name, Plan: req.Plan, Provider: req.Provider, Replicas: replicas, SynchronousMode: req.SynchronousMode,
+		Phase: store.PhasePending, IngestKeyHash: "hmac", CreatedAt: now, UpdatedAt: now}
+	op := store.Operation{ID: newID("op"), Namespace: ns, ClusterID: c.ID, Kind: controlplane.KindCreate, State: store.OpPending,
+		CreatedAt: now, UpdatedAt: now}
+	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			writeErr(w, &apiError{Status: 409, Code: "already_exists", Message: "name: cluster " + req.Project + "/" + req.Name + " already exists", Field: "name"})
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	a.publishOperation(r.Context(), op)
+	w.Header().Set("Location", "/v1/namespaces/"+ns+"/operations/"+op.ID)
+	writeJSON(w, 202, operationJSON(op))
+}
+
+// cluster resolves {cluster} (an id or a name) inside {ns}.
+func (a *API) cluster(r *http.Request, p *principal, role string) (store.Cluster, error) {
+	ns, ref := r.PathValue("ns"), r.PathValue("cluster")
+	if err := p.need(ns, role); err != nil {
+		return store.Cluster{}, err
+	}
+	if c, err := a.d.Store.GetCluster(r.Context(), ref); err == nil && c.Namespace == ns {
+		return c, nil
+	}
+	cs, err := a.d.Store.FindClusters(r.Context(), ns, r.URL.Query().Get("project"), ref)
+	if err != nil {
+		return store.Cluster{}, err
+	}
+	switch len(cs) {
+	case 0:
+		return store.Cluster{}, notFound("cluster " + ref)
+	case 1:
+		return cs[0], nil
+	}
+	return store.Cluster{}, &apiError{Status: 409, Code: "ambiguous", Field: "project",
+		Message: "project: cluster name " + ref + " exists in several projects; add ?project= or use the id"}
+}
+
+func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	pg, err := pageOf(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	cs, err := a.d.Store.ListClusters(r.Context(), ns, pg)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[ClusterJSON]{Items: []ClusterJSON{}}
+	for _, c := range cs {
+		out.Items = append(out.Items, clusterJSON(c))
+	}
+	if len(cs) > 0 {
+		out.NextPageToken = nextToken(len(cs), pg.Limit, cs[len(cs)-1].ID)
+	}
+	writeJSON(w, 200, out)
+}
+
+// members merges the projection's nodes with a live etcd read (bounded; the
+// projection alone is served when etcd does not answer).
+func (a *API) members(ctx context.Context, c store.Cluster) ([]MemberJSON, error) {
+	nodes, err := a.d.Store.ListNodes(ctx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	var live controlplane.Live
+	if a.d.Etcd != nil && len(nodes) > 0 {
+		ectx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		live, _ = controlplane.ReadLive(ectx, a.d.Etcd, c.Namespace, c.Project, c.Name)
+		cancel()
+	}
+	out := []MemberJSON{}
+	for _, n := range nodes {
+		m := MemberJSON{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
+			Timeline: n.Timeline, Term: n.Term, ProviderState: n.State, LastUpdated: ts(n.UpdatedAt)}
+		if lm, ok := live.Members[n.Name]; ok {
+			s := lm.Streaming
+			m.Streaming = &s
+			// etcd is fresher than the last event for lag.
+			m.LagBytes = lm.LagBytes
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func (a *API) getCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleViewer)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	cj := clusterJSON(c)
+	if cj.Members, err = a.members(r.Context(), c); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, cj)
+}
+
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleViewer)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	ms, err := a.members(r.Context(), c)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, list[MemberJSON]{Items: ms})
+}
+
+// startOperation persists and publishes an operation on c.
+func (a *API) startOperation(w http.ResponseWriter, r *http.Request, c store.Cluster, kind, phase string, params controlplane.OpParams) {
+	b, _ := json.Marshal(params)
+	now := time.Now().UTC()
+	op := store.Operation{ID: newID("op"), Namespace: c.Namespace, ClusterID: c.ID, Kind: kind, State: store.OpPending,
+		Params: b, CreatedAt: now, UpdatedAt: now}
+	if err := a.d.Store.CreateOperation(r.Context(), op, phase); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			writeErr(w, conflict("another operation on cluster "+c.Name+" is in progress; wait for it to finish"))
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	a.publishOperation(r.Context(), op)
+	w.Header().Set("Location", "/v1/namespaces/"+c.Namespace+"/operations/"+op.ID)
+	writeJSON(w, 202, operationJSON(op))
+}
+
+func (a *API) deleteCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	a.startOperation(w, r, c, controlplane.KindDelete, store.PhaseDeleting, controlplane.OpParams{})
+}
+
+func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req struct {
+		Replicas *int `json:"replicas"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.Replicas == nil {
+		writeErr(w, badRequest("replicas", "required"))
+		return
+	}
+	if *req.Replicas < MinReplicas || *req.Replicas > MaxReplicas {
+		writeErr(w, badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, *req.Replicas))
+		return
+	}
+	a.startOperation(w, r, c, controlplane.KindScale, store.PhaseProvisioning, controlplane.OpParams{Replicas: *req.Replicas})
+}
+
+type switchRequest struct {
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Reason string `json:"reason"`
+}
+
+func (a *API) switchover(w http.ResponseWriter, r *http.Request, p *principal) {
+	a.changePrimary(w, r, p, controlplane.KindSwitchover)
+}
+
+func (a *API) failover(w http.ResponseWriter, r *http.Request, p *principal) {
+	a.changePrimary(w, r, p, controlplane.KindFailover)
+}
+
+func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal, kind string) {
+	c, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req switchRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if kind == controlplane.KindFailover {
+		if req.To == "" {
+			writeErr(w, badRequest("to", "required: the replica to promote"))
+			return
+		}
+		if req.From != "" {
+			writeErr(w, badRequest("from", "not allowed for a failover (the current primary may be gone)"))
+			return
+		}
+	}
+	nodes, err := a.d.Store.ListNodes(r.Context(), c.ID)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	has := func(n string) bool {
+		for _, x := range nodes {
+			if x.Name == n {
+				return true
+			}
+		}
+		return false
+	}
+	if req.To != "" && !has(req.To) {
+		writeErr(w, badRequest("to", "cluster %s has no node %q", c.Name, req.To))
+		return
+	}
+	if req.From != "" && !has(req.From) {
+		writeErr(w, badRequest("from", "cluster %s has no node %q", c.Name, req.From))
+		return
+	}
+	if len(req.Reason) > 200 {
+		writeErr(w, badRequest("reason", "must be at most 200 characters (got %d)", len(req.Reason)))
+		return
+	}
+	a.startOperation(w, r, c, kind, "", controlplane.OpParams{From: req.From, To: req.To, Reason: req.Reason})
+}
+
+func (a *API) restart(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if r.ContentLength > 0 {
+		var req struct{}
+		if err := decode(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
+	a.startOperation(w, r, c, controlplane.KindRestart, "", controlplane.OpParams{})
+}
+
+func (a *API) listOperations(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	pg, err := pageOf(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	ops, err := a.d.Store.ListOperations(r.Context(), ns, r.URL.Query().Get("cluster_id"), pg)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[OperationJSON]{Items: []OperationJSON{}}
+	for _, o := range ops {
+		out.Items = append(out.Items, operationJSON(o))
+	}
+	if len(ops) > 0 {
+		out.NextPageToken = nextToken(len(ops), pg.Limit, ops[len(ops)-1].ID)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (a *API) getOperation(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	o, err := a.d.Store.GetOperation(r.Context(), r.PathValue("id"))
+	if err != nil || o.Namespace != ns {
+		writeErr(w, notFound("operation "+r.PathValue("id")))
+		return
+	}
+	writeJSON(w, 200, operationJSON(o))
+}
+
+func newID(prefix string) string {
+	s := controlplane.NewSecret("")
+	return prefix + "-" + s[:16]
+}
+
+func parseInt(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }

@@ -1,0 +1,201 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+)
+
+// HostJSON is a fleet host in the API.
+type HostJSON struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Address   string            `json:"address"`
+	Labels    map[string]string `json:"labels"`
+	Capacity  store.Resources   `json:"capacity"`
+	State     string            `json:"state"`
+	CreatedAt time.Time         `json:"created_at"`
+	// Credential is only present in the enrolment response.
+	Credential string `json:"credential,omitempty"`
+}
+
+func hostJSON(h store.Host) HostJSON {
+	return HostJSON{ID: h.ID, Name: h.Name, Address: h.Address, Labels: h.Labels, Capacity: h.Capacity, State: h.State, CreatedAt: h.CreatedAt}
+}
+
+func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *principal) {
+	if !p.platformAdmin() {
+		writeErr(w, forbidden("fleet enrolment needs the admin role on every namespace (\"*\")"))
+		return
+	}
+	var req struct {
+		Labels     map[string]string `json:"labels"`
+		TTLSeconds int               `json:"ttl_seconds"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.TTLSeconds == 0 {
+		req.TTLSeconds = 3600
+	}
+	if req.TTLSeconds < 60 || req.TTLSeconds > 7*24*3600 {
+		writeErr(w, badRequest("ttl_seconds", "must be in [60, 604800] (got %d)", req.TTLSeconds))
+		return
+	}
+	secret := controlplane.NewSecret("dbpj_")
+	now := time.Now().UTC()
+	exp := now.Add(time.Duration(req.TTLSeconds) * time.Second)
+	if err := a.d.Store.CreateJoinToken(r.Context(), store.JoinToken{Hash: controlplane.HashSecret(secret), Labels: req.Labels, ExpiresAt: exp, CreatedAt: now}); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 201, map[string]any{"join_token": secret, "expires_at": exp, "labels": req.Labels})
+}
+
+// enrollHost is called by a host with a one-time join token (no bearer).
+func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		JoinToken string            `json:"join_token"`
+		Name      string            `json:"name"`
+		Address   string            `json:"address"`
+		Labels    map[string]string `json:"labels"`
+		Capacity  store.Resources   `json:"capacity"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	switch {
+	case req.JoinToken == "":
+		writeErr(w, badRequest("join_token", "required"))
+		return
+	case checkName("name", req.Name) != nil:
+		writeErr(w, checkName("name", req.Name))
+		return
+	case req.Address == "":
+		writeErr(w, badRequest("address", "required"))
+		return
+	case req.Capacity.CPU < 1:
+		writeErr(w, badRequest("capacity.cpu", "must be >= 1 (got %d)", req.Capacity.CPU))
+		return
+	case req.Capacity.MemoryMB < 128:
+		writeErr(w, badRequest("capacity.memory_mb", "must be >= 128 (got %d)", req.Capacity.MemoryMB))
+		return
+	case req.Capacity.DiskGB < 1:
+		writeErr(w, badRequest("capacity.disk_gb", "must be >= 1 (got %d)", req.Capacity.DiskGB))
+		return
+	}
+	cred := controlplane.NewSecret("dbph_")
+	h, err := a.d.Store.EnrollHost(r.Context(), controlplane.HashSecret(req.JoinToken), store.Host{ID: newID("h"), Name: req.Name,
+		Address: req.Address, Labels: req.Labels, Capacity: req.Capacity, CredentialHash: controlplane.HashSecret(cred)})
+	status := 201
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			err = &apiError{Status: 401, Code: "unauthenticated", Field: "join_token", Message: "join_token: unknown, used or expired"}
+		}
+		writeErr(w, err)
+		status = 401
+	}
+	a.d.Log.Info("host enrolment", zap.String("host", req.Name), zap.Int("status", status))
+	_ = a.d.Store.Audit(r.Context(), store.AuditEntry{At: time.Now().UTC(), Actor: "host " + req.Name, Action: "POST " + r.Pattern,
+		Resource: r.URL.Path, Status: status, Result: http.StatusText(status)})
+	if err != nil {
+		return
+	}
+	out := hostJSON(h)
+	out.Credential = cred
+	writeJSON(w, 201, out)
+}
+
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
+	if !p.platformAdmin() {
+		writeErr(w, forbidden("the fleet needs the admin role on every namespace (\"*\")"))
+		return
+	}
+	hs, err := a.d.Store.ListHosts(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[HostJSON]{Items: []HostJSON{}}
+	for _, h := range hs {
+		out.Items = append(out.Items, hostJSON(h))
+	}
+	writeJSON(w, 200, out)
+}
+
+// hostAssignments returns the agent configurations a fleet host must run
+// (authenticated with the host credential from enrolment).
+func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
+	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "missing host credential"})
+		return
+	}
+	h, err := a.d.Store.HostByCredential(r.Context(), controlplane.HashSecret(cred))
+	if err != nil {
+		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"})
+		return
+	}
+	as, err := a.d.Store.ListAllocations(r.Context(), h.ID)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	type assignment struct {
+		ClusterID   string          `json:"cluster_id"`
+		Node        string          `json:"node"`
+		Resources   store.Resources `json:"resources"`
+		AgentConfig string          `json:"agent_config"`
+	}
+	out := list[assignment]{Items: []assignment{}}
+	for _, x := range as {
+		out.Items = append(out.Items, assignment{ClusterID: x.ClusterID, Node: x.Node, Resources: x.Resources, AgentConfig: x.Config})
+	}
+	writeJSON(w, 200, out)
+}
+
+// ingest receives agent events over HTTP (the embedded default). Agents
+// authenticate with HTTP basic auth: user = cluster id, password = the
+// cluster's ingest key; an event for another cluster is refused.
+func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
+	id, key, ok := r.BasicAuth()
+	if !ok || controlplane.IngestKey(a.d.IngestSecret, id) != key {
+		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"})
+		return
+	}
+	c, err := a.d.Store.GetCluster(r.Context(), id)
+	if err != nil {
+		// The cluster was deleted: accept and drop, so agents that are
+		// still shutting down do not retry forever.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+	if err != nil {
+		writeErr(w, badRequest("", "read body: %v", err))
+		return
+	}
+	if !controlplane.EventBelongsTo(body, c.Namespace, c.Name) {
+		writeErr(w, &apiError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Name})
+		return
+	}
+	if err := a.d.Bus.Publish(r.Context(), controlplane.TopicAgentEvents, body); err != nil {
+		if errors.Is(err, controlplane.ErrMalformed) {
+			writeErr(w, badRequest("", "%v", err))
+			return
+		}
+		a.d.Log.Warn("ingest: publish failed; the agent retries", zap.Error(err))
+		writeErr(w, &apiError{Status: 503, Code: "unavailable", Message: "event not stored; retry"})
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}

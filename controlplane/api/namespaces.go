@@ -1,0 +1,228 @@
+package api
+
+import (
+	"net/http"
+	"regexp"
+	"time"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
+
+func checkName(field, v string) error {
+	if !nameRE.MatchString(v) {
+		return badRequest(field, "must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit (got %q)", v)
+	}
+	return nil
+}
+
+// NamespaceJSON is a namespace in the API.
+type NamespaceJSON struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ProjectJSON is a project in the API.
+type ProjectJSON struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (a *API) whoami(w http.ResponseWriter, _ *http.Request, p *principal) {
+	writeJSON(w, 200, map[string]any{"token_id": p.TokenID, "name": p.Name, "grants": p.Grants})
+}
+
+func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request, p *principal) {
+	pg, err := pageOf(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	ns, err := a.d.Store.ListNamespaces(r.Context(), pg, p.visible())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[NamespaceJSON]{Items: []NamespaceJSON{}}
+	for _, n := range ns {
+		out.Items = append(out.Items, NamespaceJSON{Name: n.Name, CreatedAt: n.CreatedAt})
+	}
+	if len(ns) > 0 {
+		out.NextPageToken = nextToken(len(ns), pg.Limit, ns[len(ns)-1].Name)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (a *API) createNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
+	if !p.platformAdmin() {
+		writeErr(w, forbidden("creating namespaces needs the admin role on every namespace (\"*\")"))
+		return
+	}
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := checkName("name", req.Name); err != nil {
+		writeErr(w, err)
+		return
+	}
+	n, err := a.d.Store.CreateNamespace(r.Context(), req.Name)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 201, NamespaceJSON{Name: n.Name, CreatedAt: n.CreatedAt})
+}
+
+func (a *API) getNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	n, err := a.d.Store.GetNamespace(r.Context(), ns)
+	if err != nil {
+		writeErr(w, notFound("namespace "+ns))
+		return
+	}
+	writeJSON(w, 200, NamespaceJSON{Name: n.Name, CreatedAt: n.CreatedAt})
+}
+
+func (a *API) deleteNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if !p.platformAdmin() {
+		writeErr(w, forbidden("deleting namespaces needs the admin role on every namespace (\"*\")"))
+		return
+	}
+	if err := a.d.Store.DeleteNamespace(r.Context(), ns); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) listProjects(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	pg, err := pageOf(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	ps, err := a.d.Store.ListProjects(r.Context(), ns, pg)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[ProjectJSON]{Items: []ProjectJSON{}}
+	for _, x := range ps {
+		out.Items = append(out.Items, ProjectJSON{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+	}
+	if len(ps) > 0 {
+		out.NextPageToken = nextToken(len(ps), pg.Limit, ps[len(ps)-1].Name)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (a *API) createProject(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleAdmin); err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := checkName("name", req.Name); err != nil {
+		writeErr(w, err)
+		return
+	}
+	x, err := a.d.Store.CreateProject(r.Context(), ns, req.Name)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 201, ProjectJSON{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+}
+
+func (a *API) getProject(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleViewer); err != nil {
+		writeErr(w, err)
+		return
+	}
+	x, err := a.d.Store.GetProject(r.Context(), ns, r.PathValue("project"))
+	if err != nil {
+		writeErr(w, notFound("project "+r.PathValue("project")))
+		return
+	}
+	writeJSON(w, 200, ProjectJSON{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+}
+
+// AuditJSON is an audit entry in the API.
+type AuditJSON struct {
+	Seq       int64     `json:"seq"`
+	At        time.Time `json:"at"`
+	Actor     string    `json:"actor"`
+	Namespace string    `json:"namespace,omitempty"`
+	Action    string    `json:"action"`
+	Resource  string    `json:"resource"`
+	Status    int       `json:"status"`
+	Result    string    `json:"result"`
+}
+
+func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) {
+	pg, err := pageOf(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var after int64
+	if pg.After != "" {
+		after, _ = parseInt(pg.After)
+	}
+	es, err := a.d.Store.ListAudit(r.Context(), ns, after, pg.Limit)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[AuditJSON]{Items: []AuditJSON{}}
+	for _, e := range es {
+		out.Items = append(out.Items, AuditJSON(e))
+	}
+	if len(es) > 0 {
+		out.NextPageToken = nextToken(len(es), pg.Limit, itoa(es[len(es)-1].Seq))
+	}
+	writeJSON(w, 200, out)
+}
+
+func (a *API) listNSAudit(w http.ResponseWriter, r *http.Request, p *principal) {
+	ns := r.PathValue("ns")
+	if err := p.need(ns, RoleAdmin); err != nil {
+		writeErr(w, err)
+		return
+	}
+	a.writeAudit(w, r, ns)
+}
+
+func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p *principal) {
+	if !p.platformAdmin() {
+		writeErr(w, forbidden("the global audit log needs the admin role on every namespace (\"*\")"))
+		return
+	}
+	a.writeAudit(w, r, "")
+}

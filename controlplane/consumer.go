@@ -1,0 +1,165 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// ProjectionStats count what the projection consumer did with events.
+type ProjectionStats struct {
+	Applied, Duplicate, Stale, UnknownCluster, Malformed uint64
+}
+
+// Projection consumes agent events (TopicAgentEvents) into the store:
+// idempotent on the event id, order-aware by (term, revision) per subject
+// (proto docs: the cluster for primary_changed, failover_started and
+// switchover_completed; the member for the others).
+type Projection struct {
+	st  *store.Store
+	log *zap.Logger
+
+	applied, duplicate, stale, unknown, malformed atomic.Uint64
+
+	mu      sync.Mutex
+	waiters []chan struct{} // woken when a new event is recorded
+}
+
+// NewProjection returns the projection consumer.
+func NewProjection(st *store.Store, log *zap.Logger) *Projection {
+	return &Projection{st: st, log: log.Named("projection")}
+}
+
+// Stats returns the counters since start.
+func (p *Projection) Stats() ProjectionStats {
+	return ProjectionStats{Applied: p.applied.Load(), Duplicate: p.duplicate.Load(), Stale: p.stale.Load(),
+		UnknownCluster: p.unknown.Load(), Malformed: p.malformed.Load()}
+}
+
+// Changed returns a channel closed at the next recorded event (for SSE).
+func (p *Projection) Changed() <-chan struct{} {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.waiters = append(p.waiters, ch)
+	p.mu.Unlock()
+	return ch
+}
+
+func (p *Projection) notify() {
+	p.mu.Lock()
+	ws := p.waiters
+	p.waiters = nil
+	p.mu.Unlock()
+	for _, ch := range ws {
+		close(ch)
+	}
+}
+
+// Handle is the Handler for TopicAgentEvents.
+func (p *Projection) Handle(ctx context.Context, raw []byte) error {
+	e, err := proto.DecodeEnvelope(raw)
+	if err != nil {
+		p.malformed.Add(1)
+		p.log.Warn("malformed event dropped", zap.Error(err))
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	payload, err := e.Payload()
+	if err != nil {
+		p.malformed.Add(1)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	var h proto.Header
+	var proj store.Projection
+	switch v := payload.(type) {
+	case proto.PrimaryChanged:
+		h, proj = v.Header, store.Projection{Scope: store.ScopeCluster, Primary: v.Primary}
+	case proto.SwitchoverCompleted:
+		h, proj = v.Header, store.Projection{Scope: store.ScopeCluster, Primary: v.To}
+	case proto.FailoverStarted:
+		h, proj = v.Header, store.Projection{Scope: store.ScopeCluster}
+	case proto.MemberState:
+		h = v.Header
+		proj = store.Projection{Scope: store.ScopeMember, Member: &store.MemberUpdate{
+			Role: v.Role, MemberState: v.State, Healthy: v.Healthy, LSN: v.LSN, LagBytes: v.LagBytes, Timeline: v.Timeline}}
+	case proto.Fenced:
+		h, proj = v.Header, store.Projection{Scope: store.ScopeMember}
+	case proto.HandlerResult:
+		h, proj = v.Header, store.Projection{Scope: store.ScopeMember}
+	default:
+		p.malformed.Add(1)
+		return fmt.Errorf("%w: unhandled type %s", ErrMalformed, e.Type)
+	}
+	project := h.Project
+	if project == "" {
+		project = "default"
+	}
+	res, err := p.st.ApplyEvent(ctx, store.Event{ID: e.ID, Namespace: h.Namespace, Project: project, Cluster: h.Cluster, Node: h.Node,
+		Type: e.Type, Term: e.Term, Revision: e.Revision, Time: e.Time, Data: e.Data}, proj)
+	if err != nil {
+		return fmt.Errorf("project event %s: %w", e.ID, err)
+	}
+	switch res {
+	case store.Applied:
+		p.applied.Add(1)
+		if proj.Scope == store.ScopeMember {
+			if err := p.refreshPhase(ctx, h.Namespace, project, h.Cluster); err != nil {
+				p.log.Warn("refresh phase", zap.Error(err))
+			}
+		}
+	case store.Duplicate:
+		p.duplicate.Add(1)
+	case store.Stale:
+		p.stale.Add(1)
+		p.log.Info("stale event dropped", zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term), zap.Int64("revision", e.Revision))
+	case store.UnknownCluster:
+		p.unknown.Add(1)
+		p.log.Debug("event for unknown cluster", zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster))
+	}
+	if res == store.Applied || res == store.Stale {
+		p.notify()
+	}
+	return nil
+}
+
+// refreshPhase moves a Ready cluster to Degraded when a member is unhealthy
+// and back when all are healthy again. Provisioning phases are the
+// workflow's business.
+func (p *Projection) refreshPhase(ctx context.Context, ns, project, name string) error {
+	cs, err := p.st.FindClusters(ctx, ns, project, name)
+	if err != nil || len(cs) != 1 {
+		return err
+	}
+	c := cs[0]
+	if c.Phase != store.PhaseReady && c.Phase != store.PhaseDegraded {
+		return nil
+	}
+	nodes, err := p.st.ListNodes(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	healthy := 0
+	for _, n := range nodes {
+		if n.Healthy && n.MemberState == "running" {
+			healthy++
+		}
+	}
+	want := store.PhaseReady
+	reason := ""
+	if healthy < c.Replicas {
+		want, reason = store.PhaseDegraded, fmt.Sprintf("%d of %d members healthy", healthy, c.Replicas)
+	}
+	if want == c.Phase {
+		return nil
+	}
+	if err := p.st.SetClusterPhase(ctx, c.ID, want, reason, 0); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}

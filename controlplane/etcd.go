@@ -1,0 +1,161 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// keyRoot is the agents' keyspace root (docs/keyspace.md). The control
+// plane does not import agent/dcs; it reads the documented JSON.
+const keyRoot = "/dbpilot/v1/clusters/"
+
+func clusterPrefix(ns, project, cluster string) string {
+	return keyRoot + ns + "/" + project + "/" + cluster + "/"
+}
+
+// LiveMember is a member key as the control plane reads it.
+type LiveMember struct {
+	Node      string `json:"node"`
+	Role      string `json:"role"`
+	State     string `json:"state"`
+	Healthy   bool   `json:"healthy"`
+	Streaming bool   `json:"streaming"`
+	LSN       uint64 `json:"lsn"`
+	Timeline  uint32 `json:"timeline"`
+	LagBytes  int64  `json:"lag_bytes"`
+	UpdatedMS int64  `json:"updated_ms"`
+}
+
+// LiveLeader is the leader key as the control plane reads it.
+type LiveLeader struct {
+	Node     string `json:"node"`
+	Term     uint64 `json:"term"`
+	Timeline uint32 `json:"timeline"`
+	Since    int64  `json:"since_ms"`
+}
+
+// Live is one consistent read of a cluster's keyspace.
+type Live struct {
+	Revision   int64
+	Leader     *LiveLeader
+	Members    map[string]LiveMember
+	Switchover bool
+}
+
+// Desired is the spec key the control plane writes.
+type Desired struct {
+	Replicas        int      `json:"replicas"`
+	SynchronousMode string   `json:"synchronous_mode"`
+	Engine          string   `json:"engine"`
+	Version         string   `json:"version"`
+	Template        string   `json:"template"`
+	Plan            string   `json:"plan"`
+	Nodes           []string `json:"nodes"`
+	UpdatedMS       int64    `json:"updated_ms"`
+}
+
+// readLive reads the cluster prefix once.
+func readLive(ctx context.Context, cli *clientv3.Client, prefix string) (Live, error) {
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return Live{}, fmt.Errorf("read %s: %w", prefix, err)
+	}
+	l := Live{Revision: resp.Header.Revision, Members: map[string]LiveMember{}}
+	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), prefix)
+		switch {
+		case rest == "leader":
+			var ld LiveLeader
+			if json.Unmarshal(kv.Value, &ld) == nil {
+				l.Leader = &ld
+			}
+		case rest == "switchover":
+			l.Switchover = true
+		case strings.HasPrefix(rest, "members/"):
+			var m LiveMember
+			if json.Unmarshal(kv.Value, &m) == nil {
+				l.Members[strings.TrimPrefix(rest, "members/")] = m
+			}
+		}
+	}
+	return l, nil
+}
+
+// readyProblem returns "" when the cluster runs with a primary holding the
+// leader key and every wanted node as a healthy running member, replicas
+// streaming; otherwise a sentence saying what is missing.
+func (l Live) readyProblem(nodes []string) string {
+	if l.Leader == nil {
+		return "no primary yet"
+	}
+	ready := 0
+	for _, n := range nodes {
+		m, ok := l.Members[n]
+		switch {
+		case !ok:
+		case !m.Healthy || m.State != "running":
+		case n != l.Leader.Node && (m.Role != "replica" || !m.Streaming):
+		case n == l.Leader.Node && m.Role != "primary":
+		default:
+			ready++
+		}
+	}
+	if ready < len(nodes) {
+		return fmt.Sprintf("%d of %d nodes ready", ready, len(nodes))
+	}
+	return ""
+}
+
+// ReadyCount is the number of nodes ready as readyProblem defines it.
+func (l Live) ReadyCount(nodes []string) int {
+	n := 0
+	for _, name := range nodes {
+		if (Live{Leader: l.Leader, Members: l.Members}).readyProblem([]string{name}) == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// writeSpec puts the desired spec key.
+func writeSpec(ctx context.Context, cli *clientv3.Client, prefix string, d Desired) error {
+	d.UpdatedMS = time.Now().UnixMilli()
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode spec: %w", err)
+	}
+	if _, err := cli.Put(ctx, prefix+"spec", string(b)); err != nil {
+		return fmt.Errorf("write spec: %w", err)
+	}
+	return nil
+}
+
+// requestSwitchover writes a switchover request unless one is pending
+// (CreateRevision guard, docs/keyspace.md). It reports whether it wrote.
+func requestSwitchover(ctx context.Context, cli *clientv3.Client, prefix, from, to, reason string) (bool, error) {
+	key := prefix + "switchover"
+	b, _ := json.Marshal(map[string]any{"from": from, "to": to, "state": "requested", "reason": reason, "requested_ms": time.Now().UnixMilli()})
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("request switchover: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
+// deletePrefix removes a deleted cluster's keyspace.
+func deletePrefix(ctx context.Context, cli *clientv3.Client, prefix string) error {
+	if _, err := cli.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
+		return fmt.Errorf("delete %s: %w", prefix, err)
+	}
+	return nil
+}
+
+// ReadLive reads the live keyspace of cluster namespace/project/cluster.
+func ReadLive(ctx context.Context, cli *clientv3.Client, namespace, project, cluster string) (Live, error) {
+	return readLive(ctx, cli, clusterPrefix(namespace, project, cluster))
+}

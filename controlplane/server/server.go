@@ -1,0 +1,314 @@
+// Package server wires the control plane together: store, embedded or
+// external etcd, the event bus and its consumers, the workflow engine, the
+// providers and the REST API, with graceful shutdown.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/api"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/infra"
+)
+
+// Config is the server configuration (YAML, strict).
+type Config struct {
+	// Listen is the API address (host:port; port 0 picks one).
+	Listen string `yaml:"listen"`
+	// DataDir holds the SQLite store, the embedded etcd, the ingest secret
+	// and the process provider's nodes.
+	DataDir string `yaml:"data_dir"`
+	// Store is a SQLite path or a postgres:// URL; default DataDir/dbpilot.db.
+	Store string `yaml:"store"`
+	// EtcdEndpoints of an external etcd; empty runs an embedded one.
+	EtcdEndpoints []string `yaml:"etcd_endpoints"`
+	// AgentBin is the dbpilot-agent binary the process provider runs;
+	// default: next to this executable, else on PATH.
+	AgentBin string `yaml:"agent_bin"`
+	// Instance names this replica; default: hostname-pid.
+	Instance string `yaml:"instance"`
+	// ReadyTimeout bounds provisioning waits; default 3m.
+	ReadyTimeout time.Duration `yaml:"ready_timeout"`
+	// AgentTTL and AgentInterval are passed to generated agent configs.
+	AgentTTL      time.Duration `yaml:"agent_ttl"`
+	AgentInterval time.Duration `yaml:"agent_interval"`
+	AgentLogLevel string        `yaml:"agent_log_level"`
+}
+
+// LoadConfig reads a YAML config strictly.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.DataDir == "" {
+		return Config{}, fmt.Errorf("config %s: data_dir: required", path)
+	}
+	return c, nil
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg   Config
+	log   *zap.Logger
+	URL   string // API base URL
+	Store *store.Store
+	Etcd  *clientv3.Client
+	// EtcdURL is the client URL agents use.
+	EtcdURL    string
+	Projection *controlplane.Projection
+	Engine     *controlplane.Engine
+	Process    *infra.Process
+
+	api      *api.API
+	embedded *embed.Etcd
+	http     *http.Server
+	ln       net.Listener
+	cancel   context.CancelFunc
+	served   chan error
+}
+
+// Start opens everything and serves the API until Close (or ctx ends).
+func Start(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log}
+	if err := s.start(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start(ctx context.Context) error {
+	cfg := &s.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.Store == "" {
+		cfg.Store = filepath.Join(cfg.DataDir, "dbpilot.db")
+	}
+	if cfg.Instance == "" {
+		h, _ := os.Hostname()
+		cfg.Instance = h + "-" + strconv.Itoa(os.Getpid()) + "-" + randHex(3)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	var err error
+	if s.Store, err = store.Open(ctx, cfg.Store); err != nil {
+		return err
+	}
+	secret, err := ingestSecret(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := s.startEtcd(); err != nil {
+		return err
+	}
+	agentBin := cfg.AgentBin
+	if agentBin == "" {
+		agentBin = findAgent()
+	}
+	if s.Process, err = infra.NewProcess(filepath.Join(cfg.DataDir, "nodes"), agentBin, s.log); err != nil {
+		return err
+	}
+	// Agents keep the ingest URL in their config: a port picked at random
+	// (":0") is remembered and reused after a restart.
+	listen := cfg.Listen
+	apiPortFile := filepath.Join(cfg.DataDir, "api.port")
+	if strings.HasSuffix(listen, ":0") {
+		if b, err := os.ReadFile(apiPortFile); err == nil {
+			listen = strings.TrimSuffix(listen, "0") + strings.TrimSpace(string(b))
+		}
+	}
+	if s.ln, err = net.Listen("tcp", listen); err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+	_ = os.WriteFile(apiPortFile, []byte(strconv.Itoa(s.ln.Addr().(*net.TCPAddr).Port)), 0o644)
+	s.URL = "http://" + s.ln.Addr().String()
+
+	bus := controlplane.NewEmbeddedBus()
+	s.Projection = controlplane.NewProjection(s.Store, s.log)
+	base := s.URL
+	s.Engine = controlplane.NewEngine(controlplane.EngineConfig{
+		Instance: cfg.Instance, ReadyTimeout: cfg.ReadyTimeout,
+		Agent: infra.AgentSettings{EtcdEndpoints: []string{s.EtcdURL}, TTL: cfg.AgentTTL, Interval: cfg.AgentInterval, LogLevel: cfg.AgentLogLevel},
+		EventsURL: func(clusterID string) string {
+			u, _ := url.Parse(base + "/v1/ingest/events")
+			u.User = url.UserPassword(clusterID, controlplane.IngestKey(secret, clusterID))
+			return u.String()
+		},
+	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process}, s.log)
+	bus.Subscribe(controlplane.TopicAgentEvents, s.Projection.Handle)
+	bus.Subscribe(controlplane.TopicControlPlane, s.Engine.Handle)
+
+	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
+		IngestSecret: secret, Providers: []string{"process"}, Log: s.log.Named("api")})
+	s.api = a
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.Engine.Start(runCtx)
+	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return runCtx }}
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.http.Serve(s.ln) }()
+	s.log.Info("control plane serving", zap.String("url", s.URL), zap.String("etcd", s.EtcdURL), zap.String("store", string(s.Store.Dialect())))
+	return nil
+}
+
+func (s *Server) startEtcd() error {
+	if len(s.cfg.EtcdEndpoints) > 0 {
+		s.EtcdURL = s.cfg.EtcdEndpoints[0]
+	} else {
+		cp, err := freePort()
+		if err != nil {
+			return err
+		}
+		pp, err := freePort()
+		if err != nil {
+			return err
+		}
+		ecfg := embed.NewConfig()
+		ecfg.Name = "dbpilot-server"
+		ecfg.Dir = filepath.Join(s.cfg.DataDir, "etcd")
+		// Keep the client port across restarts: agents have it in their config.
+		portFile := filepath.Join(s.cfg.DataDir, "etcd.port")
+		if b, err := os.ReadFile(portFile); err == nil {
+			if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				cp = p
+			}
+		}
+		cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(cp))
+		pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(pp))
+		ecfg.ListenClientUrls, ecfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+		ecfg.ListenPeerUrls, ecfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+		ecfg.InitialCluster = ecfg.Name + "=" + pu.String()
+		if _, err := os.Stat(filepath.Join(ecfg.Dir, "member")); err == nil {
+			ecfg.ClusterState = embed.ClusterStateFlagExisting
+		}
+		ecfg.LogLevel = "error"
+		ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(s.log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
+		e, err := embed.StartEtcd(ecfg)
+		if err != nil {
+			return fmt.Errorf("start embedded etcd: %w", err)
+		}
+		s.embedded = e
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(60 * time.Second):
+			return errors.New("embedded etcd not ready after 60s")
+		}
+		if err := os.WriteFile(portFile, []byte(strconv.Itoa(cp)), 0o644); err != nil {
+			return fmt.Errorf("etcd port file: %w", err)
+		}
+		s.EtcdURL = cu.String()
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.EtcdURL}, DialTimeout: 5 * time.Second, Logger: s.log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	s.Etcd = cli
+	return nil
+}
+
+// Routes lists the API's "METHOD /path" patterns.
+func (s *Server) Routes() []string { return s.api.Routes() }
+
+// Close shuts down gracefully: stop accepting requests, let in-flight
+// requests finish (10 s), stop the workflows (they resume on the next
+// start), then close etcd and the store. Node processes keep running.
+func (s *Server) Close() {
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = s.http.Shutdown(ctx)
+		cancel()
+		<-s.served
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.Engine != nil {
+		s.Engine.Wait()
+	}
+	if s.Etcd != nil {
+		s.Etcd.Close()
+	}
+	if s.embedded != nil {
+		s.embedded.Close()
+	}
+	if s.Store != nil {
+		s.Store.Close()
+	}
+}
+
+// CreateToken issues a token with grants and returns its secret (used by
+// `dev` to print an admin token, and by tests).
+func (s *Server) CreateToken(ctx context.Context, name string, grants ...store.Grant) (string, error) {
+	secret := controlplane.NewSecret("dbp_")
+	err := s.Store.CreateToken(ctx, store.Token{ID: "tok-" + randHex(8), Name: name, Hash: controlplane.HashSecret(secret), Grants: grants,
+		CreatedBy: "server", CreatedAt: time.Now().UTC()})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// ingestSecret loads or creates DataDir/ingest.key (0600).
+func ingestSecret(dir string) ([]byte, error) {
+	p := filepath.Join(dir, "ingest.key")
+	if b, err := os.ReadFile(p); err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	b := []byte(randHex(32))
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		return nil, fmt.Errorf("ingest secret: %w", err)
+	}
+	return b, nil
+}
+
+func findAgent() string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "dbpilot-agent")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "dbpilot-agent"
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

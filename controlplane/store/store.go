@@ -1,0 +1,306 @@
+// Package store is the control plane's persistent state: tenants, tokens,
+// clusters and their projection, events, operations (the resumable
+// provisioning workflows), catalog templates, fleet hosts and the audit log.
+//
+// One implementation over database/sql serves two dialects: SQLite
+// (modernc.org/sqlite, the embedded default) and PostgreSQL (pgx/v5, for
+// several stateless server replicas). Schemas are versioned goose migrations
+// embedded per dialect (migrations/{sqlite,postgres}). Timestamps are stored
+// as Unix milliseconds so both dialects compare them the same way.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Every store error that means one of these wraps it.
+var (
+	// ErrNotFound: the row does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a row with the same key exists, or a guarded update lost.
+	ErrConflict = errors.New("conflict")
+)
+
+// Cluster phases.
+const (
+	PhasePending      = "Pending"
+	PhaseProvisioning = "Provisioning"
+	PhaseReady        = "Ready"
+	PhaseDegraded     = "Degraded"
+	PhaseFailed       = "Failed"
+	PhaseDeleting     = "Deleting"
+)
+
+// Operation states.
+const (
+	OpPending   = "pending"
+	OpRunning   = "running"
+	OpSucceeded = "succeeded"
+	OpFailed    = "failed"
+)
+
+// Namespace is a tenant.
+type Namespace struct {
+	Name      string
+	CreatedAt time.Time
+}
+
+// Project groups clusters inside a namespace.
+type Project struct {
+	Namespace string
+	Name      string
+	CreatedAt time.Time
+}
+
+// Grant gives a token a role in a namespace; Namespace "*" means every
+// namespace (the platform administrator).
+type Grant struct {
+	Namespace string `json:"namespace"`
+	Role      string `json:"role"`
+}
+
+// Token is an API bearer token. Only the SHA-256 hash of the secret is kept.
+type Token struct {
+	ID        string
+	Name      string
+	Hash      string
+	Grants    []Grant
+	CreatedBy string
+	CreatedAt time.Time
+	RevokedAt time.Time // zero: active
+}
+
+// Cluster is one database cluster: the requested spec and the projection of
+// its agents' events.
+type Cluster struct {
+	ID              string
+	Namespace       string
+	Project         string
+	Name            string
+	Engine          string
+	Version         string
+	Template        string
+	Plan            string
+	Provider        string
+	Replicas        int
+	SynchronousMode string
+	Phase           string
+	Reason          string
+	// Primary, Term and Revision are the projection's cluster position: the
+	// highest (term, revision) of a cluster-scoped event applied.
+	Primary     string
+	Term        uint64
+	Revision    int64
+	StaleEvents int64
+	// IngestKeyHash is the SHA-256 of the key the cluster's agents present
+	// when they post events over HTTP.
+	IngestKeyHash string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	LastEventAt   time.Time
+}
+
+// Node is one member of a cluster: what the provider created (State,
+// Handle) and the projection of its member events.
+type Node struct {
+	ClusterID   string
+	Name        string
+	Host        string
+	State       string // provider state: pending | created | deleting
+	Role        string
+	MemberState string
+	Healthy     bool
+	LSN         string
+	LagBytes    int64
+	Timeline    uint32
+	Term        uint64
+	Revision    int64
+	Handle      json.RawMessage // provider-specific, opaque
+	UpdatedAt   time.Time
+}
+
+// Event is one received CloudEvent, kept for the events API.
+type Event struct {
+	Seq       int64
+	ID        string
+	Namespace string
+	Project   string
+	Cluster   string
+	Node      string
+	Type      string
+	Term      uint64
+	Revision  int64
+	Time      time.Time
+	Stale     bool
+	Data      json.RawMessage
+}
+
+// EventFilter selects events; zero fields match everything.
+type EventFilter struct {
+	Namespace string
+	Cluster   string
+	Node      string
+	Type      string
+	AfterSeq  int64
+	Limit     int
+}
+
+// Operation is a long-running request (create, delete, scale, switchover,
+// failover, restart) and its persisted workflow position.
+type Operation struct {
+	ID         string
+	Namespace  string
+	ClusterID  string
+	Kind       string
+	State      string
+	Step       string
+	Attempts   int
+	Error      string
+	Params     json.RawMessage
+	Owner      string
+	LeaseUntil time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// Template is a user catalog template (Body is the validated document as
+// JSON). Namespace scopes it to one tenant.
+type Template struct {
+	Namespace string
+	Name      string
+	Body      json.RawMessage
+	CreatedAt time.Time
+}
+
+// Host is a fleet machine that enrolled with a join token.
+type Host struct {
+	ID             string
+	Name           string
+	Address        string
+	Labels         map[string]string
+	Capacity       Resources
+	State          string
+	CredentialHash string
+	CreatedAt      time.Time
+}
+
+// Resources is a quantity of machine resources.
+type Resources struct {
+	CPU      int `json:"cpu"`
+	MemoryMB int `json:"memory_mb"`
+	DiskGB   int `json:"disk_gb"`
+}
+
+// Allocation places one cluster node on a fleet host.
+type Allocation struct {
+	HostID    string
+	ClusterID string
+	Node      string
+	Resources Resources
+	Config    string // the rendered agent configuration
+	CreatedAt time.Time
+}
+
+// JoinToken is a one-time fleet enrolment token (hash only).
+type JoinToken struct {
+	Hash      string
+	Labels    map[string]string
+	ExpiresAt time.Time
+	UsedAt    time.Time
+	CreatedAt time.Time
+}
+
+// AuditEntry records one mutation: who, what, when, result.
+type AuditEntry struct {
+	Seq       int64
+	At        time.Time
+	Actor     string
+	Namespace string
+	Action    string
+	Resource  string
+	Status    int
+	Result    string
+}
+
+// Page is a keyset-pagination request: items after After (exclusive, by
+// the list's key), at most Limit.
+type Page struct {
+	After string
+	Limit int
+}
+
+// Scope says which position an event is ordered against.
+type Scope int
+
+// Event scopes.
+const (
+	// ScopeCluster orders against the cluster's (term, revision).
+	ScopeCluster Scope = iota
+	// ScopeMember orders against the node's (term, revision).
+	ScopeMember
+)
+
+// Projection is the change an agent event makes to the projection.
+type Projection struct {
+	Scope Scope
+	// Primary, when non-empty, becomes the cluster's primary.
+	Primary string
+	// Member, when set, replaces the node's member fields.
+	Member *MemberUpdate
+}
+
+// MemberUpdate is the member part of a projection change.
+type MemberUpdate struct {
+	Role        string
+	MemberState string
+	Healthy     bool
+	LSN         string
+	LagBytes    int64
+	Timeline    uint32
+}
+
+// ApplyResult is what ApplyEvent did.
+type ApplyResult int
+
+// ApplyEvent outcomes.
+const (
+	// Applied: recorded and projected.
+	Applied ApplyResult = iota
+	// Duplicate: an event with this id was already recorded; nothing changed.
+	Duplicate
+	// Stale: recorded (flagged stale) but not projected: its position is
+	// below the subject's; the cluster's stale counter was incremented.
+	Stale
+	// UnknownCluster: no such cluster; nothing recorded.
+	UnknownCluster
+)
+
+func (r ApplyResult) String() string {
+	switch r {
+	case Applied:
+		return "applied"
+	case Duplicate:
+		return "duplicate"
+	case Stale:
+		return "stale"
+	case UnknownCluster:
+		return "unknown_cluster"
+	}
+	return "invalid"
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}

@@ -1,0 +1,391 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dbpilot/dbpilot/controlplane/pgtest"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+)
+
+// dialects runs the suite against SQLite and a PostgreSQL server the test
+// starts.
+func TestStoreSQLite(t *testing.T) {
+	t.Parallel()
+	suite(t, func(t *testing.T) *store.Store {
+		return open(t, filepath.Join(t.TempDir(), "dbpilot.db"))
+	})
+}
+
+func TestStorePostgres(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.Start(t)
+	var mu sync.Mutex
+	n := 0
+	suite(t, func(t *testing.T) *store.Store {
+		// Each subtest gets its own schema through search_path.
+		mu.Lock()
+		n++
+		schema := fmt.Sprintf("s%d", n)
+		mu.Unlock()
+		base := open(t, dsn)
+		if _, err := base.DB().ExecContext(context.Background(), "CREATE SCHEMA "+schema); err != nil {
+			t.Fatal(err)
+		}
+		return open(t, dsn+"&search_path="+schema)
+	})
+}
+
+func open(t *testing.T, dsn string) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("open %s: %v", dsn, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func suite(t *testing.T, newStore func(t *testing.T) *store.Store) {
+	t.Run("namespaces", func(t *testing.T) { testNamespaces(t, newStore(t)) })
+	t.Run("tokens", func(t *testing.T) { testTokens(t, newStore(t)) })
+	t.Run("clusters", func(t *testing.T) { testClusters(t, newStore(t)) })
+	t.Run("events", func(t *testing.T) { testEvents(t, newStore(t)) })
+	t.Run("operations", func(t *testing.T) { testOperations(t, newStore(t)) })
+	t.Run("fleet", func(t *testing.T) { testFleet(t, newStore(t)) })
+	t.Run("templates_audit", func(t *testing.T) { testTemplatesAudit(t, newStore(t)) })
+	t.Run("migrations_idempotent", func(t *testing.T) {
+		s := newStore(t)
+		// Opening again re-runs goose Up: nothing to do, no error.
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func testNamespaces(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	for _, n := range []string{"b", "a", "c"} {
+		if _, err := s.CreateNamespace(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CreateNamespace(ctx, "a"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate namespace: got %v, want ErrConflict", err)
+	}
+	page, err := s.ListNamespaces(ctx, store.Page{Limit: 2}, nil)
+	if err != nil || len(page) != 2 || page[0].Name != "a" || page[1].Name != "b" {
+		t.Fatalf("first page: %+v %v", page, err)
+	}
+	page, err = s.ListNamespaces(ctx, store.Page{After: "b", Limit: 2}, nil)
+	if err != nil || len(page) != 1 || page[0].Name != "c" {
+		t.Fatalf("second page: %+v %v", page, err)
+	}
+	page, err = s.ListNamespaces(ctx, store.Page{}, []string{"c"})
+	if err != nil || len(page) != 1 || page[0].Name != "c" {
+		t.Fatalf("restricted: %+v %v", page, err)
+	}
+	if _, err := s.GetProject(ctx, "a", "default"); err != nil {
+		t.Fatalf("default project: %v", err)
+	}
+	if _, err := s.CreateProject(ctx, "a", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateProject(ctx, "zz", "web"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("project in missing namespace: %v", err)
+	}
+	ps, err := s.ListProjects(ctx, "a", store.Page{})
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("projects: %+v %v", ps, err)
+	}
+	if err := s.DeleteNamespace(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetNamespace(ctx, "c"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted namespace: %v", err)
+	}
+}
+
+func testTokens(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	tok := store.Token{ID: "t1", Name: "ci", Hash: "h1", Grants: []store.Grant{{Namespace: "a", Role: "viewer"}}, CreatedBy: "root", CreatedAt: time.Now()}
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.TokenByHash(ctx, "h1")
+	if err != nil || got.ID != "t1" || len(got.Grants) != 1 || got.Grants[0].Role != "viewer" {
+		t.Fatalf("by hash: %+v %v", got, err)
+	}
+	if err := s.RevokeToken(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenByHash(ctx, "h1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoked token still valid: %v", err)
+	}
+	if err := s.RevokeToken(ctx, "t1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("double revoke: %v", err)
+	}
+}
+
+func newCluster(id, ns, name string) (store.Cluster, store.Operation) {
+	now := time.Now()
+	return store.Cluster{ID: id, Namespace: ns, Project: "default", Name: name, Engine: "postgres", Version: "15",
+			Template: "postgres-15", Plan: "small", Provider: "process", Replicas: 3, SynchronousMode: "off",
+			Phase: store.PhasePending, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "op-" + id, Namespace: ns, ClusterID: id, Kind: "create", State: store.OpPending, CreatedAt: now, UpdatedAt: now}
+}
+
+func testClusters(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	c, op := newCluster("c1", "a", "billing")
+	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	c2, op2 := newCluster("c2", "a", "billing")
+	op2.ID = "op-c2"
+	if err := s.CreateCluster(ctx, c2, op2); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := s.GetOperation(ctx, "op-c2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("operation of the refused cluster was kept: %v", err)
+	}
+	got, err := s.GetCluster(ctx, "c1")
+	if err != nil || got.Name != "billing" || got.Replicas != 3 {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	found, err := s.FindClusters(ctx, "a", "", "billing")
+	if err != nil || len(found) != 1 {
+		t.Fatalf("find: %+v %v", found, err)
+	}
+	if err := s.UpsertNode(ctx, store.Node{ClusterID: "c1", Name: "node1", State: "created", Handle: json.RawMessage(`{"pid":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetClusterPhase(ctx, "c1", store.PhaseFailed, "no capacity", 5); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetCluster(ctx, "c1")
+	if got.Phase != store.PhaseFailed || got.Reason != "no capacity" || got.Replicas != 5 {
+		t.Fatalf("phase: %+v", got)
+	}
+	if err := s.DeleteCluster(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetCluster(ctx, "c1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted: %v", err)
+	}
+	if ns, _ := s.ListNodes(ctx, "c1"); len(ns) != 0 {
+		t.Fatalf("nodes left: %+v", ns)
+	}
+}
+
+func testEvents(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	c, op := newCluster("c1", "a", "billing")
+	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	ev := func(id string, term uint64, rev int64, node string) store.Event {
+		return store.Event{ID: id, Namespace: "a", Project: "default", Cluster: "billing", Node: node, Type: "t", Term: term, Revision: rev, Time: time.Now(), Data: json.RawMessage(`{}`)}
+	}
+	member := func(role string) store.Projection {
+		return store.Projection{Scope: store.ScopeMember, Member: &store.MemberUpdate{Role: role, MemberState: "running", Healthy: true, LagBytes: 0, Timeline: 1}}
+	}
+	steps := []struct {
+		ev   store.Event
+		p    store.Projection
+		want store.ApplyResult
+	}{
+		{ev("e1", 1, 10, "node1"), store.Projection{Scope: store.ScopeCluster, Primary: "node1"}, store.Applied},
+		{ev("e1", 1, 10, "node1"), store.Projection{Scope: store.ScopeCluster, Primary: "node1"}, store.Duplicate},
+		{ev("e2", 2, 20, "node2"), store.Projection{Scope: store.ScopeCluster, Primary: "node2"}, store.Applied},
+		{ev("e3", 1, 30, "node1"), store.Projection{Scope: store.ScopeCluster, Primary: "node1"}, store.Stale}, // lower term
+		{ev("e4", 2, 15, "node1"), store.Projection{Scope: store.ScopeCluster, Primary: "node1"}, store.Stale}, // lower revision
+		{ev("e5", 2, 20, "node3"), store.Projection{Scope: store.ScopeCluster}, store.Applied},                 // same position
+		{ev("m1", 2, 21, "node2"), member("primary"), store.Applied},
+		{ev("m2", 2, 19, "node2"), member("replica"), store.Stale},
+		{ev("m3", 1, 5, "node1"), member("replica"), store.Applied}, // its own subject
+		{store.Event{ID: "x", Namespace: "a", Project: "default", Cluster: "nope", Time: time.Now(), Data: json.RawMessage(`{}`)}, store.Projection{}, store.UnknownCluster},
+	}
+	for i, st := range steps {
+		got, err := s.ApplyEvent(ctx, st.ev, st.p)
+		if err != nil || got != st.want {
+			t.Fatalf("step %d (%s): got %v %v, want %v", i, st.ev.ID, got, err, st.want)
+		}
+	}
+	cl, _ := s.GetCluster(ctx, "c1")
+	if cl.Primary != "node2" || cl.Term != 2 || cl.Revision != 20 || cl.StaleEvents != 3 {
+		t.Fatalf("projection: primary=%s term=%d rev=%d stale=%d", cl.Primary, cl.Term, cl.Revision, cl.StaleEvents)
+	}
+	nodes, _ := s.ListNodes(ctx, "c1")
+	if len(nodes) != 2 || nodes[0].Name != "node1" || nodes[0].Role != "replica" || nodes[1].Role != "primary" || !nodes[1].Healthy {
+		t.Fatalf("nodes: %+v", nodes)
+	}
+	all, err := s.ListEvents(ctx, store.EventFilter{Namespace: "a"})
+	if err != nil || len(all) != 8 {
+		t.Fatalf("events: %d %v", len(all), err)
+	}
+	page, _ := s.ListEvents(ctx, store.EventFilter{Namespace: "a", AfterSeq: all[2].Seq, Node: "node2"})
+	if len(page) != 2 || page[0].ID != "m1" {
+		t.Fatalf("filtered page: %+v", page)
+	}
+	if other, _ := s.ListEvents(ctx, store.EventFilter{Namespace: "b"}); len(other) != 0 {
+		t.Fatalf("other namespace sees %d events", len(other))
+	}
+
+	// Concurrent duplicate deliveries: exactly one applies.
+	var wg sync.WaitGroup
+	results := make(chan store.ApplyResult, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.ApplyEvent(ctx, ev("dup", 3, 40, "node1"), store.Projection{Scope: store.ScopeCluster, Primary: "node1"})
+			if err != nil {
+				t.Error(err)
+			}
+			results <- r
+		}()
+	}
+	wg.Wait()
+	close(results)
+	applied := 0
+	for r := range results {
+		if r == store.Applied {
+			applied++
+		}
+	}
+	if applied != 1 {
+		t.Fatalf("concurrent duplicates: %d applied, want 1", applied)
+	}
+}
+
+func testOperations(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	c, op := newCluster("c1", "a", "billing")
+	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := s.CreateOperation(ctx, store.Operation{ID: "op2", Namespace: "a", ClusterID: "c1", Kind: "scale", State: store.OpPending, CreatedAt: now, UpdatedAt: now}, store.PhaseProvisioning); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second operation while one runs: %v", err)
+	}
+	un, err := s.UnfinishedOperations(ctx)
+	if err != nil || len(un) != 1 || un[0].ID != "op-c1" {
+		t.Fatalf("unfinished: %+v %v", un, err)
+	}
+	got, err := s.ClaimOperation(ctx, "op-c1", "server-a", now.Add(time.Minute))
+	if err != nil || got.Owner != "server-a" || got.State != store.OpRunning {
+		t.Fatalf("claim: %+v %v", got, err)
+	}
+	if _, err := s.ClaimOperation(ctx, "op-c1", "server-b", now.Add(time.Minute)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("claim held by another: %v", err)
+	}
+	got.Step, got.Attempts = "create_nodes", 2
+	if err := s.UpdateOperation(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	stolen := got
+	stolen.Owner = "server-b"
+	if err := s.UpdateOperation(ctx, stolen); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update by non-owner: %v", err)
+	}
+	// An expired lease may be taken over.
+	got.LeaseUntil = now.Add(-time.Second)
+	if err := s.UpdateOperation(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.ClaimOperation(ctx, "op-c1", "server-b", now.Add(time.Minute))
+	if err != nil || b.Step != "create_nodes" || b.Attempts != 2 {
+		t.Fatalf("takeover: %+v %v", b, err)
+	}
+	b.State = store.OpSucceeded
+	if err := s.UpdateOperation(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if un, _ := s.UnfinishedOperations(ctx); len(un) != 0 {
+		t.Fatalf("still unfinished: %+v", un)
+	}
+	ops, err := s.ListOperations(ctx, "a", "c1", store.Page{})
+	if err != nil || len(ops) != 1 {
+		t.Fatalf("list ops: %+v %v", ops, err)
+	}
+}
+
+func testFleet(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	if err := s.CreateJoinToken(ctx, store.JoinToken{Hash: "j1", Labels: map[string]string{"zone": "a"}, ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateJoinToken(ctx, store.JoinToken{Hash: "j2", ExpiresAt: time.Now().Add(-time.Second), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.EnrollHost(ctx, "j1", store.Host{ID: "h1", Name: "db1", Address: "10.0.0.1", Labels: map[string]string{"disk": "ssd"},
+		Capacity: store.Resources{CPU: 4, MemoryMB: 8192, DiskGB: 100}, CredentialHash: "c1"})
+	if err != nil || h.Labels["zone"] != "a" || h.Labels["disk"] != "ssd" {
+		t.Fatalf("enroll: %+v %v", h, err)
+	}
+	if _, err := s.EnrollHost(ctx, "j1", store.Host{ID: "h2", Name: "db2"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("join token reused: %v", err)
+	}
+	if _, err := s.EnrollHost(ctx, "j2", store.Host{ID: "h3", Name: "db3"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("expired join token accepted: %v", err)
+	}
+	need := store.Resources{CPU: 2, MemoryMB: 4096, DiskGB: 40}
+	a, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c1", Node: "node1", Resources: need})
+	if err != nil || a.HostID != "h1" {
+		t.Fatalf("allocate: %+v %v", a, err)
+	}
+	if _, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c1", Node: "node2", Resources: need}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("two nodes of one cluster on one host: %v", err)
+	}
+	if _, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c2", Node: "node1", Resources: need}); err != nil {
+		t.Fatalf("second cluster: %v", err)
+	}
+	if _, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c3", Node: "node1", Resources: need}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("overbooked: %v", err)
+	}
+	if err := s.Release(ctx, "c2", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c3", Node: "node1", Resources: need}); err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	byCred, err := s.HostByCredential(ctx, "c1")
+	if err != nil || byCred.ID != "h1" {
+		t.Fatalf("by credential: %+v %v", byCred, err)
+	}
+}
+
+func testTemplatesAudit(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	if err := s.PutTemplate(ctx, store.Template{Namespace: "a", Name: "pg", Body: json.RawMessage(`{"engine":"postgres"}`), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutTemplate(ctx, store.Template{Namespace: "a", Name: "pg", Body: json.RawMessage(`{}`)}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate template: %v", err)
+	}
+	if ts, _ := s.ListTemplates(ctx, "b"); len(ts) != 0 {
+		t.Fatalf("other namespace sees templates")
+	}
+	got, err := s.GetTemplate(ctx, "a", "pg")
+	if err != nil || string(got.Body) != `{"engine":"postgres"}` {
+		t.Fatalf("get template: %+v %v", got, err)
+	}
+	for i := range 3 {
+		if err := s.Audit(ctx, store.AuditEntry{At: time.Now(), Actor: "t1", Namespace: "a", Action: "POST", Resource: fmt.Sprint(i), Status: 201, Result: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := s.ListAudit(ctx, "a", 0, 2)
+	if err != nil || len(es) != 2 || es[0].Resource != "0" {
+		t.Fatalf("audit: %+v %v", es, err)
+	}
+}

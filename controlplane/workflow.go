@@ -1,0 +1,642 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/catalog"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/infra"
+)
+
+// Operation kinds.
+const (
+	KindCreate     = "create"
+	KindDelete     = "delete"
+	KindScale      = "scale"
+	KindSwitchover = "switchover"
+	KindFailover   = "failover"
+	KindRestart    = "restart"
+)
+
+// OpParams are an operation's request parameters and workflow memory.
+type OpParams struct {
+	Replicas int    `json:"replicas,omitempty"`
+	From     string `json:"from,omitempty"`
+	To       string `json:"to,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// Done lists the nodes a multi-node step already handled.
+	Done []string `json:"done,omitempty"`
+	// Progress is a human sentence for the API (e.g. "2 of 3 nodes ready").
+	Progress string `json:"progress,omitempty"`
+}
+
+// EngineConfig configures the workflow engine.
+type EngineConfig struct {
+	// Instance names this server replica (operation owner).
+	Instance string
+	// Lease is how long a claimed operation stays ours without renewal.
+	Lease time.Duration
+	// ReadyTimeout bounds waiting for a cluster to become ready.
+	ReadyTimeout time.Duration
+	// StepAttempts is how often a failing step is retried.
+	StepAttempts int
+	// Agent holds the cluster-independent agent settings.
+	Agent infra.AgentSettings
+	// EventsURL returns the events URL of a cluster's agents ("" with Dapr).
+	EventsURL func(clusterID string) string
+}
+
+// Engine runs operations as persisted, resumable workflows: each step's
+// completion is saved before the next starts, a restarted server resumes
+// from the saved step, and each step is idempotent.
+type Engine struct {
+	cfg       EngineConfig
+	st        *store.Store
+	etcd      *clientv3.Client
+	providers map[string]infra.Provider
+	log       *zap.Logger
+
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+	ctx     context.Context
+}
+
+// NewEngine returns an engine; call Start to run it.
+func NewEngine(cfg EngineConfig, st *store.Store, etcd *clientv3.Client, providers map[string]infra.Provider, log *zap.Logger) *Engine {
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 3 * time.Minute
+	}
+	if cfg.StepAttempts <= 0 {
+		cfg.StepAttempts = 5
+	}
+	return &Engine{cfg: cfg, st: st, etcd: etcd, providers: providers, log: log.Named("workflow"), running: map[string]bool{}}
+}
+
+// Start resumes every unfinished operation and keeps sweeping for
+// operations whose owner died, until ctx ends. Wait waits for the
+// workflows to return after ctx ends.
+func (e *Engine) Start(ctx context.Context) {
+	e.ctx = ctx
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		t := time.NewTicker(e.cfg.Lease / 2)
+		defer t.Stop()
+		for {
+			e.sweep(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// Wait blocks until every workflow goroutine returned.
+func (e *Engine) Wait() { e.wg.Wait() }
+
+func (e *Engine) sweep(ctx context.Context) {
+	ops, err := e.st.UnfinishedOperations(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("list unfinished operations", zap.Error(err))
+		}
+		return
+	}
+	for _, op := range ops {
+		e.Kick(op.ID)
+	}
+}
+
+// Handle is the Handler for TopicControlPlane (TypeOperationRequested).
+func (e *Engine) Handle(_ context.Context, raw []byte) error {
+	var req OperationRequested
+	if _, err := decodeControlEvent(raw, TypeOperationRequested, &req); err != nil {
+		return err
+	}
+	e.Kick(req.OperationID)
+	return nil
+}
+
+// Kick starts running operation id in the background unless this server
+// runs it already. Claiming makes sure one replica runs it.
+func (e *Engine) Kick(id string) {
+	e.mu.Lock()
+	if e.running[id] || e.ctx == nil || e.ctx.Err() != nil {
+		e.mu.Unlock()
+		return
+	}
+	e.running[id] = true
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		defer func() {
+			e.mu.Lock()
+			delete(e.running, id)
+			e.mu.Unlock()
+		}()
+		e.run(e.ctx, id)
+	}()
+}
+
+// run claims and drives one operation to a terminal state (or until ctx
+// ends, leaving it resumable).
+func (e *Engine) run(ctx context.Context, id string) {
+	op, err := e.st.ClaimOperation(ctx, id, e.cfg.Instance, time.Now().Add(e.cfg.Lease))
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) && ctx.Err() == nil {
+			e.log.Warn("claim operation", zap.String("operation", id), zap.Error(err))
+		}
+		return
+	}
+	w := &workflow{e: e, op: op, log: e.log.With(zap.String("operation", op.ID), zap.String("kind", op.Kind), zap.String("cluster", op.ClusterID))}
+	if len(op.Params) > 0 {
+		_ = json.Unmarshal(op.Params, &w.params)
+	}
+	w.log.Info("operation running", zap.String("step", op.Step))
+	err = w.execute(ctx)
+	if ctx.Err() != nil {
+		w.log.Info("operation paused by shutdown; it resumes on restart", zap.String("step", w.op.Step))
+		return
+	}
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	w.op.State, w.op.Error = store.OpSucceeded, ""
+	if err := w.save(context.WithoutCancel(ctx)); err != nil {
+		w.log.Error("save succeeded operation", zap.Error(err))
+		return
+	}
+	w.log.Info("operation succeeded")
+}
+
+type workflow struct {
+	e      *Engine
+	op     store.Operation
+	params OpParams
+	log    *zap.Logger
+}
+
+func (w *workflow) save(ctx context.Context) error {
+	b, _ := json.Marshal(w.params)
+	w.op.Params = b
+	w.op.LeaseUntil = time.Now().Add(w.e.cfg.Lease)
+	return w.e.st.UpdateOperation(ctx, w.op)
+}
+
+// step runs fn as step name unless the saved position is past it, retrying
+// with exponential backoff; then saves the position.
+func (w *workflow) step(ctx context.Context, name string, order []string, fn func(ctx context.Context) error) error {
+	if idx(order, w.op.Step) > idx(order, name) {
+		return nil // done before a restart
+	}
+	w.op.Step = name
+	if err := w.save(ctx); err != nil {
+		return backoff.Permanent(err)
+	}
+	b := backoff.WithContext(backoff.WithMaxRetries(&backoff.ExponentialBackOff{
+		InitialInterval: 500 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 10 * time.Second,
+		MaxElapsedTime: 0, Stop: backoff.Stop, Clock: backoff.SystemClock}, uint64(w.e.cfg.StepAttempts-1)), ctx)
+	err := backoff.RetryNotify(func() error {
+		err := fn(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.op.Attempts++
+			_ = w.save(ctx)
+		}
+		return err
+	}, b, func(err error, d time.Duration) {
+		w.log.Warn("step failed, retrying", zap.String("step", name), zap.Duration("in", d), zap.Error(err))
+	})
+	if err != nil {
+		return fmt.Errorf("step %s: %w", name, err)
+	}
+	return nil
+}
+
+func idx(order []string, s string) int {
+	for i, o := range order {
+		if o == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func (w *workflow) fail(err error) {
+	ctx := context.WithoutCancel(w.e.ctx)
+	w.op.State, w.op.Error = store.OpFailed, err.Error()
+	if serr := w.save(ctx); serr != nil {
+		w.log.Error("save failed operation", zap.Error(serr))
+	}
+	if w.op.Kind == KindCreate || w.op.Kind == KindScale || w.op.Kind == KindDelete {
+		if serr := w.e.st.SetClusterPhase(ctx, w.op.ClusterID, store.PhaseFailed, err.Error(), 0); serr != nil && !errors.Is(serr, store.ErrNotFound) {
+			w.log.Error("set cluster failed", zap.Error(serr))
+		}
+	}
+	w.log.Error("operation failed", zap.Error(err))
+}
+
+func (w *workflow) execute(ctx context.Context) error {
+	c, err := w.e.st.GetCluster(ctx, w.op.ClusterID)
+	if err != nil {
+		return fmt.Errorf("load cluster: %w", err)
+	}
+	p, ok := w.e.providers[c.Provider]
+	if !ok {
+		return fmt.Errorf("provider %q is not configured on this server", c.Provider)
+	}
+	tpl, err := w.template(ctx, c)
+	if err != nil {
+		return err
+	}
+	x := &clusterCtx{w: w, c: c, p: p, tpl: tpl, prefix: clusterPrefix(c.Namespace, c.Project, c.Name)}
+	switch w.op.Kind {
+	case KindCreate:
+		return x.create(ctx)
+	case KindScale:
+		return x.scale(ctx)
+	case KindDelete:
+		return x.delete(ctx)
+	case KindSwitchover, KindFailover:
+		return x.switchover(ctx)
+	case KindRestart:
+		return x.restart(ctx)
+	}
+	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
+}
+
+func (w *workflow) template(ctx context.Context, c store.Cluster) (catalog.Template, error) {
+	if t, ok := catalog.Lookup(c.Template); ok {
+		return t, nil
+	}
+	ut, err := w.e.st.GetTemplate(ctx, c.Namespace, c.Template)
+	if err != nil {
+		return catalog.Template{}, fmt.Errorf("template %s: %w", c.Template, err)
+	}
+	return catalog.FromJSON(ut.Body)
+}
+
+type clusterCtx struct {
+	w      *workflow
+	c      store.Cluster
+	p      infra.Provider
+	tpl    catalog.Template
+	prefix string
+}
+
+func (x *clusterCtx) spec(node string) infra.NodeSpec {
+	a := x.w.e.cfg.Agent
+	a.SynchronousMode = x.c.SynchronousMode
+	if x.w.e.cfg.EventsURL != nil && a.Dapr == nil {
+		a.EventsURL = x.w.e.cfg.EventsURL(x.c.ID)
+	}
+	return infra.NodeSpec{ClusterID: x.c.ID, Namespace: x.c.Namespace, Project: x.c.Project, Cluster: x.c.Name, Node: node,
+		Template: x.tpl, Plan: x.tpl.Plans[x.c.Plan], Agent: a}
+}
+
+func nodeName(i int) string { return "node" + strconv.Itoa(i) }
+
+func nodeIndex(n string) int {
+	i, _ := strconv.Atoi(strings.TrimPrefix(n, "node"))
+	return i
+}
+
+// nodes returns the cluster's node rows by name.
+func (x *clusterCtx) nodes(ctx context.Context) (map[string]store.Node, error) {
+	ns, err := x.w.e.st.ListNodes(ctx, x.c.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]store.Node{}
+	for _, n := range ns {
+		out[n.Name] = n
+	}
+	return out, nil
+}
+
+// ensureNodes creates every node in want (idempotently, recording handles).
+func (x *clusterCtx) ensureNodes(ctx context.Context, want []string) error {
+	have, err := x.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range want {
+		prev := have[n].Handle
+		h, err := x.p.Create(ctx, x.spec(n), prev)
+		if err != nil {
+			return err
+		}
+		if err := x.w.e.st.UpsertNode(ctx, store.Node{ClusterID: x.c.ID, Name: n, Host: "127.0.0.1", State: "created", Handle: h}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x *clusterCtx) desired(nodes []string) Desired {
+	return Desired{Replicas: len(nodes), SynchronousMode: x.c.SynchronousMode, Engine: x.c.Engine, Version: x.c.Version,
+		Template: x.c.Template, Plan: x.c.Plan, Nodes: nodes}
+}
+
+// waitReady polls etcd until the wanted nodes form a ready cluster,
+// keeping the operation's lease and progress up to date.
+func (x *clusterCtx) waitReady(ctx context.Context, want []string) error {
+	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
+	last := ""
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		live, err := readLive(rctx, x.w.e.etcd, x.prefix)
+		cancel()
+		problem := "etcd unreachable"
+		if err == nil {
+			problem = live.readyProblem(want)
+			if problem == "" {
+				x.w.params.Progress = fmt.Sprintf("%d of %d nodes ready", len(want), len(want))
+				return x.w.save(ctx)
+			}
+			problem = fmt.Sprintf("%s (%d of %d nodes ready)", problem, live.ReadyCount(want), len(want))
+		}
+		if problem != last {
+			x.w.params.Progress = problem
+			if err := x.w.save(ctx); err != nil {
+				return backoff.Permanent(err)
+			}
+			last = problem
+		} else if time.Until(x.w.op.LeaseUntil) < x.w.e.cfg.Lease/2 {
+			if err := x.w.save(ctx); err != nil {
+				return backoff.Permanent(err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return backoff.Permanent(fmt.Errorf("not ready after %s: %s", x.w.e.cfg.ReadyTimeout, problem))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func names(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = nodeName(i + 1)
+	}
+	return out
+}
+
+var createSteps = []string{"", "spec", "nodes", "ready"}
+
+func (x *clusterCtx) create(ctx context.Context) error {
+	want := names(x.c.Replicas)
+	if err := x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseProvisioning, "", 0); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "spec", createSteps, func(ctx context.Context) error {
+		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(want))
+	}); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "nodes", createSteps, func(ctx context.Context) error { return x.ensureNodes(ctx, want) }); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "ready", createSteps, func(ctx context.Context) error {
+		// A restart may find nodes whose agent died with the old server.
+		if err := x.ensureNodes(ctx, want); err != nil {
+			return err
+		}
+		return x.waitReady(ctx, want)
+	}); err != nil {
+		return err
+	}
+	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", 0)
+}
+
+var scaleSteps = []string{"", "spec", "remove", "add", "ready"}
+
+func (x *clusterCtx) scale(ctx context.Context) error {
+	target := x.w.params.Replicas
+	have, err := x.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	current := make([]string, 0, len(have))
+	for n := range have {
+		current = append(current, n)
+	}
+	sort.Slice(current, func(i, j int) bool { return nodeIndex(current[i]) < nodeIndex(current[j]) })
+	// Keep the primary; drop the highest-numbered replicas; add new names.
+	want := append([]string(nil), current...)
+	if target < len(want) {
+		primary := ""
+		if l, err := readLive(ctx, x.w.e.etcd, x.prefix); err == nil && l.Leader != nil {
+			primary = l.Leader.Node
+		}
+		var keep []string
+		drop := len(want) - target
+		for i := len(want) - 1; i >= 0; i-- {
+			if drop > 0 && want[i] != primary {
+				drop--
+				continue
+			}
+			keep = append([]string{want[i]}, keep...)
+		}
+		want = keep
+	}
+	next := 1
+	for _, n := range current {
+		next = max(next, nodeIndex(n)+1)
+	}
+	for len(want) < target {
+		want = append(want, nodeName(next))
+		next++
+	}
+	if err := x.w.step(ctx, "spec", scaleSteps, func(ctx context.Context) error {
+		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(want))
+	}); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "remove", scaleSteps, func(ctx context.Context) error {
+		for _, n := range current {
+			if idx(want, n) >= 0 {
+				continue
+			}
+			if err := x.p.Delete(ctx, x.spec(n), have[n].Handle); err != nil {
+				return err
+			}
+			if err := x.w.e.st.DeleteNode(ctx, x.c.ID, n); err != nil {
+				return err
+			}
+			if _, err := x.w.e.etcd.Delete(ctx, x.prefix+"members/"+n); err != nil {
+				return fmt.Errorf("delete member key: %w", err)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "add", scaleSteps, func(ctx context.Context) error { return x.ensureNodes(ctx, want) }); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "ready", scaleSteps, func(ctx context.Context) error { return x.waitReady(ctx, want) }); err != nil {
+		return err
+	}
+	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", target)
+}
+
+var deleteSteps = []string{"", "nodes", "keyspace", "record"}
+
+func (x *clusterCtx) delete(ctx context.Context) error {
+	if err := x.w.step(ctx, "nodes", deleteSteps, func(ctx context.Context) error {
+		have, err := x.nodes(ctx)
+		if err != nil {
+			return err
+		}
+		for n, row := range have {
+			if err := x.p.Delete(ctx, x.spec(n), row.Handle); err != nil {
+				return err
+			}
+			if err := x.w.e.st.DeleteNode(ctx, x.c.ID, n); err != nil {
+				return err
+			}
+		}
+		return x.p.DeleteCluster(ctx, x.c.ID)
+	}); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "keyspace", deleteSteps, func(ctx context.Context) error {
+		return deletePrefix(ctx, x.w.e.etcd, x.prefix)
+	}); err != nil {
+		return err
+	}
+	return x.w.step(ctx, "record", deleteSteps, func(ctx context.Context) error { return x.w.e.st.DeleteCluster(ctx, x.c.ID) })
+}
+
+var switchSteps = []string{"", "request", "wait"}
+
+func (x *clusterCtx) switchover(ctx context.Context) error {
+	if err := x.w.step(ctx, "request", switchSteps, func(ctx context.Context) error {
+		l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+		if err != nil {
+			return err
+		}
+		if l.Leader == nil {
+			return backoff.Permanent(errors.New("the cluster has no primary"))
+		}
+		from := x.w.params.From
+		if x.w.op.Kind == KindSwitchover && from == "" {
+			from = l.Leader.Node
+		}
+		if from != "" && from != l.Leader.Node {
+			return backoff.Permanent(fmt.Errorf("%s is not the primary (%s is)", from, l.Leader.Node))
+		}
+		if x.w.params.To != "" && x.w.params.To == l.Leader.Node {
+			return backoff.Permanent(fmt.Errorf("%s is already the primary", x.w.params.To))
+		}
+		ok, err := requestSwitchover(ctx, x.w.e.etcd, x.prefix, from, x.w.params.To, x.w.params.Reason)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return backoff.Permanent(errors.New("a switchover is already pending"))
+		}
+		x.w.params.From = l.Leader.Node // remember who was primary
+		return nil
+	}); err != nil {
+		return err
+	}
+	return x.w.step(ctx, "wait", switchSteps, func(ctx context.Context) error {
+		deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
+		for {
+			l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+			if err == nil && l.Leader != nil && l.Leader.Node != x.w.params.From &&
+				(x.w.params.To == "" || l.Leader.Node == x.w.params.To) && !l.Switchover {
+				x.w.params.Progress = "primary is " + l.Leader.Node
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return backoff.Permanent(fmt.Errorf("primary did not change within %s", x.w.e.cfg.ReadyTimeout))
+			}
+			if time.Until(x.w.op.LeaseUntil) < x.w.e.cfg.Lease/2 {
+				if err := x.w.save(ctx); err != nil {
+					return backoff.Permanent(err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	})
+}
+
+var restartSteps = []string{"", "restart"}
+
+// restart restarts replicas one at a time, then the primary, waiting for
+// the cluster to be ready in between.
+func (x *clusterCtx) restart(ctx context.Context) error {
+	return x.w.step(ctx, "restart", restartSteps, func(ctx context.Context) error {
+		have, err := x.nodes(ctx)
+		if err != nil {
+			return err
+		}
+		var order []string
+		primary := ""
+		if l, err := readLive(ctx, x.w.e.etcd, x.prefix); err == nil && l.Leader != nil {
+			primary = l.Leader.Node
+		}
+		all := make([]string, 0, len(have))
+		for n := range have {
+			all = append(all, n)
+			if n != primary {
+				order = append(order, n)
+			}
+		}
+		sort.Strings(order)
+		if primary != "" {
+			order = append(order, primary)
+		}
+		sort.Strings(all)
+		for _, n := range order {
+			if idx(x.w.params.Done, n) >= 0 {
+				continue
+			}
+			h, err := x.p.Restart(ctx, x.spec(n), have[n].Handle)
+			if err != nil {
+				return err
+			}
+			if err := x.w.e.st.UpsertNode(ctx, store.Node{ClusterID: x.c.ID, Name: n, Host: have[n].Host, State: "created", Handle: h}); err != nil {
+				return err
+			}
+			if err := x.waitReady(ctx, all); err != nil {
+				return err
+			}
+			x.w.params.Done = append(x.w.params.Done, n)
+			if err := x.w.save(ctx); err != nil {
+				return backoff.Permanent(err)
+			}
+		}
+		return nil
+	})
+}

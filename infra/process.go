@@ -1,0 +1,375 @@
+package infra
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+)
+
+// ProcessHandle is the process provider's handle of one node.
+type ProcessHandle struct {
+	Dir      string `json:"dir"`
+	Config   string `json:"config"`
+	PID      int    `json:"pid"`
+	PGPort   int    `json:"pg_port"`
+	HTTPPort int    `json:"http_port"`
+}
+
+// Process runs each node as a local process group: one
+// `dbpilot-agent run --config` whose PostgreSQL joins its group. Nodes live
+// under Root/{cluster id}/{node}. Processes outlive the server: a restarted
+// server adopts them through the pid in the handle.
+type Process struct {
+	root     string
+	agentBin string
+	osUser   string
+	log      *zap.Logger
+
+	mu    sync.Mutex
+	waits map[int]chan struct{} // pid → closed when the child we started exits
+}
+
+// NewProcess returns a process provider keeping nodes under root and
+// running agentBin. When the server runs as root, PostgreSQL runs as the
+// OS user "postgres".
+func NewProcess(root, agentBin string, log *zap.Logger) (*Process, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("process provider root: %w", err)
+	}
+	if err := mkdirTraversable(abs); err != nil {
+		return nil, fmt.Errorf("process provider root: %w", err)
+	}
+	p := &Process{root: abs, agentBin: agentBin, log: log.Named("process"), waits: map[int]chan struct{}{}}
+	if os.Geteuid() == 0 {
+		p.osUser = "postgres"
+	}
+	return p, nil
+}
+
+// Name returns "process".
+func (p *Process) Name() string { return "process" }
+
+// Root returns the folder holding every node.
+func (p *Process) Root() string { return p.root }
+
+func (p *Process) clusterDir(id string) string { return filepath.Join(p.root, id) }
+
+// Create writes the node's agent config (once; ports are kept across
+// attempts) and starts its agent unless the recorded process still runs.
+func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessage) (json.RawMessage, error) {
+	var h ProcessHandle
+	if len(prev) > 0 {
+		_ = json.Unmarshal(prev, &h)
+	}
+	if h.PID > 0 && p.alive(h) {
+		return mustHandle(h), nil
+	}
+	cdir := p.clusterDir(spec.ClusterID)
+	h.Dir = filepath.Join(cdir, spec.Node)
+	if err := mkdirTraversable(h.Dir); err != nil {
+		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+	}
+	cred := filepath.Join(cdir, "credentials.yaml")
+	if err := writeCredentials(cred); err != nil {
+		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+	}
+	var err error
+	if h.PGPort == 0 {
+		if h.PGPort, err = freePort(); err != nil {
+			return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+		}
+	}
+	if h.HTTPPort == 0 {
+		if h.HTTPPort, err = freePort(); err != nil {
+			return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+		}
+	}
+	h.Config = filepath.Join(h.Dir, "agent.yaml")
+	b, err := AgentConfig(spec, NodeLayout{Address: "127.0.0.1", PGPort: h.PGPort, HTTPPort: h.HTTPPort,
+		DataDir: filepath.Join(h.Dir, "data"), StateDir: filepath.Join(h.Dir, "state"), CredentialsFile: cred, OSUser: p.osUser})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(h.Config, b, 0o600); err != nil {
+		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+	}
+	if h.PID, err = p.start(h); err != nil {
+		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+	}
+	p.log.Info("node started", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node), zap.Int("pid", h.PID), zap.Int("pg_port", h.PGPort))
+	return mustHandle(h), nil
+}
+
+func (p *Process) start(h ProcessHandle) (int, error) {
+	logf, err := os.OpenFile(filepath.Join(h.Dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(p.agentBin, "run", "--config", h.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return 0, fmt.Errorf("start agent %s: %w", p.agentBin, err)
+	}
+	done := make(chan struct{})
+	pid := cmd.Process.Pid
+	p.mu.Lock()
+	p.waits[pid] = done
+	p.mu.Unlock()
+	go func() {
+		_ = cmd.Wait() // reaps the child
+		logf.Close()
+		close(done)
+	}()
+	return pid, nil
+}
+
+// alive reports whether h's agent runs: the pid exists, is not a zombie
+// and runs with h's config file.
+func (p *Process) alive(h ProcessHandle) bool {
+	p.mu.Lock()
+	done, ours := p.waits[h.PID]
+	p.mu.Unlock()
+	if ours {
+		select {
+		case <-done:
+			return false
+		default:
+		}
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", h.PID))
+	if err != nil {
+		return false
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.PID))
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	return bytes.Contains(cmdline, []byte(h.Config))
+}
+
+// Delete stops the node's agent (SIGTERM: it stops PostgreSQL), kills what
+// is left of its process group and removes its folder.
+func (p *Process) Delete(ctx context.Context, spec NodeSpec, handle json.RawMessage) error {
+	var h ProcessHandle
+	if len(handle) > 0 {
+		_ = json.Unmarshal(handle, &h)
+	}
+	if h.Dir == "" {
+		h.Dir = filepath.Join(p.clusterDir(spec.ClusterID), spec.Node)
+	}
+	if err := p.stop(ctx, h); err != nil {
+		return fmt.Errorf("delete node %s: %w", spec.Node, err)
+	}
+	if err := os.RemoveAll(h.Dir); err != nil {
+		return fmt.Errorf("delete node %s: %w", spec.Node, err)
+	}
+	p.log.Info("node deleted", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node))
+	return nil
+}
+
+// stop terminates the agent gracefully, then its whole group, then any
+// process still running out of the node's folder.
+func (p *Process) stop(ctx context.Context, h ProcessHandle) error {
+	if h.PID > 0 && p.alive(h) {
+		_ = syscall.Kill(h.PID, syscall.SIGTERM)
+		if !waitUntil(ctx, 30*time.Second, func() bool { return !p.alive(h) }) {
+			_ = syscall.Kill(-h.PID, syscall.SIGKILL)
+		}
+	}
+	if h.PID > 0 {
+		_ = syscall.Kill(-h.PID, syscall.SIGKILL) // stragglers of the group
+	}
+	// PostgreSQL children that left the group (or a previous server's
+	// agent) still hold the folder: find them by their command line.
+	if !waitUntil(ctx, 20*time.Second, func() bool {
+		pids := processesUsing(h.Dir)
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return len(pids) == 0
+	}) {
+		return fmt.Errorf("processes still running in %s: %v", h.Dir, processesUsing(h.Dir))
+	}
+	return nil
+}
+
+// Restart stops the node's agent and starts it again with the same config.
+func (p *Process) Restart(ctx context.Context, spec NodeSpec, handle json.RawMessage) (json.RawMessage, error) {
+	var h ProcessHandle
+	if err := json.Unmarshal(handle, &h); err != nil || h.Config == "" {
+		return nil, fmt.Errorf("restart node %s: no process handle", spec.Node)
+	}
+	if err := p.stop(ctx, h); err != nil {
+		return nil, fmt.Errorf("restart node %s: %w", spec.Node, err)
+	}
+	pid, err := p.start(h)
+	if err != nil {
+		return nil, fmt.Errorf("restart node %s: %w", spec.Node, err)
+	}
+	h.PID = pid
+	return mustHandle(h), nil
+}
+
+// Status reports whether the node's agent runs.
+func (p *Process) Status(_ context.Context, handle json.RawMessage) (Status, error) {
+	var h ProcessHandle
+	if err := json.Unmarshal(handle, &h); err != nil {
+		return Status{}, fmt.Errorf("process status: %w", err)
+	}
+	if p.alive(h) {
+		return Status{Running: true, Detail: fmt.Sprintf("pid %d", h.PID)}, nil
+	}
+	return Status{Running: false, Detail: "agent not running"}, nil
+}
+
+// DeleteCluster removes the cluster folder (credentials and any leftovers).
+func (p *Process) DeleteCluster(ctx context.Context, clusterID string) error {
+	dir := p.clusterDir(clusterID)
+	if err := p.stop(ctx, ProcessHandle{Dir: dir}); err != nil {
+		return fmt.Errorf("delete cluster %s: %w", clusterID, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("delete cluster %s: %w", clusterID, err)
+	}
+	return nil
+}
+
+// ProcessesUsing lists the pids whose command line mentions dir (the node's
+// agent and its PostgreSQL, whose -D names the data folder).
+func processesUsing(dir string) []int {
+	if dir == "" {
+		return nil
+	}
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	needle := []byte(dir + "/")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(b, needle) {
+			stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+				continue // a zombie holds nothing; its parent reaps it
+			}
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// ProcessesUsing lists live processes whose command line mentions a path
+// under dir; tests use it to prove a deleted cluster left nothing behind.
+func ProcessesUsing(dir string) []int { return processesUsing(dir) }
+
+func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func mustHandle(h ProcessHandle) json.RawMessage {
+	b, _ := json.Marshal(h)
+	return b
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// writeCredentials creates the cluster's credentials file (0600) with
+// random passwords, unless it exists.
+func writeCredentials(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	doc := map[string]any{
+		"superuser":   map[string]string{"username": "postgres", "password": randomHex(16)},
+		"replication": map[string]string{"username": "replicator", "password": randomHex(16)},
+	}
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// ReadSuperuser returns the superuser name and password of a process
+// cluster (for tests and `psql` walkthroughs).
+func (p *Process) ReadSuperuser(clusterID string) (user, password string, err error) {
+	b, err := os.ReadFile(filepath.Join(p.clusterDir(clusterID), "credentials.yaml"))
+	if err != nil {
+		return "", "", fmt.Errorf("read credentials: %w", err)
+	}
+	var doc struct {
+		Superuser struct{ Username, Password string }
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return "", "", fmt.Errorf("read credentials: %w", err)
+	}
+	return doc.Superuser.Username, doc.Superuser.Password, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// mkdirTraversable creates dir and makes it and its parents searchable by
+// other users, so PostgreSQL running as its own OS user reaches its data.
+func mkdirTraversable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, st.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("make %s traversable: %w", d, err)
+			}
+		}
+	}
+	return nil
+}

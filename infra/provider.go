@@ -1,0 +1,159 @@
+// Package infra is the Infrastructure Service's provider layer: a Provider
+// creates, deletes, restarts and reports on one database node from an image
+// template (catalog.Template) and an agent configuration. Providers:
+//
+//   - process: nodes as local process groups (dbpilot-agent run --config)
+//     on this machine; the embedded default and the test bed.
+//   - fleet: enrolled bare-metal or VM hosts, allocated by labels and free
+//     capacity; the host runs the agent with the configuration assigned to it.
+//   - cloud-init: RenderCloudInit turns a node into IaaS user-data (see
+//     deploy/terraform for a consumer).
+//
+// Every Provider method is idempotent: the workflow that calls it persists
+// the returned handle and retries after a crash or a server restart.
+package infra
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dbpilot/dbpilot/catalog"
+)
+
+// ErrNoCapacity: no host can take the node (fleet).
+var ErrNoCapacity = errors.New("no capacity")
+
+// NodeSpec is everything a provider needs to create one node.
+type NodeSpec struct {
+	ClusterID string
+	Namespace string
+	Project   string
+	Cluster   string
+	Node      string
+	Template  catalog.Template
+	Plan      catalog.Plan
+	Agent     AgentSettings
+}
+
+// AgentSettings are the cluster-wide parts of every node's agent
+// configuration.
+type AgentSettings struct {
+	EtcdEndpoints   []string
+	SynchronousMode string // on | off
+	// EventsURL is where the agent posts events over HTTP ("" with Dapr).
+	EventsURL string
+	// Dapr, when set, makes the agent publish through its sidecar.
+	Dapr *DaprSettings
+	TTL  time.Duration
+	// Interval is the agent's health interval (0: agent default).
+	Interval time.Duration
+	LogLevel string
+}
+
+// DaprSettings name the agent's sidecar and topic.
+type DaprSettings struct {
+	GRPCAddress string `json:"grpc_address"`
+	PubSub      string `json:"pubsub"`
+	Topic       string `json:"topic"`
+}
+
+// Status is what a provider knows about a node.
+type Status struct {
+	// Running: the node's agent process (or host) is up.
+	Running bool   `json:"running"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// Provider creates and removes nodes. Handles are provider-specific JSON
+// the caller persists and hands back.
+type Provider interface {
+	// Name is the provider's name in the API ("process", "fleet").
+	Name() string
+	// Create makes sure the node exists and runs. prev is the handle of an
+	// earlier attempt (nil the first time); an existing healthy node is
+	// adopted, not recreated.
+	Create(ctx context.Context, spec NodeSpec, prev json.RawMessage) (json.RawMessage, error)
+	// Delete stops the node and removes everything Create made. Deleting
+	// a node that is already gone succeeds.
+	Delete(ctx context.Context, spec NodeSpec, handle json.RawMessage) error
+	// Restart stops and starts the node's agent (and so its database).
+	Restart(ctx context.Context, spec NodeSpec, handle json.RawMessage) (json.RawMessage, error)
+	// Status reports on the node.
+	Status(ctx context.Context, handle json.RawMessage) (Status, error)
+	// DeleteCluster removes cluster-wide leftovers once every node is gone.
+	DeleteCluster(ctx context.Context, clusterID string) error
+}
+
+// AgentConfig renders the dbpilot-agent YAML for one node (the format of
+// docs/agent-config.md). Paths and ports are the node's.
+func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {
+	pg := map[string]any{
+		"data_dir": l.DataDir, "listen_address": l.Address, "port": l.PGPort,
+		"credentials_file": l.CredentialsFile,
+	}
+	if spec.Template.BinDir != "" {
+		pg["bin_dir"] = spec.Template.BinDir
+	}
+	if l.OSUser != "" {
+		pg["os_user"] = l.OSUser
+	}
+	if len(spec.Template.Parameters) > 0 {
+		pg["parameters"] = spec.Template.Parameters
+	}
+	cfg := map[string]any{
+		"node":             map[string]any{"name": spec.Node, "address": l.Address},
+		"cluster":          map[string]any{"namespace": spec.Namespace, "project": spec.Project, "name": spec.Cluster},
+		"etcd":             map[string]any{"endpoints": spec.Agent.EtcdEndpoints},
+		"synchronous_mode": orDefault(spec.Agent.SynchronousMode, "off"),
+		"state_dir":        l.StateDir,
+		"postgres":         pg,
+		"log":              map[string]any{"level": orDefault(spec.Agent.LogLevel, "info")},
+	}
+	if l.HTTPPort > 0 {
+		cfg["http"] = map[string]any{"listen": fmt.Sprintf("%s:%d", l.Address, l.HTTPPort)}
+	}
+	if spec.Agent.TTL > 0 {
+		cfg["ttl"] = spec.Agent.TTL.String()
+	}
+	if spec.Agent.Interval > 0 {
+		cfg["health"] = map[string]any{"interval": spec.Agent.Interval.String()}
+	}
+	switch {
+	case spec.Agent.Dapr != nil:
+		cfg["events"] = map[string]any{"dapr": map[string]any{
+			"grpc_address": spec.Agent.Dapr.GRPCAddress, "pubsub": spec.Agent.Dapr.PubSub, "topic": spec.Agent.Dapr.Topic}}
+	case spec.Agent.EventsURL != "":
+		cfg["events"] = map[string]any{"http": map[string]any{"url": spec.Agent.EventsURL, "timeout": "5s"}}
+	}
+	if len(spec.Template.Handlers) > 0 {
+		cfg["handlers"] = spec.Template.Handlers
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("render agent config for %s: %w", spec.Node, err)
+	}
+	return b, nil
+}
+
+// NodeLayout is where one node lives.
+type NodeLayout struct {
+	Address         string
+	PGPort          int
+	HTTPPort        int
+	DataDir         string
+	StateDir        string
+	CredentialsFile string
+	OSUser          string
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
