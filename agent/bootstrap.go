@@ -36,7 +36,7 @@ func (a *Agent) ensureData(ctx context.Context) error {
 			// initdb, clone or start failed: nothing is half-registered in
 			// etcd, so retry with a growing delay rather than give up.
 			a.log.Error("bootstrap step failed; retrying", zap.Duration("in", delay), zap.Error(err))
-			delay = min(2*delay, 30*time.Second)
+			delay = min(2*delay, 5*time.Second)
 		default:
 			delay = a.cfg.Health.Interval / 2
 		}
@@ -83,6 +83,15 @@ func (a *Agent) bootstrapStep(ctx context.Context) (bool, error) {
 	switch {
 	case !snap.Initialized && snap.Leader == nil:
 		return a.bootstrapPrimary(ctx)
+	case snap.Leader != nil && snap.Leader.Node == a.cfg.Node.Name:
+		// A leader key of ours without our data: left by an earlier run of
+		// this agent. Never clone from ourselves; let it go first.
+		if snap.LeaderLease == int64(a.dcs.Lease()) {
+			_, err := a.dcs.ReleaseLeader(ctx, snap.LeaderRev)
+			return false, err
+		}
+		a.log.Warn("a leader key of this node from an earlier run is still alive; waiting for its lease to expire")
+		return false, nil
 	case snap.Leader != nil:
 		return true, a.cloneReplica(ctx, snap)
 	default:
@@ -132,9 +141,17 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 		LastUpdated: time.Now().Unix(), TTLSeconds: a.dcs.TTLSeconds(),
 		Nodes: []dcs.DocumentNode{{Name: a.cfg.Node.Name, Status: "Online", IPAddress: a.cfg.Node.Address, Port: a.cfg.Postgres.Port, Role: "Primary"}}}
 	rev, ok, err := a.dcs.Bootstrap(ctx, cd.SystemIdentifier, l, doc)
-	if err != nil || !ok {
+	if err != nil {
+		// The commit may have happened before the connection broke: find
+		// out before touching the data directory.
+		rev, ok, err = a.bootstrapOutcome(ctx, cd.SystemIdentifier)
+		if err != nil {
+			return false, fmt.Errorf("bootstrap transaction outcome unknown (data directory kept): %w", err)
+		}
+	}
+	if !ok {
 		// Someone else initialised the cluster: our data is not theirs.
-		a.log.Warn("bootstrap transaction lost; discarding the local data directory", zap.Error(err))
+		a.log.Warn("bootstrap transaction lost; discarding the local data directory")
 		_ = a.pg.Stop(ctx, postgres.StopImmediate)
 		if rerr := a.pg.RemoveDataDir(); rerr != nil {
 			return true, rerr
@@ -153,6 +170,27 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	a.publish(proto.TypePrimaryChanged, proto.PrimaryChanged{Primary: a.cfg.Node.Name, Reason: "bootstrap", Timeline: st.Timeline, LSN: st.WriteLSN.String()})
 	a.log.Info("cluster bootstrapped", zap.String("system_id", cd.SystemIdentifier), zap.Uint64("term", 1))
 	return true, nil
+}
+
+// bootstrapOutcome re-reads etcd after an ambiguous bootstrap transaction:
+// it succeeded if the marker holds our system identifier and the leader key
+// is ours; it lost if the cluster is initialized otherwise.
+func (a *Agent) bootstrapOutcome(ctx context.Context, systemID string) (int64, bool, error) {
+	var lastErr error
+	for i := 0; i < 5 && ctx.Err() == nil; i++ {
+		snap, err := a.dcs.Snapshot(ctx)
+		if err != nil {
+			lastErr = err
+			time.Sleep(a.cfg.Etcd.RequestTimeout)
+			continue
+		}
+		if !snap.Initialized {
+			return 0, false, errors.New("not committed yet; retry")
+		}
+		mine := snap.SystemID == systemID && snap.Leader != nil && snap.Leader.Node == a.cfg.Node.Name && snap.LeaderLease == int64(a.dcs.Lease())
+		return snap.LeaderRev, mine, nil
+	}
+	return 0, false, lastErr
 }
 
 func (a *Agent) cloneReplica(ctx context.Context, snap dcs.Snapshot) error {
