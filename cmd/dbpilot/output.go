@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -21,11 +22,13 @@ type rawer interface{ Raw() json.RawMessage }
 // printObject prints one API object: its JSON (or YAML) as the server sent
 // it, or the table.
 func (a *app) printObject(raw json.RawMessage, table func(w io.Writer)) error {
-	switch a.g.output {
-	case "json":
+	switch {
+	case a.g.output == "json":
 		return writeJSON(a.stdout, raw)
-	case "yaml":
+	case a.g.output == "yaml":
 		return writeYAML(a.stdout, raw)
+	case strings.HasPrefix(a.g.output, "go-template="):
+		return writeTemplate(a.stdout, strings.TrimPrefix(a.g.output, "go-template="), raw)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	table(tw)
@@ -105,6 +108,24 @@ func toYAML(raw json.RawMessage) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// writeTemplate executes a Go template over the decoded JSON object
+// (-o go-template='{{.primary}}'), as kubectl does.
+func writeTemplate(w io.Writer, text string, raw json.RawMessage) error {
+	t, err := template.New("output").Option("missingkey=error").Parse(text)
+	if err != nil {
+		return usagef("--output go-template: %v", err)
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("go-template: %w", err)
+	}
+	if err := t.Execute(w, v); err != nil {
+		return usagef("--output go-template: %v", err)
+	}
+	_, err = fmt.Fprintln(w)
+	return err
 }
 
 // row writes tab-separated cells.

@@ -79,10 +79,11 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found, 4 unautho
 		SilenceErrors: true,
 		Version:       buildinfo.String(),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			switch a.g.output {
-			case "table", "json", "yaml":
+			switch {
+			case a.g.output == "table", a.g.output == "json", a.g.output == "yaml":
+			case strings.HasPrefix(a.g.output, "go-template=") && cmd.Name() != "events":
 			default:
-				return usagef("--output: must be table, json or yaml (got %q)", a.g.output)
+				return usagef("--output: must be table, json, yaml or go-template=TEMPLATE (got %q)", a.g.output)
 			}
 			if a.g.timeout < 0 {
 				return usagef("--timeout: must be >= 0 (got %s)", a.g.timeout)
@@ -99,7 +100,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found, 4 unautho
 	pf.StringVar(&a.g.token, "token", "", "API token (default: $DBPILOT_TOKEN, then the current context)")
 	pf.StringVarP(&a.g.namespace, "namespace", "n", "", "namespace (default: $DBPILOT_NAMESPACE, then the context's, then \"default\")")
 	pf.StringVar(&a.g.context, "context", "", "context of the config file to use (default: $DBPILOT_CONTEXT, then the current one)")
-	pf.StringVarP(&a.g.output, "output", "o", "table", "output format: table, json or yaml")
+	pf.StringVarP(&a.g.output, "output", "o", "table", "output format: table, json, yaml, or go-template=TEMPLATE (over the JSON object)")
 	pf.DurationVar(&a.g.timeout, "timeout", 10*time.Minute, "give up after this long (API calls and --wait)")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = root.RegisterFlagCompletionFunc("context", a.completeContexts)
