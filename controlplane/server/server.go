@@ -84,6 +84,7 @@ type Server struct {
 	Engine     *controlplane.Engine
 	Process    *infra.Process
 
+	api      *api.API
 	embedded *embed.Etcd
 	http     *http.Server
 	ln       net.Listener
@@ -134,9 +135,19 @@ func (s *Server) start(ctx context.Context) error {
 	if s.Process, err = infra.NewProcess(filepath.Join(cfg.DataDir, "nodes"), agentBin, s.log); err != nil {
 		return err
 	}
-	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	// Agents keep the ingest URL in their config: a port picked at random
+	// (":0") is remembered and reused after a restart.
+	listen := cfg.Listen
+	apiPortFile := filepath.Join(cfg.DataDir, "api.port")
+	if strings.HasSuffix(listen, ":0") {
+		if b, err := os.ReadFile(apiPortFile); err == nil {
+			listen = strings.TrimSuffix(listen, "0") + strings.TrimSpace(string(b))
+		}
 	}
+	if s.ln, err = net.Listen("tcp", listen); err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+	_ = os.WriteFile(apiPortFile, []byte(strconv.Itoa(s.ln.Addr().(*net.TCPAddr).Port)), 0o644)
 	s.URL = "http://" + s.ln.Addr().String()
 
 	bus := controlplane.NewEmbeddedBus()
@@ -156,6 +167,7 @@ func (s *Server) start(ctx context.Context) error {
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
 		IngestSecret: secret, Providers: []string{"process"}, Log: s.log.Named("api")})
+	s.api = a
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.Engine.Start(runCtx)
@@ -220,6 +232,9 @@ func (s *Server) startEtcd() error {
 	s.Etcd = cli
 	return nil
 }
+
+// Routes lists the API's "METHOD /path" patterns.
+func (s *Server) Routes() []string { return s.api.Routes() }
 
 // Close shuts down gracefully: stop accepting requests, let in-flight
 // requests finish (10 s), stop the workflows (they resume on the next

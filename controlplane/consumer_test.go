@@ -1,0 +1,67 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+// TestProjectionThroughEmbeddedBus publishes real agent envelopes through
+// the embedded bus: duplicates are applied once, older (term, revision)
+// events are dropped and counted, malformed events are refused.
+func TestProjectionThroughEmbeddedBus(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 2, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProjection(st, zaptest.NewLogger(t))
+	bus := NewEmbeddedBus()
+	bus.Subscribe(TopicAgentEvents, p.Handle)
+	env := func(typ string, node string, term uint64, rev int64, data any) []byte {
+		h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "p", Cluster: "db"}, Node: node, Term: term, Revision: rev, TimestampMS: time.Now().UnixMilli()}
+		e, err := proto.NewEnvelope(typ, proto.AgentSource("ns", "db", node), h, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(e)
+		return b
+	}
+	first := env(proto.TypePrimaryChanged, "n1", 1, 10, proto.PrimaryChanged{Primary: "n1", Reason: proto.ReasonBootstrap})
+	for _, b := range [][]byte{
+		first, first, // duplicate
+		env(proto.TypePrimaryChanged, "n2", 2, 20, proto.PrimaryChanged{Primary: "n2", PreviousPrimary: "n1", Reason: proto.ReasonFailover}),
+		env(proto.TypePrimaryChanged, "n1", 1, 30, proto.PrimaryChanged{Primary: "n1", Reason: proto.ReasonBootstrap}), // stale: lower term
+		env(proto.TypeMemberState, "n2", 2, 21, proto.MemberState{Role: proto.RolePrimary, State: proto.StateRunning, Healthy: true, LagBytes: 0}),
+		env(proto.TypeMemberState, "n1", 2, 22, proto.MemberState{Role: proto.RoleReplica, State: proto.StateUnhealthy, Healthy: false, LagBytes: -1}),
+	} {
+		if err := bus.Publish(ctx, TopicAgentEvents, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bus.Publish(ctx, TopicAgentEvents, []byte(`{"specversion":"1.0"}`)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("malformed event: %v", err)
+	}
+	stats := p.Stats()
+	if stats.Applied != 4 || stats.Duplicate != 1 || stats.Stale != 1 || stats.Malformed != 1 {
+		t.Fatalf("stats %+v", stats)
+	}
+	c, _ := st.GetCluster(ctx, "c1")
+	if c.Primary != "n2" || c.Term != 2 || c.StaleEvents != 1 || c.Phase != store.PhaseDegraded {
+		t.Fatalf("cluster %+v", c)
+	}
+}

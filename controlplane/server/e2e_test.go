@@ -1,0 +1,355 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/dbpilot/dbpilot/controlplane/server"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/infra"
+)
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dbpilot-server-test-")
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "dbpilot-agent")
+	out, err := exec.Command("go", "build", "-race", "-o", agentBin, "github.com/dbpilot/dbpilot/cmd/dbpilot-agent").CombinedOutput()
+	if err != nil {
+		fmt.Printf("building dbpilot-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// client is a tiny API client for the tests.
+type client struct {
+	t     *testing.T
+	base  string
+	token string
+}
+
+func (c client) do(method, path string, body any, out any) int {
+	c.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, c.base+path, rd)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			c.t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+type op struct {
+	ID, ClusterID, State, Step, Progress, Error string
+}
+
+func (o *op) UnmarshalJSON(b []byte) error {
+	var m struct {
+		ID        string `json:"id"`
+		ClusterID string `json:"cluster_id"`
+		State     string `json:"state"`
+		Step      string `json:"step"`
+		Progress  string `json:"progress"`
+		Error     string `json:"error"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*o = op{m.ID, m.ClusterID, m.State, m.Step, m.Progress, m.Error}
+	return nil
+}
+
+// waitOp polls an operation until it is terminal.
+func (c client) waitOp(ns, id string, timeout time.Duration) op {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var o op
+	for time.Now().Before(deadline) {
+		if code := c.do("GET", "/v1/namespaces/"+ns+"/operations/"+id, nil, &o); code != 200 {
+			c.t.Fatalf("get operation: %d", code)
+		}
+		if o.State == store.OpSucceeded || o.State == store.OpFailed {
+			return o
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.t.Fatalf("operation %s not finished after %s: %+v", id, timeout, o)
+	return o
+}
+
+type member struct {
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	State     string `json:"state"`
+	Healthy   bool   `json:"healthy"`
+	Streaming *bool  `json:"streaming"`
+}
+
+type clusterOut struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Phase    string   `json:"phase"`
+	Reason   string   `json:"reason"`
+	Primary  string   `json:"primary"`
+	Term     uint64   `json:"term"`
+	Replicas int      `json:"replicas"`
+	Members  []member `json:"members"`
+}
+
+func startServer(t *testing.T, dir string) (*server.Server, client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AgentBin: agentBin, ReadyTimeout: 3 * time.Minute}, zaptest.NewLogger(t).Named("server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store.CreateNamespace(ctx, "acme"); err != nil && err.Error() != "" && !strings.Contains(err.Error(), "conflict") {
+		t.Fatal(err)
+	}
+	tok, err := s.CreateToken(ctx, "test-admin", store.Grant{Namespace: "*", Role: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, client{t: t, base: s.URL, token: tok}
+}
+
+func testDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "dbpilot-cp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := filepath.Glob(filepath.Join(dir, "nodes", "*", "*", "agent.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("--- %s (tail)\n%s", l, b)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+// primaryStreaming checks on the primary itself (pg_stat_replication)
+// that want replicas stream from it.
+func primaryStreaming(t *testing.T, p *infra.Process, c clusterOut, handles map[string]infra.ProcessHandle, want int) error {
+	user, pw, err := p.ReadSuperuser(c.ID)
+	if err != nil {
+		return err
+	}
+	h := handles[c.Primary]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/postgres?sslmode=disable", user, pw, h.PGPort))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").Scan(&n); err != nil {
+		return err
+	}
+	if n != want {
+		return fmt.Errorf("%d streaming replicas, want %d", n, want)
+	}
+	return nil
+}
+
+func handlesOf(t *testing.T, s *server.Server, clusterID string) map[string]infra.ProcessHandle {
+	t.Helper()
+	nodes, err := s.Store.ListNodes(context.Background(), clusterID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]infra.ProcessHandle{}
+	for _, n := range nodes {
+		var h infra.ProcessHandle
+		_ = json.Unmarshal(n.Handle, &h)
+		out[n.Name] = h
+	}
+	return out
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = fn(); err == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+}
+
+// TestProvisionSwitchoverDelete drives a cluster through the API on the
+// process provider: create → Ready (1 primary, 2 streaming replicas),
+// a server restart in the middle of provisioning, switchover, delete
+// leaving no process and no folder behind.
+func TestProvisionSwitchoverDelete(t *testing.T) {
+	dir := testDir(t)
+	s, c := startServer(t, dir)
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+
+	var o op
+	code := c.do("POST", "/v1/namespaces/acme/clusters", map[string]any{"name": "billing", "replicas": 3, "plan": "small"}, &o)
+	if code != 202 || o.ID == "" {
+		t.Fatalf("create: %d %+v", code, o)
+	}
+	clusterID := o.ClusterID
+
+	// Restart the server mid-provisioning: once nodes are being created.
+	eventually(t, 60*time.Second, "provisioning reached the nodes step", func() error {
+		var cur op
+		c.do("GET", "/v1/namespaces/acme/operations/"+o.ID, nil, &cur)
+		if cur.Step == "nodes" || cur.Step == "ready" {
+			return nil
+		}
+		return fmt.Errorf("step %q", cur.Step)
+	})
+	s.Close()
+	closed = true
+	s, c = startServer(t, dir)
+	closed = false
+
+	done := c.waitOp("acme", o.ID, 4*time.Minute)
+	if done.State != store.OpSucceeded {
+		t.Fatalf("create failed: %+v", done)
+	}
+	var cl clusterOut
+	eventually(t, 60*time.Second, "projection shows 1 primary + 2 streaming replicas", func() error {
+		if code := c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl); code != 200 {
+			return fmt.Errorf("get: %d", code)
+		}
+		if cl.Phase != store.PhaseReady || cl.Primary == "" || len(cl.Members) != 3 {
+			return fmt.Errorf("cluster %+v", cl)
+		}
+		roles := map[string]int{}
+		for _, m := range cl.Members {
+			if !m.Healthy || m.State != "running" {
+				return fmt.Errorf("member %+v", m)
+			}
+			roles[m.Role]++
+			if m.Role == "replica" && (m.Streaming == nil || !*m.Streaming) {
+				return fmt.Errorf("replica %s not streaming", m.Name)
+			}
+		}
+		if roles["primary"] != 1 || roles["replica"] != 2 {
+			return fmt.Errorf("roles %v", roles)
+		}
+		return nil
+	})
+	handles := handlesOf(t, s, clusterID)
+	eventually(t, 30*time.Second, "primary reports 2 streaming replicas", func() error {
+		return primaryStreaming(t, s.Process, cl, handles, 2)
+	})
+
+	// Switchover to a named replica.
+	target := ""
+	for _, m := range cl.Members {
+		if m.Role == "replica" {
+			target = m.Name
+			break
+		}
+	}
+	if code := c.do("POST", "/v1/namespaces/acme/clusters/billing/switchover", map[string]any{"to": target, "reason": "test"}, &o); code != 202 {
+		t.Fatalf("switchover: %d", code)
+	}
+	if done := c.waitOp("acme", o.ID, 2*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("switchover failed: %+v", done)
+	}
+	eventually(t, 60*time.Second, "projection follows the switchover", func() error {
+		c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
+		if cl.Primary != target || cl.Term < 2 {
+			return fmt.Errorf("primary %s term %d, want %s", cl.Primary, cl.Term, target)
+		}
+		return nil
+	})
+
+	// Events were recorded and are listed.
+	var evs struct {
+		Items []struct {
+			Type string `json:"type"`
+		} `json:"items"`
+	}
+	if code := c.do("GET", "/v1/namespaces/acme/events?cluster=billing&type=io.dbpilot.cluster.primary_changed.v1", nil, &evs); code != 200 || len(evs.Items) < 2 {
+		t.Fatalf("primary_changed events: %d %+v", code, evs)
+	}
+
+	// Delete: nothing left behind.
+	if code := c.do("DELETE", "/v1/namespaces/acme/clusters/billing", nil, &o); code != 202 {
+		t.Fatalf("delete: %d", code)
+	}
+	if done := c.waitOp("acme", o.ID, 2*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("delete failed: %+v", done)
+	}
+	if code := c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, nil); code != 404 {
+		t.Fatalf("deleted cluster: %d", code)
+	}
+	cdir := filepath.Join(s.Process.Root(), clusterID)
+	if _, err := os.Stat(cdir); !os.IsNotExist(err) {
+		t.Fatalf("cluster folder %s still exists (%v)", cdir, err)
+	}
+	if pids := infra.ProcessesUsing(s.Process.Root()); len(pids) != 0 {
+		t.Fatalf("processes left behind: %v", pids)
+	}
+	resp, err := s.Etcd.Get(context.Background(), "/dbpilot/v1/clusters/acme/", clientv3WithPrefix())
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("etcd keys left: %v %v", resp, err)
+	}
+}
+
+func clientv3WithPrefix() clientv3.OpOption { return clientv3.WithPrefix() }
