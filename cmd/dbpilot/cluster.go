@@ -211,7 +211,7 @@ func (a *app) topology(ctx context.Context, w io.Writer, cl *client.Client, c cl
 	if len(c.Members) == 0 {
 		fmt.Fprintln(w, "No members reported yet.")
 	} else {
-		memberTable(w, c.Members)
+		memberTable(w, c, c.Members)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Last failover: "+a.lastFailover(ctx, cl, c))
@@ -224,7 +224,14 @@ func phaseReasonFull(c client.Cluster) string {
 	return c.Phase
 }
 
-func memberTable(w io.Writer, ms []client.Member) {
+// memberTable prints members; c (when known) flags stale primaries.
+func memberTable(w io.Writer, c client.Cluster, ms []client.Member) {
+	stale := false
+	defer func() {
+		if stale {
+			fmt.Fprintf(w, "\nprimary? = the node's last report says primary, but the cluster's primary is %s (term %d): it stopped reporting.\n", c.Primary, c.Term)
+		}
+	}()
 	row(w, "MEMBER", "ROLE", "STATE", "HEALTHY", "TIMELINE", "TERM", "LSN", "LAG", "LAG TIME", "STREAMING")
 	for _, m := range sortMembers(ms) {
 		lag, lagT, streaming := "-", "-", "-"
@@ -237,7 +244,12 @@ func memberTable(w io.Writer, ms []client.Member) {
 				streaming = yesNo(*m.Streaming)
 			}
 		}
-		row(w, m.Name, m.Role, orDash(m.State), yesNo(m.Healthy), m.Timeline, m.Term, orDash(m.LSN), lag, lagT, streaming)
+		role := m.Role
+		if stalePrimary(c, m) {
+			role = "primary?"
+			stale = true
+		}
+		row(w, m.Name, role, orDash(m.State), yesNo(m.Healthy), m.Timeline, m.Term, orDash(m.LSN), lag, lagT, streaming)
 	}
 }
 
@@ -459,7 +471,8 @@ func newNodeCmd(a *app) *cobra.Command {
 					fmt.Fprintf(w, "Cluster %s has no nodes yet.\n", argv[0])
 					return
 				}
-				memberTable(w, ms)
+				c, _ := cl.GetCluster(ctx, ns, argv[0])
+				memberTable(w, c, ms)
 			})
 		},
 	})

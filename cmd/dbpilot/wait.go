@@ -67,11 +67,12 @@ type waitSpec struct {
 	nodes int
 }
 
-// ready counts the running, healthy members.
+// ready counts the running, healthy members (a member still claiming the
+// primary role that the cluster no longer has as primary is not ready).
 func ready(c client.Cluster) int {
 	n := 0
 	for _, m := range c.Members {
-		if m.Healthy && m.State == "running" {
+		if m.Healthy && m.State == "running" && !stalePrimary(c, m) {
 			n++
 		}
 	}
@@ -148,4 +149,11 @@ func (a *app) opStatus(ctx context.Context, cl *client.Client, op client.Operati
 		s += fmt.Sprintf(" (retry %d)", op.Attempts)
 	}
 	return s
+}
+
+// stalePrimary reports a member whose last report says primary while the
+// cluster's primary is another node: its agent stopped reporting (killed,
+// partitioned) after it lost the leader key.
+func stalePrimary(c client.Cluster, m client.Member) bool {
+	return m.Role == "primary" && c.Primary != "" && m.Name != c.Primary
 }
