@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 // JSON output, against a real `dbpilot-server dev` running real PostgreSQL
 // nodes under the process provider.
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	c := newCLI(t)
 
@@ -280,4 +283,70 @@ func TestCLI(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestWalkthrough runs deploy/dev/walkthrough.sh, the five-minute
+// walkthrough of docs/cli.md, against the real binaries, and checks that
+// every command of the walkthrough in docs/cli.md is in the script as
+// written.
+func TestWalkthrough(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(root, "deploy/dev/walkthrough.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs/cli.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk, _, _ := strings.Cut(string(doc), "## Commands")
+	_, walk, _ = strings.Cut(walk, "## Walkthrough")
+	n := 0
+	inSh := false
+	for _, line := range strings.Split(walk, "\n") {
+		switch {
+		case line == "```sh":
+			inSh = true
+		case strings.HasPrefix(line, "```"):
+			inSh = false
+		case inSh && strings.TrimSpace(line) != "" && !strings.HasPrefix(line, "export PATH="):
+			n++
+			if !strings.Contains(string(script), line) {
+				t.Errorf("docs/cli.md walkthrough line is not in deploy/dev/walkthrough.sh as written:\n%s", line)
+			}
+		}
+	}
+	if n < 20 {
+		t.Fatalf("found only %d walkthrough command lines in docs/cli.md", n)
+	}
+
+	work := t.TempDir()
+	t.Cleanup(func() { killNodes(t, work) })
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "deploy/dev/walkthrough.sh"))
+	cmd.Dir = root
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + work, "BIN=" + bin.dir, "WORK=" + filepath.Join(work, "w")}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walkthrough.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"create demo: done: phase Ready",
+		"(2 rows)",
+		"is primary (failover, was node",
+		"Last failover: ",
+		"switchover demo: done",
+		"Cluster demo deleted.",
+		"Walkthrough complete.",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("walkthrough output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("walkthrough output:\n%s", tail(string(out), 2500))
 }

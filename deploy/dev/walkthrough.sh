@@ -44,16 +44,14 @@ pending() {
   fi
   return "$rc"
 }
-# pg_env CLUSTER: point psql at the cluster's primary (PGHOST, PGPORT,
-# PGUSER, PGPASSWORD), read from the dev server's data folder.
+# pg_env CLUSTER: point psql at the cluster's primary (step 3 spelled out).
 pg_env() {
-  local nodes primary
-  nodes="$WORK/server/nodes/$(dbpilot cluster get "$1" -o go-template='{{.id}}')"
-  primary=$(dbpilot cluster get "$1" -o go-template='{{.primary}}')
+  local NODES PRIMARY
+  NODES="$WORK/server/nodes/$(dbpilot cluster get "$1" -o go-template='{{.id}}')"
+  PRIMARY=$(dbpilot cluster get "$1" -o go-template='{{.primary}}')
   export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=postgres
-  PGPORT=$(awk '$1 == "port:" {print $2}' "$nodes/$primary/agent.yaml")
-  PGPASSWORD=$(awk '$1 == "superuser:" {s = 1} s && $1 == "password:" {print $2; exit}' "$nodes/credentials.yaml")
-  export PGPORT PGPASSWORD
+  export PGPORT=$(awk '$1 == "port:" {print $2}' "$NODES/$PRIMARY/agent.yaml")
+  export PGPASSWORD=$(awk '$1 == "superuser:" {s = 1} s && $1 == "password:" {print $2; exit}' "$NODES/credentials.yaml")
 }
 
 bg=()
@@ -69,7 +67,7 @@ trap cleanup EXIT
 step "1. Start the control plane: embedded etcd, SQLite, PostgreSQL nodes as local processes"
 dbpilot-server dev --dir "$WORK/server" --listen 127.0.0.1:0 >"$WORK/server.env" 2>"$WORK/server.log" &
 bg+=($!)
-wait_for 60 "dbpilot-server to print its address" grep -q DBPILOT_TOKEN= "$WORK/server.env"
+until grep -q DBPILOT_TOKEN= "$WORK/server.env"; do sleep 0.5; done
 set -a && . "$WORK/server.env" && set +a
 dbpilot login --server "$DBPILOT_SERVER" --token "$DBPILOT_TOKEN"
 
@@ -78,7 +76,11 @@ dbpilot cluster create demo --replicas 3 --wait
 dbpilot cluster get demo
 
 step "3. Connect with psql and write something"
-pg_env demo
+NODES="$WORK/server/nodes/$(dbpilot cluster get demo -o go-template='{{.id}}')"
+PRIMARY=$(dbpilot cluster get demo -o go-template='{{.primary}}')
+export PGHOST=127.0.0.1 PGUSER=postgres PGDATABASE=postgres
+export PGPORT=$(awk '$1 == "port:" {print $2}' "$NODES/$PRIMARY/agent.yaml")
+export PGPASSWORD=$(awk '$1 == "superuser:" {s = 1} s && $1 == "password:" {print $2; exit}' "$NODES/credentials.yaml")
 psql -c "CREATE TABLE notes (id int PRIMARY KEY, body text)" -c "INSERT INTO notes VALUES (1, 'hello'), (2, 'world')"
 psql -c "SELECT * FROM notes"
 
