@@ -268,6 +268,23 @@ func TestCLI(t *testing.T) {
 		t.Errorf("version json: %v", v)
 	}
 
+	// On a terminal: --wait redraws one progress line in place, and delete
+	// asks (no: exit 1, nothing deleted; yes: deleted).
+	r, term := c.runTTY("", "cluster", "create", "tty", "--replicas", "1", "--wait")
+	if r.code != 0 || !strings.Contains(term, "\r\x1b[K") || !strings.Contains(term, "create tty: done: phase Ready") || !strings.Contains(r.stdout, "Phase:    Ready") {
+		t.Fatalf("create --wait on a terminal: terminal %q\n%s", term, r)
+	}
+	r, term = c.runTTY("n\n", "cluster", "delete", "tty", "--wait")
+	if r.code != 1 || !strings.Contains(term, "Delete cluster tty with all its nodes and data? [y/N]") || !strings.Contains(term, "aborted") {
+		t.Fatalf("delete answered no: terminal %q\n%s", term, r)
+	}
+	c.ok("cluster", "get", "tty")
+	r, term = c.runTTY("y\n", "cluster", "delete", "tty", "--wait")
+	if r.code != 0 || !strings.Contains(r.stdout, "Cluster tty deleted.") {
+		t.Fatalf("delete answered yes: terminal %q\n%s", term, r)
+	}
+	c.exit(3, []string{"cluster", "get", "tty"}, "not found")
+
 	// delete: refused without --yes off a terminal; then gone (exit 3).
 	c.exit(2, []string{"cluster", "delete", "demo"}, "refusing without --yes")
 	eventually(t, 2*time.Minute, "the background restart finishes", func() bool {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // bin holds the real binaries TestMain builds: the CLI (with the race
@@ -309,4 +311,64 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// runTTY runs dbpilot with stdin and stderr on a pseudo-terminal (stdout
+// stays a pipe), typing input; it returns what the terminal showed.
+func (c *cli) runTTY(input string, args ...string) (r result, terminal string) {
+	c.t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		c.t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		c.t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pts, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin.cli, args...)
+	cmd.Env = c.environ(nil)
+	var stdout bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, &stdout, pts
+	var term bytes.Buffer
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 4096)
+		for {
+			k, err := ptmx.Read(buf)
+			term.Write(buf[:k])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	pts.Close()
+	if input != "" {
+		if _, err := ptmx.Write([]byte(input)); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	err = cmd.Wait()
+	// All writers of the pts are gone: the reader gets EIO after draining.
+	<-read
+	r = result{args: args, stdout: stdout.String(), stderr: term.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
+	}
+	return r, term.String()
 }
