@@ -85,6 +85,8 @@ func writeYAML(w io.Writer, raw json.RawMessage) error {
 	return err
 }
 
+var yaml11Bool = map[string]bool{"y": true, "n": true, "yes": true, "no": true, "on": true, "off": true, "true": true, "false": true}
+
 func toYAML(raw json.RawMessage) ([]byte, error) {
 	var n yaml.Node
 	if err := yaml.Unmarshal(raw, &n); err != nil {
@@ -93,6 +95,11 @@ func toYAML(raw json.RawMessage) ([]byte, error) {
 	var plain func(*yaml.Node)
 	plain = func(n *yaml.Node) {
 		n.Style = 0
+		// YAML 1.1 readers (PyYAML) take on/off/yes/no/y/n as booleans:
+		// keep such strings (synchronous_mode: "off") quoted.
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && yaml11Bool[strings.ToLower(n.Value)] {
+			n.Style = yaml.DoubleQuotedStyle
+		}
 		for _, c := range n.Content {
 			plain(c)
 		}
