@@ -13,11 +13,11 @@ deps:
 	@./deploy/dev/install-deps.sh
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## demo: a real 3-node PostgreSQL cluster under three agents on an embedded etcd (Ctrl-C stops it)
 demo: deps build
-	./$(BIN)/dbpilot-agent demo --dir .dbpilot/demo --nodes 3
+	./$(BIN)/dbpilot-demo --dir .dbpilot/demo --nodes 3
 
 ## test: the README's test command (CI: .ci/run) — lint, then every test with the race detector
 test: deps lint

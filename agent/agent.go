@@ -163,14 +163,20 @@ func (a *Agent) Reload(cfg *config.Config) {
 // (preStop → hand over leadership → stop PostgreSQL → postStop → close the
 // session). Errors: ErrPreStart, or a failure to set up the HTTP endpoint.
 func (a *Agent) Run(ctx context.Context) error {
-	env := a.env("preStart", "agent starting")
-	if res := a.hooks.Run(ctx, handlers.PreStart, env); !res.OK() {
-		a.handlerResult(res)
-		return fmt.Errorf("%w: %v", ErrPreStart, res.Err)
-	}
 	var wg sync.WaitGroup
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() { stopBG(); wg.Wait() }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.rep.Run(bg) }()
+
+	env := a.env("preStart", "agent starting")
+	if res := a.hooks.Run(ctx, handlers.PreStart, env); !res.OK() {
+		a.handlerResult(res)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = a.rep.Flush(fctx)
+		cancel()
+		return fmt.Errorf("%w: %v", ErrPreStart, res.Err)
+	}
 
 	if a.cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", a.cfg.HTTP.Listen)
@@ -186,8 +192,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	wg.Add(3)
-	go func() { defer wg.Done(); a.rep.Run(bg) }()
+	wg.Add(2)
 	go func() { defer wg.Done(); a.healthLoop(bg) }()
 	go func() { defer wg.Done(); a.fencer(bg) }()
 	a.hooks.StartOnChange(bg)
@@ -224,16 +229,23 @@ func (a *Agent) connect(ctx context.Context) error {
 	}
 }
 
+// transitionPoll is the cycle period while the cluster has no leader.
+const transitionPoll = 50 * time.Millisecond
+
 // loop is the HA loop: one cycle at a time, every health interval or sooner
 // when etcd reports a change under the cluster prefix.
 func (a *Agent) loop(ctx context.Context, watch <-chan struct{}) {
 	tick := time.NewTicker(a.cfg.Health.Interval)
 	defer tick.Stop()
 	for {
-		a.cycle(ctx)
+		var hurry <-chan time.Time
+		if a.cycle(ctx) {
+			hurry = time.After(transitionPoll)
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-hurry:
 		case <-tick.C:
 		case <-a.trigger:
 		case _, ok := <-watch:

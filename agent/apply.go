@@ -310,7 +310,7 @@ func (a *Agent) writeDocument(ctx context.Context, obs observation) {
 	known := map[string]dcs.DocumentNode{}
 	if d := obs.snap.Document; d != nil {
 		for _, n := range d.Nodes {
-			n.Status = "Offline"
+			n.Status, n.Role = "Offline", "Unknown"
 			known[n.Name] = n
 		}
 	}

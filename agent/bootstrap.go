@@ -26,17 +26,23 @@ import (
 // A node with a lock file and a data directory returns at once; the HA loop
 // then starts PostgreSQL read-only and decides from there.
 func (a *Agent) ensureData(ctx context.Context) error {
+	delay := a.cfg.Health.Interval / 2
 	for ctx.Err() == nil {
 		done, err := a.bootstrapStep(ctx)
-		if done {
-			return err
-		}
-		if err != nil {
-			a.log.Warn("bootstrap step failed; retrying", zap.Error(err))
+		switch {
+		case done && err == nil:
+			return nil
+		case err != nil:
+			// initdb, clone or start failed: nothing is half-registered in
+			// etcd, so retry with a growing delay rather than give up.
+			a.log.Error("bootstrap step failed; retrying", zap.Duration("in", delay), zap.Error(err))
+			delay = min(2*delay, 30*time.Second)
+		default:
+			delay = a.cfg.Health.Interval / 2
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(a.cfg.Health.Interval / 2):
+		case <-time.After(delay):
 		}
 	}
 	return ctx.Err()

@@ -25,8 +25,11 @@ type observation struct {
 
 // cycle runs one HA cycle: renew the lease, read etcd once, read the local
 // PostgreSQL, publish our member key, decide, apply, record. A failed step is
-// logged and the next cycle starts from a fresh observation.
-func (a *Agent) cycle(ctx context.Context) {
+// logged and the next cycle starts from a fresh observation. It reports
+// whether the cluster is in transition (no leader key): the loop then polls
+// faster, since what it waits for (a final LSN, a competitor's report) does
+// not always come with an etcd event.
+func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	obs := a.observe(ctx)
 	a.publishMember(ctx, obs)
 	v := a.view(obs)
@@ -41,6 +44,7 @@ func (a *Agent) cycle(ctx context.Context) {
 		a.log.Error("ha action failed", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Error(err))
 	}
 	a.record(ctx, obs, act)
+	return obs.etcdOK && v.Initialized && v.Leader == "" && !a.isLeader.Load()
 }
 
 func (a *Agent) observe(ctx context.Context) observation {
@@ -149,7 +153,10 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 	if err := a.dcs.PutMember(ctx, m); err != nil {
 		a.log.Warn("member key not refreshed", zap.Error(err))
 	}
-	if l := obs.snap.Leader; a.isLeader.Load() && l != nil && obs.pg.Running && !obs.pg.InRecovery {
+	if l := obs.snap.Leader; a.isLeader.Load() && l != nil && obs.pg.Running && !obs.pg.InRecovery &&
+		(l.LSN != uint64(obs.pg.WriteLSN) || l.Timeline != obs.pg.Timeline) {
+		// Only when the position moved: an idle primary writes nothing but
+		// its member key.
 		rec := *l
 		rec.LSN, rec.Timeline = uint64(obs.pg.WriteLSN), obs.pg.Timeline
 		if ok, err := a.dcs.UpdateLeader(ctx, rec, a.leaderRev); err != nil || !ok {
@@ -234,7 +241,11 @@ func compareStrings(a, b string) int {
 // record updates what the HTTP endpoint and metrics show, and fires onChange
 // and events on role or leader changes, in the order observed.
 func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
-	st, _ := a.pg.Status(ctx)
+	st := obs.pg
+	if act.Kind != ha.Noop || a.fenced.Load() {
+		// The action changed the database: show what it is now.
+		st, _ = a.pg.Status(ctx)
+	}
 	role := localRole(st)
 	leader := ""
 	if obs.snap.Leader != nil {
@@ -246,9 +257,11 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 	obs.pg = st
 	lag := a.lagBytes(obs)
 	memberState := a.memberState(obs)
+	roleName := map[ha.Role]string{ha.RolePrimary: "primary", ha.RoleReplica: "replica", ha.RoleStopped: "unknown"}[role]
+	healthy := a.healthy(st)
 	a.mu.Lock()
-	a.state.Role = map[ha.Role]string{ha.RolePrimary: "primary", ha.RoleReplica: "replica", ha.RoleStopped: "unknown"}[role]
-	a.state.Healthy = a.healthy(st)
+	a.state.Role = roleName
+	a.state.Healthy = healthy
 	a.state.Writable = role == ha.RolePrimary
 	a.state.Streaming = st.Streaming
 	a.state.LagBytes = lag
@@ -266,11 +279,11 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 	term := a.state.Term
 	a.mu.Unlock()
 
-	a.metrics.SetRole(a.state.Role)
+	a.metrics.SetRole(roleName)
 	a.metrics.Term.Set(float64(term))
 	a.metrics.LagBytes.Set(float64(lag))
 	a.metrics.LeaseLeft.Set(a.dcs.LeaseLeft(time.Now()).Seconds())
-	if a.state.Healthy {
+	if healthy {
 		a.metrics.Healthy.Set(1)
 	} else {
 		a.metrics.Healthy.Set(0)
@@ -283,7 +296,7 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 		a.lastLeader = leader
 	}
 	if role != a.lastRole || memberState != a.lastMemberState {
-		a.publish(proto.TypeMemberState, proto.MemberState{Role: a.state.Role, State: memberState, Healthy: a.healthy(st), LSN: st.LSN().String(), LagBytes: lag, Timeline: st.Timeline})
+		a.publish(proto.TypeMemberState, proto.MemberState{Role: roleName, State: memberState, Healthy: healthy, LSN: st.LSN().String(), LagBytes: lag, Timeline: st.Timeline})
 		a.lastRole, a.lastMemberState = role, memberState
 	}
 	if a.isLeader.Load() && obs.etcdOK {

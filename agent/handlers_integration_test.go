@@ -2,11 +2,13 @@ package agent_test
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -129,7 +131,7 @@ func TestStartupFailures(t *testing.T) {
 	})
 
 	t.Run("unreachable etcd is retried and reported", func(t *testing.T) {
-		var buf bytes.Buffer
+		var buf syncBuffer
 		cmd := exec.Command(agentBin, "run", "--config", conf("noetcd", ""))
 		cmd.Stdout, cmd.Stderr = &buf, &buf
 		if err := cmd.Start(); err != nil {
@@ -162,7 +164,7 @@ func TestStartupFailures(t *testing.T) {
 		_ = os.WriteFile(p, []byte("node: {name: 'Bad Name'}\nttl: 2500ms\nsynchronous_mode: maybe\n"), 0o644)
 		out, err := exec.Command(agentBin, "validate", "--config", p).CombinedOutput()
 		var ee *exec.ExitError
-		if !errorsAs(err, &ee) || ee.ExitCode() != 2 {
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Fatalf("exit %v, want 2; output:\n%s", err, out)
 		}
 		for _, want := range []string{"node.name: must match", "node.address: required", "ttl: must be whole seconds", `synchronous_mode: must be "off" or "on"`, "postgres.data_dir: required"} {
@@ -173,10 +175,23 @@ func TestStartupFailures(t *testing.T) {
 	})
 }
 
-func errorsAs(err error, target **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	if ok {
-		*target = e
-	}
-	return ok
+// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd and
+// a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+func (s *syncBuffer) String() string { return string(s.Bytes()) }

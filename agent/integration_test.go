@@ -8,6 +8,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dbpilot/dbpilot/agent/localcluster"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 var agentBin string
@@ -113,7 +117,8 @@ func logContains(t *testing.T, n *localcluster.Node, sub string) bool {
 // host loss, rejoin by pg_rewind, fencing on etcd loss and graceful stop,
 // with a writer running throughout and the acknowledged rows checked.
 func TestHACluster(t *testing.T) {
-	c := startCluster(t, localcluster.Options{Nodes: 3, SynchronousMode: "on"})
+	events := newEventSink(t)
+	c := startCluster(t, localcluster.Options{Nodes: 3, SynchronousMode: "on", EventsURL: events.URL})
 	ctx := context.Background()
 
 	// Bootstrap: three agents started at the same instant end with exactly one primary.
@@ -124,6 +129,22 @@ func TestHACluster(t *testing.T) {
 	for _, n := range c.Nodes {
 		if _, err := os.Stat(filepath.Join(n.Dir, "state", "bootstrap.lock")); err != nil {
 			t.Fatalf("%s: no bootstrap lock file: %v", n.Name, err)
+		}
+	}
+
+	// The HTTP endpoint routes like Patroni's: /primary only on the leader,
+	// /replica only on streaming replicas.
+	for _, n := range c.Nodes {
+		isLeader := n.Name == s.Leader
+		wantPrimary, wantReplica := 503, 200
+		if isLeader {
+			wantPrimary, wantReplica = 200, 503
+		}
+		if got := httpStatus(t, n, "/primary"); got != wantPrimary {
+			t.Fatalf("%s /primary = %d, want %d", n.Name, got, wantPrimary)
+		}
+		if got := httpStatus(t, n, "/replica?lag=1048576"); got != wantReplica {
+			t.Fatalf("%s /replica = %d, want %d", n.Name, got, wantReplica)
 		}
 	}
 
@@ -236,6 +257,12 @@ func TestHACluster(t *testing.T) {
 		s = waitFor(t, c, 90*time.Second, "the stopped node back as a replica", healthy(c, true))
 	})
 
+	// Every primary change reached the receiver as a primary_changed event
+	// carrying its term and reason, as the history records it.
+	for _, h := range s.History {
+		events.waitPrimaryChanged(t, h.Term, h.Node, h.Reason)
+	}
+
 	stop()
 	if split, most := probe.SplitBrain(); split > 0 || most > 1 {
 		t.Fatalf("split brain: %s with %d writable nodes", split, most)
@@ -295,4 +322,67 @@ func waitRow(t *testing.T, c *localcluster.Cluster, i int, n int64) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func httpStatus(t *testing.T, n *localcluster.Node, path string) int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", n.HTTPPort, path))
+	if err != nil {
+		t.Fatalf("%s %s: %v", n.Name, path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// eventSink is a real HTTP receiver for the agents' CloudEvents.
+type eventSink struct {
+	URL string
+	mu  sync.Mutex
+	got []proto.Envelope
+	bad int
+}
+
+func newEventSink(t *testing.T) *eventSink {
+	es := &eventSink{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		e, err := proto.DecodeEnvelope(b)
+		es.mu.Lock()
+		defer es.mu.Unlock()
+		if err != nil {
+			es.bad++
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		es.got = append(es.got, e)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	es.URL = srv.URL
+	return es
+}
+
+func (es *eventSink) waitPrimaryChanged(t *testing.T, term uint64, node, reason string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		es.mu.Lock()
+		for _, e := range es.got {
+			if e.Type != proto.TypePrimaryChanged {
+				continue
+			}
+			p, err := e.Payload()
+			if pc, ok := p.(proto.PrimaryChanged); err == nil && ok && pc.Term == term && pc.Primary == node && pc.Reason == reason {
+				es.mu.Unlock()
+				return
+			}
+		}
+		bad := es.bad
+		es.mu.Unlock()
+		if bad > 0 {
+			t.Fatalf("%d malformed events received", bad)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no primary_changed event for term %d (%s, %s)", term, node, reason)
 }

@@ -194,7 +194,6 @@ func (r *Runner) execute(ctx context.Context, p Phase, sp Spec, env Env) Result 
 		if ctx.Err() != nil {
 			res.Status, res.Err = StatusCanceled, fmt.Errorf("start %s handler: %w", p, context.Cause(ctx))
 		}
-		res.Duration = time.Since(start)
 		r.logFinished(res, 0)
 		return res
 	}

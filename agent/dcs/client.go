@@ -277,6 +277,9 @@ func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord,
 	resp, err := c.cli.Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Initialize()), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
+		// Terms never restart: a cluster whose marker was deleted by hand
+		// is not bootstrapped again over its history.
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Term()), "=", 0),
 	).Then(
 		clientv3.OpPut(c.keys.Initialize(), systemID),
 		clientv3.OpPut(c.keys.Term(), "1"),
@@ -290,6 +293,10 @@ func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord,
 	}
 	return resp.Header.Revision, resp.Succeeded, nil
 }
+
+// HistoryKept is how many history records (terms) are kept in etcd; older
+// ones are deleted by the claim that writes a new one.
+const HistoryKept = 100
 
 // ClaimLeader creates the leader key on our lease at term prevTerm+1, bumps
 // the term and writes history/{term}, only if there is no leader and the term
@@ -308,6 +315,10 @@ func (c *Client) ClaimLeader(ctx context.Context, l LeaderRecord, prevTerm uint6
 		clientv3.OpPut(c.keys.Term(), strconv.FormatUint(l.Term, 10)),
 		clientv3.OpPut(c.keys.History(l.Term), mustJSON(h)),
 	}, extra...)
+	if l.Term > HistoryKept {
+		// Every cycle reads the whole prefix: keep the history bounded.
+		ops = append(ops, clientv3.OpDelete(c.keys.History(l.Term-HistoryKept)))
+	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	resp, err := c.cli.Txn(rctx).If(

@@ -47,7 +47,9 @@ type Options struct {
 	Handlers map[string]any
 	// Parameters are extra postgresql.conf parameters for every node.
 	Parameters map[string]string
-	Log        *zap.Logger
+	// EventsURL, when set, makes every agent post its CloudEvents there.
+	EventsURL string
+	Log       *zap.Logger
 }
 
 // Node is one agent + PostgreSQL.
@@ -262,6 +264,9 @@ func (c *Cluster) addNode(i int) error {
 	}
 	if c.Opts.Interval > 0 {
 		cfg["health"] = map[string]any{"interval": c.Opts.Interval.String()}
+	}
+	if c.Opts.EventsURL != "" {
+		cfg["events"] = map[string]any{"http": map[string]any{"url": c.Opts.EventsURL}}
 	}
 	if c.Opts.Handlers != nil {
 		cfg["handlers"] = c.Opts.Handlers

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,6 +172,10 @@ func testDir(t *testing.T) string {
 				}
 				t.Logf("--- %s (tail)\n%s", l, b)
 			}
+		}
+		// A failed test may leave agents running: kill what runs out of dir.
+		for _, pid := range infra.ProcessesUsing(dir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		os.RemoveAll(dir)
 	})

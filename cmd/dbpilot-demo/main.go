@@ -1,10 +1,15 @@
+// Command dbpilot-demo runs the main job on the embedded default: an
+// embedded etcd and N dbpilot-agent processes (the binary next to this one),
+// each with a real PostgreSQL on a loopback port. `make demo` runs it.
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +17,15 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/localcluster"
 )
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newDemoCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
 
 func newDemoCmd() *cobra.Command {
 	var (
@@ -21,8 +35,9 @@ func newDemoCmd() *cobra.Command {
 		keep  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Run a local cluster: embedded etcd and N agents with real PostgreSQL on loopback ports",
+		Use:          "dbpilot-demo",
+		SilenceUsage: true,
+		Short:        "Run a local cluster: embedded etcd and N agents with real PostgreSQL on loopback ports",
 		Long: `Starts an embedded etcd and N dbpilot-agent processes, each running its own
 PostgreSQL on a loopback port, with data under --dir. Prints the cluster table
 whenever it changes. Kill the primary's process group (kill -9 -PGID, printed
@@ -41,9 +56,13 @@ below) to watch a failover. Ctrl-C stops everything cleanly.`,
 
 func runDemo(ctx context.Context, cmd *cobra.Command, dir string, nodes int, sync, keep bool) error {
 	out := cmd.OutOrStdout()
-	bin, err := os.Executable()
+	self, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	bin := filepath.Join(filepath.Dir(self), "dbpilot-agent")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("dbpilot-agent must sit next to dbpilot-demo (make build): %w", err)
 	}
 	if !keep {
 		if err := os.RemoveAll(dir); err != nil {
@@ -68,6 +87,9 @@ func runDemo(ctx context.Context, cmd *cobra.Command, dir string, nodes int, syn
 	for _, n := range c.Nodes {
 		fmt.Fprintf(out, "  %s: postgres 127.0.0.1:%d  http://127.0.0.1:%d/health  log %s  host-loss: kill -9 -%d\n", n.Name, n.PGPort, n.HTTPPort, n.LogPath, n.Pid())
 	}
+	fmt.Fprintf(out, "inspect:    %s cluster list --etcd %s\n", bin, c.URL)
+	fmt.Fprintf(out, "switchover: %s cluster switchover --etcd %s\n", bin, c.URL)
+	fmt.Fprintf(out, "connect:    PGPASSWORD=%s psql -h 127.0.0.1 -p %d -U %s postgres\n", c.Password, c.Nodes[0].PGPort, c.Superuser)
 	fmt.Fprintln(out, "Ctrl-C to stop.")
 	last := ""
 	t := time.NewTicker(500 * time.Millisecond)

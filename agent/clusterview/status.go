@@ -1,4 +1,8 @@
-package localcluster
+// Package clusterview reads a cluster's state from etcd for people and
+// tools: members, leader, term, history and the sync set, formatted as the
+// table the demo and `dbpilot-agent cluster list` print; and it writes
+// switchover requests.
+package clusterview
 
 import (
 	"context"
@@ -53,11 +57,11 @@ func (s Status) Member(n string) (dcs.Member, bool) {
 	return s.Members[i], true
 }
 
-// Status reads the cluster's keys from etcd.
-func (c *Cluster) Status(ctx context.Context) (Status, error) {
+// ReadStatus reads any cluster's keys through cli.
+func ReadStatus(ctx context.Context, cli *clientv3.Client, keys dcs.Keys) (Status, error) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	resp, err := c.Cli.Get(rctx, c.Keys.Prefix(), clientv3.WithPrefix())
+	resp, err := cli.Get(rctx, keys.Prefix(), clientv3.WithPrefix())
 	if err != nil {
 		return Status{}, err
 	}
@@ -65,24 +69,24 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		switch {
-		case k == c.Keys.Term():
+		case k == keys.Term():
 			s.Term, _ = strconv.ParseUint(string(kv.Value), 10, 64)
-		case k == c.Keys.Leader():
+		case k == keys.Leader():
 			var l dcs.LeaderRecord
 			if json.Unmarshal(kv.Value, &l) == nil {
 				s.Leader = l.Node
 			}
-		case k == c.Keys.Sync():
+		case k == keys.Sync():
 			var st dcs.SyncState
 			if json.Unmarshal(kv.Value, &st) == nil {
 				s.Sync, s.SyncLeader = st.Standbys, st.Leader
 			}
-		case strings.HasPrefix(k, c.Keys.HistoryPrefix()):
+		case strings.HasPrefix(k, keys.HistoryPrefix()):
 			var h dcs.HistoryRecord
 			if json.Unmarshal(kv.Value, &h) == nil {
 				s.History = append(s.History, h)
 			}
-		case c.Keys.MemberName(k) != "":
+		case keys.MemberName(k) != "":
 			var m dcs.Member
 			if json.Unmarshal(kv.Value, &m) == nil {
 				s.Members = append(s.Members, m)
@@ -93,31 +97,11 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	return s, nil
 }
 
-// WaitFor polls Status every 100 ms until cond holds or ctx ends; it returns
-// the last status seen and, on timeout, an error describing it.
-func (c *Cluster) WaitFor(ctx context.Context, what string, cond func(Status) bool) (Status, error) {
-	var last Status
-	for {
-		s, err := c.Status(ctx)
-		if err == nil {
-			last = s
-			if cond(s) {
-				return s, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return last, fmt.Errorf("waiting for %s: %w; last status:\n%s", what, ctx.Err(), last.Table())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// RequestSwitchover asks for a planned switchover (to may be "").
-func (c *Cluster) RequestSwitchover(ctx context.Context, from, to string) error {
+// RequestSwitchover writes a switchover request for any cluster.
+func RequestSwitchover(ctx context.Context, cli *clientv3.Client, keys dcs.Keys, from, to string) error {
 	sw := dcs.Switchover{From: from, To: to, State: dcs.SwitchoverRequested, Reason: "requested", RequestedMS: time.Now().UnixMilli()}
 	b, _ := json.Marshal(sw)
-	_, err := c.Cli.Put(ctx, c.Keys.Switchover(), string(b))
+	_, err := cli.Put(ctx, keys.Switchover(), string(b))
 	return err
 }
 
