@@ -69,7 +69,7 @@ func newBackupRunCmd(a *app) *cobra.Command {
 		Use: "run CLUSTER", Short: "Take a backup now",
 		Args: args(cobra.ExactArgs(1)), ValidArgsFunction: a.completeClusters,
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			err := a.operate(cmd, wf, waitSpec{cluster: argv[0], label: "backup " + argv[0]},
+			err := a.operate(cmd, wf, &waitSpec{cluster: argv[0], label: "backup " + argv[0]},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
 					return cl.RunBackup(ctx, ns, argv[0])
 				})
@@ -120,7 +120,7 @@ func newBackupRestoreCmd(a *app) *cobra.Command {
 			default:
 				return gerr
 			}
-			err = a.operate(cmd, wf, waitSpec{cluster: req.Target, label: "restore " + argv[0] + " into " + req.Target},
+			err = a.operate(cmd, wf, &waitSpec{cluster: req.Target, label: "restore " + argv[0] + " into " + req.Target},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
 					return cl.Restore(ctx, ns, argv[0], req)
 				})

@@ -53,7 +53,7 @@ func (w *waitFlags) add(cmd *cobra.Command) {
 
 // operate runs a cluster operation: start it, then either print the
 // operation, or wait and print the cluster.
-func (a *app) operate(cmd *cobra.Command, wf waitFlags, ws waitSpec, start func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error)) error {
+func (a *app) operate(cmd *cobra.Command, wf waitFlags, ws *waitSpec, start func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error)) error {
 	cl, ns, err := a.client()
 	if err != nil {
 		return err
@@ -71,18 +71,48 @@ func (a *app) operate(cmd *cobra.Command, wf waitFlags, ws waitSpec, start func(
 			fmt.Fprintf(w, "Follow it with `dbpilot cluster get %s`, or pass --wait.\n", ws.cluster)
 		})
 	}
-	op, err = a.wait(ctx, cl, op, ws)
+	op, err = a.wait(ctx, cl, op, *ws)
 	if err != nil {
 		return err
 	}
 	if op.Kind == "delete" {
 		return a.printObject(op.Raw(), func(w io.Writer) { fmt.Fprintf(w, "Cluster %s deleted.\n", ws.cluster) })
 	}
-	c, err := cl.GetCluster(ctx, ns, ws.cluster)
+	c, err := a.settle(ctx, cl, ns, *ws)
 	if err != nil {
 		return err
 	}
 	return a.printObject(c.Raw(), func(w io.Writer) { a.topology(ctx, w, cl, c) })
+}
+
+// settle reads the cluster after a successful operation. The cluster's
+// status is a projection of agent events, which can trail the operation by
+// a moment: poll (up to 15 s) until it shows the outcome (ws.settled, and
+// phase Ready), then return the newest view either way.
+func (a *app) settle(ctx context.Context, cl *client.Client, ns string, ws waitSpec) (client.Cluster, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := cl.GetCluster(ctx, ns, ws.cluster)
+		if err != nil {
+			return c, err
+		}
+		if (c.Phase == client.PhaseReady && (ws.settled == nil || ws.settled(c))) || time.Now().After(deadline) {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return c, nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// primaryMoved is a settled check for switchover and failover: the
+// cluster's primary is no longer from (and is to, when given).
+func primaryMoved(from, to string) func(client.Cluster) bool {
+	return func(c client.Cluster) bool {
+		return c.Primary != "" && c.Primary != from && (to == "" || c.Primary == to)
+	}
 }
 
 func newClusterCreateCmd(a *app) *cobra.Command {
@@ -100,7 +130,8 @@ func newClusterCreateCmd(a *app) *cobra.Command {
 			if cmd.Flags().Changed("replicas") {
 				req.Replicas = &replicas
 			}
-			return a.operate(cmd, wf, waitSpec{cluster: req.Name, label: "create " + req.Name, nodes: replicas},
+			return a.operate(cmd, wf, &waitSpec{cluster: req.Name, label: "create " + req.Name, nodes: replicas,
+				settled: func(c client.Cluster) bool { return ready(c) == c.Replicas }},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
 					return cl.CreateCluster(ctx, ns, req)
 				})
@@ -326,7 +357,7 @@ func newClusterDeleteCmd(a *app) *cobra.Command {
 			if err := a.confirm(yes, fmt.Sprintf("Delete cluster %s with all its nodes and data?", argv[0])); err != nil {
 				return err
 			}
-			return a.operate(cmd, wf, waitSpec{cluster: argv[0], label: "delete " + argv[0]},
+			return a.operate(cmd, wf, &waitSpec{cluster: argv[0], label: "delete " + argv[0]},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
 					return cl.DeleteCluster(ctx, ns, argv[0])
 				})
@@ -346,7 +377,8 @@ func newClusterScaleCmd(a *app) *cobra.Command {
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completeClusters,
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			return a.operate(cmd, wf, waitSpec{cluster: argv[0], label: fmt.Sprintf("scale %s to %d", argv[0], replicas), nodes: replicas},
+			return a.operate(cmd, wf, &waitSpec{cluster: argv[0], label: fmt.Sprintf("scale %s to %d", argv[0], replicas), nodes: replicas,
+				settled: func(c client.Cluster) bool { return len(c.Members) == replicas && ready(c) == replicas }},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
 					return cl.ScaleCluster(ctx, ns, argv[0], replicas)
 				})
@@ -367,8 +399,12 @@ func newClusterSwitchoverCmd(a *app) *cobra.Command {
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completeClusters,
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			return a.operate(cmd, wf, waitSpec{cluster: argv[0], label: "switchover " + argv[0]},
+			ws := waitSpec{cluster: argv[0], label: "switchover " + argv[0]}
+			return a.operate(cmd, wf, &ws,
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
+					if c, err := cl.GetCluster(ctx, ns, argv[0]); err == nil {
+						ws.settled = primaryMoved(c.Primary, req.To)
+					}
 					return cl.Switchover(ctx, ns, argv[0], req)
 				})
 		},
@@ -395,8 +431,12 @@ func newClusterFailoverCmd(a *app) *cobra.Command {
 			if err := a.confirm(yes, fmt.Sprintf("Fail cluster %s over to %s? Transactions not yet replicated may be lost.", argv[0], req.To)); err != nil {
 				return err
 			}
-			return a.operate(cmd, wf, waitSpec{cluster: argv[0], label: "failover " + argv[0] + " to " + req.To},
+			ws := waitSpec{cluster: argv[0], label: "failover " + argv[0] + " to " + req.To}
+			return a.operate(cmd, wf, &ws,
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
+					if c, err := cl.GetCluster(ctx, ns, argv[0]); err == nil {
+						ws.settled = primaryMoved(c.Primary, req.To)
+					}
 					return cl.Failover(ctx, ns, argv[0], req)
 				})
 		},
@@ -418,7 +458,7 @@ func newClusterRestartCmd(a *app) *cobra.Command {
 		Args:              args(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completeClusters,
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			return a.operate(cmd, wf, waitSpec{cluster: argv[0], label: "restart " + argv[0]},
+			return a.operate(cmd, wf, &waitSpec{cluster: argv[0], label: "restart " + argv[0]},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
 					return cl.Restart(ctx, ns, argv[0])
 				})

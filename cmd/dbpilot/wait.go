@@ -65,6 +65,9 @@ type waitSpec struct {
 	// nodes is the number of nodes the cluster should end with (0: its
 	// replicas field).
 	nodes int
+	// settled, when set, says when the cluster's status shows the
+	// operation's outcome (see app.settle).
+	settled func(client.Cluster) bool
 }
 
 // ready counts the running, healthy members (a member still claiming the
