@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build demo test test-unit lint bench-failover bench-agent clean
+.PHONY: all deps build demo test test-unit lint bench-failover bench-agent clean walkthrough
 
 all: build
 
@@ -22,6 +22,10 @@ demo: deps build
 ## test: the README's test command (CI: .ci/run) — lint, then every test with the race detector
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## walkthrough: the five-minute CLI walkthrough of docs/cli.md, end to end (TestWalkthrough runs it too)
+walkthrough: deps build
+	./deploy/dev/walkthrough.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

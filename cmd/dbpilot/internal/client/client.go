@@ -1,0 +1,737 @@
+// Package client is a small typed client of the dbpilot control plane's
+// REST API (/v1). Every call takes a context first and returns either the
+// decoded object or an *Error carrying the server's status, code, message
+// and field. Objects keep the JSON the server sent (Raw), so callers can
+// print them verbatim.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrNoServer is returned by New when no server URL is configured.
+var ErrNoServer = errors.New("no server configured: run `dbpilot login --server URL`, or set DBPILOT_SERVER or --server")
+
+// Error is an error response from the API.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int `json:"-"`
+	// Code is the API's stable error code ("not_found", "invalid_argument").
+	Code string `json:"code"`
+	// Message is the server's sentence; it names the field when there is one.
+	Message string `json:"message"`
+	// Field is the request field at fault, if any.
+	Field string `json:"field,omitempty"`
+	// Method and Path are the request that failed.
+	Method string `json:"-"`
+	Path   string `json:"-"`
+}
+
+// Error returns the server's message with the HTTP status.
+func (e *Error) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	return fmt.Sprintf("%s (HTTP %d)", msg, e.Status)
+}
+
+// UnknownEndpoint reports whether the server does not serve the route at
+// all (as opposed to a missing resource behind a known route).
+func (e *Error) UnknownEndpoint() bool {
+	return e.Status == http.StatusNotFound && strings.HasPrefix(e.Message, "no such endpoint")
+}
+
+// Client talks to one control plane with one bearer token.
+type Client struct {
+	base      string
+	token     string
+	http      *http.Client
+	userAgent string
+}
+
+// New returns a client of the server at base (http://host:port) using
+// token (may be empty for public endpoints).
+func New(base, token, userAgent string) (*Client, error) {
+	if base == "" {
+		return nil, ErrNoServer
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server %q: must be an http:// or https:// URL", base)
+	}
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}, userAgent: userAgent}, nil
+}
+
+// Server returns the base URL.
+func (c *Client) Server() string { return c.base }
+
+func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body any) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.userAgent != "" {
+		req.Header.Set("User-Agent", c.userAgent)
+	}
+	return req, nil
+}
+
+// do sends the request and returns the response body of a 2xx answer.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body any) ([]byte, error) {
+	req, err := c.newRequest(ctx, method, path, q, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.base+path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: read response: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, apiError(resp.StatusCode, method, path, raw)
+	}
+	return raw, nil
+}
+
+func apiError(status int, method, path string, raw []byte) *Error {
+	e := &Error{Status: status, Method: method, Path: path}
+	if err := json.Unmarshal(raw, e); err != nil || e.Message == "" {
+		e.Message = strings.TrimSpace(string(raw))
+		if e.Message == "" || len(e.Message) > 200 {
+			e.Message = http.StatusText(status)
+		}
+	}
+	e.Status = status
+	return e
+}
+
+// rawSetter is implemented by *Object (embedded in every API object).
+type rawSetter interface{ setRaw(json.RawMessage) }
+
+// Object holds the JSON an API object arrived as.
+type Object struct{ raw json.RawMessage }
+
+func (o *Object) setRaw(b json.RawMessage) { o.raw = b }
+
+// Raw returns the object exactly as the server sent it.
+func (o Object) Raw() json.RawMessage { return o.raw }
+
+func decode[T any, PT interface {
+	*T
+	rawSetter
+}](raw []byte) (T, error) {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("decode %s: %w", fmt.Sprintf("%T", v), err)
+	}
+	PT(&v).setRaw(append(json.RawMessage(nil), raw...))
+	return v, nil
+}
+
+func get[T any, PT interface {
+	*T
+	rawSetter
+}](ctx context.Context, c *Client, path string) (T, error) {
+	raw, err := c.do(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return decode[T, PT](raw)
+}
+
+func send[T any, PT interface {
+	*T
+	rawSetter
+}](ctx context.Context, c *Client, method, path string, body any) (T, error) {
+	raw, err := c.do(ctx, method, path, nil, body)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return decode[T, PT](raw)
+}
+
+// list fetches every page of a list endpoint (items + next_page_token).
+func list[T any, PT interface {
+	*T
+	rawSetter
+}](ctx context.Context, c *Client, path string, q url.Values) ([]T, error) {
+	if q == nil {
+		q = url.Values{}
+	}
+	out := []T{}
+	for {
+		raw, err := c.do(ctx, http.MethodGet, path, q, nil)
+		if err != nil {
+			return nil, err
+		}
+		var page struct {
+			Items         []json.RawMessage `json:"items"`
+			NextPageToken string            `json:"next_page_token"`
+		}
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return nil, fmt.Errorf("decode list %s: %w", path, err)
+		}
+		for _, it := range page.Items {
+			v, err := decode[T, PT](it)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		if page.NextPageToken == "" || len(page.Items) == 0 {
+			return out, nil
+		}
+		q.Set("page_token", page.NextPageToken)
+	}
+}
+
+func nsPath(ns string, parts ...string) string {
+	p := "/v1/namespaces/" + url.PathEscape(ns)
+	for _, s := range parts {
+		p += "/" + url.PathEscape(s)
+	}
+	return p
+}
+
+// ---- server ----
+
+// Version is GET /v1/version.
+type Version struct {
+	Object
+	Version string `json:"version"`
+	API     string `json:"api"`
+}
+
+// Version returns the server's version (no token needed).
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	return get[Version](ctx, c, "/v1/version")
+}
+
+// Grant is a role in a namespace ("*" for every namespace).
+type Grant struct {
+	Namespace string `json:"namespace"`
+	Role      string `json:"role"`
+}
+
+// WhoAmI is GET /v1/whoami: the caller's token.
+type WhoAmI struct {
+	Object
+	TokenID string  `json:"token_id"`
+	Name    string  `json:"name"`
+	Grants  []Grant `json:"grants"`
+}
+
+// WhoAmI checks the token and returns who it belongs to.
+func (c *Client) WhoAmI(ctx context.Context) (WhoAmI, error) {
+	return get[WhoAmI](ctx, c, "/v1/whoami")
+}
+
+// ---- clusters ----
+
+// Member is one member of a cluster.
+type Member struct {
+	Object
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	State     string `json:"state"`
+	Healthy   bool   `json:"healthy"`
+	Streaming *bool  `json:"streaming,omitempty"`
+	LSN       string `json:"lsn,omitempty"`
+	LagBytes  int64  `json:"lag_bytes"`
+	// LagSeconds is shown when the server reports it.
+	LagSeconds    *float64   `json:"lag_seconds,omitempty"`
+	Timeline      uint32     `json:"timeline"`
+	Term          uint64     `json:"term"`
+	ProviderState string     `json:"provider_state"`
+	LastUpdated   *time.Time `json:"last_updated,omitempty"`
+}
+
+// Cluster is a database cluster.
+type Cluster struct {
+	Object
+	ID              string     `json:"id"`
+	Namespace       string     `json:"namespace"`
+	Project         string     `json:"project"`
+	Name            string     `json:"name"`
+	Engine          string     `json:"engine"`
+	Version         string     `json:"version"`
+	Template        string     `json:"template"`
+	Plan            string     `json:"plan"`
+	Provider        string     `json:"provider"`
+	Replicas        int        `json:"replicas"`
+	SynchronousMode string     `json:"synchronous_mode"`
+	Phase           string     `json:"phase"`
+	Reason          string     `json:"reason,omitempty"`
+	Primary         string     `json:"primary,omitempty"`
+	Term            uint64     `json:"term"`
+	Members         []Member   `json:"members,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	LastUpdated     *time.Time `json:"last_updated,omitempty"`
+}
+
+// Cluster phases.
+const (
+	PhasePending      = "Pending"
+	PhaseProvisioning = "Provisioning"
+	PhaseReady        = "Ready"
+	PhaseDegraded     = "Degraded"
+	PhaseFailed       = "Failed"
+	PhaseDeleting     = "Deleting"
+)
+
+// ClusterRequest is the body of a cluster creation; empty fields take the
+// server's defaults.
+type ClusterRequest struct {
+	Name            string `json:"name"`
+	Project         string `json:"project,omitempty"`
+	Engine          string `json:"engine,omitempty"`
+	Version         string `json:"version,omitempty"`
+	Template        string `json:"template,omitempty"`
+	Plan            string `json:"plan,omitempty"`
+	Replicas        *int   `json:"replicas,omitempty"`
+	SynchronousMode string `json:"synchronous_mode,omitempty"`
+	Provider        string `json:"provider,omitempty"`
+}
+
+// Operation is a long-running operation; poll it until Done.
+type Operation struct {
+	Object
+	ID        string    `json:"id"`
+	Namespace string    `json:"namespace"`
+	ClusterID string    `json:"cluster_id"`
+	Kind      string    `json:"kind"`
+	State     string    `json:"state"`
+	Step      string    `json:"step,omitempty"`
+	Progress  string    `json:"progress,omitempty"`
+	Attempts  int       `json:"attempts"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Operation states.
+const (
+	OpPending   = "pending"
+	OpRunning   = "running"
+	OpSucceeded = "succeeded"
+	OpFailed    = "failed"
+)
+
+// Done reports whether the operation reached a terminal state.
+func (o Operation) Done() bool { return o.State == OpSucceeded || o.State == OpFailed }
+
+// ListClusters lists the clusters of ns (every page).
+func (c *Client) ListClusters(ctx context.Context, ns string) ([]Cluster, error) {
+	return list[Cluster](ctx, c, nsPath(ns, "clusters"), nil)
+}
+
+// GetCluster returns a cluster by name or id, with its members.
+func (c *Client) GetCluster(ctx context.Context, ns, ref string) (Cluster, error) {
+	return get[Cluster](ctx, c, nsPath(ns, "clusters", ref))
+}
+
+// CreateCluster starts provisioning a cluster.
+func (c *Client) CreateCluster(ctx context.Context, ns string, req ClusterRequest) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters"), req)
+}
+
+// DeleteCluster starts deleting a cluster.
+func (c *Client) DeleteCluster(ctx context.Context, ns, ref string) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodDelete, nsPath(ns, "clusters", ref), nil)
+}
+
+// ScaleCluster starts changing the number of nodes.
+func (c *Client) ScaleCluster(ctx context.Context, ns, ref string, replicas int) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "scale"), map[string]int{"replicas": replicas})
+}
+
+// SwitchRequest is the body of a switchover or failover.
+type SwitchRequest struct {
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Switchover starts a planned switchover.
+func (c *Client) Switchover(ctx context.Context, ns, ref string, req SwitchRequest) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "switchover"), req)
+}
+
+// Failover starts a manual failover to req.To.
+func (c *Client) Failover(ctx context.Context, ns, ref string, req SwitchRequest) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "failover"), req)
+}
+
+// Restart starts a rolling restart (replicas first, then the primary).
+func (c *Client) Restart(ctx context.Context, ns, ref string) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "restart"), struct{}{})
+}
+
+// ListNodes lists a cluster's members.
+func (c *Client) ListNodes(ctx context.Context, ns, ref string) ([]Member, error) {
+	return list[Member](ctx, c, nsPath(ns, "clusters", ref, "nodes"), nil)
+}
+
+// GetOperation returns an operation.
+func (c *Client) GetOperation(ctx context.Context, ns, id string) (Operation, error) {
+	return get[Operation](ctx, c, nsPath(ns, "operations", id))
+}
+
+// ---- backups (issue 4's endpoints; a server without them answers 404) ----
+
+// Backup is a backup record of a cluster.
+type Backup struct {
+	Object
+	ID         string     `json:"id"`
+	Cluster    string     `json:"cluster"`
+	Node       string     `json:"node,omitempty"`
+	Method     string     `json:"method,omitempty"`
+	State      string     `json:"state"`
+	SizeBytes  int64      `json:"size_bytes"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	StartLSN   string     `json:"start_lsn,omitempty"`
+	EndLSN     string     `json:"end_lsn,omitempty"`
+}
+
+// RestoreRequest restores a backup (or a point in time) into a cluster.
+type RestoreRequest struct {
+	// Target is the cluster to create (or overwrite) from the backup.
+	Target string `json:"target"`
+	// BackupID selects a backup; empty: the newest one before TargetTime.
+	BackupID string `json:"backup_id,omitempty"`
+	// TargetTime is the PITR target; nil: the end of the backup.
+	TargetTime *time.Time `json:"target_time,omitempty"`
+}
+
+// ListBackups lists a cluster's backups.
+func (c *Client) ListBackups(ctx context.Context, ns, ref string) ([]Backup, error) {
+	return list[Backup](ctx, c, nsPath(ns, "clusters", ref, "backups"), nil)
+}
+
+// RunBackup starts a backup now.
+func (c *Client) RunBackup(ctx context.Context, ns, ref string) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "backups"), struct{}{})
+}
+
+// Restore starts a restore of cluster ref's backups into req.Target.
+func (c *Client) Restore(ctx context.Context, ns, ref string, req RestoreRequest) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "restore"), req)
+}
+
+// ---- events ----
+
+// Event is a recorded agent or control-plane event.
+type Event struct {
+	Object
+	Seq       int64           `json:"seq"`
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Namespace string          `json:"namespace"`
+	Project   string          `json:"project"`
+	Cluster   string          `json:"cluster"`
+	Node      string          `json:"node"`
+	Term      uint64          `json:"term"`
+	Revision  int64           `json:"revision"`
+	Time      time.Time       `json:"time"`
+	Stale     bool            `json:"stale"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// EventFilter selects events; zero fields match everything.
+type EventFilter struct {
+	Cluster, Node, Type string
+	// After is the sequence number to start after.
+	After int64
+}
+
+func (f EventFilter) query() url.Values {
+	q := url.Values{}
+	for k, v := range map[string]string{"cluster": f.Cluster, "node": f.Node, "type": f.Type} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.After > 0 {
+		q.Set("after", strconv.FormatInt(f.After, 10))
+	}
+	return q
+}
+
+// ListEvents returns every recorded event matching f, oldest first.
+func (c *Client) ListEvents(ctx context.Context, ns string, f EventFilter) ([]Event, error) {
+	out := []Event{}
+	for {
+		q := f.query()
+		q.Set("limit", "1000")
+		raw, err := c.do(ctx, http.MethodGet, nsPath(ns, "events"), q, nil)
+		if err != nil {
+			return nil, err
+		}
+		var page struct {
+			Items []json.RawMessage `json:"items"`
+		}
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return nil, fmt.Errorf("decode events: %w", err)
+		}
+		for _, it := range page.Items {
+			e, err := decode[Event](it)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+			f.After = e.Seq
+		}
+		if len(page.Items) < 1000 {
+			return out, nil
+		}
+	}
+}
+
+// StreamEvents follows the Server-Sent Events stream of ns, calling fn for
+// each event in order, until ctx ends (returns nil), fn fails or the
+// connection breaks: then it reconnects with Last-Event-ID after a short
+// pause, so no event is skipped or repeated. An API error (401, 404, 400)
+// is returned at once.
+func (c *Client) StreamEvents(ctx context.Context, ns string, f EventFilter, fn func(Event) error) error {
+	last := f.After
+	for {
+		err := c.streamOnce(ctx, ns, f, &last, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ae *Error
+		if errors.As(err, &ae) || errors.Is(err, errCallback) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+var errCallback = errors.New("event callback failed")
+
+func (c *Client) streamOnce(ctx context.Context, ns string, f EventFilter, last *int64, fn func(Event) error) error {
+	f.After = *last
+	req, err := c.newRequest(ctx, http.MethodGet, nsPath(ns, "events", "stream"), f.query(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if *last > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatInt(*last, 10))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return apiError(resp.StatusCode, http.MethodGet, req.URL.Path, raw)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if len(data) == 0 {
+				continue
+			}
+			e, err := decode[Event](data)
+			data = nil
+			if err != nil {
+				return err
+			}
+			if e.Seq <= *last {
+				continue
+			}
+			if err := fn(e); err != nil {
+				return fmt.Errorf("%w: %w", errCallback, err)
+			}
+			*last = e.Seq
+		case strings.HasPrefix(line, "data:"):
+			d := strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, d...)
+		}
+		// id:, event: and ": keepalive" comments need no handling: the id
+		// is inside the data.
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
+}
+
+// ---- catalog ----
+
+// Plan is a resource plan of a template.
+type Plan struct {
+	CPU      int `json:"cpu"`
+	MemoryMB int `json:"memory_mb"`
+	DiskGB   int `json:"disk_gb"`
+}
+
+// Template is a Service Catalog image template.
+type Template struct {
+	Object
+	Name          string            `json:"name"`
+	Description   string            `json:"description,omitempty"`
+	Engine        string            `json:"engine"`
+	EngineVersion string            `json:"engine_version"`
+	AgentVersion  string            `json:"agent_version"`
+	Parameters    map[string]string `json:"parameters,omitempty"`
+	Plans         map[string]Plan   `json:"plans"`
+	Builtin       bool              `json:"builtin"`
+}
+
+// ListTemplates lists the shipped templates and, with ns, the namespace's
+// own ones.
+func (c *Client) ListTemplates(ctx context.Context, ns string) ([]Template, error) {
+	if ns == "" {
+		return list[Template](ctx, c, "/v1/catalog/templates", nil)
+	}
+	return list[Template](ctx, c, nsPath(ns, "templates"), nil)
+}
+
+// GetTemplate returns a template by name (shipped, or the namespace's).
+func (c *Client) GetTemplate(ctx context.Context, ns, name string) (Template, error) {
+	if ns == "" {
+		return get[Template](ctx, c, "/v1/catalog/templates/"+url.PathEscape(name))
+	}
+	return get[Template](ctx, c, nsPath(ns, "templates", name))
+}
+
+// ---- fleet ----
+
+// Resources are a host's capacity.
+type Resources struct {
+	CPU      int `json:"cpu"`
+	MemoryMB int `json:"memory_mb"`
+	DiskGB   int `json:"disk_gb"`
+}
+
+// Host is an enrolled fleet host.
+type Host struct {
+	Object
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Address   string            `json:"address"`
+	Labels    map[string]string `json:"labels"`
+	Capacity  Resources         `json:"capacity"`
+	State     string            `json:"state"`
+	CreatedAt time.Time         `json:"created_at"`
+	// Credential is only present in the enrolment response.
+	Credential string `json:"credential,omitempty"`
+}
+
+// JoinToken is a one-time fleet enrolment token.
+type JoinToken struct {
+	Object
+	JoinToken string            `json:"join_token"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	Labels    map[string]string `json:"labels"`
+}
+
+// CreateJoinToken issues a one-time join token (platform admin).
+func (c *Client) CreateJoinToken(ctx context.Context, labels map[string]string, ttl time.Duration) (JoinToken, error) {
+	body := map[string]any{"labels": labels}
+	if ttl > 0 {
+		body["ttl_seconds"] = int(ttl.Seconds())
+	}
+	return send[JoinToken](ctx, c, http.MethodPost, "/v1/infra/join-tokens", body)
+}
+
+// EnrollRequest is a host's enrolment with a join token.
+type EnrollRequest struct {
+	JoinToken string            `json:"join_token"`
+	Name      string            `json:"name"`
+	Address   string            `json:"address"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Capacity  Resources         `json:"capacity"`
+}
+
+// EnrollHost enrols a host; the response carries its credential once.
+func (c *Client) EnrollHost(ctx context.Context, req EnrollRequest) (Host, error) {
+	return send[Host](ctx, c, http.MethodPost, "/v1/infra/hosts/enroll", req)
+}
+
+// ListHosts lists the fleet (platform admin).
+func (c *Client) ListHosts(ctx context.Context) ([]Host, error) {
+	return list[Host](ctx, c, "/v1/infra/hosts", nil)
+}
+
+// ---- tokens ----
+
+// Token is an API token; Token (the secret) is only set at creation.
+type Token struct {
+	Object
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Grants    []Grant    `json:"grants"`
+	CreatedBy string     `json:"created_by"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Token     string     `json:"token,omitempty"`
+}
+
+// CreateToken issues a token with grants.
+func (c *Client) CreateToken(ctx context.Context, name string, grants []Grant) (Token, error) {
+	return send[Token](ctx, c, http.MethodPost, "/v1/tokens", map[string]any{"name": name, "grants": grants})
+}
+
+// ListTokens lists every token (platform admin).
+func (c *Client) ListTokens(ctx context.Context) ([]Token, error) {
+	return list[Token](ctx, c, "/v1/tokens", nil)
+}
+
+// RevokeToken revokes a token by id.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+	return err
+}
