@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build demo test test-unit lint bench-failover bench-agent clean walkthrough
+.PHONY: all deps build demo demo-agents test test-unit lint bench-failover bench-agent clean walkthrough
 
 all: build
 
@@ -15,9 +15,13 @@ deps:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-## demo: a real 3-node PostgreSQL cluster under three agents on an embedded etcd (Ctrl-C stops it)
+## demo: dbpilot-server dev (embedded etcd, SQLite, process provider) + a 3-node PostgreSQL cluster created with the CLI (Ctrl-C cleans up)
 demo: deps build
-	./$(BIN)/dbpilot-demo --dir .dbpilot/demo --nodes 3
+	./deploy/dev/demo.sh
+
+## demo-agents: three agents on an embedded etcd, no control plane; prints the cluster table on every change
+demo-agents: deps build
+	./$(BIN)/dbpilot-demo --dir .dbpilot/demo-agents --nodes 3
 
 ## test: the README's test command (CI: .ci/run) — lint, then every test with the race detector
 test: deps lint

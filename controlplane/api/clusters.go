@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -281,10 +282,19 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]MemberJSON, error
 		m := MemberJSON{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
 			Timeline: n.Timeline, Term: n.Term, ProviderState: n.State, LastUpdated: ts(n.UpdatedAt)}
 		if lm, ok := live.Members[n.Name]; ok {
+			// etcd is fresher than the last event: the member key is
+			// rewritten every health interval.
 			s := lm.Streaming
 			m.Streaming = &s
-			// etcd is fresher than the last event for lag.
-			m.LagBytes = lm.LagBytes
+			m.Role, m.State, m.Healthy, m.LagBytes, m.Timeline = lm.Role, lm.State, lm.Healthy, lm.LagBytes, lm.Timeline
+			m.LSN = fmt.Sprintf("%X/%X", lm.LSN>>32, uint32(lm.LSN)) // PostgreSQL's pg_lsn text form
+		} else if live.Revision != 0 {
+			// No member key: the agent's lease expired (host lost, agent
+			// stopped). The last event no longer describes it.
+			m.State, m.Healthy, m.Streaming = "offline", false, nil
+			if live.Leader == nil || live.Leader.Node != n.Name {
+				m.Role = "unknown"
+			}
 		}
 		out = append(out, m)
 	}
