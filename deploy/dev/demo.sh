@@ -14,9 +14,10 @@ rm -rf "$WORK" && mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd)
 export PATH="$BIN:$PATH" XDG_CONFIG_HOME="$WORK/config"
 unset DBPILOT_SERVER DBPILOT_TOKEN DBPILOT_NAMESPACE DBPILOT_CONTEXT
 
-server=""
+server="" events=""
 cleanup() {
   trap - INT TERM EXIT
+  [ -n "$events" ] && kill "$events" 2>/dev/null || true
   echo
   echo "==> deleting the cluster and stopping the server"
   dbpilot cluster delete demo --yes --wait --timeout 2m || true
@@ -25,7 +26,9 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 echo "==> starting dbpilot-server dev (log: $WORK/server.log)"
-dbpilot-server dev --dir "$WORK/server" --listen 127.0.0.1:0 >"$WORK/server.env" 2>"$WORK/server.log" &
+# In its own session: Ctrl-C goes to this script's trap, which deletes the
+# cluster through the server before stopping it.
+setsid dbpilot-server dev --dir "$WORK/server" --listen 127.0.0.1:0 >"$WORK/server.env" 2>"$WORK/server.log" &
 server=$!
 for _ in $(seq 1 120); do grep -q DBPILOT_TOKEN= "$WORK/server.env" 2>/dev/null && break; sleep 0.5; done
 set -a && . "$WORK/server.env" && set +a
@@ -46,4 +49,7 @@ cat <<TXT
     kill -KILL -- -\$(awk '{print \$5}' /proc/\$PM/stat)
 ==> following the cluster's events (Ctrl-C stops the demo and cleans up)
 TXT
-dbpilot events --follow --cluster demo
+# In the background so Ctrl-C (or a SIGTERM to this script alone) reaches the trap at once.
+dbpilot events --follow --cluster demo &
+events=$!
+wait "$events"
