@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build demo test test-unit lint bench-failover bench-agent clean
+.PHONY: all deps build demo test test-unit test-dapr lint bench-failover bench-agent bench-controlplane clean
 
 all: build
 
@@ -22,6 +22,13 @@ demo: deps build
 ## test: the README's test command (CI: .ci/run) — lint, then every test with the race detector
 test: deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+DAPRD ?= $(HOME)/.cache/dbpilot/daprd-1.14.4
+
+## test-dapr: the control plane over real daprd sidecars and Redis (killed and restarted mid-stream)
+test-dapr: deps
+	@DAPRD=$(DAPRD) ./deploy/dev/install-dapr-deps.sh
+	DBPILOT_DAPRD=$(DAPRD) $(GO) test -race -count=1 -timeout 10m -tags dapr ./controlplane/daprtest/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
