@@ -43,5 +43,9 @@ bench-failover: deps build
 bench-agent: deps build
 	./$(BIN)/dbpilot-bench agent --seconds 60
 
+## bench-controlplane: events ingested/s, API p99 and server RSS for 1,000 simulated clusters × 3 nodes (docs/benchmarks.md)
+bench-controlplane: build
+	./$(BIN)/dbpilot-bench controlplane --clusters 1000 --nodes 3 --rounds 3
+
 clean:
 	rm -rf $(BIN) .dbpilot
