@@ -173,7 +173,7 @@ func (a *Agent) view(obs observation) ha.View {
 		Self: a.cfg.Node.Name, NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(),
 		LocalInitialized: a.pg.IsInitialized(), LocalRole: role, Healthy: a.healthy(st),
 		Streaming: st.Streaming, Upstream: a.upstream, LocalLSN: uint64(st.LSN()),
-		WasPrimary: a.local.role().WasPrimary && role != ha.RolePrimary, Fenced: a.fenced.Load(),
+		WasPrimary: a.formerPrimary(role, snap.Term), Fenced: a.fenced.Load(),
 		EtcdOK: obs.etcdOK, Initialized: snap.Initialized, IsLeader: a.isLeader.Load(),
 		LeaseLeft: a.dcs.LeaseLeft(obs.now), FenceMargin: a.fenceMargin(), LeaderLSN: snap.OptimeLSN,
 		SyncMode: a.cfg.SynchronousMode == "on", PGSyncStandbys: a.pgSync,
@@ -226,6 +226,17 @@ func (a *Agent) view(obs observation) ha.View {
 		}
 	}
 	return v
+}
+
+// formerPrimary reports whether this data directory was writable under an
+// older term than the cluster's current one: someone was promoted after us,
+// so our WAL may have diverged and we must rewind before following anyone or
+// standing for election. The primary of the current term (fenced during an
+// etcd outage, say) is not "former": its data is the newest there is, and
+// it may take the leader key back.
+func (a *Agent) formerPrimary(role ha.Role, clusterTerm uint64) bool {
+	m := a.local.role()
+	return m.WasPrimary && role != ha.RolePrimary && (clusterTerm == 0 || m.Term < clusterTerm)
 }
 
 func compareStrings(a, b string) int {

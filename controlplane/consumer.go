@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -30,6 +32,92 @@ type Projection struct {
 
 	mu      sync.Mutex
 	waiters []chan struct{} // woken when a new event is recorded
+
+	// health remembers each member's last applied (healthy, state), so the
+	// cluster phase is re-derived only when one changes (or on a member's
+	// first event since start), not on every member_state.
+	health sync.Map // "ns/project/cluster/node" → "true/running"
+
+	// Group commit: concurrent deliveries queue here; one of them (the
+	// leader) applies everything queued in one store transaction, then
+	// hands the role to the next waiter.
+	bmu      sync.Mutex
+	queue    []*pendingEvent
+	flushing bool
+}
+
+// maxBatch bounds the events applied in one store transaction.
+const maxBatch = 256
+
+type pendingEvent struct {
+	ea   store.EventApply
+	done chan applyMsg // one message at a time: a result, or the leader role
+}
+
+type applyMsg struct {
+	lead bool
+	res  store.ApplyResult
+	err  error
+}
+
+// apply records one event through the group commit and returns its result
+// once its transaction committed (or failed: then every event of that
+// batch gets the error and is redelivered).
+func (p *Projection) apply(ctx context.Context, ea store.EventApply) (store.ApplyResult, error) {
+	it := &pendingEvent{ea: ea, done: make(chan applyMsg, 1)}
+	p.bmu.Lock()
+	p.queue = append(p.queue, it)
+	lead := !p.flushing
+	p.flushing = true
+	p.bmu.Unlock()
+	for {
+		if lead {
+			p.flush(ctx, it)
+		}
+		m := <-it.done
+		if !m.lead {
+			return m.res, m.err
+		}
+		lead = true
+	}
+}
+
+// flush applies queued batches until own's batch is done, then passes the
+// leader role to the oldest waiter, if any.
+func (p *Projection) flush(ctx context.Context, own *pendingEvent) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for {
+		p.bmu.Lock()
+		n := min(len(p.queue), maxBatch)
+		batch := slices.Clone(p.queue[:n])
+		p.queue = p.queue[n:]
+		p.bmu.Unlock()
+		eas := make([]store.EventApply, len(batch))
+		mine := false
+		for i, it := range batch {
+			eas[i] = it.ea
+			mine = mine || it == own
+		}
+		rs, err := p.st.ApplyEvents(fctx, eas)
+		for i, it := range batch {
+			m := applyMsg{err: err}
+			if err == nil {
+				m.res = rs[i]
+			}
+			it.done <- m
+		}
+		if mine {
+			p.bmu.Lock()
+			if len(p.queue) > 0 {
+				p.queue[0].done <- applyMsg{lead: true}
+			} else {
+				p.flushing = false
+			}
+			p.bmu.Unlock()
+			return
+		}
+	}
 }
 
 // NewProjection returns the projection consumer.
@@ -100,17 +188,21 @@ func (p *Projection) Handle(ctx context.Context, raw []byte) error {
 	if project == "" {
 		project = "default"
 	}
-	res, err := p.st.ApplyEvent(ctx, store.Event{ID: e.ID, Namespace: h.Namespace, Project: project, Cluster: h.Cluster, Node: h.Node,
-		Type: e.Type, Term: e.Term, Revision: e.Revision, Time: e.Time, Data: e.Data}, proj)
+	res, err := p.apply(ctx, store.EventApply{Event: store.Event{ID: e.ID, Namespace: h.Namespace, Project: project, Cluster: h.Cluster, Node: h.Node,
+		Type: e.Type, Term: e.Term, Revision: e.Revision, Time: e.Time, Data: e.Data}, Projection: proj})
 	if err != nil {
 		return fmt.Errorf("project event %s: %w", e.ID, err)
 	}
 	switch res {
 	case store.Applied:
 		p.applied.Add(1)
-		if proj.Scope == store.ScopeMember {
-			if err := p.refreshPhase(ctx, h.Namespace, project, h.Cluster); err != nil {
-				p.log.Warn("refresh phase", zap.Error(err))
+		if m := proj.Member; m != nil {
+			key := h.Namespace + "/" + project + "/" + h.Cluster + "/" + h.Node
+			cur := fmt.Sprintf("%t/%s", m.Healthy, m.MemberState)
+			if prev, ok := p.health.Swap(key, cur); !ok || prev != cur {
+				if err := p.refreshPhase(ctx, h.Namespace, project, h.Cluster); err != nil {
+					p.log.Warn("refresh phase", zap.Error(err))
+				}
 			}
 		}
 	case store.Duplicate:

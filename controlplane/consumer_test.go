@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,5 +66,67 @@ func TestProjectionThroughEmbeddedBus(t *testing.T) {
 	c, _ := st.GetCluster(ctx, "c1")
 	if c.Primary != "n2" || c.Term != 2 || c.StaleEvents != 1 || c.Phase != store.PhaseDegraded {
 		t.Fatalf("cluster %+v", c)
+	}
+}
+
+// TestProjectionGroupCommitConcurrent delivers events from many goroutines
+// at once, each twice: the group commit must apply every event exactly once
+// and answer every delivery.
+func TestProjectionGroupCommitConcurrent(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 3, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProjection(st, zaptest.NewLogger(t))
+	const nodes, perNode = 3, 100
+	var events [][]byte
+	for n := range nodes {
+		node := fmt.Sprintf("n%d", n)
+		for rev := 1; rev <= perNode; rev++ {
+			h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "p", Cluster: "db"}, Node: node, Term: 1, Revision: int64(rev), TimestampMS: now.UnixMilli()}
+			e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource("ns", "db", node), h,
+				proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: int64(rev)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(e)
+			events = append(events, b)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*len(events))
+	for _, b := range append(slices.Clone(events), events...) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Handle(ctx, b); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s := p.Stats()
+	if s.Applied+s.Stale != nodes*perNode || s.Duplicate != nodes*perNode {
+		t.Fatalf("stats %+v: want applied+stale %d, duplicate %d", s, nodes*perNode, nodes*perNode)
+	}
+	ns, err := st.ListNodes(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ns {
+		if n.Revision != perNode {
+			t.Fatalf("node %s at revision %d, want %d", n.Name, n.Revision, perNode)
+		}
 	}
 }

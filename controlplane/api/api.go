@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -46,6 +47,9 @@ type API struct {
 	d        Deps
 	mux      *http.ServeMux
 	patterns []string
+	// ingestClusters caches cluster id → namespace/name for ingest (one
+	// store read per event otherwise); entries expire after ingestCacheTTL.
+	ingestClusters sync.Map
 }
 
 // New returns the API handler.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -163,6 +164,31 @@ func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, out)
 }
 
+// ingestCacheTTL bounds how long ingest trusts a cached cluster lookup;
+// after a delete, events are still accepted for at most this long (the
+// projection then drops them as unknown).
+const ingestCacheTTL = 5 * time.Second
+
+type ingestEntry struct {
+	c       store.Cluster
+	expires time.Time
+}
+
+func (a *API) ingestCluster(ctx context.Context, id string) (store.Cluster, error) {
+	if v, ok := a.ingestClusters.Load(id); ok {
+		if e := v.(ingestEntry); time.Now().Before(e.expires) {
+			return e.c, nil
+		}
+	}
+	c, err := a.d.Store.GetCluster(ctx, id)
+	if err != nil {
+		a.ingestClusters.Delete(id)
+		return c, err
+	}
+	a.ingestClusters.Store(id, ingestEntry{c: c, expires: time.Now().Add(ingestCacheTTL)})
+	return c, nil
+}
+
 // ingest receives agent events over HTTP (the embedded default). Agents
 // authenticate with HTTP basic auth: user = cluster id, password = the
 // cluster's ingest key; an event for another cluster is refused.
@@ -172,7 +198,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"})
 		return
 	}
-	c, err := a.d.Store.GetCluster(r.Context(), id)
+	c, err := a.ingestCluster(r.Context(), id)
 	if err != nil {
 		// The cluster was deleted: accept and drop, so agents that are
 		// still shutting down do not retry forever.

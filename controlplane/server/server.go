@@ -51,7 +51,38 @@ type Config struct {
 	AgentTTL      time.Duration `yaml:"agent_ttl"`
 	AgentInterval time.Duration `yaml:"agent_interval"`
 	AgentLogLevel string        `yaml:"agent_log_level"`
+	// Bus selects the event bus; default embedded.
+	Bus BusConfig `yaml:"bus"`
 }
+
+// BusConfig selects how control-plane services and agents exchange events.
+type BusConfig struct {
+	// Kind is "embedded" (default: in process, no sidecar) or "dapr".
+	Kind string `yaml:"kind"`
+	// Dapr configures the Dapr bus (kind: dapr).
+	Dapr DaprConfig `yaml:"dapr"`
+}
+
+// DaprConfig names the server's sidecar and pub/sub component.
+type DaprConfig struct {
+	// GRPCAddress is the sidecar's gRPC API; default 127.0.0.1:50001.
+	GRPCAddress string `yaml:"grpc_address"`
+	// PubSub is the pub/sub component name; default dbpilot-pubsub.
+	PubSub string `yaml:"pubsub"`
+	// AppListen is where the server serves its topic subscriptions
+	// (daprd --app-port); default 127.0.0.1:6002.
+	AppListen string `yaml:"app_listen"`
+	// AgentGRPCAddress, when set, makes provisioned agents publish through
+	// a sidecar at this address (events.dapr in their config) instead of
+	// posting to the server's ingest endpoint.
+	AgentGRPCAddress string `yaml:"agent_grpc_address"`
+}
+
+// Bus kinds.
+const (
+	BusEmbedded = "embedded"
+	BusDapr     = "dapr"
+)
 
 // LoadConfig reads a YAML config strictly.
 func LoadConfig(path string) (Config, error) {
@@ -67,6 +98,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if c.DataDir == "" {
 		return Config{}, fmt.Errorf("config %s: data_dir: required", path)
+	}
+	if k := c.Bus.Kind; k != "" && k != BusEmbedded && k != BusDapr {
+		return Config{}, fmt.Errorf("config %s: bus.kind: must be embedded or dapr (got %q)", path, k)
 	}
 	return c, nil
 }
@@ -85,6 +119,8 @@ type Server struct {
 	Process    *infra.Process
 
 	api      *api.API
+	daprBus  *controlplane.DaprBus
+	daprSub  *controlplane.DaprSubscriber
 	embedded *embed.Etcd
 	http     *http.Server
 	ln       net.Listener
@@ -150,20 +186,61 @@ func (s *Server) start(ctx context.Context) error {
 	_ = os.WriteFile(apiPortFile, []byte(strconv.Itoa(s.ln.Addr().(*net.TCPAddr).Port)), 0o644)
 	s.URL = "http://" + s.ln.Addr().String()
 
-	bus := controlplane.NewEmbeddedBus()
 	s.Projection = controlplane.NewProjection(s.Store, s.log)
 	base := s.URL
+	agent := infra.AgentSettings{EtcdEndpoints: []string{s.EtcdURL}, TTL: cfg.AgentTTL, Interval: cfg.AgentInterval, LogLevel: cfg.AgentLogLevel}
+	if cfg.Bus.Kind == BusDapr {
+		d := &cfg.Bus.Dapr
+		if d.GRPCAddress == "" {
+			d.GRPCAddress = "127.0.0.1:50001"
+		}
+		if d.PubSub == "" {
+			d.PubSub = "dbpilot-pubsub"
+		}
+		if d.AppListen == "" {
+			d.AppListen = "127.0.0.1:6002"
+		}
+		if d.AgentGRPCAddress != "" {
+			agent.Dapr = &infra.DaprSettings{GRPCAddress: d.AgentGRPCAddress, PubSub: d.PubSub, Topic: controlplane.TopicAgentEvents}
+		}
+	}
 	s.Engine = controlplane.NewEngine(controlplane.EngineConfig{
 		Instance: cfg.Instance, ReadyTimeout: cfg.ReadyTimeout,
-		Agent: infra.AgentSettings{EtcdEndpoints: []string{s.EtcdURL}, TTL: cfg.AgentTTL, Interval: cfg.AgentInterval, LogLevel: cfg.AgentLogLevel},
+		Agent: agent,
 		EventsURL: func(clusterID string) string {
 			u, _ := url.Parse(base + "/v1/ingest/events")
 			u.User = url.UserPassword(clusterID, controlplane.IngestKey(secret, clusterID))
 			return u.String()
 		},
 	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process}, s.log)
-	bus.Subscribe(controlplane.TopicAgentEvents, s.Projection.Handle)
-	bus.Subscribe(controlplane.TopicControlPlane, s.Engine.Handle)
+	var bus controlplane.Bus
+	if cfg.Bus.Kind == BusDapr {
+		d := cfg.Bus.Dapr
+		// Serve the subscriptions first: daprd waits for its app before it
+		// reads them.
+		s.daprSub = controlplane.NewDaprSubscriber(d.AppListen, d.PubSub, s.log)
+		if err := s.daprSub.Subscribe(controlplane.TopicAgentEvents, s.Projection.Handle); err != nil {
+			return err
+		}
+		if err := s.daprSub.Subscribe(controlplane.TopicControlPlane, s.Engine.Handle); err != nil {
+			return err
+		}
+		if err := s.daprSub.Start(); err != nil {
+			return err
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+		s.daprBus, err = controlplane.NewDaprBus(cctx, d.GRPCAddress, d.PubSub)
+		ccancel()
+		if err != nil {
+			return err
+		}
+		bus = s.daprBus
+	} else {
+		eb := controlplane.NewEmbeddedBus()
+		eb.Subscribe(controlplane.TopicAgentEvents, s.Projection.Handle)
+		eb.Subscribe(controlplane.TopicControlPlane, s.Engine.Handle)
+		bus = eb
+	}
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
 		IngestSecret: secret, Providers: []string{"process"}, Log: s.log.Named("api")})
@@ -249,8 +326,14 @@ func (s *Server) Close() {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	if s.daprSub != nil {
+		s.daprSub.Close()
+	}
 	if s.Engine != nil {
 		s.Engine.Wait()
+	}
+	if s.daprBus != nil {
+		s.daprBus.Close()
 	}
 	if s.Etcd != nil {
 		s.Etcd.Close()

@@ -32,7 +32,11 @@ const (
 
 // Store is the SQL-backed store. Its methods are safe for concurrent use.
 type Store struct {
-	db      *sql.DB
+	db *sql.DB
+	// rdb serves read-only queries: on SQLite a separate pool of
+	// query_only connections, so reads run beside the single writer
+	// connection (WAL) instead of queueing behind it; on PostgreSQL db.
+	rdb     *sql.DB
 	dialect Dialect
 }
 
@@ -44,25 +48,33 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		d = Postgres
 	}
-	var db *sql.DB
+	var db, rdb *sql.DB
 	var err error
 	switch d {
 	case Postgres:
 		db, err = sql.Open("pgx", dsn)
+		rdb = db
 	default:
 		// WAL lets readers proceed while the single writer commits;
 		// busy_timeout makes concurrent writers wait instead of failing.
 		db, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate")
 		if err == nil {
 			db.SetMaxOpenConns(1) // one writer; avoids SQLITE_BUSY under load
+			rdb, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=foreign_keys(ON)")
+			if err != nil {
+				db.Close()
+			} else {
+				rdb.SetMaxOpenConns(4)
+				rdb.SetMaxIdleConns(4)
+			}
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s store: %w", d, err)
 	}
-	s := &Store{db: db, dialect: d}
+	s := &Store{db: db, rdb: rdb, dialect: d}
 	if err := s.Migrate(ctx); err != nil {
-		db.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -72,7 +84,12 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 func (s *Store) Dialect() Dialect { return s.dialect }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.rdb != s.db {
+		s.rdb.Close()
+	}
+	return s.db.Close()
+}
 
 // DB returns the underlying database handle (for diagnostics and tests).
 func (s *Store) DB() *sql.DB { return s.db }
@@ -188,7 +205,7 @@ func (s *Store) CreateNamespace(ctx context.Context, name string) (Namespace, er
 func (s *Store) GetNamespace(ctx context.Context, name string) (Namespace, error) {
 	var n Namespace
 	var at int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT name, created_at FROM namespaces WHERE name = ?`), name).Scan(&n.Name, &at)
+	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT name, created_at FROM namespaces WHERE name = ?`), name).Scan(&n.Name, &at)
 	if err != nil {
 		return Namespace{}, notFound("namespace "+name, err)
 	}
@@ -212,7 +229,7 @@ func (s *Store) ListNamespaces(ctx context.Context, p Page, names []string) ([]N
 	}
 	query += ` ORDER BY name LIMIT ?`
 	args = append(args, limit(p.Limit, 100, 1000))
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
@@ -272,7 +289,7 @@ func (s *Store) CreateProject(ctx context.Context, namespace, name string) (Proj
 func (s *Store) GetProject(ctx context.Context, namespace, name string) (Project, error) {
 	p := Project{Namespace: namespace}
 	var at int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT name, created_at FROM projects WHERE namespace = ? AND name = ?`), namespace, name).Scan(&p.Name, &at)
+	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT name, created_at FROM projects WHERE namespace = ? AND name = ?`), namespace, name).Scan(&p.Name, &at)
 	if err != nil {
 		return Project{}, notFound("project "+namespace+"/"+name, err)
 	}
@@ -282,7 +299,7 @@ func (s *Store) GetProject(ctx context.Context, namespace, name string) (Project
 
 // ListProjects lists a namespace's projects by name.
 func (s *Store) ListProjects(ctx context.Context, namespace string, p Page) ([]Project, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT name, created_at FROM projects WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?`),
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT name, created_at FROM projects WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?`),
 		namespace, p.After, limit(p.Limit, 100, 1000))
 	if err != nil {
 		return nil, fmt.Errorf("list projects: %w", err)
@@ -334,7 +351,7 @@ func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 
 // TokenByHash returns the active (not revoked) token with this hash.
 func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
-	t, err := scanToken(s.db.QueryRowContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND revoked_at = 0`), hash))
+	t, err := scanToken(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND revoked_at = 0`), hash))
 	if err != nil {
 		return Token{}, notFound("token", err)
 	}
@@ -343,7 +360,7 @@ func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
 
 // GetToken returns a token by id.
 func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
-	t, err := scanToken(s.db.QueryRowContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE id = ?`), id))
+	t, err := scanToken(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE id = ?`), id))
 	if err != nil {
 		return Token{}, notFound("token "+id, err)
 	}
@@ -352,7 +369,7 @@ func (s *Store) GetToken(ctx context.Context, id string) (Token, error) {
 
 // ListTokens lists tokens by id.
 func (s *Store) ListTokens(ctx context.Context, p Page) ([]Token, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE id > ? ORDER BY id LIMIT ?`), p.After, limit(p.Limit, 100, 1000))
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE id > ? ORDER BY id LIMIT ?`), p.After, limit(p.Limit, 100, 1000))
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -429,7 +446,7 @@ func (s *Store) CreateCluster(ctx context.Context, c Cluster, op Operation) erro
 
 // GetCluster returns a cluster by id.
 func (s *Store) GetCluster(ctx context.Context, id string) (Cluster, error) {
-	c, err := scanCluster(s.db.QueryRowContext(ctx, s.q(`SELECT `+clusterCols+` FROM clusters WHERE id = ?`), id))
+	c, err := scanCluster(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+clusterCols+` FROM clusters WHERE id = ?`), id))
 	if err != nil {
 		return Cluster{}, notFound("cluster "+id, err)
 	}
@@ -459,7 +476,7 @@ func (s *Store) ListClusters(ctx context.Context, namespace string, p Page) ([]C
 }
 
 func (s *Store) queryClusters(ctx context.Context, query string, args ...any) ([]Cluster, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list clusters: %w", err)
 	}
@@ -554,7 +571,7 @@ func (s *Store) DeleteNode(ctx context.Context, clusterID, name string) error {
 
 // ListNodes lists a cluster's nodes by name.
 func (s *Store) ListNodes(ctx context.Context, clusterID string) ([]Node, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+nodeCols+` FROM nodes WHERE cluster_id = ? ORDER BY name`), clusterID)
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+nodeCols+` FROM nodes WHERE cluster_id = ? ORDER BY name`), clusterID)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -577,14 +594,96 @@ func (s *Store) ListNodes(ctx context.Context, clusterID string) ([]Node, error)
 // positioned below its subject's (term, revision) is recorded as stale, not
 // applied, and counted in the cluster's stale_events).
 func (s *Store) ApplyEvent(ctx context.Context, ev Event, p Projection) (ApplyResult, error) {
+	rs, err := s.ApplyEvents(ctx, []EventApply{{Event: ev, Projection: p}})
+	if err != nil {
+		return 0, err
+	}
+	return rs[0], nil
+}
+
+// EventApply is one event and what it changes, for ApplyEvents.
+type EventApply struct {
+	Event      Event
+	Projection Projection
+}
+
+// ApplyEvents is ApplyEvent for several events in one transaction (group
+// commit), in order: a later event sees the earlier ones' effects. It
+// returns one result per event, or an error and no effect at all.
+func (s *Store) ApplyEvents(ctx context.Context, batch []EventApply) ([]ApplyResult, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
+		return nil, fmt.Errorf("apply events: %w", err)
 	}
 	defer tx.Rollback()
+	st := &txStmts{s: s, tx: tx, m: map[string]*sql.Stmt{}}
+	defer st.close()
+	rs := make([]ApplyResult, len(batch))
+	for i, b := range batch {
+		if rs[i], err = s.applyEvent(ctx, st, b.Event, b.Projection); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("apply events: %w", err)
+	}
+	return rs, nil
+}
+
+// txStmts prepares each statement once per transaction (a batch of events
+// runs the same few statements many times; parsing dominated otherwise).
+type txStmts struct {
+	s  *Store
+	tx *sql.Tx
+	m  map[string]*sql.Stmt
+}
+
+func (t *txStmts) prep(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := t.m[query]; ok {
+		return st, nil
+	}
+	st, err := t.tx.PrepareContext(ctx, t.s.q(query))
+	if err != nil {
+		return nil, err
+	}
+	t.m[query] = st
+	return st, nil
+}
+
+func (t *txStmts) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := t.prep(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryRow returns the row, or an error through Scan (like
+// sql.Tx.QueryRowContext).
+func (t *txStmts) queryRow(ctx context.Context, query string, args ...any) rowScanner {
+	st, err := t.prep(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (t *txStmts) close() {
+	for _, st := range t.m {
+		st.Close()
+	}
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (s *Store) applyEvent(ctx context.Context, tx *txStmts, ev Event, p Projection) (ApplyResult, error) {
 	var clusterID string
 	var cterm, crev int64
-	err = tx.QueryRowContext(ctx, s.q(`SELECT id, term, revision FROM clusters WHERE namespace = ? AND project = ? AND name = ?`),
+	err := tx.queryRow(ctx, `SELECT id, term, revision FROM clusters WHERE namespace = ? AND project = ? AND name = ?`,
 		ev.Namespace, ev.Project, ev.Cluster).Scan(&clusterID, &cterm, &crev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return UnknownCluster, nil
@@ -592,18 +691,11 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event, p Projection) (ApplyRe
 	if err != nil {
 		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
-	var exists int
-	if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM events WHERE id = ?`), ev.ID).Scan(&exists); err != nil {
-		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
-	}
-	if exists > 0 {
-		return Duplicate, nil
-	}
 	// The subject's position.
 	hterm, hrev := cterm, crev
 	nodeKnown := true
 	if p.Scope == ScopeMember {
-		err := tx.QueryRowContext(ctx, s.q(`SELECT term, revision FROM nodes WHERE cluster_id = ? AND name = ?`), clusterID, ev.Node).Scan(&hterm, &hrev)
+		err := tx.queryRow(ctx, `SELECT term, revision FROM nodes WHERE cluster_id = ? AND name = ?`, clusterID, ev.Node).Scan(&hterm, &hrev)
 		if errors.Is(err, sql.ErrNoRows) {
 			nodeKnown, hterm, hrev = false, 0, 0
 		} else if err != nil {
@@ -612,20 +704,24 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event, p Projection) (ApplyRe
 	}
 	stale := ev.Term < uint64(hterm) || (ev.Term == uint64(hterm) && ev.Revision < hrev)
 	now := ms(time.Now())
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO events (id, namespace, project, cluster, node, type, term, revision, time, stale, data)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	// Dedup on the event id: a unique violation would abort a PostgreSQL
+	// transaction (and the rest of a batch), so do nothing and count rows.
+	res, err := tx.exec(ctx, `INSERT INTO events (id, namespace, project, cluster, node, type, term, revision, time, stale, data)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 		ev.ID, ev.Namespace, ev.Project, ev.Cluster, ev.Node, ev.Type, int64(ev.Term), ev.Revision, ms(ev.Time), stale, string(ev.Data))
-	if isUnique(err) { // a concurrent delivery of the same event won
-		return Duplicate, nil
-	}
 	if err != nil {
 		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
+	if n, err := res.RowsAffected(); err != nil {
+		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
+	} else if n == 0 {
+		return Duplicate, nil
+	}
 	if stale {
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE clusters SET stale_events = stale_events + 1 WHERE id = ?`), clusterID); err != nil {
+		if _, err := tx.exec(ctx, `UPDATE clusters SET stale_events = stale_events + 1 WHERE id = ?`, clusterID); err != nil {
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
-		return Stale, tx.Commit()
+		return Stale, nil
 	}
 	switch p.Scope {
 	case ScopeCluster:
@@ -635,14 +731,14 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event, p Projection) (ApplyRe
 			query += `, primary_node = ?`
 			args = append(args, p.Primary)
 		}
-		if _, err := tx.ExecContext(ctx, s.q(query+` WHERE id = ?`), append(args, clusterID)...); err != nil {
+		if _, err := tx.exec(ctx, query+` WHERE id = ?`, append(args, clusterID)...); err != nil {
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
 	case ScopeMember:
 		if !nodeKnown {
 			// A member the provider did not create (a fleet host, or an
 			// event racing the provider's insert).
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO nodes (`+nodeCols+`) VALUES (?, ?, '', 'external', '', '', FALSE, '', -1, 0, 0, 0, '{}', ?)`),
+			if _, err := tx.exec(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?, ?, '', 'external', '', '', FALSE, '', -1, 0, 0, 0, '{}', ?)`,
 				clusterID, ev.Node, now); err != nil {
 				return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 			}
@@ -653,15 +749,12 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event, p Projection) (ApplyRe
 			query += `, role = ?, member_state = ?, healthy = ?, lsn = ?, lag_bytes = ?, timeline = ?`
 			args = append(args, m.Role, m.MemberState, m.Healthy, m.LSN, m.LagBytes, int64(m.Timeline))
 		}
-		if _, err := tx.ExecContext(ctx, s.q(query+` WHERE cluster_id = ? AND name = ?`), append(args, clusterID, ev.Node)...); err != nil {
+		if _, err := tx.exec(ctx, query+` WHERE cluster_id = ? AND name = ?`, append(args, clusterID, ev.Node)...); err != nil {
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE clusters SET last_event_at = ? WHERE id = ?`), now, clusterID); err != nil {
+		if _, err := tx.exec(ctx, `UPDATE clusters SET last_event_at = ? WHERE id = ?`, now, clusterID); err != nil {
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
 	return Applied, nil
 }
@@ -678,7 +771,7 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) 
 	}
 	query += ` ORDER BY seq LIMIT ?`
 	args = append(args, limit(f.Limit, 100, 1000))
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
@@ -758,7 +851,7 @@ func scanOp(sc interface{ Scan(...any) error }) (Operation, error) {
 
 // GetOperation returns an operation by id.
 func (s *Store) GetOperation(ctx context.Context, id string) (Operation, error) {
-	o, err := scanOp(s.db.QueryRowContext(ctx, s.q(`SELECT `+opCols+` FROM operations WHERE id = ?`), id))
+	o, err := scanOp(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+opCols+` FROM operations WHERE id = ?`), id))
 	if err != nil {
 		return Operation{}, notFound("operation "+id, err)
 	}
@@ -783,7 +876,7 @@ func (s *Store) UnfinishedOperations(ctx context.Context) ([]Operation, error) {
 }
 
 func (s *Store) queryOps(ctx context.Context, query string, args ...any) ([]Operation, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list operations: %w", err)
 	}
@@ -855,7 +948,7 @@ func (s *Store) GetTemplate(ctx context.Context, namespace, name string) (Templa
 	t := Template{Namespace: namespace, Name: name}
 	var body string
 	var at int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT body, created_at FROM templates WHERE namespace = ? AND name = ?`), namespace, name).Scan(&body, &at)
+	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT body, created_at FROM templates WHERE namespace = ? AND name = ?`), namespace, name).Scan(&body, &at)
 	if err != nil {
 		return Template{}, notFound("template "+name, err)
 	}
@@ -865,7 +958,7 @@ func (s *Store) GetTemplate(ctx context.Context, namespace, name string) (Templa
 
 // ListTemplates lists a namespace's user templates by name.
 func (s *Store) ListTemplates(ctx context.Context, namespace string) ([]Template, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT name, body, created_at FROM templates WHERE namespace = ? ORDER BY name`), namespace)
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT name, body, created_at FROM templates WHERE namespace = ? ORDER BY name`), namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list templates: %w", err)
 	}
@@ -972,7 +1065,7 @@ func scanHost(sc interface{ Scan(...any) error }) (Host, error) {
 
 // ListHosts lists fleet hosts by id.
 func (s *Store) ListHosts(ctx context.Context) ([]Host, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+hostCols+` FROM hosts ORDER BY id`))
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+hostCols+` FROM hosts ORDER BY id`))
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
@@ -990,7 +1083,7 @@ func (s *Store) ListHosts(ctx context.Context) ([]Host, error) {
 
 // HostByCredential returns the host whose credential hashes to hash.
 func (s *Store) HostByCredential(ctx context.Context, hash string) (Host, error) {
-	h, err := scanHost(s.db.QueryRowContext(ctx, s.q(`SELECT `+hostCols+` FROM hosts WHERE credential_hash = ?`), hash))
+	h, err := scanHost(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+hostCols+` FROM hosts WHERE credential_hash = ?`), hash))
 	if err != nil {
 		return Host{}, notFound("host", err)
 	}
@@ -1071,7 +1164,7 @@ func (s *Store) ListAllocations(ctx context.Context, hostID string) ([]Allocatio
 		query += ` WHERE host_id = ?`
 		args = append(args, hostID)
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query+` ORDER BY cluster_id, node`), args...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query+` ORDER BY cluster_id, node`), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list allocations: %w", err)
 	}
@@ -1119,7 +1212,7 @@ func (s *Store) ListAudit(ctx context.Context, namespace string, afterSeq int64,
 		query += ` AND namespace = ?`
 		args = append(args, namespace)
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query+` ORDER BY seq LIMIT ?`), append(args, limit(n, 100, 1000))...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query+` ORDER BY seq LIMIT ?`), append(args, limit(n, 100, 1000))...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}

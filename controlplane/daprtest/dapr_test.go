@@ -1,0 +1,372 @@
+//go:build dapr
+
+package daprtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/dbpilot/dbpilot/agent/report"
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/server"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
+)
+
+const pubsubName = "dbpilot-pubsub"
+
+func daprdPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("DBPILOT_DAPRD")
+	if p == "" {
+		home, _ := os.UserHomeDir()
+		p = filepath.Join(home, ".cache", "dbpilot", "daprd-1.14.4")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("daprd not found at %s (run deploy/dev/build-daprd.sh or set DBPILOT_DAPRD): %v", p, err)
+	}
+	return p
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer collects a process's output for the failure log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a child process whose output is shown when the test fails.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+func start(t *testing.T, name string, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// kill signals the process group and waits for the process (SIGKILL after 10 s).
+func (p *proc) kill(sig syscall.Signal) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+func waitTCP(t *testing.T, addr string, p *proc, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before listening on %s", p.name, addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening on %s after %s", p.name, addr, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func daprd(t *testing.T, bin, appID, resources string, appPort int) (*proc, string) {
+	t.Helper()
+	grpc := strconv.Itoa(freePort(t))
+	args := []string{"--app-id", appID, "--dapr-grpc-port", grpc, "--dapr-http-port", strconv.Itoa(freePort(t)),
+		"--dapr-internal-grpc-port", strconv.Itoa(freePort(t)), "--metrics-port", strconv.Itoa(freePort(t)),
+		"--resources-path", resources, "--log-level", "warn"}
+	if appPort > 0 {
+		args = append(args, "--app-port", strconv.Itoa(appPort), "--app-protocol", "http")
+	}
+	return start(t, "daprd "+appID, bin, args...), "127.0.0.1:" + grpc
+}
+
+// TestDaprRedisKillConverges: 4 clusters × 3 members publish numbered
+// member_state streams through the agent sidecar; redis-server is killed
+// (SIGKILL, AOF with fsync always) and restarted mid-stream; the server
+// must end with every published event recorded exactly once and every
+// member at its last event.
+func TestDaprRedisKillConverges(t *testing.T) {
+	daprdBin := daprdPath(t)
+	redisBin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server not on PATH (deploy/dev/install-dapr-deps.sh installs it)")
+	}
+	dir := t.TempDir()
+	redisPort := freePort(t)
+	redisDir := filepath.Join(dir, "redis")
+	if err := os.MkdirAll(redisDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	redisArgs := []string{"--port", strconv.Itoa(redisPort), "--bind", "127.0.0.1", "--dir", redisDir,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"}
+	redis := start(t, "redis-server", redisBin, redisArgs...)
+	redisAddr := "127.0.0.1:" + strconv.Itoa(redisPort)
+	waitTCP(t, redisAddr, redis, 20*time.Second)
+
+	resources := filepath.Join(dir, "components")
+	if err := os.MkdirAll(resources, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	component := fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: %s
+spec:
+  type: pubsub.redis
+  version: v1
+  metadata:
+    - name: redisHost
+      value: "%s"
+    - name: processingTimeout
+      value: "5s"
+    - name: redeliverInterval
+      value: "1s"
+`, pubsubName, redisAddr)
+	if err := os.WriteFile(filepath.Join(resources, "pubsub.yaml"), []byte(component), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The server and its sidecar.
+	appPort := freePort(t)
+	serverSidecar, serverGRPC := daprd(t, daprdBin, "dbpilot-server", resources, appPort)
+	_ = serverSidecar
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	srv, err := server.Start(ctx, server.Config{DataDir: filepath.Join(dir, "server"), Listen: "127.0.0.1:0",
+		Bus: server.BusConfig{Kind: server.BusDapr, Dapr: server.DaprConfig{GRPCAddress: serverGRPC, PubSub: pubsubName,
+			AppListen: "127.0.0.1:" + strconv.Itoa(appPort)}}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	const clusters, members, perMember = 4, 3, 100
+	now := time.Now()
+	for c := range clusters {
+		id := fmt.Sprintf("c%d", c)
+		err := srv.Store.CreateCluster(ctx, store.Cluster{ID: id, Namespace: "ns", Project: "default", Name: "db" + strconv.Itoa(c),
+			Engine: "postgres", Version: "16", Provider: "process", Replicas: members, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+			store.Operation{ID: "op-" + id, Namespace: "ns", ClusterID: id, Kind: controlplane.KindCreate, State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The agents' sidecar (no app: it only publishes).
+	_, agentGRPC := daprd(t, daprdBin, "dbpilot-agent", resources, 0)
+
+	// One Reporter per member, as each agent has, all through the sidecar.
+	type member struct {
+		cluster, node string
+		rep           *report.Reporter
+	}
+	var ms []member
+	runCtx, stopReporters := context.WithCancel(ctx)
+	defer stopReporters()
+	var wg sync.WaitGroup
+	for c := range clusters {
+		for m := range members {
+			tr, err := report.NewDaprTransport(ctx, agentGRPC, pubsubName, controlplane.TopicAgentEvents)
+			for err != nil && ctx.Err() == nil {
+				time.Sleep(200 * time.Millisecond)
+				tr, err = report.NewDaprTransport(ctx, agentGRPC, pubsubName, controlplane.TopicAgentEvents)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := report.NewReporter(tr, log.Named("reporter"), report.WithBackoff(50*time.Millisecond, 500*time.Millisecond),
+				report.WithSendTimeout(3*time.Second), report.WithQueueSize(10*perMember))
+			wg.Add(1)
+			go func() { defer wg.Done(); r.Run(runCtx) }()
+			ms = append(ms, member{cluster: "db" + strconv.Itoa(c), node: "node" + strconv.Itoa(m), rep: r})
+		}
+	}
+	defer func() { stopReporters(); wg.Wait() }()
+
+	published := map[string]bool{}
+	publish := func(seq int) {
+		for _, m := range ms {
+			h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "default", Cluster: m.cluster}, Node: m.node,
+				Term: 1, Revision: int64(seq), TimestampMS: time.Now().UnixMilli()}
+			e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource("ns", m.cluster, m.node), h,
+				proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: int64(seq)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			published[e.ID] = true
+			m.rep.Publish(e)
+		}
+	}
+	total := clusters * members * perMember
+	recorded := func() uint64 { s := srv.Projection.Stats(); return s.Applied + s.Stale }
+
+	// Stream: one event per member every 50 ms. A quarter of the way in,
+	// a burst of 20 events per member builds a backlog in the Redis stream
+	// (accepted by the broker, not yet delivered to the server); redis is
+	// killed with that backlog in it (SIGKILL: only its AOF survives),
+	// restarted 1.5 s later, and the stream goes on meanwhile.
+	delivered := func() uint64 {
+		var n uint64
+		for _, m := range ms {
+			n += m.rep.Stats().Delivered
+		}
+		return n
+	}
+	const burst = 20
+	killed, restarted := false, false
+	var killedAt time.Time
+	for seq := 1; seq <= perMember; seq++ {
+		publish(seq)
+		if !killed && seq >= perMember/4 && seq < perMember/4+burst {
+			continue // the burst: no pacing
+		}
+		if !killed && seq >= perMember/4+burst {
+			bd := time.Now().Add(10 * time.Second)
+			for delivered() < recorded()+uint64(clusters*members*burst/4) && time.Now().Before(bd) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			t.Logf("killing redis-server: %d events accepted by the broker, %d recorded", delivered(), recorded())
+			redis.kill(syscall.SIGKILL)
+			killed, killedAt = true, time.Now()
+		}
+		time.Sleep(50 * time.Millisecond) // pacing of the publishers, not a wait for a result
+		if killed && !restarted && time.Since(killedAt) > 1500*time.Millisecond {
+			redis = start(t, "redis-server (restarted)", redisBin, redisArgs...)
+			waitTCP(t, redisAddr, redis, 20*time.Second)
+			restarted = true
+			t.Logf("redis-server restarted at seq %d of %d", seq, perMember)
+		}
+	}
+	if !restarted {
+		t.Fatal("the stream ended before redis-server was restarted")
+	}
+
+	// Converge.
+	deadline := time.Now().Add(90 * time.Second)
+	for recorded() < uint64(total) {
+		if time.Now().After(deadline) {
+			var queued int
+			for _, m := range ms {
+				queued += m.rep.Stats().Queued
+			}
+			t.Fatalf("recorded %d of %d events after 90 s (projection %+v, %d still queued at the publishers)",
+				recorded(), total, srv.Projection.Stats(), queued)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var retries uint64
+	for _, m := range ms {
+		s := m.rep.Stats()
+		if s.Dropped != 0 {
+			t.Fatalf("publisher %s/%s dropped %d events", m.cluster, m.node, s.Dropped)
+		}
+		retries += s.Retries
+	}
+	if retries == 0 {
+		t.Fatal("no publish was retried: the redis outage did not happen mid-stream")
+	}
+	t.Logf("publishers retried %d times during the outage", retries)
+	stats := srv.Projection.Stats()
+	t.Logf("projection: %+v (duplicates are redeliveries recognised by id)", stats)
+	if stats.Applied+stats.Stale != uint64(total) || stats.Malformed != 0 || stats.UnknownCluster != 0 {
+		t.Fatalf("projection %+v: want applied+stale == %d published, nothing malformed or unknown", stats, total)
+	}
+	// Every published id recorded exactly once, nothing else.
+	seen := map[string]int{}
+	for after := int64(0); ; {
+		evs, err := srv.Store.ListEvents(ctx, store.EventFilter{Namespace: "ns", AfterSeq: after, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		for _, e := range evs {
+			seen[e.ID]++
+		}
+		after = evs[len(evs)-1].Seq
+	}
+	for id := range published {
+		if seen[id] != 1 {
+			t.Errorf("event %s recorded %d times", id, seen[id])
+		}
+	}
+	if len(seen) != len(published) {
+		t.Errorf("store holds %d event ids, %d published", len(seen), len(published))
+	}
+	// Every member at its last event.
+	for c := range clusters {
+		nodes, err := srv.Store.ListNodes(ctx, fmt.Sprintf("c%d", c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes) != members {
+			t.Fatalf("cluster c%d: %d nodes, want %d", c, len(nodes), members)
+		}
+		for _, n := range nodes {
+			if n.Revision != perMember || n.LagBytes != perMember {
+				t.Errorf("cluster c%d %s: revision %d lag %d, want the last event (%d)", c, n.Name, n.Revision, n.LagBytes, perMember)
+			}
+		}
+	}
+}
