@@ -36,7 +36,7 @@ DAPRD ?= $(HOME)/.cache/dbpilot/daprd-1.14.4
 ## test-dapr: the control plane over real daprd sidecars and Redis (killed and restarted mid-stream)
 test-dapr: deps
 	@DAPRD=$(DAPRD) ./deploy/dev/install-dapr-deps.sh
-	DBPILOT_DAPRD=$(DAPRD) $(GO) test -race -count=1 -timeout 10m -tags dapr ./controlplane/daprtest/
+	DBPILOT_DAPRD=$(DAPRD) $(GO) test -race -count=1 -timeout 10m -tags dapr ./controlplane/daprtest/ ./agent/report/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
