@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -57,9 +56,9 @@ type Method interface {
 
 // PGSource is a PostgreSQL server the methods connect to with Login.
 type PGSource struct {
-	PG    *postgres.Instance    // local instance: programs run as its OS user
-	Login postgres.Credentials  // role with REPLICATION (physical) / pg_read_all_data (logical)
-	Label string                // backup label shown in pg_stat_progress_basebackup
+	PG    *postgres.Instance   // local instance: programs run as its OS user
+	Login postgres.Credentials // role with REPLICATION (physical) / pg_read_all_data (logical)
+	Label string               // backup label shown in pg_stat_progress_basebackup
 }
 
 // Physical is the full physical backup of a PostgreSQL cluster:
@@ -110,11 +109,11 @@ func (m Physical) Backup(ctx context.Context, put PutFunc) (Result, error) {
 		pw.Close()
 	}
 	res := <-done
+	if res.err != nil { // the storage error explains a broken pipe in pg_basebackup
+		return Result{}, fmt.Errorf("physical backup: store %s: %w", BaseFile, res.err)
+	}
 	if runErr != nil {
 		return Result{}, fmt.Errorf("physical backup: %w", runErr)
-	}
-	if res.err != nil {
-		return Result{}, fmt.Errorf("physical backup: store %s: %w", BaseFile, res.err)
 	}
 	r := Result{Files: []FileInfo{res.fi}}
 	if mm := startRE.FindStringSubmatch(stderr); mm != nil {
@@ -168,9 +167,11 @@ func (m Logical) stream(ctx context.Context, put PutFunc, name, tool string, arg
 	}()
 	_, runErr := m.Src.PG.StreamTool(ctx, tool, args, postgres.ToolOptions{Stdout: pw, Login: &m.Src.Login})
 	pw.CloseWithError(runErr)
-	putErr := <-done
-	if err := errors.Join(runErr, putErr); err != nil {
-		return FileInfo{}, err
+	if putErr := <-done; putErr != nil {
+		return FileInfo{}, putErr
+	}
+	if runErr != nil {
+		return FileInfo{}, runErr
 	}
 	return fi, nil
 }

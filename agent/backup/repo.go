@@ -60,18 +60,15 @@ type FSRepository struct {
 // tmpPrefix starts the names of files being written.
 const tmpPrefix = ".tmp-"
 
-// NewFSRepository returns a repository rooted at root. The root must exist
-// and be a directory: it is not created, so an unmounted NFS mount point
-// fails loudly instead of filling the local disk.
+// NewFSRepository returns a repository rooted at root (an absolute path).
+// The root is never created: every operation fails with a clear error while
+// it does not exist, so an unmounted NFS mount point fails loudly instead
+// of filling the local disk.
 func NewFSRepository(name, root string) (*FSRepository, error) {
-	st, err := os.Stat(root)
-	if err != nil {
-		return nil, fmt.Errorf("repository %s: root %q: %w (is it mounted?)", name, root, err)
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("repository %s: path %q must be absolute", name, root)
 	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("repository %s: root %q is not a directory", name, root)
-	}
-	return &FSRepository{name: name, root: root}, nil
+	return &FSRepository{name: name, root: filepath.Clean(root)}, nil
 }
 
 // Name implements Repository.
@@ -92,8 +89,8 @@ func (r *FSRepository) Put(ctx context.Context, key string, src io.Reader) (int6
 	if err != nil {
 		return 0, err
 	}
-	if _, err := os.Stat(r.root); err != nil {
-		return 0, fmt.Errorf("repository %s: put %s: root: %w", r.name, key, err)
+	if st, err := os.Stat(r.root); err != nil || !st.IsDir() {
+		return 0, fmt.Errorf("repository %s: put %s: root %q is not an existing directory (is it mounted?): %v", r.name, key, r.root, err)
 	}
 	dir := filepath.Dir(p)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
