@@ -396,3 +396,24 @@ func (r *S3Repository) EnsureBucket(ctx context.Context) error {
 	}
 	return nil
 }
+
+// BrokenRepository returns a Repository whose every operation fails with
+// err: a repository that could not be set up (missing secret, say) makes
+// each run that uses it fail with a clear record instead of stopping the
+// agent.
+func BrokenRepository(name string, err error) Repository { return brokenRepo{name, err} }
+
+type brokenRepo struct {
+	name string
+	err  error
+}
+
+func (b brokenRepo) fail() error { return fmt.Errorf("repository %s: %w", b.name, b.err) }
+
+func (b brokenRepo) Name() string                                          { return b.name }
+func (b brokenRepo) Put(context.Context, string, io.Reader) (int64, error) { return 0, b.fail() }
+func (b brokenRepo) Get(context.Context, string) (io.ReadCloser, error)    { return nil, b.fail() }
+func (b brokenRepo) Stat(context.Context, string) (ObjectInfo, error)      { return ObjectInfo{}, b.fail() }
+func (b brokenRepo) List(context.Context, string) ([]ObjectInfo, error)    { return nil, b.fail() }
+func (b brokenRepo) Delete(context.Context, string) error                  { return b.fail() }
+func (b brokenRepo) RemovePartial(context.Context, string) error           { return b.fail() }

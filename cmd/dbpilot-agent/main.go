@@ -52,7 +52,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(), newValidateCmd(), newVersionCmd(), newDemoCmd(), newWALPushCmd(), newWALFetchCmd())
+	root.AddCommand(newRunCmd(), newValidateCmd(), newVersionCmd(), newDemoCmd(), newWALPushCmd(), newWALFetchCmd(), newBackupCmd())
 	return root
 }
 
