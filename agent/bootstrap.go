@@ -119,6 +119,12 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	if err := a.pg.Bootstrap(ctx); err != nil {
 		return true, fmt.Errorf("create roles: %w", err)
 	}
+	if a.bk != nil && a.bk.login != nil {
+		// Before any replica clones, so replicas can run backups at once.
+		if err := a.pg.EnsureRole(ctx, *a.bk.login, []string{"REPLICATION"}, []string{"pg_read_all_data"}); err != nil {
+			return true, fmt.Errorf("create backup role: %w", err)
+		}
+	}
 	cd, err := a.pg.ControlData(ctx)
 	if err != nil {
 		return true, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -65,7 +66,11 @@ type PGSource struct {
 // `pg_basebackup -D - -Ft -X fetch --checkpoint=fast` streamed as one tar
 // through zstd into the repository (file "base.tar.zst"), sha256 computed
 // on the way. WAL needed to make the backup consistent is inside the tar.
-type Physical struct{ Src PGSource }
+type Physical struct {
+	Src PGSource
+	// MaxRate is pg_basebackup's --max-rate ("" = unthrottled).
+	MaxRate string
+}
 
 // Name implements Method.
 func (Physical) Name() string { return MethodPhysical }
@@ -97,6 +102,9 @@ func (m Physical) Backup(ctx context.Context, put PutFunc) (Result, error) {
 	}()
 	args := append(m.Src.PG.ConnArgs(m.Src.Login.Username), "-D", "-", "-Ft", "-X", "fetch",
 		"--checkpoint=fast", "--no-manifest", "-v", "-l", m.Src.Label)
+	if m.MaxRate != "" {
+		args = append(args, "--max-rate="+m.MaxRate)
+	}
 	stderr, runErr := m.Src.PG.StreamTool(ctx, "pg_basebackup", args, postgres.ToolOptions{Stdout: enc, Login: &m.Src.Login})
 	if runErr == nil {
 		runErr = enc.Close()
@@ -109,7 +117,7 @@ func (m Physical) Backup(ctx context.Context, put PutFunc) (Result, error) {
 		pw.Close()
 	}
 	res := <-done
-	if res.err != nil { // the storage error explains a broken pipe in pg_basebackup
+	if res.err != nil && (runErr == nil || !errors.Is(res.err, runErr)) { // a storage error explains a broken pipe in pg_basebackup
 		return Result{}, fmt.Errorf("physical backup: store %s: %w", BaseFile, res.err)
 	}
 	if runErr != nil {

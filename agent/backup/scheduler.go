@@ -59,6 +59,7 @@ type Scheduler struct {
 
 	roleEnsured bool
 	notBefore   map[string]time.Time // claim key → do not retry before
+	firstSeen   map[string]time.Time // claim key → when this scheduler first saw it due
 }
 
 // Occurrence returns the latest occurrence of job at or before now whose
@@ -93,6 +94,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		s.Tick = time.Second
 	}
 	s.notBefore = map[string]time.Time{}
+	s.firstSeen = map[string]time.Time{}
 	t := time.NewTicker(s.Tick)
 	defer t.Stop()
 	for {
@@ -105,7 +107,10 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-func (s *Scheduler) eligible(occ, now time.Time) bool {
+// eligible says whether this node may claim an occurrence it has seen due
+// since dueSince (the grace of prefer-replica counts from there, so a missed
+// occurrence caught up at start-up still goes to a replica first).
+func (s *Scheduler) eligible(dueSince, now time.Time) bool {
 	role, healthy := s.Role()
 	if !healthy {
 		return false
@@ -118,7 +123,7 @@ func (s *Scheduler) eligible(occ, now time.Time) bool {
 	case "replica":
 		return role == RoleReplica
 	default: // prefer-replica
-		return role == RoleReplica || (role == RolePrimary && now.Sub(occ) >= s.Grace)
+		return role == RoleReplica || (role == RolePrimary && now.Sub(dueSince) >= s.Grace)
 	}
 }
 
@@ -147,10 +152,16 @@ func (s *Scheduler) once(ctx context.Context) {
 			s.Log.Error("scheduler: bad job", zap.Error(err))
 			continue
 		}
-		if !ok || !s.eligible(occ, now) {
+		if !ok {
 			continue
 		}
 		key := s.Claims.ClaimKey(job.Name, occ.Unix())
+		if _, seen := s.firstSeen[key]; !seen {
+			s.firstSeen[key] = now
+		}
+		if !s.eligible(s.firstSeen[key], now) {
+			continue
+		}
 		if now.Before(s.notBefore[key]) {
 			continue
 		}
@@ -169,6 +180,11 @@ func (s *Scheduler) once(ctx context.Context) {
 	for k, t := range s.notBefore {
 		if now.Sub(t) > 24*time.Hour {
 			delete(s.notBefore, k)
+		}
+	}
+	for k, t := range s.firstSeen {
+		if now.Sub(t) > 7*24*time.Hour {
+			delete(s.firstSeen, k)
 		}
 	}
 }

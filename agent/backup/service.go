@@ -159,7 +159,7 @@ func (s *Service) method(job Job, id string) (Method, error) {
 	src := PGSource{PG: s.PG, Login: s.Login, Label: "dbpilot " + id}
 	switch job.Method {
 	case MethodPhysical:
-		return Physical{Src: src}, nil
+		return Physical{Src: src, MaxRate: job.MaxRate}, nil
 	case MethodLogical:
 		return Logical{Src: src}, nil
 	}

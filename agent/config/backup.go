@@ -131,6 +131,9 @@ type BackupJob struct {
 	// Verifies names the job whose backups a verify job restores ("" = the
 	// newest physical backup of any job).
 	Verifies string `yaml:"verifies"`
+	// MaxRate throttles physical backups (pg_basebackup --max-rate: bytes
+	// per second with an optional k or M suffix, 32k..1024M).
+	MaxRate string `yaml:"max_rate"`
 }
 
 // BackupRetention keeps the newest Count good backups and those younger
@@ -182,6 +185,8 @@ func (b *Backup) applyDefaults(c *Config, baseDir string) {
 		}
 	}
 }
+
+var maxRateRE = regexp.MustCompile(`^[0-9]+[kM]?$`)
 
 var jobNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
@@ -275,6 +280,9 @@ func (b *Backup) validate() []error {
 			add(p+".method", "must be physical, logical or verify (got %q)", j.Method)
 		}
 		checkRepo(p+".repository", j.Repository, true)
+		if j.MaxRate != "" && !maxRateRE.MatchString(j.MaxRate) {
+			add(p+".max_rate", "must be a number of bytes per second with an optional k or M suffix, e.g. 50M (got %q)", j.MaxRate)
+		}
 	}
 	for i, j := range b.Jobs {
 		if j.Verifies != "" && !jobs[j.Verifies] {

@@ -47,7 +47,14 @@ type Options struct {
 	Handlers map[string]any
 	// Parameters are extra postgresql.conf parameters for every node.
 	Parameters map[string]string
-	Log        *zap.Logger
+	// Backup is the agent's backup section (YAML-shaped), the same for
+	// every node; nil: no backups.
+	Backup map[string]any
+	// Events is the agent's events section (YAML-shaped); nil: none.
+	Events map[string]any
+	// Env are extra environment variables (KEY=value) for every agent.
+	Env []string
+	Log *zap.Logger
 }
 
 // Node is one agent + PostgreSQL.
@@ -266,6 +273,12 @@ func (c *Cluster) addNode(i int) error {
 	if c.Opts.Handlers != nil {
 		cfg["handlers"] = c.Opts.Handlers
 	}
+	if c.Opts.Backup != nil {
+		cfg["backup"] = c.Opts.Backup
+	}
+	if c.Opts.Events != nil {
+		cfg["events"] = c.Opts.Events
+	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		return err
@@ -292,6 +305,9 @@ func (c *Cluster) StartNode(i int) error {
 	}
 	cmd := exec.Command(c.Opts.AgentBin, "run", "--config", n.ConfigPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(c.Opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Opts.Env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
