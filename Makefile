@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build demo test test-unit lint bench-failover bench-agent clean
+.PHONY: all deps build demo test test-unit lint bench-failover bench-agent bench-backup clean
 
 all: build
 
@@ -35,6 +35,10 @@ bench-failover: deps build
 ## bench-agent: RSS and CPU of one idle agent over 60 s
 bench-agent: deps build
 	./$(BIN)/dbpilot-bench agent --seconds 60
+
+## bench-backup: pgbench scale 70 (~1 GiB): dbpilot full backup vs plain pg_basebackup, restore and PITR (docs/benchmarks.md)
+bench-backup: deps build
+	./$(BIN)/dbpilot-bench backup --scale 70
 
 clean:
 	rm -rf $(BIN) .dbpilot
