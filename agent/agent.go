@@ -201,12 +201,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	if a.bk != nil {
-		stopArchive, err := a.startBackups(ctx, bg, &wg)
-		defer stopArchive() // after shutdown: PostgreSQL archives its last WAL while stopping
+		stopBackups, err := a.startBackups(ctx, bg)
+		defer stopBackups() // after shutdown: PostgreSQL archives its last WAL while stopping
 		if err != nil {
 			return fmt.Errorf("backup: %w", err)
 		}
-		defer a.bk.svc.Store.Close()
 	}
 	wg.Add(3)
 	go func() { defer wg.Done(); a.rep.Run(bg) }()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -148,11 +149,21 @@ func archiveSettings(cfg *config.Config, pgcfg *postgres.Config) error {
 }
 
 // startBackups runs the archive socket, recovers interrupted runs, syncs the
-// jobs and starts the scheduler and the outbox drain on bg. It returns the
-// function stopping the archive socket (call it after PostgreSQL stopped).
-func (a *Agent) startBackups(ctx, bg context.Context, wg interface{ Go(func()) }) (func(), error) {
+// jobs and starts the scheduler and the outbox drain. It returns the
+// function that stops them, waits for them, stops the archive socket and
+// closes the store: call it after PostgreSQL stopped (PostgreSQL archives
+// its last WAL while stopping).
+func (a *Agent) startBackups(ctx, bg context.Context) (func(), error) {
 	b := a.bk
-	stop := func() {}
+	bctx, cancel := context.WithCancel(bg)
+	var wg sync.WaitGroup
+	stopArchive := func() {}
+	stop := func() {
+		cancel()
+		wg.Wait()
+		stopArchive()
+		_ = b.svc.Store.Close()
+	}
 	if b.cfg.WALArchive != "" {
 		arch, err := b.svc.Archive()
 		if err != nil {
@@ -160,8 +171,9 @@ func (a *Agent) startBackups(ctx, bg context.Context, wg interface{ Go(func()) }
 		}
 		uid, gid, chown := a.pg.Owner()
 		srv := &backup.ArchiveServer{Archive: arch, DataDir: a.cfg.Postgres.DataDir, Chown: a.pg.Chown, Log: b.svc.Log.Named("archive")}
-		if stop, err = srv.Serve(bg, b.cfg.ArchiveSocket, uid, gid, chown); err != nil {
-			return func() {}, err
+		if stopArchive, err = srv.Serve(bg, b.cfg.ArchiveSocket, uid, gid, chown); err != nil {
+			stopArchive = func() {}
+			return stop, err
 		}
 	}
 	if _, err := b.svc.RecoverInterrupted(ctx); err != nil {
@@ -185,9 +197,9 @@ func (a *Agent) startBackups(ctx, bg context.Context, wg interface{ Go(func()) }
 		}
 	}
 	source := proto.AgentSource(a.cfg.Cluster.Namespace, a.cfg.Cluster.Name, a.cfg.Node.Name)
-	wg.Go(func() { sched.Run(bg) })
+	wg.Go(func() { sched.Run(bctx) })
 	wg.Go(func() {
-		b.svc.DrainOutbox(bg, a.rep.Deliver, func(err error) bool { return errors.Is(err, report.ErrPermanent) }, source, time.Second, 30*time.Second)
+		b.svc.DrainOutbox(bctx, a.rep.Deliver, func(err error) bool { return errors.Is(err, report.ErrPermanent) }, source, time.Second, 30*time.Second)
 	})
 	return stop, nil
 }

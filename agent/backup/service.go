@@ -384,7 +384,7 @@ func extractBackup(ctx context.Context, repo Repository, m Manifest, pg *postgre
 	}
 	defer rc.Close()
 	h := newHashingReader(ctxReader{ctx, rc})
-	dec, err := zstd.NewReader(h)
+	dec, err := zstd.NewReader(h, zstd.WithDecoderConcurrency(1)) // synchronous: h is read on this goroutine only
 	if err != nil {
 		return err
 	}
@@ -440,6 +440,9 @@ func extractBackup(ctx context.Context, repo Repository, m Manifest, pg *postgre
 		}
 	}
 	// Drain to the end so the checksum covers every byte.
+	if _, err := io.Copy(io.Discard, dec); err != nil {
+		return fmt.Errorf("read backup: %w", err)
+	}
 	if _, err := io.Copy(io.Discard, h); err != nil {
 		return fmt.Errorf("read backup: %w", err)
 	}
