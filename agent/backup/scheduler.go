@@ -243,9 +243,13 @@ func (s *Service) DrainOutbox(ctx context.Context, send Sender, permanent IsPerm
 		}
 		for _, ev := range events {
 			env, err := envelopeOf(ev, source)
-			if err == nil {
-				err = send(ctx, env)
+			if err != nil {
+				// Retrying cannot fix an event that does not encode: skip it.
+				s.Log.Error("outbox: invalid event skipped", zap.String("id", ev.ID), zap.String("type", ev.Type), zap.Error(err))
+				_ = s.Store.MarkDelivered(context.WithoutCancel(ctx), ev.ID)
+				continue
 			}
+			err = send(ctx, env)
 			if err != nil && ctx.Err() != nil {
 				return
 			}
