@@ -115,7 +115,7 @@ func JobsFromConfig(cfg *config.Config) []backup.Job {
 	for _, j := range cfg.Backup.Jobs {
 		out = append(out, backup.Job{Name: j.Name, Description: j.Description, Schedule: j.Schedule, TimeZone: j.TimeZone, Window: j.Window,
 			RetentionCount: j.Retention.Count, RetentionAge: j.Retention.Age, SourceType: "postgresql",
-			SourceLocation: fmt.Sprintf("%s:%d", cfg.Postgres.ListenAddress, cfg.Postgres.Port), Method: j.Method, Repository: j.Repository, TargetJob: j.Verifies, MaxRate: j.MaxRate})
+			SourceLocation: fmt.Sprintf("%s:%d", cfg.Postgres.ListenAddress, cfg.Postgres.Port), Method: j.Method, Repository: j.Repository, TargetJob: j.Verifies, MaxRate: j.MaxRate, Compression: j.Compression})
 	}
 	return out
 }

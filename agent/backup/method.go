@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
@@ -64,12 +65,70 @@ type PGSource struct {
 
 // Physical is the full physical backup of a PostgreSQL cluster:
 // `pg_basebackup -D - -Ft -X fetch --checkpoint=fast` streamed as one tar
-// through zstd into the repository (file "base.tar.zst"), sha256 computed
-// on the way. WAL needed to make the backup consistent is inside the tar.
+// through the compressor into the repository (file BaseFileName), sha256
+// computed on the way. WAL needed to make the backup consistent is inside the tar.
 type Physical struct {
 	Src PGSource
 	// MaxRate is pg_basebackup's --max-rate ("" = unthrottled).
 	MaxRate string
+	// Compression is CompressS2 (default, ""), CompressZstd or CompressNone.
+	Compression string
+}
+
+// Compression methods of physical backups. s2 (klauspost/compress, a
+// Snappy extension; the default) is fast enough that a full backup takes no
+// longer than a plain uncompressed pg_basebackup to the same disk
+// (docs/benchmarks.md); zstd stores about 2.5× less but takes about 1.6× as
+// long.
+const (
+	CompressZstd = "zstd"
+	CompressS2   = "s2"
+	CompressNone = "none"
+)
+
+// BaseFileName returns the data file name of a physical backup compressed
+// with c.
+func BaseFileName(c string) string {
+	switch c {
+	case CompressZstd:
+		return "base.tar.zst"
+	case CompressNone:
+		return "base.tar"
+	}
+	return "base.tar.s2"
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+func compressor(c string, w io.Writer) (io.WriteCloser, error) {
+	switch c {
+	case CompressS2, "":
+		return s2.NewWriter(w, s2.WriterConcurrency(2)), nil
+	case CompressNone:
+		return nopWriteCloser{w}, nil
+	case CompressZstd:
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
+	}
+	return nil, fmt.Errorf("unknown compression %q (want zstd, s2 or none)", c)
+}
+
+// decompressor returns a reader of the tar inside a physical backup's data
+// file (chosen by the file name); the decoder reads r on the caller's
+// goroutine only.
+func decompressor(name string, r io.Reader) (io.Reader, func(), error) {
+	switch {
+	case strings.HasSuffix(name, ".zst"):
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, d.Close, nil
+	case strings.HasSuffix(name, ".s2"):
+		return s2.NewReader(r), func() {}, nil
+	}
+	return r, func() {}, nil
 }
 
 // Name implements Method.
@@ -80,23 +139,21 @@ var (
 	endRE   = regexp.MustCompile(`write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)`)
 )
 
-// BaseFile is the name of a physical backup's data file.
-const BaseFile = "base.tar.zst"
-
 // Backup implements Method.
 func (m Physical) Backup(ctx context.Context, put PutFunc) (Result, error) {
 	pr, pw := io.Pipe()
-	enc, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(2))
+	enc, err := compressor(m.Compression, pw)
 	if err != nil {
 		return Result{}, fmt.Errorf("physical backup: %w", err)
 	}
+	baseFile := BaseFileName(m.Compression)
 	type putResult struct {
 		fi  FileInfo
 		err error
 	}
 	done := make(chan putResult, 1)
 	go func() {
-		fi, err := put(ctx, BaseFile, pr)
+		fi, err := put(ctx, baseFile, pr)
 		pr.CloseWithError(err) // unblock the writer if put gave up early
 		done <- putResult{fi, err}
 	}()
@@ -118,7 +175,7 @@ func (m Physical) Backup(ctx context.Context, put PutFunc) (Result, error) {
 	}
 	res := <-done
 	if res.err != nil && (runErr == nil || !errors.Is(res.err, runErr)) { // a storage error explains a broken pipe in pg_basebackup
-		return Result{}, fmt.Errorf("physical backup: store %s: %w", BaseFile, res.err)
+		return Result{}, fmt.Errorf("physical backup: store %s: %w", baseFile, res.err)
 	}
 	if runErr != nil {
 		return Result{}, fmt.Errorf("physical backup: %w", runErr)

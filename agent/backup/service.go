@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"go.uber.org/zap"
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
@@ -159,7 +158,7 @@ func (s *Service) method(job Job, id string) (Method, error) {
 	src := PGSource{PG: s.PG, Login: s.Login, Label: "dbpilot " + id}
 	switch job.Method {
 	case MethodPhysical:
-		return Physical{Src: src, MaxRate: job.MaxRate}, nil
+		return Physical{Src: src, MaxRate: job.MaxRate, Compression: job.Compression}, nil
 	case MethodLogical:
 		return Logical{Src: src}, nil
 	}
@@ -369,26 +368,27 @@ func (s *Service) PruneWAL(ctx context.Context) error {
 // dir (created 0700, owned by the PostgreSQL OS user of pg), verifying the
 // sha256 recorded in the manifest.
 func extractBackup(ctx context.Context, repo Repository, m Manifest, pg *postgres.Instance) error {
-	var want string
+	var base FileInfo
 	for _, f := range m.Files {
-		if f.Name == BaseFile {
-			want = f.SHA256
+		if strings.HasPrefix(f.Name, "base.tar") {
+			base = f
 		}
 	}
-	if want == "" {
-		return fmt.Errorf("backup %s has no %s (method %s): only physical backups restore a data directory", m.ID, BaseFile, m.Method)
+	if base.Name == "" {
+		return fmt.Errorf("backup %s has no base.tar* file (method %s): only physical backups restore a data directory", m.ID, m.Method)
 	}
-	rc, err := repo.Get(ctx, m.Path+BaseFile)
+	want := base.SHA256
+	rc, err := repo.Get(ctx, m.Path+base.Name)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	h := newHashingReader(ctxReader{ctx, rc})
-	dec, err := zstd.NewReader(h, zstd.WithDecoderConcurrency(1)) // synchronous: h is read on this goroutine only
+	dec, closeDec, err := decompressor(base.Name, h) // synchronous: h is read on this goroutine only
 	if err != nil {
 		return err
 	}
-	defer dec.Close()
+	defer closeDec()
 	if err := pg.EnsureDataDir(); err != nil {
 		return err
 	}

@@ -117,6 +117,9 @@ type Job struct {
 	// MaxRate throttles a physical backup (pg_basebackup --max-rate, e.g.
 	// "50M" bytes per second); "" is unthrottled.
 	MaxRate string
+	// Compression of a physical backup: "zstd" (default, ""), "s2" or
+	// "none".
+	Compression string
 }
 
 // Run is one attempt of a job on this node: a backup or a restore drill.
@@ -176,14 +179,14 @@ func fromMS(v sql.NullInt64) time.Time {
 // PutJob inserts or replaces a job.
 func (s *Store) PutJob(ctx context.Context, j Job) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO jobs (name, description, schedule, time_zone, window_seconds, retention_count,
-		retention_age_seconds, source_type, source_location, method, repository, target_job, updated_at_ms, max_rate)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+		retention_age_seconds, source_type, source_location, method, repository, target_job, updated_at_ms, max_rate, compression)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT (name) DO UPDATE SET description=excluded.description, schedule=excluded.schedule, time_zone=excluded.time_zone,
 		window_seconds=excluded.window_seconds, retention_count=excluded.retention_count, retention_age_seconds=excluded.retention_age_seconds,
 		source_type=excluded.source_type, source_location=excluded.source_location, method=excluded.method, repository=excluded.repository,
-		target_job=excluded.target_job, updated_at_ms=excluded.updated_at_ms, max_rate=excluded.max_rate`,
+		target_job=excluded.target_job, updated_at_ms=excluded.updated_at_ms, max_rate=excluded.max_rate, compression=excluded.compression`,
 		j.Name, j.Description, j.Schedule, j.TimeZone, int64(j.Window/time.Second), j.RetentionCount, int64(j.RetentionAge/time.Second),
-		j.SourceType, j.SourceLocation, j.Method, j.Repository, j.TargetJob, time.Now().UnixMilli(), j.MaxRate)
+		j.SourceType, j.SourceLocation, j.Method, j.Repository, j.TargetJob, time.Now().UnixMilli(), j.MaxRate, j.Compression)
 	if err != nil {
 		return fmt.Errorf("put job %s: %w", j.Name, err)
 	}
@@ -203,7 +206,7 @@ func (s *Store) DeleteJobsExcept(ctx context.Context, keep []string) error {
 // Jobs returns every job ordered by name.
 func (s *Store) Jobs(ctx context.Context) ([]Job, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT name, description, schedule, time_zone, window_seconds, retention_count,
-		retention_age_seconds, source_type, source_location, method, repository, target_job, max_rate FROM jobs ORDER BY name`)
+		retention_age_seconds, source_type, source_location, method, repository, target_job, max_rate, compression FROM jobs ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -213,7 +216,7 @@ func (s *Store) Jobs(ctx context.Context) ([]Job, error) {
 		var j Job
 		var win, age int64
 		if err := rows.Scan(&j.Name, &j.Description, &j.Schedule, &j.TimeZone, &win, &j.RetentionCount, &age,
-			&j.SourceType, &j.SourceLocation, &j.Method, &j.Repository, &j.TargetJob, &j.MaxRate); err != nil {
+			&j.SourceType, &j.SourceLocation, &j.Method, &j.Repository, &j.TargetJob, &j.MaxRate, &j.Compression); err != nil {
 			return nil, fmt.Errorf("list jobs: %w", err)
 		}
 		j.Window, j.RetentionAge = time.Duration(win)*time.Second, time.Duration(age)*time.Second

@@ -134,6 +134,9 @@ type BackupJob struct {
 	// MaxRate throttles physical backups (pg_basebackup --max-rate: bytes
 	// per second with an optional k or M suffix, 32k..1024M).
 	MaxRate string `yaml:"max_rate"`
+	// Compression of physical backups: s2 (default, fastest), zstd
+	// (smallest) or none.
+	Compression string `yaml:"compression"`
 }
 
 // BackupRetention keeps the newest Count good backups and those younger
@@ -280,6 +283,11 @@ func (b *Backup) validate() []error {
 			add(p+".method", "must be physical, logical or verify (got %q)", j.Method)
 		}
 		checkRepo(p+".repository", j.Repository, true)
+		switch j.Compression {
+		case "", "zstd", "s2", "none":
+		default:
+			add(p+".compression", "must be zstd, s2 or none (got %q)", j.Compression)
+		}
 		if j.MaxRate != "" && !maxRateRE.MatchString(j.MaxRate) {
 			add(p+".max_rate", "must be a number of bytes per second with an optional k or M suffix, e.g. 50M (got %q)", j.MaxRate)
 		}

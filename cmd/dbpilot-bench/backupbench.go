@@ -25,6 +25,7 @@ func newBackupBenchCmd() *cobra.Command {
 		rounds   int
 		dir      string
 		agentBin string
+		compress string
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -37,11 +38,12 @@ func newBackupBenchCmd() *cobra.Command {
 				}
 				agentBin = filepath.Join(filepath.Dir(exe), "dbpilot-agent")
 			}
-			return benchBackup(cmd.Context(), cmd.OutOrStdout(), dir, agentBin, scale, rounds)
+			return benchBackup(cmd.Context(), cmd.OutOrStdout(), dir, agentBin, compress, scale, rounds)
 		},
 	}
 	cmd.Flags().IntVar(&scale, "scale", 70, "pgbench scale (70 ≈ 1 GiB)")
-	cmd.Flags().IntVar(&rounds, "rounds", 2, "alternating rounds of plain pg_basebackup and dbpilot backup (median reported)")
+	cmd.Flags().StringVar(&compress, "compression", "s2", "compression of the dbpilot backup: s2 (the default of backup jobs), zstd or none")
+	cmd.Flags().IntVar(&rounds, "rounds", 3, "alternating rounds of plain pg_basebackup and dbpilot backup (median reported)")
 	cmd.Flags().StringVar(&dir, "dir", ".dbpilot/bench-backup", "work folder (wiped)")
 	cmd.Flags().StringVar(&agentBin, "agent-bin", "", "dbpilot-agent binary (default: next to dbpilot-bench)")
 	return cmd
@@ -70,7 +72,7 @@ func copyExecutable(src, dst string) error {
 	return out.Close()
 }
 
-func benchBackup(ctx context.Context, w io.Writer, dir, agentBin string, scale, rounds int) error {
+func benchBackup(ctx context.Context, w io.Writer, dir, agentBin, compress string, scale, rounds int) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -156,7 +158,7 @@ func benchBackup(ctx context.Context, w io.Writer, dir, agentBin string, scale, 
 	sizeMB := float64(sizeB) / (1 << 20)
 	fmt.Fprintf(w, "bench-backup: generated %.0f MB in %s\n", sizeMB, time.Since(t0).Round(time.Second))
 
-	job := backup.Job{Name: "full", Schedule: "@daily", TimeZone: "UTC", Window: time.Hour, SourceType: "postgresql", Method: backup.MethodPhysical, Repository: "fs"}
+	job := backup.Job{Name: "full", Schedule: "@daily", TimeZone: "UTC", Window: time.Hour, SourceType: "postgresql", Method: backup.MethodPhysical, Repository: "fs", Compression: compress}
 	var raw, ours []time.Duration
 	var last backup.Run
 	for i := 0; i < rounds; i++ {
