@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,7 +44,7 @@ func newBackupBenchCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&scale, "scale", 70, "pgbench scale (70 ≈ 1 GiB)")
 	cmd.Flags().StringVar(&compress, "compression", "s2", "compression of the dbpilot backup: s2 (the default of backup jobs), zstd or none")
-	cmd.Flags().IntVar(&rounds, "rounds", 3, "alternating rounds of plain pg_basebackup and dbpilot backup (median reported)")
+	cmd.Flags().IntVar(&rounds, "rounds", 5, "alternating rounds of plain pg_basebackup and dbpilot backup (median reported)")
 	cmd.Flags().StringVar(&dir, "dir", ".dbpilot/bench-backup", "work folder (wiped)")
 	cmd.Flags().StringVar(&agentBin, "agent-bin", "", "dbpilot-agent binary (default: next to dbpilot-bench)")
 	return cmd
@@ -161,27 +162,48 @@ func benchBackup(ctx context.Context, w io.Writer, dir, agentBin, compress strin
 	job := backup.Job{Name: "full", Schedule: "@daily", TimeZone: "UTC", Window: time.Hour, SourceType: "postgresql", Method: backup.MethodPhysical, Repository: "fs", Compression: compress}
 	var raw, ours []time.Duration
 	var last backup.Run
-	for i := 0; i < rounds; i++ {
+	runRaw := func() error {
 		rawDir := filepath.Join(dir, "raw")
 		if err := os.MkdirAll(rawDir, 0o755); err != nil {
 			return err
 		}
-		pg.Chown(rawDir)
+		defer os.RemoveAll(rawDir)
+		if err := pg.Chown(rawDir); err != nil {
+			return err
+		}
+		syscall.Sync() // start from a clean page cache writeback state
 		t := time.Now()
 		if _, err := pg.StreamTool(ctx, "pg_basebackup", append(pg.ConnArgs(su.Username), "-D", rawDir, "-Ft", "-X", "fetch", "--checkpoint=fast", "--no-manifest"),
 			postgres.ToolOptions{Login: &su}); err != nil {
 			return err
 		}
 		raw = append(raw, time.Since(t))
-		os.RemoveAll(rawDir)
-		t = time.Now()
+		return nil
+	}
+	runOurs := func() error {
+		syscall.Sync()
+		t := time.Now()
 		r, err := svc.RunBackup(ctx, job, time.Time{})
 		if err != nil {
 			return err
 		}
 		ours = append(ours, time.Since(t))
 		last = r
-		fmt.Fprintf(w, "bench-backup: round %d: pg_basebackup %.1fs, dbpilot %.1fs (%d MB stored)\n", i+1, raw[i].Seconds(), ours[i].Seconds(), r.SizeBytes>>20)
+		return nil
+	}
+	for i := 0; i < rounds; i++ {
+		// Alternate the order so neither side always follows the other's writes.
+		first, second := runRaw, runOurs
+		if i%2 == 1 {
+			first, second = runOurs, runRaw
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "bench-backup: round %d: pg_basebackup %.1fs, dbpilot %.1fs (%d MB stored)\n", i+1, raw[i].Seconds(), ours[i].Seconds(), last.SizeBytes>>20)
 	}
 
 	// WAL after the backup for PITR: two pgbench bursts around the target time.
