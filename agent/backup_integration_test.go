@@ -242,6 +242,59 @@ func TestScheduledBackupsInCluster(t *testing.T) {
 	if !logContains(t, n, "replica data directory restored from backup") {
 		t.Fatalf("%s was not rebuilt from the backup", n.Name)
 	}
+	// Data committed after the backup reaches a restore through the WAL archive.
+	pc, err := c.Connect(ctx, c.Index(s.Leader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seg string
+	if _, err := pc.Exec(ctx, "CREATE TABLE after_backup AS SELECT g AS id FROM generate_series(1, 777) g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.QueryRow(ctx, "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 60*time.Second, "segment "+seg+" archived", func() bool {
+		var last *string
+		return pc.QueryRow(ctx, "SELECT last_archived_wal FROM pg_stat_archiver").Scan(&last) == nil && last != nil && *last >= seg
+	})
+	pc.Close(ctx)
+
+	// The CLI restores locally, without a control plane.
+	restoreDir := filepath.Join(root, "cli-restore")
+	out, err = exec.Command(agentBin, "backup", "restore", "--config", c.Nodes[0].ConfigPath, "--repository", "fs", "--data-dir", restoreDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "recovered and promoted") {
+		t.Fatalf("backup restore: %v\n%s", err, out)
+	}
+
+	// A new cluster bootstraps from this cluster's backup and archived WAL.
+	nc := startCluster(t, localcluster.Options{Nodes: 1, Cluster: "restored", Backup: map[string]any{
+		"wal_archive":    "fs",
+		"bootstrap_from": map[string]any{"repository": "fs", "cluster": "demo/default/local"},
+		"repositories":   []any{map[string]any{"name": "fs", "type": "filesystem", "path": repoDir}},
+	}})
+	t.Cleanup(func() {
+		if t.Failed() { // the restore's server log
+			b, _ := os.ReadFile(filepath.Join(nc.Nodes[0].Dir, "data.log"))
+			t.Logf("==== restored cluster data.log\n%s", tail(string(b), 40))
+		}
+	})
+	waitFor(t, nc, 90*time.Second, "the restored cluster's primary", func(st localcluster.Status) bool {
+		return st.Leader != "" && len(st.Primaries()) == 1
+	})
+	rc, err := nc.Connect(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := rc.QueryRow(ctx, "SELECT count(*) FROM after_backup").Scan(&rows); err != nil || rows != 777 {
+		t.Fatalf("restored cluster: %d rows (%v), want 777", rows, err)
+	}
+	rc.Close(ctx)
+	if !logContains(t, nc.Nodes[0], "bootstrapped from backup") {
+		t.Fatal("the new cluster did not bootstrap from the backup")
+	}
+
 	// Still exactly one scheduled run of that occurrence of full.
 	count := 0
 	for _, st := range stores {

@@ -220,12 +220,18 @@ func (c claimer) ClaimKey(job string, occ int64) string { return c.d.Keys().Back
 // false (and nothing changed) when the repository holds no backup.
 func (a *Agent) restoreForBootstrap(ctx context.Context) (bool, error) {
 	b := a.bk
-	if b == nil || b.cfg.BootstrapFrom == "" {
+	if b == nil || b.cfg.BootstrapFrom == nil {
 		return false, nil
 	}
-	_, m, err := b.svc.Restore(ctx, b.pgcfg, backup.RestoreOptions{Repository: b.cfg.BootstrapFrom, DataDir: a.cfg.Postgres.DataDir, Port: a.cfg.Postgres.Port})
+	src := b.cfg.BootstrapFrom
+	wal := src.WALRepository
+	if wal == "" {
+		wal = src.Repository
+	}
+	_, m, err := b.svc.Restore(ctx, b.pgcfg, backup.RestoreOptions{Repository: src.Repository, WALRepository: wal, SourceCluster: src.Cluster,
+		DataDir: a.cfg.Postgres.DataDir, Port: a.cfg.Postgres.Port})
 	if errors.Is(err, backup.ErrNotFound) {
-		a.log.Info("no backup to bootstrap from; running initdb", zap.String("repository", b.cfg.BootstrapFrom))
+		a.log.Info("no backup to bootstrap from; running initdb", zap.String("repository", src.Repository), zap.String("source_cluster", src.Cluster))
 		return false, nil
 	}
 	if err != nil {

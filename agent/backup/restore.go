@@ -35,6 +35,12 @@ type RestoreOptions struct {
 	// ExtractOnly only extracts the backup (no recovery, no start): for a
 	// replica that the caller starts in standby mode.
 	ExtractOnly bool
+	// SourceCluster is the "namespace/project/name" whose backups and WAL
+	// are restored ("" = this service's cluster).
+	SourceCluster string
+	// WALRepository holds the source's WAL archive ("" = the service's
+	// archive repository).
+	WALRepository string
 }
 
 // quoteShell quotes s for /bin/sh.
@@ -56,7 +62,9 @@ func ArchiveCommand(agentBin, socketPath string) string {
 // extracts the backup (checking its sha256), then starts PostgreSQL in
 // targeted recovery with WAL fetched from the archive through a temporary
 // archive socket, waits for the promotion at the target, and stops it
-// unless o.KeepRunning. PITR: set o.Target.Time or o.Target.LSN; a target
+// unless o.KeepRunning. The superuser's password is reset to tmpl's
+// (single-user mode), so a restore of another cluster's backup is reachable
+// with this agent's credentials. PITR: set o.Target.Time or o.Target.LSN; a target
 // beyond the archived WAL fails with the server's "recovery ended before
 // configured recovery target was reached". The restored cluster keeps the
 // source's roles and passwords and system identifier.
@@ -64,7 +72,11 @@ func ArchiveCommand(agentBin, socketPath string) string {
 // tmpl is the PostgreSQL configuration to derive the restored instance's
 // from (binaries, OS user, parameters, superuser).
 func (s *Service) Restore(ctx context.Context, tmpl postgres.Config, o RestoreOptions) (*postgres.Instance, Manifest, error) {
-	m, err := s.FindBackup(ctx, o.Repository, o.BackupID)
+	prefix := s.Prefix()
+	if o.SourceCluster != "" {
+		prefix = strings.Trim(o.SourceCluster, "/") + "/"
+	}
+	m, err := s.findBackup(ctx, o.Repository, prefix, o.BackupID)
 	if err != nil {
 		return nil, Manifest{}, fmt.Errorf("restore: %w", err)
 	}
@@ -91,10 +103,18 @@ func (s *Service) Restore(ctx context.Context, tmpl postgres.Config, o RestoreOp
 	if o.ExtractOnly {
 		return inst, m, nil
 	}
-	arch, err := s.Archive()
-	if err != nil {
-		return nil, m, fmt.Errorf("restore %s: %w", m.ID, err)
+	walRepo := o.WALRepository
+	if walRepo == "" {
+		walRepo = s.ArchiveRepo
 	}
+	if walRepo == "" {
+		walRepo = o.Repository
+	}
+	ar, ok := s.Repos[walRepo]
+	if !ok {
+		return nil, m, fmt.Errorf("restore %s: WAL repository %q is not configured", m.ID, walRepo)
+	}
+	arch := WALArchive{Repo: ar, Prefix: prefix}
 	sock := filepath.Join(filepath.Dir(o.DataDir), ".dbpilot-restore-"+NewID()[:8]+".sock")
 	uid, gid, chown := inst.Owner()
 	srv := &ArchiveServer{Archive: arch, DataDir: o.DataDir, Chown: inst.Chown, Log: log}
@@ -110,9 +130,17 @@ func (s *Service) Restore(ctx context.Context, tmpl postgres.Config, o RestoreOp
 		return nil, m, fmt.Errorf("restore %s: %w", m.ID, err)
 	}
 	log.Info("restore recovered and promoted", zap.Duration("took", time.Since(start)))
-	if !o.KeepRunning {
-		if err := inst.Stop(ctx, postgres.StopFast); err != nil {
-			return nil, m, fmt.Errorf("restore %s: stop: %w", m.ID, err)
+	// The restored cluster has the source's roles: make it reachable with
+	// our superuser credentials (single-user mode needs it stopped).
+	if err := inst.Stop(ctx, postgres.StopFast); err != nil {
+		return nil, m, fmt.Errorf("restore %s: stop: %w", m.ID, err)
+	}
+	if err := inst.ResetSuperuser(ctx); err != nil {
+		return nil, m, fmt.Errorf("restore %s: %w", m.ID, err)
+	}
+	if o.KeepRunning {
+		if err := inst.Start(ctx, postgres.RolePrimary, nil); err != nil {
+			return nil, m, fmt.Errorf("restore %s: start: %w", m.ID, err)
 		}
 	}
 	return inst, m, nil

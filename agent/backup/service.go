@@ -260,11 +260,16 @@ func (s *Service) RecoverInterrupted(ctx context.Context) ([]Run, error) {
 // repoName, oldest first (by finish time). Only backups with a manifest are
 // listed.
 func (s *Service) Backups(ctx context.Context, repoName string) ([]Manifest, error) {
+	return s.backupsOf(ctx, repoName, s.Prefix())
+}
+
+// backupsOf lists the complete backups of the cluster at prefix.
+func (s *Service) backupsOf(ctx context.Context, repoName, prefix string) ([]Manifest, error) {
 	repo, ok := s.Repos[repoName]
 	if !ok {
 		return nil, fmt.Errorf("list backups: repository %q is not configured", repoName)
 	}
-	objs, err := repo.List(ctx, s.Prefix()+"base/")
+	objs, err := repo.List(ctx, prefix+"base/")
 	if err != nil {
 		return nil, fmt.Errorf("list backups: %w", err)
 	}
@@ -455,7 +460,11 @@ func extractBackup(ctx context.Context, repo Repository, m Manifest, pg *postgre
 // FindBackup returns the backup with id in repoName, or the newest physical
 // one when id is "". Errors: ErrNotFound.
 func (s *Service) FindBackup(ctx context.Context, repoName, id string) (Manifest, error) {
-	all, err := s.Backups(ctx, repoName)
+	return s.findBackup(ctx, repoName, s.Prefix(), id)
+}
+
+func (s *Service) findBackup(ctx context.Context, repoName, prefix, id string) (Manifest, error) {
+	all, err := s.backupsOf(ctx, repoName, prefix)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -466,7 +475,7 @@ func (s *Service) FindBackup(ctx context.Context, repoName, id string) (Manifest
 		}
 	}
 	if id == "" {
-		return Manifest{}, fmt.Errorf("no physical backup of %s in repository %s: %w", strings.TrimSuffix(s.Prefix(), "/"), repoName, ErrNotFound)
+		return Manifest{}, fmt.Errorf("no physical backup of %s in repository %s: %w", strings.TrimSuffix(prefix, "/"), repoName, ErrNotFound)
 	}
 	return Manifest{}, fmt.Errorf("backup %s in repository %s: %w", id, repoName, ErrNotFound)
 }

@@ -53,12 +53,25 @@ type Backup struct {
 	Repositories []BackupRepository `yaml:"repositories"`
 	Jobs         []BackupJob        `yaml:"jobs"`
 	// BootstrapFrom restores a new cluster's first primary from the newest
-	// backup in this repository instead of running initdb ("" = initdb).
-	BootstrapFrom string `yaml:"bootstrap_from"`
+	// physical backup of a (possibly other) cluster instead of running
+	// initdb; nil: initdb.
+	BootstrapFrom *BootstrapSource `yaml:"bootstrap_from"`
 	// ReplicaFromBackup builds new replicas from the newest backup in this
 	// repository plus archived WAL, instead of pg_basebackup from the
 	// primary ("" = clone from the primary).
 	ReplicaFromBackup string `yaml:"replica_from_backup"`
+}
+
+// BootstrapSource names the backups a new cluster starts from.
+type BootstrapSource struct {
+	// Repository holds the source cluster's base backups.
+	Repository string `yaml:"repository"`
+	// WALRepository holds the source cluster's WAL archive (default:
+	// Repository).
+	WALRepository string `yaml:"wal_repository"`
+	// Cluster is the source "namespace/project/name" (default: this
+	// cluster, e.g. rebuilding a lost cluster under the same name).
+	Cluster string `yaml:"cluster"`
 }
 
 // BackupUser is the role backups connect as: LOGIN REPLICATION with
@@ -250,10 +263,16 @@ func (b *Backup) validate() []error {
 		}
 	}
 	checkRepo("backup.wal_archive", b.WALArchive, false)
-	checkRepo("backup.bootstrap_from", b.BootstrapFrom, false)
+	if bf := b.BootstrapFrom; bf != nil {
+		checkRepo("backup.bootstrap_from.repository", bf.Repository, true)
+		checkRepo("backup.bootstrap_from.wal_repository", bf.WALRepository, false)
+		if bf.Cluster != "" && strings.Count(bf.Cluster, "/") != 2 {
+			add("backup.bootstrap_from.cluster", "must be namespace/project/name (got %q)", bf.Cluster)
+		}
+	}
 	checkRepo("backup.replica_from_backup", b.ReplicaFromBackup, false)
-	if (b.BootstrapFrom != "" || b.ReplicaFromBackup != "") && b.WALArchive == "" {
-		add("backup.wal_archive", "required when bootstrap_from or replica_from_backup is set: restores replay archived WAL")
+	if b.ReplicaFromBackup != "" && b.WALArchive == "" {
+		add("backup.wal_archive", "required when replica_from_backup is set: the replica replays archived WAL")
 	}
 	jobs := map[string]bool{}
 	for i, j := range b.Jobs {

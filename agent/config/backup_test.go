@@ -36,6 +36,7 @@ backup:
 backup:
   run_on: sometimes
   wal_archive: nope
+  bootstrap_from: {repository: fs, cluster: "only/two"}
   repositories:
     - {name: fs, type: filesystem}
     - {name: s3, type: s3, endpoint: "http://x", bucket: "", access_key_id: k}
@@ -54,6 +55,7 @@ backup:
 		"backup.repositories[2].type", "backup.jobs[0].schedule: invalid cron", "backup.jobs[0].time_zone: unknown time zone",
 		"backup.jobs[0].method", "backup.jobs[0].repository: unknown repository", "backup.jobs[0].window",
 		"backup.jobs[1].name: duplicate", "backup.jobs[1].verifies: unknown job",
+		"backup.bootstrap_from.cluster: must be namespace/project/name",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -54,6 +55,8 @@ type ToolOptions struct {
 	Login *Credentials
 	// Env are extra environment variables (KEY=value).
 	Env []string
+	// Stdin, when set, is the program's standard input.
+	Stdin io.Reader
 }
 
 // StreamTool runs the PostgreSQL program name from BinDir as the OS user
@@ -81,6 +84,9 @@ func (p *Instance) StreamTool(ctx context.Context, name string, args []string, o
 	cmd.Stderr = errBuf
 	if o.Stdout != nil {
 		cmd.Stdout = o.Stdout
+	}
+	if o.Stdin != nil {
+		cmd.Stdin = o.Stdin
 	}
 	exited, err := startPinned(cmd)
 	if err != nil {
@@ -216,17 +222,13 @@ func (p *Instance) StartRecovery(ctx context.Context, t RecoveryTarget) error {
 	if err != nil {
 		return fmt.Errorf("start recovery: %w", err)
 	}
-	if err := p.waitAccepting(ctx, proc); err != nil {
-		return fmt.Errorf("start recovery: %w", err)
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
+	// Wait on pg_control, not SQL: a cluster restored from another
+	// cluster's backup has that cluster's passwords (see ResetSuperuser).
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		conn, err := p.Connect(ctx)
-		if err == nil {
-			rec, rerr := inRecovery(ctx, conn)
-			closeConn(ctx, conn)
-			if rerr == nil && !rec {
+		if cd, err := p.ControlData(ctx); err == nil && cd.ClusterState == "in production" && p.pmReady() {
+			if _, err := os.Stat(filepath.Join(p.cfg.DataDir, "recovery.signal")); errors.Is(err, os.ErrNotExist) {
 				break
 			}
 		}
@@ -247,6 +249,38 @@ func (p *Instance) StartRecovery(ctx context.Context, t RecoveryTarget) error {
 		return fmt.Errorf("start recovery: %w", err)
 	}
 	p.log.Info("recovery finished, promoted", zap.String("target", fmt.Sprint(t.Time, t.LSN, t.Immediate)))
+	return nil
+}
+
+// pmReady reports whether postmaster.pid says the postmaster is ready to
+// accept connections (its status line, PM_STATUS_READY).
+func (p *Instance) pmReady() bool {
+	b, err := os.ReadFile(filepath.Join(p.cfg.DataDir, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	lines := strings.Split(string(b), "\n")
+	return len(lines) > 7 && strings.TrimSpace(lines[7]) == "ready"
+}
+
+// ResetSuperuser sets the superuser's password (creating the role if it
+// does not exist) in the stopped data directory through single-user mode
+// (`postgres --single`, no authentication, the statement on standard input,
+// never in argv or the server log). A cluster restored from a backup keeps
+// the source's roles; this makes it reachable with this Instance's
+// credentials. Errors: ErrAlreadyRunning; postgres's failure.
+func (p *Instance) ResetSuperuser(ctx context.Context) error {
+	if p.Running() {
+		return fmt.Errorf("reset superuser: %w", ErrAlreadyRunning)
+	}
+	su := p.cfg.Superuser
+	id, lit := pgx.Identifier{su.Username}.Sanitize(), quoteLiteral(su.Password)
+	stmt := fmt.Sprintf("DO $dbpilot$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %s) THEN ALTER ROLE %s WITH SUPERUSER LOGIN PASSWORD %s; ELSE CREATE ROLE %s WITH SUPERUSER LOGIN PASSWORD %s; END IF; END $dbpilot$;\n",
+		quoteLiteral(su.Username), id, lit, id, lit)
+	if _, err := p.StreamTool(ctx, "postgres", []string{"--single", "-D", p.cfg.DataDir, "-c", "log_statement=none", "-c", "log_min_error_statement=panic", "postgres"},
+		ToolOptions{Stdin: strings.NewReader(stmt)}); err != nil {
+		return fmt.Errorf("reset superuser: %w", err)
+	}
 	return nil
 }
 

@@ -169,6 +169,8 @@ func newBackupCmd() *cobra.Command {
 	restore.Flags().StringVar(&targetTime, "target-time", "", "point in time to recover to (RFC 3339)")
 	restore.Flags().StringVar(&targetLSN, "target-lsn", "", "WAL position to recover to")
 	restore.Flags().BoolVar(&keep, "keep-running", false, "leave the restored server running")
+	restore.Flags().StringVar(&ro.SourceCluster, "source-cluster", "", "restore another cluster's backups: namespace/project/name")
+	restore.Flags().StringVar(&ro.WALRepository, "wal-repository", "", "repository of the source's WAL archive (default: backup.wal_archive)")
 	_ = restore.MarkFlagRequired("repository")
 	_ = restore.MarkFlagRequired("data-dir")
 
