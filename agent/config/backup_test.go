@@ -28,6 +28,10 @@ backup:
 		b.ArchiveSocket != filepath.Join(dir, "dbpilot-archive.sock") || b.User.Username != DefaultBackupUser {
 		t.Fatalf("defaults: %+v", b)
 	}
+	if _, err := Parse([]byte(strings.Replace(good, "  data_dir: data\n", "  data_dir: data\n  parameters: {archive_command: 'cp %p /x'}\n", 1)), dir); err == nil ||
+		!strings.Contains(err.Error(), "postgres.parameters.archive_command: is managed by the agent") {
+		t.Fatalf("archive_command in parameters: %v", err)
+	}
 	if got := SecretEnv("s3-secret-key"); got != "DBPILOT_BACKUP_SECRET_S3_SECRET_KEY" {
 		t.Fatalf("SecretEnv: %s", got)
 	}

@@ -467,6 +467,8 @@ func (p Postgres) validate() []error {
 		switch k {
 		case "port", "listen_addresses", "primary_conninfo", "synchronous_standby_names", "hot_standby", "wal_level", "data_directory", "hba_file", "unix_socket_directories":
 			add("postgres.parameters."+k, "is managed by the agent; remove it (use postgres.port / listen_address / synchronous_mode instead)")
+		case "archive_mode", "archive_command", "restore_command":
+			add("postgres.parameters."+k, "is managed by the agent; remove it (set backup.wal_archive for continuous WAL archiving)")
 		}
 	}
 	if p.CredentialsFile == "" {
