@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-controlplane clean walkthrough
+.PHONY: all deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane clean walkthrough
 
 all: build
 
@@ -54,6 +54,10 @@ bench-agent: deps build
 ## bench-controlplane: events ingested/s, API p99 and server RSS for 1,000 simulated clusters × 3 nodes (docs/benchmarks.md)
 bench-controlplane: build
 	./$(BIN)/dbpilot-bench controlplane --clusters 1000 --nodes 3 --rounds 3
+
+## bench-backup: pgbench scale 70 (~1 GiB): dbpilot full backup vs plain pg_basebackup, restore and PITR (docs/benchmarks.md)
+bench-backup: deps build
+	./$(BIN)/dbpilot-bench backup --scale 70
 
 clean:
 	rm -rf $(BIN) .dbpilot

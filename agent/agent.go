@@ -48,6 +48,7 @@ type Agent struct {
 	metrics *httpapi.Metrics
 	local   localState
 	keys    dcs.Keys
+	bk      *backups // nil without a backup: section
 
 	// pgMu serialises operations that change the local PostgreSQL between
 	// the HA loop and the fencer.
@@ -98,16 +99,29 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	pg, err := postgres.New(postgres.Config{
+	pgcfg := postgres.Config{
 		NodeName: cfg.Node.Name, BinDir: cfg.Postgres.BinDir, DataDir: cfg.Postgres.DataDir,
 		ListenAddress: cfg.Postgres.ListenAddress, Port: cfg.Postgres.Port, OSUser: cfg.Postgres.OSUser,
 		Parameters:  cfg.Postgres.Parameters,
 		Superuser:   postgres.Credentials{Username: creds.Superuser.Username, Password: creds.Superuser.Password.Reveal()},
 		Replication: postgres.Credentials{Username: creds.Replication.Username, Password: creds.Replication.Password.Reveal()},
 		HBA:         cfg.Postgres.HBA,
-	}, log.Named("postgres"))
+	}
+	plain := pgcfg
+	if err := archiveSettings(cfg, &pgcfg); err != nil {
+		return nil, err
+	}
+	pg, err := postgres.New(pgcfg, log.Named("postgres"))
 	if err != nil {
 		return nil, err
+	}
+	var bk *backups
+	if cfg.Backup != nil {
+		svc, login, err := OpenBackups(context.Background(), cfg, plain, pg, log)
+		if err != nil {
+			return nil, err
+		}
+		bk = &backups{cfg: cfg.Backup, svc: svc, pgcfg: plain, login: login}
 	}
 	reg := prometheus.NewRegistry()
 	metrics, err := httpapi.NewMetrics(reg)
@@ -117,7 +131,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
-		lastRole: ha.RoleStopped,
+		lastRole: ha.RoleStopped, bk: bk,
 	}
 	a.hooks = handlers.NewRunner(log, cfg.Handlers, handlers.WithOnChangeResult(func(_ handlers.Env, r handlers.Result) { a.handlerResult(r) }))
 	tr, err := newTransport(cfg)
@@ -191,6 +205,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer cancel()
 			_ = srv.Shutdown(sctx)
 		}()
+	}
+	if a.bk != nil {
+		stopBackups, err := a.startBackups(ctx, bg)
+		defer stopBackups() // after shutdown: PostgreSQL archives its last WAL while stopping
+		if err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
 	}
 	wg.Add(2)
 	go func() { defer wg.Done(); a.healthLoop(bg) }()

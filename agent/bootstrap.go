@@ -116,10 +116,16 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	a.log.Info("bootstrapping the cluster as its first primary")
-	// (Restoring from a backup instead of initdb arrives with agent-side backups.)
+	// Whitepaper: "check if there is a backup that should be used".
 	if !a.pg.IsInitialized() {
-		if err := a.pg.Initdb(ctx); err != nil {
-			return true, fmt.Errorf("initdb: %w", err)
+		restored, err := a.restoreForBootstrap(ctx)
+		if err != nil {
+			return false, fmt.Errorf("bootstrap from backup: %w", err)
+		}
+		if !restored {
+			if err := a.pg.Initdb(ctx); err != nil {
+				return true, fmt.Errorf("initdb: %w", err)
+			}
 		}
 	}
 	if err := a.pg.Start(ctx, postgres.RolePrimary, nil); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
@@ -127,6 +133,12 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	}
 	if err := a.pg.Bootstrap(ctx); err != nil {
 		return true, fmt.Errorf("create roles: %w", err)
+	}
+	if a.bk != nil && a.bk.login != nil {
+		// Before any replica clones, so replicas can run backups at once.
+		if err := a.pg.EnsureRole(ctx, *a.bk.login, []string{"REPLICATION"}, []string{"pg_read_all_data"}); err != nil {
+			return true, fmt.Errorf("create backup role: %w", err)
+		}
 	}
 	cd, err := a.pg.ControlData(ctx)
 	if err != nil {
@@ -202,9 +214,15 @@ func (a *Agent) cloneReplica(ctx context.Context, snap dcs.Snapshot) error {
 			return err
 		}
 	}
-	if err := a.pg.BaseBackup(ctx, up); err != nil {
-		_ = a.pg.RemoveDataDir()
-		return fmt.Errorf("pg_basebackup from %s: %w", l.Node, err)
+	restored, err := a.restoreReplica(ctx, snap.SystemID)
+	if err != nil {
+		a.log.Warn("rebuilding the replica from backup failed; cloning from the primary", zap.Error(err))
+	}
+	if !restored {
+		if err := a.pg.BaseBackup(ctx, up); err != nil {
+			_ = a.pg.RemoveDataDir()
+			return fmt.Errorf("pg_basebackup from %s: %w", l.Node, err)
+		}
 	}
 	if err := a.pg.Start(ctx, postgres.RoleReplica, &up); err != nil {
 		return fmt.Errorf("start replica: %w", err)

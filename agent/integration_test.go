@@ -35,6 +35,10 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// PostgreSQL's OS user runs the agent binary as archive_command.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		panic(err)
+	}
 	agentBin = filepath.Join(dir, "dbpilot-agent")
 	args := []string{"build", "-o", agentBin}
 	if os.Getenv("DBPILOT_AGENT_RACE") == "1" {

@@ -258,6 +258,14 @@ func specFor(typ string) (typeSpec, bool) {
 		return typeSpec{termRequired: true, newPayload: func() payload { return new(SwitchoverCompleted) }}, true
 	case TypeHandlerResult:
 		return typeSpec{termRequired: false, newPayload: func() payload { return new(HandlerResult) }}, true
+	case TypeBackupStarted:
+		return typeSpec{newPayload: func() payload { return new(BackupStarted) }}, true
+	case TypeBackupCompleted:
+		return typeSpec{newPayload: func() payload { return new(BackupCompleted) }}, true
+	case TypeBackupFailed:
+		return typeSpec{newPayload: func() payload { return new(BackupFailed) }}, true
+	case TypeBackupVerified:
+		return typeSpec{newPayload: func() payload { return new(BackupVerified) }}, true
 	}
 	return typeSpec{}, false
 }

@@ -75,7 +75,9 @@ type Config struct {
 	HTTP                 HTTP            `yaml:"http"`
 	Events               Events          `yaml:"events"`
 	Handlers             handlers.Set    `yaml:"handlers"`
-	Log                  Log             `yaml:"log"`
+	// Backup configures agent-side backups; nil disables them.
+	Backup *Backup `yaml:"backup"`
+	Log    Log     `yaml:"log"`
 }
 
 // Node identifies this member.
@@ -291,6 +293,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	c.Etcd.TLS.CertFile = abs(baseDir, c.Etcd.TLS.CertFile)
 	c.Etcd.TLS.KeyFile = abs(baseDir, c.Etcd.TLS.KeyFile)
 	c.Etcd.PasswordFile = abs(baseDir, c.Etcd.PasswordFile)
+	if c.Backup != nil {
+		c.Backup.applyDefaults(c, baseDir)
+	}
 }
 
 // DetectBinDir returns the newest /usr/lib/postgresql/*/bin holding a
@@ -416,6 +421,9 @@ func (c *Config) Validate() error {
 	if h := c.Events.HTTP; h != nil && !strings.HasPrefix(h.URL, "http://") && !strings.HasPrefix(h.URL, "https://") {
 		add("events.http.url", "must be an http:// or https:// URL (got %q)", h.URL)
 	}
+	if c.Backup != nil {
+		errs = append(errs, c.Backup.validate()...)
+	}
 	for _, e := range c.Handlers.Validate("handlers") {
 		errs = append(errs, e)
 	}
@@ -459,6 +467,8 @@ func (p Postgres) validate() []error {
 		switch k {
 		case "port", "listen_addresses", "primary_conninfo", "synchronous_standby_names", "hot_standby", "wal_level", "data_directory", "hba_file", "unix_socket_directories":
 			add("postgres.parameters."+k, "is managed by the agent; remove it (use postgres.port / listen_address / synchronous_mode instead)")
+		case "archive_mode", "archive_command", "restore_command":
+			add("postgres.parameters."+k, "is managed by the agent; remove it (set backup.wal_archive for continuous WAL archiving)")
 		}
 	}
 	if p.CredentialsFile == "" {

@@ -505,3 +505,40 @@ func ReadPasswordFile(path string) (string, error) {
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// Claim creates key with value on our session's lease if it does not exist
+// (a create-if-absent transaction) and reports whether we created it. While
+// we hold it, no other agent can; if our agent dies the key goes with the
+// lease, so another agent may claim it. Used for backup occurrences.
+func (c *Client) Claim(ctx context.Context, key, value string) (bool, error) {
+	s, _, err := c.Session(ctx)
+	if err != nil {
+		return false, err
+	}
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(rctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, value, clientv3.WithLease(s.Lease()))).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("claim %s: %w", key, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// CompleteClaim replaces a claimed key with value on a fresh lease of ttl
+// (rounded up to whole seconds), so the claim outlives our session (no
+// other agent reruns the occurrence) but not forever.
+func (c *Client) CompleteClaim(ctx context.Context, key, value string, ttl time.Duration) error {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	g, err := c.cli.Grant(rctx, int64((ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return fmt.Errorf("complete claim %s: %w", key, err)
+	}
+	if _, err := c.cli.Put(rctx, key, value, clientv3.WithLease(g.ID)); err != nil {
+		return fmt.Errorf("complete claim %s: %w", key, err)
+	}
+	return nil
+}

@@ -15,6 +15,7 @@
 //	history/{term}    HistoryRecord, one per primary change (no lease)
 //	locks/bootstrap   concurrency.Mutex prefix
 //	locks/failover    concurrency.Mutex prefix
+//	locks/backup/{job}/{occurrence}  backup occurrence claim (see Client.Claim)
 package dcs
 
 import (
@@ -97,4 +98,10 @@ func parseTerm(b []byte) (uint64, error) {
 		return 0, fmt.Errorf("term key holds %q: %w", b, err)
 	}
 	return t, nil
+}
+
+// BackupClaim is the key that makes one agent run one occurrence of a
+// backup job: locks/backup/{job}/{occurrence as Unix seconds}.
+func (k Keys) BackupClaim(job string, occurrenceUnix int64) string {
+	return fmt.Sprintf("%slocks/backup/%s/%d", k.prefix, job, occurrenceUnix)
 }

@@ -49,7 +49,15 @@ type Options struct {
 	Parameters map[string]string
 	// EventsURL, when set, makes every agent post its CloudEvents there.
 	EventsURL string
-	Log       *zap.Logger
+	// Backup is the agent's backup section (YAML-shaped), the same for
+	// every node; nil: no backups.
+	Backup map[string]any
+	// Events is the agent's events section (YAML-shaped); nil: none.
+	// It takes precedence over EventsURL.
+	Events map[string]any
+	// Env are extra environment variables (KEY=value) for every agent.
+	Env []string
+	Log *zap.Logger
 }
 
 // Node is one agent + PostgreSQL.
@@ -271,6 +279,12 @@ func (c *Cluster) addNode(i int) error {
 	if c.Opts.Handlers != nil {
 		cfg["handlers"] = c.Opts.Handlers
 	}
+	if c.Opts.Backup != nil {
+		cfg["backup"] = c.Opts.Backup
+	}
+	if c.Opts.Events != nil {
+		cfg["events"] = c.Opts.Events
+	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		return err
@@ -297,6 +311,9 @@ func (c *Cluster) StartNode(i int) error {
 	}
 	cmd := exec.Command(c.Opts.AgentBin, "run", "--config", n.ConfigPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(c.Opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Opts.Env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -69,6 +69,13 @@ type Config struct {
 	// InitdbArgs are extra initdb arguments appended after the ones Initdb
 	// sets, e.g. "--no-sync" in tests or "--wal-segsize=64".
 	InitdbArgs []string
+	// ArchiveCommand, when set, turns on continuous WAL archiving:
+	// archive_mode = on and archive_command = ArchiveCommand (%p and %f as
+	// PostgreSQL documents). Only a primary archives.
+	ArchiveCommand string
+	// RestoreCommand, when set, is rendered as restore_command, so a replica
+	// that falls behind wal_keep_size can fetch archived WAL.
+	RestoreCommand string
 }
 
 // Upstream identifies the primary a replica streams from.
@@ -162,6 +169,7 @@ func managedParameter(name string) bool {
 	case "listen_addresses", "port", "cluster_name", "hot_standby",
 		"primary_conninfo", "primary_slot_name", "recovery_target_timeline",
 		"synchronous_standby_names", "data_directory", "config_file",
+		"archive_mode", "archive_command", "restore_command",
 		"hba_file", "ident_file", "include", "include_if_exists", "include_dir":
 		return true
 	}
@@ -235,6 +243,9 @@ func (c Config) validate() error {
 	}
 	if c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
 		bad("LogFile", "must be an absolute path (got %q)", c.LogFile)
+	}
+	if hasControl(c.ArchiveCommand) || hasControl(c.RestoreCommand) {
+		bad("ArchiveCommand", "archive and restore commands must not contain control characters")
 	}
 	for i, line := range c.HBA {
 		if hasControl(line) {

@@ -135,7 +135,7 @@ func TestRenderPostgresqlConf(t *testing.T) {
 	c = c.withDefaults()
 
 	conninfo := c.primaryConninfo(Upstream{Host: "10.0.0.2", Port: 5433, Name: "n2"})
-	replica := renderPostgresqlConf(c, RoleReplica, conninfo, []string{"n3"})
+	replica := renderPostgresqlConf(c, RoleReplica, conninfo, []string{"n3"}, nil)
 	for _, want := range []string{
 		"listen_addresses = '127.0.0.1'\n",
 		"port = '5432'\n",
@@ -154,7 +154,7 @@ func TestRenderPostgresqlConf(t *testing.T) {
 			t.Errorf("replica conf lacks %q:\n%s", want, replica)
 		}
 	}
-	if noUp := renderPostgresqlConf(c, RoleReplica, "", nil); strings.Contains(noUp, "primary_conninfo") ||
+	if noUp := renderPostgresqlConf(c, RoleReplica, "", nil, nil); strings.Contains(noUp, "primary_conninfo") ||
 		!strings.Contains(noUp, "synchronous_standby_names = ''\n") {
 		t.Errorf("replica conf without upstream:\n%s", noUp)
 	}
@@ -162,7 +162,7 @@ func TestRenderPostgresqlConf(t *testing.T) {
 		t.Errorf("shared_buffers rendered more than once:\n%s", replica)
 	}
 
-	primary := renderPostgresqlConf(c, RolePrimary, conninfo, []string{"n2", "n3"})
+	primary := renderPostgresqlConf(c, RolePrimary, conninfo, []string{"n2", "n3"}, nil)
 	if !strings.Contains(primary, `synchronous_standby_names = 'ANY 1 ("n2","n3")'`+"\n") {
 		t.Errorf("primary conf lacks synchronous_standby_names:\n%s", primary)
 	}

@@ -29,10 +29,11 @@ type Instance struct {
 	path string              // PATH for PostgreSQL programs
 
 	mu        sync.Mutex
-	proc      *process // postmaster started by this Instance, nil if none
-	role      Role     // role last started or configured, "" if unknown (e.g. found running)
-	conninfo  string   // replica's primary_conninfo, "" for none
-	syncNames []string // synchronous standbys last set
+	proc      *process          // postmaster started by this Instance, nil if none
+	role      Role              // role last started or configured, "" if unknown (e.g. found running)
+	conninfo  string            // replica's primary_conninfo, "" for none
+	syncNames []string          // synchronous standbys last set
+	recovery  map[string]string // recovery settings while StartRecovery runs, nil otherwise
 }
 
 // process is a postmaster started by this Instance.

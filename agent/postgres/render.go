@@ -87,7 +87,7 @@ func (c Config) primaryConninfo(up Upstream) string {
 // replica's primary_conninfo ("" renders none: a standby without upstream).
 // synchronous_standby_names is rendered for both roles: a standby ignores it,
 // and a promoted standby applies it from its first commit.
-func renderPostgresqlConf(c Config, role Role, conninfo string, syncNames []string) string {
+func renderPostgresqlConf(c Config, role Role, conninfo string, syncNames []string, recovery map[string]string) string {
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, quoteConf(v)) }
 	b.WriteString("# Managed by dbpilot: rendered before every start, on Follow and on\n" +
@@ -109,6 +109,26 @@ func renderPostgresqlConf(c Config, role Role, conninfo string, syncNames []stri
 	sort.Strings(keys)
 	for _, k := range keys {
 		line(k, params[k])
+	}
+
+	if c.ArchiveCommand != "" {
+		b.WriteString("\n# continuous WAL archiving (dbpilot backups)\n")
+		line("archive_mode", "on")
+		line("archive_command", c.ArchiveCommand)
+	}
+	if c.RestoreCommand != "" && recovery == nil {
+		line("restore_command", c.RestoreCommand)
+	}
+	if len(recovery) > 0 {
+		b.WriteString("\n# targeted recovery (restore from backup)\n")
+		keys := make([]string, 0, len(recovery))
+		for k := range recovery {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			line(k, recovery[k])
+		}
 	}
 
 	fmt.Fprintf(&b, "\n# role: %s\n", role)
@@ -158,7 +178,7 @@ func (p *Instance) renderLocked(role Role, conninfo string, syncNames []string) 
 	files := []struct {
 		name, content string
 	}{
-		{"postgresql.conf", renderPostgresqlConf(p.cfg, role, conninfo, syncNames)},
+		{"postgresql.conf", renderPostgresqlConf(p.cfg, role, conninfo, syncNames, p.recovery)},
 		{"pg_hba.conf", renderHBA(p.cfg)},
 		{"postgresql.auto.conf", "# Reset by dbpilot: ALTER SYSTEM is not supported, use Config.Parameters.\n"},
 	}
@@ -171,10 +191,16 @@ func (p *Instance) renderLocked(role Role, conninfo string, syncNames []string) 
 }
 
 // writeSignalFiles creates standby.signal for a replica and removes it for
-// a primary; recovery.signal (targeted recovery) is never used and is
-// always removed. See https://www.postgresql.org/docs/15/warm-standby.html.
+// a primary; recovery.signal is written only while StartRecovery runs a
+// targeted recovery, and removed otherwise. See https://www.postgresql.org/docs/15/warm-standby.html.
 func (p *Instance) writeSignalFiles(role Role) error {
 	standby := filepath.Join(p.cfg.DataDir, "standby.signal")
+	if p.recovery != nil {
+		if err := removeIfExists(standby); err != nil {
+			return err
+		}
+		return p.writeFileAtomic(filepath.Join(p.cfg.DataDir, "recovery.signal"), nil, 0o600)
+	}
 	if err := removeIfExists(filepath.Join(p.cfg.DataDir, "recovery.signal")); err != nil {
 		return err
 	}

@@ -340,3 +340,16 @@ func (r *Reporter) countDrop() {
 		r.cfg.dropped.Inc()
 	}
 }
+
+// Deliver sends e once through the Reporter's transport, bounded by the send
+// timeout, bypassing the in-memory queue: for callers that keep their own
+// durable queue (the backup outbox) and must know whether the receiver
+// accepted the event. Errors: the transport's (ErrPermanent when refused).
+func (r *Reporter) Deliver(ctx context.Context, e proto.Envelope) error {
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.sendTimeout)
+	defer cancel()
+	if err := r.t.Send(sctx, e); err != nil {
+		return fmt.Errorf("deliver %s %s: %w", e.Type, e.ID, err)
+	}
+	return nil
+}

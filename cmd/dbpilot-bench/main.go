@@ -4,6 +4,7 @@
 //	dbpilot-bench failover --runs 5   # RTO, switchover write gap, lost writes, split brain
 //	dbpilot-bench agent --seconds 60  # RSS and CPU of one idle agent
 //	dbpilot-bench controlplane        # events/s, API p99, server RSS for 1,000 simulated clusters
+//	dbpilot-bench backup --scale 70   # full backup vs pg_basebackup, restore and PITR times
 //
 // Results and the commands that produced them are kept in docs/benchmarks.md.
 package main
@@ -22,7 +23,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{Use: "dbpilot-bench", Short: "dbpilot benchmarks", SilenceUsage: true}
-	root.AddCommand(newFailoverCmd(), newAgentCmd(), newControlPlaneCmd())
+	root.AddCommand(newFailoverCmd(), newAgentCmd(), newControlPlaneCmd(), newBackupBenchCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)

@@ -26,4 +26,20 @@ if ! command -v go >/dev/null 2>&1; then
   echo "install-deps: Go is required (>= 1.21; go.mod selects the exact toolchain): https://go.dev/doc/install" >&2
   exit 1
 fi
-echo "install-deps: ok ($(ls -d /usr/lib/postgresql/*/bin | tail -1), $(go version | cut -d' ' -f3))" >&2
+# A real S3-compatible server for the backup tests (agent/backup): MinIO built
+# from its Go module, cached outside the repository.
+MINIO_BIN="${DBPILOT_MINIO:-$HOME/.cache/dbpilot/minio}"
+if [ ! -x "$MINIO_BIN" ]; then
+  echo "install-deps: building MinIO into $MINIO_BIN (once; takes a few minutes)" >&2
+  mkdir -p "$(dirname "$MINIO_BIN")"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && GOBIN="$tmp" GOFLAGS=-buildvcs=false go install github.com/minio/minio@latest)
+  mv "$tmp/minio" "$MINIO_BIN"
+  rm -rf "$tmp"
+fi
+if ! ls /usr/lib/postgresql/*/bin/pg_amcheck >/dev/null 2>&1 || ! command -v pgbench >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq postgresql-contrib >/dev/null
+fi
+echo "install-deps: ok ($(ls -d /usr/lib/postgresql/*/bin | tail -1), $(go version | cut -d' ' -f3), minio $MINIO_BIN)" >&2
