@@ -164,7 +164,9 @@ func (a *Agent) promote(ctx context.Context, term uint64) error {
 // healthier member can take over, and returns cause.
 func (a *Agent) abandonLeadership(ctx context.Context, cause error) error {
 	if a.leaderRev != 0 {
-		if _, err := a.dcs.ReleaseLeader(ctx, a.leaderRev); err != nil {
+		// The history record of this term says the promotion never took
+		// effect, in the same transaction that gives up the key.
+		if _, err := a.dcs.ReleaseLeader(ctx, a.leaderRev, a.dcs.OpAbandonHistory(ctx, a.term, cause.Error())...); err != nil {
 			a.log.Error("cannot release leader key after failed promotion", zap.Error(err))
 		}
 	}

@@ -40,11 +40,43 @@ func (a *Agent) cycle(ctx context.Context) (transition bool) {
 		a.log.Info("ha action", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Strings("standbys", act.Standbys), zap.String("reason", act.Reason), zap.Uint64("term", obs.snap.Term))
 		a.metrics.HAActions.WithLabelValues(string(act.Kind)).Inc()
 	}
-	if err := a.apply(ctx, act, obs, v); err != nil {
+	stopRenewing := a.renewDuring(ctx, act)
+	err := a.apply(ctx, act, obs, v)
+	stopRenewing()
+	if err != nil {
 		a.log.Error("ha action failed", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Error(err))
 	}
 	a.record(ctx, obs, act)
 	return obs.etcdOK && v.Initialized && v.Leader == "" && !a.isLeader.Load()
+}
+
+// renewDuring keeps renewing the lease every health interval while a
+// non-trivial action runs (a promotion under load, a rewind, a clone), so a
+// bounded but slow action does not look like a stuck loop to the fencer.
+// Every step of an action has its own deadline; the fencer still acts if etcd
+// stops answering. It returns the function that stops the renewals.
+func (a *Agent) renewDuring(ctx context.Context, act ha.Action) func() {
+	if act.Kind == ha.Noop || act.Kind == ha.Fence {
+		return func() {}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(a.cfg.Health.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if err := a.dcs.Renew(rctx); err != nil && rctx.Err() == nil {
+					a.log.Warn("lease renewal during action failed", zap.String("action", string(act.Kind)), zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func (a *Agent) observe(ctx context.Context) observation {

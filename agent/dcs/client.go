@@ -387,6 +387,23 @@ func OpPutJSON(key string, value any) Op { return clientv3.OpPut(key, mustJSON(v
 // OpDelete returns a delete of key.
 func OpDelete(key string) Op { return clientv3.OpDelete(key) }
 
+// OpAbandonHistory returns the ops (none if the record cannot be read)
+// that mark history/{term} as abandoned with reason.
+func (c *Client) OpAbandonHistory(ctx context.Context, term uint64, reason string) []Op {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Get(rctx, c.keys.History(term))
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	var h HistoryRecord
+	if json.Unmarshal(resp.Kvs[0].Value, &h) != nil {
+		return nil
+	}
+	h.Abandoned = reason
+	return []Op{OpPutJSON(c.keys.History(term), h)}
+}
+
 // RequestSwitchover writes a switchover request (operators and the control
 // plane call this; so does a primary that must hand over).
 func (c *Client) RequestSwitchover(ctx context.Context, from, to, reason string) error {

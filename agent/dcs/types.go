@@ -48,6 +48,9 @@ type HistoryRecord struct {
 	LSN      uint64 `json:"lsn"`
 	Timeline uint32 `json:"timeline"`
 	AtMS     int64  `json:"at_ms"`
+	// Abandoned is set when the claimant could not promote and released the
+	// key: the term had no primary.
+	Abandoned string `json:"abandoned,omitempty"`
 }
 
 // SyncState records which replicas may be promoted in synchronous mode: every

@@ -2,7 +2,7 @@
 // embedded etcd (go.etcd.io/etcd/server/v3/embed), one dbpilot-agent process
 // per node (each with its own PostgreSQL on a loopback port) and a TCP proxy
 // per agent in front of etcd to simulate partitions. It is the engine of
-// `dbpilot-agent demo`, the integration tests and the failover benchmark.
+// `dbpilot-demo` (make demo-agents), the integration tests and the benchmarks.
 package localcluster
 
 import (
