@@ -10,5 +10,5 @@ cd "$tmp"
 go mod download github.com/dapr/dapr@v1.14.4
 dir=$(go list -m -f '{{.Dir}}' github.com/dapr/dapr@v1.14.4 2>/dev/null || echo "$(go env GOMODCACHE)/github.com/dapr/dapr@v1.14.4")
 cd "$dir"
-GOFLAGS=-mod=mod go build -tags stablecomponents -o "$OUT" ./cmd/daprd
+go build -tags stablecomponents -o "$OUT" ./cmd/daprd
 echo "build-daprd: built $OUT" >&2
