@@ -85,6 +85,7 @@ func (a *API) routes() {
 	pub("POST /v1/ingest/events", a.ingest)
 	pub("POST /v1/infra/hosts/enroll", a.enrollHost)
 	pub("GET /v1/infra/hosts/self/assignments", a.hostAssignments)
+	pub("DELETE /v1/infra/hosts/self/assignments/{cluster}/{node}", a.releaseAssignment)
 
 	auth("GET /v1/whoami", a.whoami)
 	auth("GET /v1/namespaces", a.listNamespaces)

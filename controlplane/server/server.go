@@ -117,6 +117,8 @@ type Server struct {
 	Projection *controlplane.Projection
 	Engine     *controlplane.Engine
 	Process    *infra.Process
+	// Fleet is the fleet provider (nodes on enrolled hosts).
+	Fleet *infra.Fleet
 
 	api      *api.API
 	daprBus  *controlplane.DaprBus
@@ -171,6 +173,7 @@ func (s *Server) start(ctx context.Context) error {
 	if s.Process, err = infra.NewProcess(filepath.Join(cfg.DataDir, "nodes"), agentBin, s.log); err != nil {
 		return err
 	}
+	s.Fleet = infra.NewFleet(s.Store, s.log)
 	// Agents keep the ingest URL in their config: a port picked at random
 	// (":0") is remembered and reused after a restart.
 	listen := cfg.Listen
@@ -212,7 +215,7 @@ func (s *Server) start(ctx context.Context) error {
 			u.User = url.UserPassword(clusterID, controlplane.IngestKey(secret, clusterID))
 			return u.String()
 		},
-	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process}, s.log)
+	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process, "fleet": s.Fleet}, s.log)
 	var bus controlplane.Bus
 	if cfg.Bus.Kind == BusDapr {
 		d := cfg.Bus.Dapr
@@ -243,7 +246,7 @@ func (s *Server) start(ctx context.Context) error {
 	}
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
-		IngestSecret: secret, Providers: []string{"process"}, Log: s.log.Named("api")})
+		IngestSecret: secret, Providers: []string{"process", "fleet"}, Log: s.log.Named("api")})
 	s.api = a
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
