@@ -284,6 +284,17 @@ func (w *workflow) execute(ctx context.Context) error {
 	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
 }
 
+// NodeSpec returns what a provider gets for node of cluster c (template,
+// plan, agent settings with the cluster's events URL).
+func (e *Engine) NodeSpec(ctx context.Context, c store.Cluster, node string) (infra.NodeSpec, error) {
+	w := &workflow{e: e}
+	tpl, err := w.template(ctx, c)
+	if err != nil {
+		return infra.NodeSpec{}, err
+	}
+	return (&clusterCtx{w: w, c: c, tpl: tpl}).spec(node), nil
+}
+
 func (w *workflow) template(ctx context.Context, c store.Cluster) (catalog.Template, error) {
 	if t, ok := catalog.Lookup(c.Template); ok {
 		return t, nil

@@ -266,3 +266,49 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
+
+// nodeCloudInit renders a node's #cloud-config user-data for an IaaS
+// machine. It holds the cluster credentials, so it needs the admin role in
+// the namespace. JSON by default ({cluster, node, user_data}); ?format=raw
+// answers the document itself (text/cloud-config).
+func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleAdmin)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "json" && format != "raw" {
+		writeErr(w, badRequest("format", "must be json or raw (got %q)", format))
+		return
+	}
+	node := r.PathValue("node")
+	nodes, err := a.d.Store.ListNodes(r.Context(), c.ID)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	found := false
+	for _, n := range nodes {
+		found = found || n.Name == node
+	}
+	if !found {
+		writeErr(w, &apiError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})
+		return
+	}
+	if a.d.CloudInit == nil {
+		writeErr(w, &apiError{Status: 501, Code: "not_implemented", Message: "cloud-init rendering is not configured on this server"})
+		return
+	}
+	b, err := a.d.CloudInit(r.Context(), c, node)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if format == "raw" {
+		w.Header().Set("Content-Type", "text/cloud-config; charset=utf-8")
+		_, _ = w.Write(b)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"cluster": c.Name, "node": node, "user_data": string(b)})
+}

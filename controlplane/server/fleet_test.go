@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +150,15 @@ func TestFleetProvisionDelete(t *testing.T) {
 		}
 		return nil
 	})
+
+	// cloud-init user-data for the same node carries the same credentials.
+	var ci struct {
+		UserData string `json:"user_data"`
+	}
+	if code := c.do("GET", "/v1/namespaces/acme/clusters/ledger/nodes/node2/cloud-init", nil, &ci); code != 200 ||
+		!strings.HasPrefix(ci.UserData, "#cloud-config\n") || !strings.Contains(ci.UserData, cred.Superuser.Password) {
+		t.Fatalf("cloud-init: %d %.200q", code, ci.UserData)
+	}
 
 	if code := c.do("DELETE", "/v1/namespaces/acme/clusters/ledger", nil, &o); code != 202 {
 		t.Fatalf("delete: %d", code)
