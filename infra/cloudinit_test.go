@@ -51,7 +51,7 @@ func TestRenderCloudInitGolden(t *testing.T) {
 	}
 	var doc struct {
 		WriteFiles []struct{ Path, Permissions, Content string } `yaml:"write_files"`
-		RunCmd     [][]string                                      `yaml:"runcmd"`
+		RunCmd     [][]string                                    `yaml:"runcmd"`
 	}
 	if err := yaml.Unmarshal(got, &doc); err != nil {
 		t.Fatal(err)

@@ -130,7 +130,9 @@ func TestFleetProvisionDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cred struct{ Superuser struct{ Username, Password string } }
+	var cred struct {
+		Superuser struct{ Username, Password string }
+	}
 	_ = yaml.Unmarshal([]byte(credDoc), &cred)
 	addr := map[string]string{"host-a": "127.0.0.2", "host-b": "127.0.0.3", "host-c": "127.0.0.4"}[hostOf[cl.Primary]]
 	eventually(t, 30*time.Second, "primary reports 2 streaming replicas", func() error {
