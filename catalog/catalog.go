@@ -34,6 +34,11 @@ type Template struct {
 	// Handlers is the agent's handlers section (see docs/agent-config.md).
 	Handlers map[string]any  `yaml:"handlers" json:"handlers,omitempty"`
 	Plans    map[string]Plan `yaml:"plans" json:"plans"`
+	// HostSelector restricts fleet nodes to hosts carrying all these labels.
+	HostSelector map[string]string `yaml:"host_selector" json:"host_selector,omitempty"`
+	// AllowColocation lets the fleet provider put two nodes of one cluster
+	// on one host (default: never; a host failure would take both).
+	AllowColocation bool `yaml:"allow_colocation" json:"allow_colocation,omitempty"`
 	// Builtin is true for shipped templates (not part of the document).
 	Builtin bool `yaml:"-" json:"builtin"`
 }
@@ -43,6 +48,9 @@ type Plan struct {
 	CPU      int `yaml:"cpu" json:"cpu"`
 	MemoryMB int `yaml:"memory_mb" json:"memory_mb"`
 	DiskGB   int `yaml:"disk_gb" json:"disk_gb"`
+	// HostSelector adds plan-specific host labels (e.g. disk: nvme) to the
+	// template's selector.
+	HostSelector map[string]string `yaml:"host_selector" json:"host_selector,omitempty"`
 }
 
 // FieldError is one validation problem, naming the field.

@@ -284,6 +284,17 @@ func (w *workflow) execute(ctx context.Context) error {
 	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
 }
 
+// NodeSpec returns what a provider gets for node of cluster c (template,
+// plan, agent settings with the cluster's events URL).
+func (e *Engine) NodeSpec(ctx context.Context, c store.Cluster, node string) (infra.NodeSpec, error) {
+	w := &workflow{e: e}
+	tpl, err := w.template(ctx, c)
+	if err != nil {
+		return infra.NodeSpec{}, err
+	}
+	return (&clusterCtx{w: w, c: c, tpl: tpl}).spec(node), nil
+}
+
 func (w *workflow) template(ctx context.Context, c store.Cluster) (catalog.Template, error) {
 	if t, ok := catalog.Lookup(c.Template); ok {
 		return t, nil
@@ -345,7 +356,11 @@ func (x *clusterCtx) ensureNodes(ctx context.Context, want []string) error {
 		if err != nil {
 			return err
 		}
-		if err := x.w.e.st.UpsertNode(ctx, store.Node{ClusterID: x.c.ID, Name: n, Host: "127.0.0.1", State: "created", Handle: h}); err != nil {
+		host := "127.0.0.1"
+		if hn, ok := x.p.(infra.HostNamer); ok {
+			host = hn.NodeHost(h)
+		}
+		if err := x.w.e.st.UpsertNode(ctx, store.Node{ClusterID: x.c.ID, Name: n, Host: host, State: "created", Handle: h}); err != nil {
 			return err
 		}
 	}
@@ -448,8 +463,13 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 	// Keep the primary; drop the highest-numbered replicas; add new names.
 	want := append([]string(nil), current...)
 	if target < len(want) {
+		// Never guess the primary: without it we could remove it first.
+		l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+		if err != nil {
+			return fmt.Errorf("read primary before scaling down: %w", err)
+		}
 		primary := ""
-		if l, err := readLive(ctx, x.w.e.etcd, x.prefix); err == nil && l.Leader != nil {
+		if l.Leader != nil {
 			primary = l.Leader.Node
 		}
 		var keep []string
@@ -481,6 +501,11 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 			if idx(want, n) >= 0 {
 				continue
 			}
+			// The primary may have moved onto n since the plan was made:
+			// hand it over to a node that stays before stopping n.
+			if err := x.moveLeadership(ctx, n, want); err != nil {
+				return err
+			}
 			if err := x.p.Delete(ctx, x.spec(n), have[n].Handle); err != nil {
 				return err
 			}
@@ -502,6 +527,47 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 		return err
 	}
 	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", target)
+}
+
+// moveLeadership makes sure node is not the primary: when it is, it asks
+// for a switchover to the first healthy node of keep and waits for it.
+func (x *clusterCtx) moveLeadership(ctx context.Context, node string, keep []string) error {
+	l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+	if err != nil {
+		return err
+	}
+	if l.Leader == nil || l.Leader.Node != node {
+		return nil
+	}
+	to := ""
+	for _, k := range keep {
+		if k != node && l.ReadyCount([]string{k}) == 1 {
+			to = k
+			break
+		}
+	}
+	if to == "" {
+		return fmt.Errorf("%s is the primary and no remaining node is ready to take over", node)
+	}
+	x.w.log.Info("switching over before removing the primary", zap.String("from", node), zap.String("to", to))
+	if _, err := requestSwitchover(ctx, x.w.e.etcd, x.prefix, node, to, "scale down removes "+node); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
+	for {
+		l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+		if err == nil && l.Leader != nil && l.Leader.Node != node && !l.Switchover {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("primary did not move away from %s within %s", node, x.w.e.cfg.ReadyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 var deleteSteps = []string{"", "nodes", "keyspace", "record"}

@@ -332,6 +332,15 @@ func writeCredentials(path string) error {
 	return os.Rename(tmp, path)
 }
 
+// Credentials returns the credentials file of a process cluster.
+func (p *Process) Credentials(clusterID string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(p.clusterDir(clusterID), "credentials.yaml"))
+	if err != nil {
+		return "", fmt.Errorf("read credentials: %w", err)
+	}
+	return string(b), nil
+}
+
 // ReadSuperuser returns the superuser name and password of a process
 // cluster (for tests and `psql` walkthroughs).
 func (p *Process) ReadSuperuser(clusterID string) (user, password string, err error) {

@@ -89,6 +89,12 @@ type Provider interface {
 	DeleteCluster(ctx context.Context, clusterID string) error
 }
 
+// HostNamer is implemented by providers that place nodes on named hosts.
+type HostNamer interface {
+	// NodeHost returns the host a node's handle places it on.
+	NodeHost(handle json.RawMessage) string
+}
+
 // AgentConfig renders the dbpilot-agent YAML for one node (the format of
 // docs/agent-config.md). Paths and ports are the node's.
 func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {

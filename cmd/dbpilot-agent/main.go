@@ -52,7 +52,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(), newValidateCmd(), newVersionCmd(), newClusterCmd(), newWALPushCmd(), newWALFetchCmd(), newBackupCmd())
+	root.AddCommand(newRunCmd(), newValidateCmd(), newVersionCmd(), newClusterCmd(), newWALPushCmd(), newWALFetchCmd(), newBackupCmd(), newHostCmd())
 	return root
 }
 

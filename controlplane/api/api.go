@@ -39,6 +39,9 @@ type Deps struct {
 	IngestSecret []byte
 	// Providers lists the configured provider names; the first is the default.
 	Providers []string
+	// CloudInit renders a node's #cloud-config user-data (nil: the
+	// endpoint answers 501).
+	CloudInit func(ctx context.Context, c store.Cluster, node string) ([]byte, error)
 	Log       *zap.Logger
 }
 
@@ -85,6 +88,7 @@ func (a *API) routes() {
 	pub("POST /v1/ingest/events", a.ingest)
 	pub("POST /v1/infra/hosts/enroll", a.enrollHost)
 	pub("GET /v1/infra/hosts/self/assignments", a.hostAssignments)
+	pub("DELETE /v1/infra/hosts/self/assignments/{cluster}/{node}", a.releaseAssignment)
 
 	auth("GET /v1/whoami", a.whoami)
 	auth("GET /v1/namespaces", a.listNamespaces)
@@ -103,6 +107,7 @@ func (a *API) routes() {
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/failover", a.failover)
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/restart", a.restart)
 	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/nodes", a.listNodes)
+	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/nodes/{node}/cloud-init", a.nodeCloudInit)
 	auth("GET /v1/namespaces/{ns}/operations", a.listOperations)
 	auth("GET /v1/namespaces/{ns}/operations/{id}", a.getOperation)
 	auth("GET /v1/namespaces/{ns}/events", a.listEvents)

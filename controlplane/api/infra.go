@@ -133,35 +133,76 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
 	writeJSON(w, 200, out)
 }
 
-// hostAssignments returns the agent configurations a fleet host must run
-// (authenticated with the host credential from enrolment).
-func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
+// hostFromCredential authenticates a fleet host by its bearer credential.
+func (a *API) hostFromCredential(r *http.Request) (store.Host, error) {
 	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "missing host credential"})
-		return
+		return store.Host{}, &apiError{Status: 401, Code: "unauthenticated", Message: "missing host credential"}
 	}
 	h, err := a.d.Store.HostByCredential(r.Context(), controlplane.HashSecret(cred))
 	if err != nil {
-		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"})
+		return store.Host{}, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"}
+	}
+	return h, nil
+}
+
+// Assignment is one node a fleet host must run (state "active") or stop
+// and acknowledge (state "releasing").
+type Assignment struct {
+	ClusterID   string          `json:"cluster_id"`
+	Node        string          `json:"node"`
+	State       string          `json:"state"`
+	Resources   store.Resources `json:"resources"`
+	AgentConfig string          `json:"agent_config"`
+	// Credentials is the cluster's credentials file (active nodes only).
+	Credentials string `json:"credentials,omitempty"`
+}
+
+// hostAssignments returns the agent configurations a fleet host must run
+// (authenticated with the host credential from enrolment). Each poll
+// records the host as seen.
+func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
+	h, err := a.hostFromCredential(r)
+	if err != nil {
+		writeErr(w, err)
 		return
 	}
+	_ = a.d.Store.TouchHost(r.Context(), h.ID)
 	as, err := a.d.Store.ListAllocations(r.Context(), h.ID)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	type assignment struct {
-		ClusterID   string          `json:"cluster_id"`
-		Node        string          `json:"node"`
-		Resources   store.Resources `json:"resources"`
-		AgentConfig string          `json:"agent_config"`
-	}
-	out := list[assignment]{Items: []assignment{}}
+	out := list[Assignment]{Items: []Assignment{}}
 	for _, x := range as {
-		out.Items = append(out.Items, assignment{ClusterID: x.ClusterID, Node: x.Node, Resources: x.Resources, AgentConfig: x.Config})
+		as := Assignment{ClusterID: x.ClusterID, Node: x.Node, State: x.State, Resources: x.Resources, AgentConfig: x.Config}
+		if x.State == store.AllocActive {
+			if as.Credentials, err = a.d.Store.GetClusterCredentials(r.Context(), x.ClusterID); err != nil {
+				writeErr(w, err)
+				return
+			}
+		}
+		out.Items = append(out.Items, as)
 	}
 	writeJSON(w, 200, out)
+}
+
+// releaseAssignment is a host's acknowledgement that it stopped a
+// releasing node and removed its folder: the capacity is freed.
+func (a *API) releaseAssignment(w http.ResponseWriter, r *http.Request) {
+	h, err := a.hostFromCredential(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := a.d.Store.ReleaseOnHost(r.Context(), h.ID, r.PathValue("cluster"), r.PathValue("node")); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			err = &apiError{Status: 404, Code: "not_found", Message: "no releasing assignment " + r.PathValue("cluster") + "/" + r.PathValue("node") + " on this host"}
+		}
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // ingestCacheTTL bounds how long ingest trusts a cached cluster lookup;
@@ -224,4 +265,50 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// nodeCloudInit renders a node's #cloud-config user-data for an IaaS
+// machine. It holds the cluster credentials, so it needs the admin role in
+// the namespace. JSON by default ({cluster, node, user_data}); ?format=raw
+// answers the document itself (text/cloud-config).
+func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleAdmin)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "json" && format != "raw" {
+		writeErr(w, badRequest("format", "must be json or raw (got %q)", format))
+		return
+	}
+	node := r.PathValue("node")
+	nodes, err := a.d.Store.ListNodes(r.Context(), c.ID)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	found := false
+	for _, n := range nodes {
+		found = found || n.Name == node
+	}
+	if !found {
+		writeErr(w, &apiError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})
+		return
+	}
+	if a.d.CloudInit == nil {
+		writeErr(w, &apiError{Status: 501, Code: "not_implemented", Message: "cloud-init rendering is not configured on this server"})
+		return
+	}
+	b, err := a.d.CloudInit(r.Context(), c, node)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if format == "raw" {
+		w.Header().Set("Content-Type", "text/cloud-config; charset=utf-8")
+		_, _ = w.Write(b)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"cluster": c.Name, "node": node, "user_data": string(b)})
 }

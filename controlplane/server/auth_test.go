@@ -47,6 +47,7 @@ var matrix = []endpoint{
 	{"POST", "/v1/namespaces/{ns}/clusters", `{"name":"x","replicas":0}`, "operator", 400},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes", "", "viewer", 200},
+	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes/node1/cloud-init", "", "admin", 200},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/scale", `{"replicas":99}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/switchover", `{"to":"nope"}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/failover", `{}`, "operator", 400},

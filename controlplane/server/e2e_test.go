@@ -324,6 +324,9 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 		return nil
 	})
 
+	scaleAndCheck(t, s, c, clusterID, 5)
+	scaleAndCheck(t, s, c, clusterID, 3)
+
 	// Events were recorded and are listed.
 	var evs struct {
 		Items []struct {
@@ -354,6 +357,64 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 	resp, err := s.Etcd.Get(context.Background(), "/dbpilot/v1/clusters/acme/", clientv3WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("etcd keys left: %v %v", resp, err)
+	}
+}
+
+// scaleAndCheck scales billing to n replicas through the API and checks
+// the result: n healthy members (1 primary, n-1 streaming replicas, also
+// seen on the primary itself), the primary unchanged, and for every removed
+// node neither its folder, nor a process, nor its member key left.
+func scaleAndCheck(t *testing.T, s *server.Server, c client, clusterID string, n int) {
+	t.Helper()
+	var before clusterOut
+	c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &before)
+	oldHandles := handlesOf(t, s, clusterID)
+	var o op
+	if code := c.do("POST", "/v1/namespaces/acme/clusters/billing/scale", map[string]any{"replicas": n}, &o); code != 202 {
+		t.Fatalf("scale to %d: %d", n, code)
+	}
+	if done := c.waitOp("acme", o.ID, 3*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("scale to %d failed: %+v", n, done)
+	}
+	var cl clusterOut
+	eventually(t, 60*time.Second, fmt.Sprintf("projection shows %d members", n), func() error {
+		c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
+		if cl.Phase != store.PhaseReady || cl.Replicas != n || len(cl.Members) != n {
+			return fmt.Errorf("phase %s replicas %d members %d", cl.Phase, cl.Replicas, len(cl.Members))
+		}
+		roles := map[string]int{}
+		for _, m := range cl.Members {
+			roles[m.Role]++
+			if !m.Healthy || (m.Role == "replica" && (m.Streaming == nil || !*m.Streaming)) {
+				return fmt.Errorf("member %+v", m)
+			}
+		}
+		if roles["primary"] != 1 || roles["replica"] != n-1 {
+			return fmt.Errorf("roles %v", roles)
+		}
+		return nil
+	})
+	if cl.Primary != before.Primary {
+		t.Fatalf("scale to %d moved the primary from %s to %s", n, before.Primary, cl.Primary)
+	}
+	handles := handlesOf(t, s, clusterID)
+	eventually(t, 30*time.Second, fmt.Sprintf("primary reports %d streaming replicas", n-1), func() error {
+		return primaryStreaming(t, s.Process, cl, handles, n-1)
+	})
+	for name, h := range oldHandles {
+		if _, kept := handles[name]; kept {
+			continue
+		}
+		if _, err := os.Stat(h.Dir); !os.IsNotExist(err) {
+			t.Errorf("removed node %s: folder %s still exists (%v)", name, h.Dir, err)
+		}
+		if pids := infra.ProcessesUsing(h.Dir); len(pids) != 0 {
+			t.Errorf("removed node %s: processes left: %v", name, pids)
+		}
+		resp, err := s.Etcd.Get(context.Background(), "/dbpilot/v1/clusters/acme/default/billing/members/"+name)
+		if err != nil || len(resp.Kvs) != 0 {
+			t.Errorf("removed node %s: member key left (%v)", name, err)
+		}
 	}
 }
 

@@ -53,6 +53,17 @@ type Config struct {
 	AgentLogLevel string        `yaml:"agent_log_level"`
 	// Bus selects the event bus; default embedded.
 	Bus BusConfig `yaml:"bus"`
+	// CloudInit says how rendered user-data installs the agent binary.
+	CloudInit CloudInitConfig `yaml:"cloud_init"`
+}
+
+// CloudInitConfig configures cloud-init rendering.
+type CloudInitConfig struct {
+	// AgentURL is where machines download dbpilot-agent (empty: the image
+	// has it in /usr/local/bin).
+	AgentURL string `yaml:"agent_url"`
+	// AgentSHA256 is checked after the download.
+	AgentSHA256 string `yaml:"agent_sha256"`
 }
 
 // BusConfig selects how control-plane services and agents exchange events.
@@ -117,6 +128,8 @@ type Server struct {
 	Projection *controlplane.Projection
 	Engine     *controlplane.Engine
 	Process    *infra.Process
+	// Fleet is the fleet provider (nodes on enrolled hosts).
+	Fleet *infra.Fleet
 
 	api      *api.API
 	daprBus  *controlplane.DaprBus
@@ -171,6 +184,7 @@ func (s *Server) start(ctx context.Context) error {
 	if s.Process, err = infra.NewProcess(filepath.Join(cfg.DataDir, "nodes"), agentBin, s.log); err != nil {
 		return err
 	}
+	s.Fleet = infra.NewFleet(s.Store, s.log)
 	// Agents keep the ingest URL in their config: a port picked at random
 	// (":0") is remembered and reused after a restart.
 	listen := cfg.Listen
@@ -212,7 +226,7 @@ func (s *Server) start(ctx context.Context) error {
 			u.User = url.UserPassword(clusterID, controlplane.IngestKey(secret, clusterID))
 			return u.String()
 		},
-	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process}, s.log)
+	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process, "fleet": s.Fleet}, s.log)
 	var bus controlplane.Bus
 	if cfg.Bus.Kind == BusDapr {
 		d := cfg.Bus.Dapr
@@ -243,7 +257,8 @@ func (s *Server) start(ctx context.Context) error {
 	}
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
-		IngestSecret: secret, Providers: []string{"process"}, Log: s.log.Named("api")})
+		IngestSecret: secret, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
+		CloudInit: s.cloudInit})
 	s.api = a
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
@@ -308,6 +323,25 @@ func (s *Server) startEtcd() error {
 	}
 	s.Etcd = cli
 	return nil
+}
+
+// cloudInit renders user-data for a node of c: the node's agent config
+// (the cluster's etcd and events URL) and the cluster's credentials.
+func (s *Server) cloudInit(ctx context.Context, c store.Cluster, node string) ([]byte, error) {
+	spec, err := s.Engine.NodeSpec(ctx, c, node)
+	if err != nil {
+		return nil, err
+	}
+	// A process cluster keeps its credentials in its folder; every other
+	// (and a process cluster not provisioned yet) in the store.
+	cred, err := s.Process.Credentials(c.ID)
+	if c.Provider != "process" || err != nil {
+		cred, err = s.Store.ClusterCredentials(ctx, c.ID, infra.NewCredentials)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return infra.RenderCloudInit(spec, cred, infra.CloudInitOptions{AgentURL: s.cfg.CloudInit.AgentURL, AgentSHA256: s.cfg.CloudInit.AgentSHA256})
 }
 
 // Routes lists the API's "METHOD /path" patterns.

@@ -518,7 +518,8 @@ func (s *Store) DeleteCluster(ctx context.Context, id string) error {
 		return fmt.Errorf("delete cluster %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	for _, q := range []string{`DELETE FROM nodes WHERE cluster_id = ?`, `DELETE FROM allocations WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
+	for _, q := range []string{`DELETE FROM nodes WHERE cluster_id = ?`, `DELETE FROM allocations WHERE cluster_id = ?`,
+		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
 		if _, err := tx.ExecContext(ctx, s.q(q), id); err != nil {
 			return fmt.Errorf("delete cluster %s: %w", id, err)
 		}
@@ -1044,13 +1045,13 @@ func (s *Store) EnrollHost(ctx context.Context, joinHash string, h Host) (Host, 
 	return h, nil
 }
 
-const hostCols = `id, name, address, labels, capacity, state, credential_hash, created_at`
+const hostCols = `id, name, address, labels, capacity, state, credential_hash, created_at, last_seen`
 
 func scanHost(sc interface{ Scan(...any) error }) (Host, error) {
 	var h Host
 	var labels, capacity string
-	var at int64
-	if err := sc.Scan(&h.ID, &h.Name, &h.Address, &labels, &capacity, &h.State, &h.CredentialHash, &at); err != nil {
+	var at, seen int64
+	if err := sc.Scan(&h.ID, &h.Name, &h.Address, &labels, &capacity, &h.State, &h.CredentialHash, &at, &seen); err != nil {
 		return Host{}, err
 	}
 	if err := json.Unmarshal([]byte(labels), &h.Labels); err != nil {
@@ -1059,7 +1060,7 @@ func scanHost(sc interface{ Scan(...any) error }) (Host, error) {
 	if err := json.Unmarshal([]byte(capacity), &h.Capacity); err != nil {
 		return Host{}, fmt.Errorf("host %s capacity: %w", h.ID, err)
 	}
-	h.CreatedAt = fromMS(at)
+	h.CreatedAt, h.LastSeen = fromMS(at), fromMS(seen)
 	return h, nil
 }
 
@@ -1095,15 +1096,21 @@ func (s *Store) HostByCredential(ctx context.Context, hash string) (Host, error)
 // node of the same cluster. It is serialised by the transaction, so two
 // concurrent allocations never overbook a host. ErrNotFound: no host fits.
 func (s *Store) Allocate(ctx context.Context, candidates []string, a Allocation) (Allocation, error) {
+	return s.AllocateWith(ctx, candidates, a, AllocateOptions{})
+}
+
+// AllocateWith is Allocate with options (AllowColocation lifts the
+// one-node-of-a-cluster-per-host rule).
+func (s *Store) AllocateWith(ctx context.Context, candidates []string, a Allocation, opts AllocateOptions) (Allocation, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return Allocation{}, fmt.Errorf("allocate: %w", err)
 	}
 	defer tx.Rollback()
-	var existing string
-	err = tx.QueryRowContext(ctx, s.q(`SELECT host_id FROM allocations WHERE cluster_id = ? AND node = ?`), a.ClusterID, a.Node).Scan(&existing)
+	var existing, state string
+	err = tx.QueryRowContext(ctx, s.q(`SELECT host_id, state FROM allocations WHERE cluster_id = ? AND node = ?`), a.ClusterID, a.Node).Scan(&existing, &state)
 	if err == nil {
-		a.HostID = existing
+		a.HostID, a.State = existing, state
 		return a, nil // idempotent: already placed
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
@@ -1139,11 +1146,11 @@ func (s *Store) Allocate(ctx context.Context, candidates []string, a Allocation)
 			}
 		}
 		rows.Close()
-		if same > 0 || used.CPU+a.Resources.CPU > h.Capacity.CPU || used.MemoryMB+a.Resources.MemoryMB > h.Capacity.MemoryMB ||
+		if (same > 0 && !opts.AllowColocation) || used.CPU+a.Resources.CPU > h.Capacity.CPU || used.MemoryMB+a.Resources.MemoryMB > h.Capacity.MemoryMB ||
 			used.DiskGB+a.Resources.DiskGB > h.Capacity.DiskGB {
 			continue
 		}
-		a.HostID, a.CreatedAt = id, time.Now().UTC()
+		a.HostID, a.CreatedAt, a.State = id, time.Now().UTC(), AllocActive
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO allocations (host_id, cluster_id, node, resources, config, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
 			a.HostID, a.ClusterID, a.Node, mustJSON(a.Resources), a.Config, ms(a.CreatedAt)); err != nil {
 			return Allocation{}, fmt.Errorf("allocate: %w", err)
@@ -1158,7 +1165,7 @@ func (s *Store) Allocate(ctx context.Context, candidates []string, a Allocation)
 
 // ListAllocations lists the allocations of a host ("" = all hosts).
 func (s *Store) ListAllocations(ctx context.Context, hostID string) ([]Allocation, error) {
-	query := `SELECT host_id, cluster_id, node, resources, config, created_at FROM allocations`
+	query := `SELECT host_id, cluster_id, node, resources, config, created_at, state FROM allocations`
 	var args []any
 	if hostID != "" {
 		query += ` WHERE host_id = ?`
@@ -1174,7 +1181,7 @@ func (s *Store) ListAllocations(ctx context.Context, hostID string) ([]Allocatio
 		var a Allocation
 		var res string
 		var at int64
-		if err := rows.Scan(&a.HostID, &a.ClusterID, &a.Node, &res, &a.Config, &at); err != nil {
+		if err := rows.Scan(&a.HostID, &a.ClusterID, &a.Node, &res, &a.Config, &at, &a.State); err != nil {
 			return nil, fmt.Errorf("list allocations: %w", err)
 		}
 		_ = json.Unmarshal([]byte(res), &a.Resources)

@@ -184,6 +184,8 @@ type Host struct {
 	State          string
 	CredentialHash string
 	CreatedAt      time.Time
+	// LastSeen is when the host last polled its assignments.
+	LastSeen time.Time
 }
 
 // Resources is a quantity of machine resources.
@@ -201,6 +203,21 @@ type Allocation struct {
 	Resources Resources
 	Config    string // the rendered agent configuration
 	CreatedAt time.Time
+	// State is AllocActive (the host runs the node) or AllocReleasing (the
+	// host must stop it and acknowledge; capacity stays booked until then).
+	State string
+}
+
+// Allocation states.
+const (
+	AllocActive    = "active"
+	AllocReleasing = "releasing"
+)
+
+// AllocateOptions tune Store.AllocateWith.
+type AllocateOptions struct {
+	// AllowColocation lets two nodes of one cluster share a host.
+	AllowColocation bool
 }
 
 // JoinToken is a one-time fleet enrolment token (hash only).

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/agent/config"
+	"github.com/dbpilot/dbpilot/infra"
+)
+
+// newHostCmd is the fleet host runner: `dbpilot-agent host run`.
+func newHostCmd() *cobra.Command {
+	host := &cobra.Command{Use: "host", Short: "Fleet host: enrol with the control plane and run the agents assigned to this host"}
+	var c infra.HostRunnerConfig
+	var labels []string
+	var level string
+	run := &cobra.Command{
+		Use:   "run --server URL --join-token T --name N --address A --root DIR",
+		Short: "Enrol (first run) and keep this host's agents in line with its assignments",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return &exitError{code: 2, err: fmt.Errorf("--label %q: want key=value", l)}
+				}
+				c.Labels[k] = v
+			}
+			if c.Name == "" {
+				c.Name, _ = os.Hostname()
+			}
+			if c.AgentBin == "" {
+				c.AgentBin, _ = os.Executable()
+			}
+			log, err := newLogger(config.Log{Level: level})
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			r, err := infra.NewHostRunner(c, log)
+			if err != nil {
+				return err
+			}
+			log.Info("host runner starting", zap.String("server", c.Server), zap.String("name", c.Name), zap.String("root", c.Root))
+			return r.Run(cmd.Context())
+		},
+	}
+	f := run.Flags()
+	f.StringVar(&c.Server, "server", "", "control plane base URL")
+	f.StringVar(&c.JoinToken, "join-token", "", "one-time join token (first run only)")
+	f.StringVar(&c.Name, "name", "", "host name (default: hostname)")
+	f.StringVar(&c.Address, "address", "127.0.0.1", "address the host's databases listen on")
+	f.StringArrayVar(&labels, "label", nil, "host label key=value (repeatable)")
+	f.IntVar(&c.Capacity.CPU, "cpu", runtime.NumCPU(), "CPUs offered")
+	f.IntVar(&c.Capacity.MemoryMB, "memory-mb", 4096, "memory offered (MB)")
+	f.IntVar(&c.Capacity.DiskGB, "disk-gb", 100, "disk offered (GB)")
+	f.StringVar(&c.Root, "root", "/var/lib/dbpilot-host", "folder for the host identity and node folders")
+	f.StringVar(&c.AgentBin, "agent-bin", "", "agent binary to run per node (default: this executable)")
+	f.DurationVar(&c.Interval, "interval", 2*time.Second, "assignment poll interval")
+	f.StringVar(&level, "log-level", "info", "log level")
+	_ = run.MarkFlagRequired("server")
+	host.AddCommand(run)
+	return host
+}

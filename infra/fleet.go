@@ -1,0 +1,254 @@
+package infra
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+
+	"github.com/dbpilot/dbpilot/controlplane/store"
+)
+
+// FleetHandle is the fleet provider's handle of one node.
+type FleetHandle struct {
+	HostID   string `json:"host_id"`
+	HostName string `json:"host_name"`
+	Address  string `json:"address"`
+}
+
+// Fleet places nodes on enrolled hosts. Placement is an allocation row in
+// the store (host, resources, rendered agent config); the host's runner
+// (`dbpilot-agent host run`) polls its allocations and starts or stops the
+// agents. Deleting a node marks its allocation releasing; the runner stops
+// the agent, removes its folder and acknowledges, which frees the capacity.
+type Fleet struct {
+	st  *store.Store
+	log *zap.Logger
+	// ReleaseTimeout bounds waiting for a host to acknowledge a release.
+	ReleaseTimeout time.Duration
+	// HostTimeout: a host that has not polled for this long is considered
+	// dead; its releases are forced (its runner stops orphans on return).
+	HostTimeout time.Duration
+}
+
+// NewFleet returns a fleet provider over st.
+func NewFleet(st *store.Store, log *zap.Logger) *Fleet {
+	return &Fleet{st: st, log: log.Named("fleet"), ReleaseTimeout: 3 * time.Minute, HostTimeout: 2 * time.Minute}
+}
+
+// Name returns "fleet".
+func (f *Fleet) Name() string { return "fleet" }
+
+// FleetLayout is the layout the fleet renders into agent configs; the host
+// runner replaces paths, address and ports with its own.
+func FleetLayout(spec NodeSpec) NodeLayout {
+	dir := filepath.Join("/var/lib/dbpilot", spec.ClusterID, spec.Node)
+	return NodeLayout{Address: "0.0.0.0", PGPort: 5432, HTTPPort: 8008, DataDir: filepath.Join(dir, "data"),
+		StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: "postgres"}
+}
+
+// Selector is the labels a host must carry for spec: the template's
+// host_selector with the plan's on top.
+func Selector(spec NodeSpec) map[string]string {
+	out := map[string]string{}
+	for k, v := range spec.Template.HostSelector {
+		out[k] = v
+	}
+	for k, v := range spec.Plan.HostSelector {
+		out[k] = v
+	}
+	return out
+}
+
+// Candidates orders the ready hosts matching sel by free capacity (most
+// free memory first, then cpu, then name): nodes spread over the fleet.
+func Candidates(hosts []store.Host, allocs []store.Allocation, sel map[string]string) []string {
+	used := map[string]store.Resources{}
+	for _, a := range allocs {
+		u := used[a.HostID]
+		u.CPU, u.MemoryMB, u.DiskGB = u.CPU+a.Resources.CPU, u.MemoryMB+a.Resources.MemoryMB, u.DiskGB+a.Resources.DiskGB
+		used[a.HostID] = u
+	}
+	type cand struct {
+		id, name string
+		free     store.Resources
+	}
+	var cs []cand
+	for _, h := range hosts {
+		if h.State != "ready" || !matches(h.Labels, sel) {
+			continue
+		}
+		u := used[h.ID]
+		cs = append(cs, cand{h.ID, h.Name, store.Resources{CPU: h.Capacity.CPU - u.CPU, MemoryMB: h.Capacity.MemoryMB - u.MemoryMB, DiskGB: h.Capacity.DiskGB - u.DiskGB}})
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		a, b := cs[i].free, cs[j].free
+		if a.MemoryMB != b.MemoryMB {
+			return a.MemoryMB > b.MemoryMB
+		}
+		if a.CPU != b.CPU {
+			return a.CPU > b.CPU
+		}
+		return cs[i].name < cs[j].name
+	})
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.id
+	}
+	return out
+}
+
+func matches(labels, sel map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Create allocates a host for the node (idempotent: an allocated node
+// keeps its host) and records the agent config the host will run.
+func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
+	if _, err := f.st.ClusterCredentials(ctx, spec.ClusterID, NewCredentials); err != nil {
+		return nil, err
+	}
+	cfg, err := AgentConfig(spec, FleetLayout(spec))
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := f.st.ListHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	allocs, err := f.st.ListAllocations(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	sel := Selector(spec)
+	need := store.Resources{CPU: spec.Plan.CPU, MemoryMB: spec.Plan.MemoryMB, DiskGB: spec.Plan.DiskGB}
+	a, err := f.st.AllocateWith(ctx, Candidates(hosts, allocs, sel), store.Allocation{ClusterID: spec.ClusterID, Node: spec.Node,
+		Resources: need, Config: string(cfg)}, store.AllocateOptions{AllowColocation: spec.Template.AllowColocation})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("node %s: no ready host with labels %v and free cpu=%d memory_mb=%d disk_gb=%d%s: %w",
+			spec.Node, sel, need.CPU, need.MemoryMB, need.DiskGB, map[bool]string{true: "", false: " without another node of the cluster"}[spec.Template.AllowColocation], ErrNoCapacity)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.State == store.AllocReleasing {
+		return nil, fmt.Errorf("node %s: its previous allocation on host %s is still being released", spec.Node, a.HostID)
+	}
+	h := FleetHandle{HostID: a.HostID}
+	for _, x := range hosts {
+		if x.ID == a.HostID {
+			h.HostName, h.Address = x.Name, x.Address
+		}
+	}
+	f.log.Info("node allocated", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node), zap.String("host", h.HostName))
+	b, _ := json.Marshal(h)
+	return b, nil
+}
+
+// NodeHost returns the host name a handle places the node on.
+func (f *Fleet) NodeHost(handle json.RawMessage) string {
+	var h FleetHandle
+	_ = json.Unmarshal(handle, &h)
+	return h.HostName
+}
+
+// Delete asks the node's host to stop it and waits until the host
+// acknowledged (folder removed, capacity freed). A host that stopped
+// polling is presumed dead and the allocation is released without it.
+func (f *Fleet) Delete(ctx context.Context, spec NodeSpec, _ json.RawMessage) error {
+	if err := f.st.MarkReleasing(ctx, spec.ClusterID, spec.Node); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	deadline := time.Now().Add(f.ReleaseTimeout)
+	for {
+		a, err := f.st.GetAllocation(ctx, spec.ClusterID, spec.Node)
+		if errors.Is(err, store.ErrNotFound) {
+			f.log.Info("node released", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node))
+			return nil
+		}
+		if err == nil && f.hostDead(ctx, a.HostID) {
+			f.log.Warn("host silent; releasing without its acknowledgement", zap.String("host", a.HostID), zap.String("node", spec.Node))
+			return f.st.Release(ctx, spec.ClusterID, spec.Node)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s: host %s did not stop it within %s", spec.Node, a.HostID, f.ReleaseTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (f *Fleet) hostDead(ctx context.Context, id string) bool {
+	hosts, err := f.st.ListHosts(ctx)
+	if err != nil {
+		return false
+	}
+	for _, h := range hosts {
+		if h.ID == id {
+			return time.Since(h.LastSeen) > f.HostTimeout
+		}
+	}
+	return true // the host row is gone
+}
+
+// Restart is not supported on the fleet yet: the runner has no restart
+// signal. It fails with a clear error.
+func (f *Fleet) Restart(_ context.Context, spec NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
+	return nil, fmt.Errorf("restart node %s: the fleet provider does not restart nodes yet", spec.Node)
+}
+
+// Status reports whether the node is allocated on a host that polls.
+func (f *Fleet) Status(ctx context.Context, handle json.RawMessage) (Status, error) {
+	var h FleetHandle
+	if err := json.Unmarshal(handle, &h); err != nil {
+		return Status{}, fmt.Errorf("fleet status: %w", err)
+	}
+	if f.hostDead(ctx, h.HostID) {
+		return Status{Running: false, Detail: "host " + h.HostName + " is not polling"}, nil
+	}
+	return Status{Running: true, Detail: "on host " + h.HostName}, nil
+}
+
+// DeleteCluster releases whatever allocation of the cluster is left.
+func (f *Fleet) DeleteCluster(ctx context.Context, clusterID string) error {
+	allocs, err := f.st.ListAllocations(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, a := range allocs {
+		if a.ClusterID == clusterID {
+			if err := f.Delete(ctx, NodeSpec{ClusterID: clusterID, Node: a.Node}, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// NewCredentials returns a fresh credentials document (the agent's
+// credentials_file format) with random passwords.
+func NewCredentials() (string, error) {
+	doc := map[string]any{
+		"superuser":   map[string]string{"username": "postgres", "password": randomHex(16)},
+		"replication": map[string]string{"username": "replicator", "password": randomHex(16)},
+	}
+	b, err := yaml.Marshal(doc)
+	return string(b), err
+}
