@@ -171,6 +171,9 @@ func (s *Server) start(ctx context.Context) error {
 	if s.Process, err = infra.NewProcess(filepath.Join(cfg.DataDir, "nodes"), agentBin, s.log); err != nil {
 		return err
 	}
+	if err := s.Process.SetBackupRoot(filepath.Join(cfg.DataDir, "backups")); err != nil {
+		return err
+	}
 	// Agents keep the ingest URL in their config: a port picked at random
 	// (":0") is remembered and reused after a restart.
 	listen := cfg.Listen
