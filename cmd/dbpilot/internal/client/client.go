@@ -333,15 +333,18 @@ type ClusterRequest struct {
 // Operation is a long-running operation; poll it until Done.
 type Operation struct {
 	Object
-	ID        string    `json:"id"`
-	Namespace string    `json:"namespace"`
-	ClusterID string    `json:"cluster_id"`
-	Kind      string    `json:"kind"`
-	State     string    `json:"state"`
-	Step      string    `json:"step,omitempty"`
-	Progress  string    `json:"progress,omitempty"`
-	Attempts  int       `json:"attempts"`
-	Error     string    `json:"error,omitempty"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	ClusterID string `json:"cluster_id"`
+	Kind      string `json:"kind"`
+	State     string `json:"state"`
+	Step      string `json:"step,omitempty"`
+	Progress  string `json:"progress,omitempty"`
+	Attempts  int    `json:"attempts"`
+	Error     string `json:"error,omitempty"`
+	// BackupID is the backup a backup operation took, or the one a
+	// restore starts from.
+	BackupID  string    `json:"backup_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
