@@ -374,6 +374,8 @@ func TestWalkthrough(t *testing.T) {
 		"(2 rows)",
 		"is primary (failover, was node",
 		"Last failover: ",
+		"backup demo: done",
+		"restore demo into demo-restored: done",
 		"switchover demo: done",
 		"Cluster demo deleted.",
 		"Walkthrough complete.",
