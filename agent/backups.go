@@ -190,6 +190,8 @@ func (a *Agent) startBackups(ctx, bg context.Context) (func(), error) {
 			return a.state.Role, a.state.Healthy
 		},
 	}
+	sched.Requests = requester{a.dcs}
+	sched.SwitchWAL = a.switchWAL
 	if b.login != nil {
 		login := *b.login
 		sched.EnsureRole = func(ctx context.Context) error {
@@ -215,6 +217,49 @@ func (c claimer) CompleteClaim(ctx context.Context, key, value string, ttl time.
 }
 func (c claimer) ClaimKey(job string, occ int64) string { return c.d.Keys().BackupClaim(job, occ) }
 
+// requester adapts the etcd client to backup.Requests.
+type requester struct{ d *dcs.Client }
+
+func (r requester) Pending(ctx context.Context) (map[string]string, error) {
+	return r.d.BackupRequests(ctx)
+}
+func (r requester) ClaimKey(id string) string { return r.d.Keys().BackupRequestClaim(id) }
+func (r requester) Done(ctx context.Context, id string) error {
+	return r.d.DeleteBackupRequest(ctx, id)
+}
+
+// switchWAL closes the current WAL segment (pg_switch_wal) and waits, up to
+// a minute, until PostgreSQL archived it.
+func (a *Agent) switchWAL(ctx context.Context) error {
+	conn, err := a.pg.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var seg string
+	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg); err != nil {
+		return fmt.Errorf("switch WAL: %w", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var last *string
+		if err := conn.QueryRow(ctx, "SELECT last_archived_wal FROM pg_stat_archiver").Scan(&last); err != nil {
+			return fmt.Errorf("switch WAL: %w", err)
+		}
+		if last != nil && *last >= seg {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("switch WAL: segment %s not archived within a minute", seg)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // restoreForBootstrap restores the newest backup of backup.bootstrap_from
 // into the empty data directory, replaying all archived WAL. It returns
 // false (and nothing changed) when the repository holds no backup.
@@ -228,9 +273,13 @@ func (a *Agent) restoreForBootstrap(ctx context.Context) (bool, error) {
 	if wal == "" {
 		wal = src.Repository
 	}
+	var target postgres.RecoveryTarget
+	if src.TargetTime != nil {
+		target.Time = *src.TargetTime
+	}
 	_, m, err := b.svc.Restore(ctx, b.pgcfg, backup.RestoreOptions{Repository: src.Repository, WALRepository: wal, SourceCluster: src.Cluster,
-		DataDir: a.cfg.Postgres.DataDir, Port: a.cfg.Postgres.Port})
-	if errors.Is(err, backup.ErrNotFound) {
+		BackupID: src.BackupID, Target: target, DataDir: a.cfg.Postgres.DataDir, Port: a.cfg.Postgres.Port})
+	if errors.Is(err, backup.ErrNotFound) && src.BackupID == "" {
 		a.log.Info("no backup to bootstrap from; running initdb", zap.String("repository", src.Repository), zap.String("source_cluster", src.Cluster))
 		return false, nil
 	}

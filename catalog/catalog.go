@@ -14,7 +14,9 @@ import (
 	"io/fs"
 	"regexp"
 	"sort"
+	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 )
 
@@ -39,6 +41,9 @@ type Template struct {
 	// AllowColocation lets the fleet provider put two nodes of one cluster
 	// on one host (default: never; a host failure would take both).
 	AllowColocation bool `yaml:"allow_colocation" json:"allow_colocation,omitempty"`
+	// Backup is the default backup policy of clusters created from the
+	// template (nil: no backups, no WAL archive).
+	Backup *BackupPolicy `yaml:"backup" json:"backup,omitempty"`
 	// Builtin is true for shipped templates (not part of the document).
 	Builtin bool `yaml:"-" json:"builtin"`
 }
@@ -51,6 +56,70 @@ type Plan struct {
 	// HostSelector adds plan-specific host labels (e.g. disk: nvme) to the
 	// template's selector.
 	HostSelector map[string]string `yaml:"host_selector" json:"host_selector,omitempty"`
+}
+
+// BackupPolicy is a template's default backup policy: where the provider
+// supports it (process: a filesystem repository under the server's data
+// folder shared by the cluster's nodes), every node gets a backup section
+// with these jobs (docs/backups.md).
+type BackupPolicy struct {
+	// WALArchive turns on continuous WAL archiving (point-in-time recovery).
+	WALArchive bool `yaml:"wal_archive" json:"wal_archive"`
+	// RunOn is the agents' run_on ("": prefer-replica).
+	RunOn string `yaml:"run_on" json:"run_on,omitempty"`
+	// Jobs are the scheduled jobs; the first physical job also answers
+	// "backup now" requests.
+	Jobs []BackupJob `yaml:"jobs" json:"jobs"`
+}
+
+// BackupJob is one scheduled job of a BackupPolicy (the agent's job schema,
+// docs/backups.md, without the repository: the provider's).
+type BackupJob struct {
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description" json:"description,omitempty"`
+	// Schedule is a cron expression or descriptor (@daily).
+	Schedule string `yaml:"schedule" json:"schedule"`
+	TimeZone string `yaml:"time_zone" json:"time_zone,omitempty"`
+	// Method is physical, logical or verify.
+	Method string `yaml:"method" json:"method"`
+	// RetentionCount keeps the newest N good backups (0: no count rule).
+	RetentionCount int `yaml:"retention_count" json:"retention_count,omitempty"`
+	// RetentionAge keeps backups younger than this (Go duration; "": none).
+	RetentionAge string `yaml:"retention_age" json:"retention_age,omitempty"`
+}
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+var jobNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+func (b *BackupPolicy) validate(add func(f, p string)) {
+	switch b.RunOn {
+	case "", "prefer-replica", "replica", "primary", "any":
+	default:
+		add("backup.run_on", fmt.Sprintf("must be prefer-replica, replica, primary or any (got %q)", b.RunOn))
+	}
+	seen := map[string]bool{}
+	for i, j := range b.Jobs {
+		p := fmt.Sprintf("backup.jobs[%d]", i)
+		if !jobNameRE.MatchString(j.Name) || seen[j.Name] {
+			add(p+".name", fmt.Sprintf("must match %s and be unique (got %q)", jobNameRE, j.Name))
+		}
+		seen[j.Name] = true
+		if _, err := cronParser.Parse(j.Schedule); err != nil {
+			add(p+".schedule", fmt.Sprintf("invalid cron expression %q: %v", j.Schedule, err))
+		}
+		if j.Method != "physical" && j.Method != "logical" && j.Method != "verify" {
+			add(p+".method", fmt.Sprintf("must be physical, logical or verify (got %q)", j.Method))
+		}
+		if j.RetentionCount < 0 {
+			add(p+".retention_count", fmt.Sprintf("must be >= 0 (got %d)", j.RetentionCount))
+		}
+		if j.RetentionAge != "" {
+			if d, err := time.ParseDuration(j.RetentionAge); err != nil || d < 0 {
+				add(p+".retention_age", fmt.Sprintf("must be a non-negative duration like 168h (got %q)", j.RetentionAge))
+			}
+		}
+	}
 }
 
 // FieldError is one validation problem, naming the field.
@@ -99,6 +168,9 @@ func (t Template) Validate() error {
 		if p.DiskGB < 1 {
 			add("plans."+n+".disk_gb", fmt.Sprintf("must be >= 1 (got %d)", p.DiskGB))
 		}
+	}
+	if t.Backup != nil {
+		t.Backup.validate(add)
 	}
 	return errors.Join(errs...)
 }

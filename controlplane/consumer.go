@@ -180,6 +180,8 @@ func (p *Projection) Handle(ctx context.Context, raw []byte) error {
 		h, proj = v.Header, store.Projection{Scope: store.ScopeMember}
 	case proto.HandlerResult:
 		h, proj = v.Header, store.Projection{Scope: store.ScopeMember}
+	case proto.BackupStarted, proto.BackupCompleted, proto.BackupFailed, proto.BackupVerified:
+		h, proj = backupProjection(v)
 	default:
 		p.malformed.Add(1)
 		return fmt.Errorf("%w: unhandled type %s", ErrMalformed, e.Type)
@@ -218,6 +220,48 @@ func (p *Projection) Handle(ctx context.Context, raw []byte) error {
 		p.notify()
 	}
 	return nil
+}
+
+// backupProjection maps a backup.* payload to its header and change.
+// Restore-drill runs (method verify) get no record of their own: their
+// verified event marks the backup they restored.
+func backupProjection(v any) (proto.Header, store.Projection) {
+	at := func(h proto.Header) time.Time { return time.UnixMilli(h.TimestampMS).UTC() }
+	rec := func(r proto.BackupRun) store.Backup {
+		return store.Backup{ID: r.RunID, Job: r.Job, Method: r.Method, Repository: r.Repository, RequestID: r.RequestID}
+	}
+	proj := store.Projection{Scope: store.ScopeUnordered}
+	var h proto.Header
+	switch p := v.(type) {
+	case proto.BackupStarted:
+		h = p.Header
+		if p.Method != "verify" {
+			b := rec(p.BackupRun)
+			b.StartedAt = at(h)
+			proj.Backup = &store.BackupUpdate{Kind: store.BackupEventStarted, Record: b}
+		}
+	case proto.BackupCompleted:
+		h = p.Header
+		b := rec(p.BackupRun)
+		b.Status, b.FinishedAt, b.StartedAt = store.BackupSucceeded, at(h), at(h).Add(-time.Duration(p.DurationMS)*time.Millisecond)
+		b.SizeBytes, b.Checksum, b.StartLSN, b.StopLSN, b.Timeline, b.Path = p.SizeBytes, p.Checksum, p.StartLSN, p.StopLSN, p.Timeline, p.Path
+		proj.Backup = &store.BackupUpdate{Kind: store.BackupEventFinished, Record: b}
+	case proto.BackupFailed:
+		h = p.Header
+		if p.Method != "verify" {
+			b := rec(p.BackupRun)
+			b.Status, b.FinishedAt, b.StartedAt, b.Error = store.BackupFailed, at(h), at(h).Add(-time.Duration(p.DurationMS)*time.Millisecond), p.Error
+			proj.Backup = &store.BackupUpdate{Kind: store.BackupEventFinished, Record: b}
+		}
+	case proto.BackupVerified:
+		h = p.Header
+		b := store.Backup{Path: p.Path, VerifiedAt: at(h)}
+		if !p.OK {
+			b.VerifiedAt, b.VerifyError = time.Time{}, p.Error
+		}
+		proj.Backup = &store.BackupUpdate{Kind: store.BackupEventVerified, Record: b}
+	}
+	return h, proj
 }
 
 // refreshPhase moves a Ready cluster to Degraded when a member is unhealthy

@@ -28,6 +28,10 @@ const (
 	KindSwitchover = "switchover"
 	KindFailover   = "failover"
 	KindRestart    = "restart"
+	// KindBackup runs a backup now (an on-demand request to the agents).
+	KindBackup = "backup"
+	// KindRestore creates a cluster from another cluster's backup.
+	KindRestore = "restore"
 )
 
 // OpParams are an operation's request parameters and workflow memory.
@@ -40,6 +44,13 @@ type OpParams struct {
 	Done []string `json:"done,omitempty"`
 	// Progress is a human sentence for the API (e.g. "2 of 3 nodes ready").
 	Progress string `json:"progress,omitempty"`
+	// Job is the backup job a backup operation runs ("": the first
+	// physical job).
+	Job string `json:"job,omitempty"`
+	// BackupID is the backup a backup operation took (its result).
+	BackupID string `json:"backup_id,omitempty"`
+	// Restore is the source of a restore operation.
+	Restore *infra.RestoreSource `json:"restore,omitempty"`
 }
 
 // EngineConfig configures the workflow engine.
@@ -247,7 +258,7 @@ func (w *workflow) fail(err error) {
 	if serr := w.save(ctx); serr != nil {
 		w.log.Error("save failed operation", zap.Error(serr))
 	}
-	if w.op.Kind == KindCreate || w.op.Kind == KindScale || w.op.Kind == KindDelete {
+	if w.op.Kind == KindCreate || w.op.Kind == KindScale || w.op.Kind == KindDelete || w.op.Kind == KindRestore {
 		if serr := w.e.st.SetClusterPhase(ctx, w.op.ClusterID, store.PhaseFailed, err.Error(), 0); serr != nil && !errors.Is(serr, store.ErrNotFound) {
 			w.log.Error("set cluster failed", zap.Error(serr))
 		}
@@ -272,6 +283,11 @@ func (w *workflow) execute(ctx context.Context) error {
 	switch w.op.Kind {
 	case KindCreate:
 		return x.create(ctx)
+	case KindRestore:
+		x.restore = w.params.Restore
+		return x.create(ctx)
+	case KindBackup:
+		return x.backup(ctx)
 	case KindScale:
 		return x.scale(ctx)
 	case KindDelete:
@@ -312,6 +328,8 @@ type clusterCtx struct {
 	p      infra.Provider
 	tpl    catalog.Template
 	prefix string
+	// restore is set while a restore operation creates the nodes.
+	restore *infra.RestoreSource
 }
 
 func (x *clusterCtx) spec(node string) infra.NodeSpec {
@@ -321,7 +339,7 @@ func (x *clusterCtx) spec(node string) infra.NodeSpec {
 		a.EventsURL = x.w.e.cfg.EventsURL(x.c.ID)
 	}
 	return infra.NodeSpec{ClusterID: x.c.ID, Namespace: x.c.Namespace, Project: x.c.Project, Cluster: x.c.Name, Node: node,
-		Template: x.tpl, Plan: x.tpl.Plans[x.c.Plan], Agent: a}
+		Template: x.tpl, Plan: x.tpl.Plans[x.c.Plan], Agent: a, Restore: x.restore}
 }
 
 func nodeName(i int) string { return "node" + strconv.Itoa(i) }
@@ -420,10 +438,18 @@ func names(n int) []string {
 	return out
 }
 
-var createSteps = []string{"", "spec", "nodes", "ready"}
+var createSteps = []string{"", "archive", "spec", "nodes", "ready"}
 
+// create provisions a new cluster; a restore first has the source's
+// primary archive its current WAL segment (so a point in time up to now is
+// reachable), and its nodes bootstrap from the source's backup.
 func (x *clusterCtx) create(ctx context.Context) error {
 	want := names(x.c.Replicas)
+	if x.restore != nil {
+		if err := x.w.step(ctx, "archive", createSteps, x.archiveSource); err != nil {
+			return err
+		}
+	}
 	if err := x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseProvisioning, "", 0); err != nil {
 		return err
 	}
@@ -445,6 +471,162 @@ func (x *clusterCtx) create(ctx context.Context) error {
 		return err
 	}
 	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", 0)
+}
+
+// requestKey is the etcd key of on-demand backup request id under prefix
+// (docs/keyspace.md).
+func requestKey(prefix, id string) string { return prefix + "backup/requests/" + id }
+
+// requestClaimKey is where the agent that took request id records it.
+func requestClaimKey(prefix, id string) string { return prefix + "locks/backup/request/" + id }
+
+// putRequest writes an on-demand request for the agents of prefix.
+func (x *clusterCtx) putRequest(ctx context.Context, prefix, id string, req map[string]any) error {
+	now := time.Now()
+	req["requested_ms"] = now.UnixMilli()
+	req["expires_ms"] = now.Add(x.w.e.cfg.ReadyTimeout).UnixMilli()
+	b, _ := json.Marshal(req)
+	if _, err := x.w.e.etcd.Put(ctx, requestKey(prefix, id), string(b)); err != nil {
+		return fmt.Errorf("write backup request: %w", err)
+	}
+	return nil
+}
+
+// claimStatus reads who answered request id and how: ("node2", "succeeded"),
+// ("node2", "") while running, ("", "") if nobody took it yet.
+func (x *clusterCtx) claimStatus(ctx context.Context, prefix, id string) (node, status string, err error) {
+	resp, err := x.w.e.etcd.Get(ctx, requestClaimKey(prefix, id))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", "", err
+	}
+	node, status, _ = strings.Cut(string(resp.Kvs[0].Value), " ")
+	return node, status, nil
+}
+
+// keepLease renews the operation's lease while a step waits.
+func (x *clusterCtx) keepLease(ctx context.Context) error {
+	if time.Until(x.w.op.LeaseUntil) < x.w.e.cfg.Lease/2 {
+		return x.w.save(ctx)
+	}
+	return nil
+}
+
+// archiveSource asks the restore source's primary to switch and archive
+// its WAL segment and waits for it (a minute at most).
+func (x *clusterCtx) archiveSource(ctx context.Context) error {
+	r := x.restore
+	parts := strings.SplitN(r.Cluster, "/", 3)
+	if len(parts) != 3 {
+		return backoff.Permanent(fmt.Errorf("restore source %q is not namespace/project/name", r.Cluster))
+	}
+	src := clusterPrefix(parts[0], parts[1], parts[2])
+	id := x.w.op.ID + "-wal"
+	if err := x.putRequest(ctx, src, id, map[string]any{"action": "switch-wal"}); err != nil {
+		return err
+	}
+	defer func() { _, _ = x.w.e.etcd.Delete(context.WithoutCancel(ctx), requestKey(src, id)) }()
+	x.w.params.Progress = "archiving the source's current WAL"
+	_ = x.w.save(ctx)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		node, status, err := x.claimStatus(ctx, src, id)
+		switch {
+		case err == nil && status == "succeeded":
+			x.w.params.Progress = "source WAL archived by " + node
+			return x.w.save(ctx)
+		case err == nil && status != "":
+			if r.TargetTime != nil {
+				return backoff.Permanent(fmt.Errorf("the source's primary %s could not archive its current WAL (status %s); see its agent log", node, status))
+			}
+			return nil // a restore to the end of the archive still works
+		}
+		if time.Now().After(deadline) {
+			if r.TargetTime != nil {
+				return backoff.Permanent(errors.New("the source cluster's primary did not archive its current WAL within a minute; a point-in-time restore needs the WAL up to the target"))
+			}
+			return nil
+		}
+		if err := x.keepLease(ctx); err != nil {
+			return backoff.Permanent(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+var backupSteps = []string{"", "request", "wait"}
+
+// backup writes an on-demand request (backup/requests/{operation id}); one
+// agent claims and runs it; the operation succeeds when the projection
+// holds the backup record carrying the request id (so a list right after
+// shows it), and fails with the agent's error otherwise.
+func (x *clusterCtx) backup(ctx context.Context) error {
+	id := x.w.op.ID
+	if err := x.w.step(ctx, "request", backupSteps, func(ctx context.Context) error {
+		req := map[string]any{"action": "backup"}
+		if x.w.params.Job != "" {
+			req["job"] = x.w.params.Job
+		}
+		return x.putRequest(ctx, x.prefix, id, req)
+	}); err != nil {
+		return err
+	}
+	defer func() { _, _ = x.w.e.etcd.Delete(context.WithoutCancel(ctx), requestKey(x.prefix, id)) }()
+	return x.w.step(ctx, "wait", backupSteps, func(ctx context.Context) error {
+		deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
+		var agentDone time.Time
+		last := ""
+		for {
+			bs, err := x.w.e.st.BackupsByRequest(ctx, x.c.ID, id)
+			if err != nil {
+				return err
+			}
+			progress := "waiting for an agent to take the request"
+			for _, b := range bs {
+				x.w.params.BackupID = b.ID
+				switch b.Status {
+				case store.BackupSucceeded:
+					x.w.params.Progress = fmt.Sprintf("backup %s completed on %s (%d bytes)", b.ID, b.Node, b.SizeBytes)
+					return x.w.save(ctx)
+				case store.BackupFailed:
+					x.w.params.Progress = ""
+					return backoff.Permanent(fmt.Errorf("backup %s on %s failed: %s", b.ID, b.Node, b.Error))
+				}
+				progress = fmt.Sprintf("backup %s running on %s", b.ID, b.Node)
+			}
+			node, status, err := x.claimStatus(ctx, x.prefix, id)
+			if err == nil && status != "" && agentDone.IsZero() {
+				agentDone = time.Now()
+			}
+			if len(bs) == 0 && node != "" {
+				progress = "taken by " + node
+			}
+			// The agent finished but its events did not arrive: its outbox
+			// retries; give up after a while with what etcd says.
+			if !agentDone.IsZero() && time.Since(agentDone) > time.Minute {
+				return backoff.Permanent(fmt.Errorf("agent %s reports the backup %s but its record did not arrive; check its agent log", node, status))
+			}
+			if progress != last {
+				x.w.params.Progress, last = progress, progress
+				if err := x.w.save(ctx); err != nil {
+					return backoff.Permanent(err)
+				}
+			} else if err := x.keepLease(ctx); err != nil {
+				return backoff.Permanent(err)
+			}
+			if time.Now().After(deadline) {
+				return backoff.Permanent(fmt.Errorf("no backup completed within %s: %s", x.w.e.cfg.ReadyTimeout, progress))
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	})
 }
 
 var scaleSteps = []string{"", "spec", "remove", "add", "ready"}

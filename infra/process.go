@@ -39,8 +39,35 @@ type Process struct {
 	osUser   string
 	log      *zap.Logger
 
+	backups string // root of the clusters' backup repositories ("": none)
+
 	mu    sync.Mutex
 	waits map[int]chan struct{} // pid → closed when the child we started exits
+}
+
+// SetBackupRoot makes nodes of templates with a backup policy back up into
+// a filesystem repository dir/{cluster id}, shared by the cluster's nodes
+// and kept when the cluster is deleted (so its backups can still be
+// restored). Call it before the first Create.
+func (p *Process) SetBackupRoot(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("backup root: %w", err)
+	}
+	if err := mkdirTraversable(abs); err != nil {
+		return fmt.Errorf("backup root: %w", err)
+	}
+	p.backups = abs
+	return nil
+}
+
+// BackupRepository returns cluster clusterID's repository folder ("" when
+// backups are off).
+func (p *Process) BackupRepository(clusterID string) string {
+	if p.backups == "" {
+		return ""
+	}
+	return filepath.Join(p.backups, clusterID)
 }
 
 // NewProcess returns a process provider keeping nodes under root and
@@ -100,8 +127,22 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 		}
 	}
 	h.Config = filepath.Join(h.Dir, "agent.yaml")
-	b, err := AgentConfig(spec, NodeLayout{Address: "127.0.0.1", PGPort: h.PGPort, HTTPPort: h.HTTPPort,
-		DataDir: filepath.Join(h.Dir, "data"), StateDir: filepath.Join(h.Dir, "state"), CredentialsFile: cred, OSUser: p.osUser})
+	layout := NodeLayout{Address: "127.0.0.1", PGPort: h.PGPort, HTTPPort: h.HTTPPort,
+		DataDir: filepath.Join(h.Dir, "data"), StateDir: filepath.Join(h.Dir, "state"), CredentialsFile: cred, OSUser: p.osUser}
+	if repo := p.BackupRepository(spec.ClusterID); repo != "" && (spec.Template.Backup != nil || spec.Restore != nil) {
+		if err := mkdirTraversable(repo); err != nil {
+			return nil, fmt.Errorf("create node %s: backup repository: %w", spec.Node, err)
+		}
+		layout.BackupRepository = repo
+		if spec.Restore != nil {
+			layout.SourceRepository = p.BackupRepository(spec.Restore.ClusterID)
+		}
+		if sock := filepath.Join(h.Dir, "dbpilot-archive.sock"); len(sock) > 100 {
+			// Unix socket paths are limited: fall back to a short one.
+			layout.ArchiveSocket = filepath.Join(os.TempDir(), "dbpilot-"+spec.ClusterID+"-"+spec.Node+".sock")
+		}
+	}
+	b, err := AgentConfig(spec, layout)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,24 @@ type NodeSpec struct {
 	Template  catalog.Template
 	Plan      catalog.Plan
 	Agent     AgentSettings
+	// Restore, when set, makes the cluster's first primary bootstrap from
+	// another cluster's backup (agent backup.bootstrap_from) instead of
+	// running initdb.
+	Restore *RestoreSource
+}
+
+// RestoreSource names the backup a restored cluster starts from.
+type RestoreSource struct {
+	// ClusterID is the source cluster's id (its repository).
+	ClusterID string `json:"cluster_id"`
+	// Cluster is the source's "namespace/project/name" (its prefix in the
+	// repository).
+	Cluster string `json:"cluster"`
+	// BackupID selects the backup ("": the newest).
+	BackupID string `json:"backup_id,omitempty"`
+	// TargetTime is the point-in-time recovery target (nil: replay all
+	// archived WAL).
+	TargetTime *time.Time `json:"target_time,omitempty"`
 }
 
 // AgentSettings are the cluster-wide parts of every node's agent
@@ -139,6 +157,9 @@ func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {
 	if len(spec.Template.Handlers) > 0 {
 		cfg["handlers"] = spec.Template.Handlers
 	}
+	if b := backupSection(spec, l); b != nil {
+		cfg["backup"] = b
+	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("render agent config for %s: %w", spec.Node, err)
@@ -155,6 +176,82 @@ type NodeLayout struct {
 	StateDir        string
 	CredentialsFile string
 	OSUser          string
+	// BackupRepository is the cluster's filesystem backup repository, shared
+	// by its nodes ("": the provider has none; no backup section).
+	BackupRepository string
+	// SourceRepository is the restore source cluster's repository (with
+	// NodeSpec.Restore).
+	SourceRepository string
+	// ArchiveSocket overrides the agent's default WAL archive socket path
+	// ("": default, next to the data directory).
+	ArchiveSocket string
+}
+
+// Repository names in generated agent configs.
+const (
+	// RepoDefault is the cluster's own repository.
+	RepoDefault = "default"
+	// RepoSource is the restore source cluster's repository.
+	RepoSource = "source"
+)
+
+// backupSection renders the agent's backup section from the template's
+// policy and the layout's repositories (nil: none).
+func backupSection(spec NodeSpec, l NodeLayout) map[string]any {
+	pol := spec.Template.Backup
+	if l.BackupRepository == "" || (pol == nil && spec.Restore == nil) {
+		return nil
+	}
+	repos := []map[string]any{{"name": RepoDefault, "type": "filesystem", "path": l.BackupRepository}}
+	b := map[string]any{}
+	if pol != nil {
+		if pol.WALArchive {
+			b["wal_archive"] = RepoDefault
+		}
+		if pol.RunOn != "" {
+			b["run_on"] = pol.RunOn
+		}
+		var jobs []map[string]any
+		for _, j := range pol.Jobs {
+			job := map[string]any{"name": j.Name, "schedule": j.Schedule, "method": j.Method, "repository": RepoDefault}
+			if j.Description != "" {
+				job["description"] = j.Description
+			}
+			if j.TimeZone != "" {
+				job["time_zone"] = j.TimeZone
+			}
+			ret := map[string]any{}
+			if j.RetentionCount > 0 {
+				ret["count"] = j.RetentionCount
+			}
+			if j.RetentionAge != "" {
+				ret["age"] = j.RetentionAge
+			}
+			if len(ret) > 0 {
+				job["retention"] = ret
+			}
+			jobs = append(jobs, job)
+		}
+		if len(jobs) > 0 {
+			b["jobs"] = jobs
+		}
+	}
+	if r := spec.Restore; r != nil && l.SourceRepository != "" {
+		repos = append(repos, map[string]any{"name": RepoSource, "type": "filesystem", "path": l.SourceRepository})
+		bf := map[string]any{"repository": RepoSource, "cluster": r.Cluster}
+		if r.BackupID != "" {
+			bf["backup_id"] = r.BackupID
+		}
+		if r.TargetTime != nil {
+			bf["target_time"] = r.TargetTime.UTC().Format(time.RFC3339Nano)
+		}
+		b["bootstrap_from"] = bf
+	}
+	b["repositories"] = repos
+	if l.ArchiveSocket != "" {
+		b["archive_socket"] = l.ArchiveSocket
+	}
+	return b
 }
 
 func orDefault(s, d string) string {

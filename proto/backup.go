@@ -34,6 +34,10 @@ type BackupRun struct {
 	// OccurrenceMS is the scheduled occurrence the run belongs to, in
 	// milliseconds since the Unix epoch; 0 for a manual run.
 	OccurrenceMS int64 `json:"occurrence_ms"`
+	// RequestID is the on-demand request the run answers (the control
+	// plane's backup/requests/{id} key, docs/keyspace.md); "" for a
+	// scheduled or local manual run.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // BackupStarted is the payload of [TypeBackupStarted].

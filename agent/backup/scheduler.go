@@ -53,6 +53,14 @@ type Scheduler struct {
 	// EnsureRole, if set, is called once while this node is primary, to
 	// create the backup role.
 	EnsureRole func(context.Context) error
+	// Requests, if set, is the source of on-demand requests the control
+	// plane writes (backup/requests/{id}); each runs once, on the agent
+	// that claims it.
+	Requests Requests
+	// SwitchWAL, if set, answers "switch-wal" requests on the primary: it
+	// switches to a new WAL segment and waits until the finished one is
+	// archived (so a point-in-time restore can reach "now").
+	SwitchWAL func(context.Context) error
 	// Tick is the polling interval (default 1s).
 	Tick time.Duration
 	Log  *zap.Logger
@@ -60,6 +68,38 @@ type Scheduler struct {
 	roleEnsured bool
 	notBefore   map[string]time.Time // claim key → do not retry before
 	firstSeen   map[string]time.Time // claim key → when this scheduler first saw it due
+}
+
+// Request actions.
+const (
+	// ActionBackup runs a backup job now.
+	ActionBackup = "backup"
+	// ActionSwitchWAL switches and archives the current WAL segment (the
+	// primary only).
+	ActionSwitchWAL = "switch-wal"
+)
+
+// Request is an on-demand request of the control plane: the JSON value of
+// backup/requests/{id} (docs/keyspace.md).
+type Request struct {
+	// Action is ActionBackup ("" too) or ActionSwitchWAL.
+	Action string `json:"action"`
+	// Job names the backup job to run ("": the first physical job).
+	Job string `json:"job,omitempty"`
+	// RequestedMS is when it was requested (ms since the Unix epoch).
+	RequestedMS int64 `json:"requested_ms"`
+	// ExpiresMS: ignored after this instant (0: never).
+	ExpiresMS int64 `json:"expires_ms,omitempty"`
+}
+
+// Requests is where on-demand requests come from (the agent's etcd client).
+type Requests interface {
+	// Pending returns the requests, id → JSON value.
+	Pending(ctx context.Context) (map[string]string, error)
+	// ClaimKey is the claim key of request id.
+	ClaimKey(id string) string
+	// Done removes answered request id.
+	Done(ctx context.Context, id string) error
 }
 
 // Occurrence returns the latest occurrence of job at or before now whose
@@ -177,6 +217,9 @@ func (s *Scheduler) once(ctx context.Context) {
 		}
 		s.runClaimed(ctx, job, occ, key)
 	}
+	if s.Requests != nil {
+		s.requests(ctx, jobs, now)
+	}
 	for k, t := range s.notBefore {
 		if now.Sub(t) > 24*time.Hour {
 			delete(s.notBefore, k)
@@ -210,6 +253,98 @@ func (s *Scheduler) runClaimed(ctx context.Context, job Job, occ time.Time, key 
 	if cerr := s.Claims.CompleteClaim(ctx, key, s.Svc.Node+" "+status, ttl); cerr != nil {
 		log.Warn("cannot record the occurrence as done in etcd", zap.Error(cerr))
 	}
+}
+
+// requests answers the pending on-demand requests this node may take: a
+// backup under the run_on rules (like an occurrence due since the request
+// was first seen), a WAL switch on the primary. Each is claimed first, so
+// exactly one agent answers it; the claim is completed with "node status"
+// and the request removed.
+func (s *Scheduler) requests(ctx context.Context, jobs []Job, now time.Time) {
+	pending, err := s.Requests.Pending(ctx)
+	if err != nil {
+		s.Log.Debug("scheduler: cannot read backup requests", zap.Error(err))
+		return
+	}
+	for id, raw := range pending {
+		if ctx.Err() != nil {
+			return
+		}
+		var req Request
+		if err := json.Unmarshal([]byte(raw), &req); err != nil {
+			s.Log.Warn("scheduler: malformed backup request ignored", zap.String("request", id), zap.Error(err))
+			continue
+		}
+		if req.ExpiresMS > 0 && now.UnixMilli() > req.ExpiresMS {
+			continue
+		}
+		key := s.Requests.ClaimKey(id)
+		if _, seen := s.firstSeen[key]; !seen {
+			s.firstSeen[key] = now
+		}
+		if now.Before(s.notBefore[key]) {
+			continue
+		}
+		var run func() (string, error)
+		switch req.Action {
+		case ActionSwitchWAL:
+			if role, healthy := s.Role(); role != RolePrimary || !healthy || s.SwitchWAL == nil {
+				continue
+			}
+			run = func() (string, error) {
+				if err := s.SwitchWAL(ctx); err != nil {
+					return StatusFailed, err
+				}
+				return StatusSucceeded, nil
+			}
+		case ActionBackup, "":
+			if !s.eligible(s.firstSeen[key], now) {
+				continue
+			}
+			job, ok := requestedJob(jobs, req.Job)
+			if !ok {
+				s.Log.Warn("scheduler: backup request names no configured job", zap.String("request", id), zap.String("job", req.Job))
+				continue
+			}
+			run = func() (string, error) {
+				r, err := s.Svc.RunBackupRequest(ctx, job, id)
+				return r.Status, err
+			}
+		default:
+			s.Log.Warn("scheduler: unknown request action", zap.String("request", id), zap.String("action", req.Action))
+			continue
+		}
+		claimed, err := s.Claims.Claim(ctx, key, s.Svc.Node)
+		if err != nil || !claimed {
+			s.notBefore[key] = now.Add(5 * time.Second)
+			continue
+		}
+		log := s.Log.With(zap.String("request", id), zap.String("action", req.Action))
+		log.Info("on-demand request claimed; running")
+		status, err := run()
+		if ctx.Err() != nil {
+			return // shutting down: the claim goes with our lease
+		}
+		if err != nil {
+			log.Warn("on-demand request failed", zap.Error(err))
+		}
+		if cerr := s.Claims.CompleteClaim(ctx, key, s.Svc.Node+" "+status, time.Hour); cerr != nil {
+			log.Warn("cannot record the request as done in etcd", zap.Error(cerr))
+		}
+		if derr := s.Requests.Done(ctx, id); derr != nil {
+			log.Warn("cannot remove the answered request", zap.Error(derr))
+		}
+	}
+}
+
+// requestedJob returns job name, or the first physical job when name is "".
+func requestedJob(jobs []Job, name string) (Job, bool) {
+	for _, j := range jobs {
+		if (name == "" && j.Method == MethodPhysical) || (name != "" && j.Name == name) {
+			return j, true
+		}
+	}
+	return Job{}, false
 }
 
 // Sender delivers one event and reports whether the receiver accepted it

@@ -101,7 +101,7 @@ func runRef(r Run) proto.BackupRun {
 	if !r.Occurrence.IsZero() {
 		occ = r.Occurrence.UnixMilli()
 	}
-	return proto.BackupRun{RunID: r.ID, Job: r.Job, Method: r.Method, Repository: r.Repository, OccurrenceMS: occ}
+	return proto.BackupRun{RunID: r.ID, Job: r.Job, Method: r.Method, Repository: r.Repository, OccurrenceMS: occ, RequestID: r.RequestID}
 }
 
 func backupID(now time.Time, node string) string {
@@ -116,10 +116,20 @@ func backupID(now time.Time, node string) string {
 // the job's retention is applied. Errors: ErrOccurrenceTaken if this node
 // already ran that occurrence.
 func (s *Service) RunBackup(ctx context.Context, job Job, occurrence time.Time) (Run, error) {
+	return s.runBackup(ctx, job, occurrence, "")
+}
+
+// RunBackupRequest is RunBackup for the control plane's on-demand request
+// requestID: a manual run whose events carry the request id.
+func (s *Service) RunBackupRequest(ctx context.Context, job Job, requestID string) (Run, error) {
+	return s.runBackup(ctx, job, time.Time{}, requestID)
+}
+
+func (s *Service) runBackup(ctx context.Context, job Job, occurrence time.Time, requestID string) (Run, error) {
 	now := time.Now()
 	id := backupID(now, s.Node)
 	r := Run{ID: id, Job: job.Name, Occurrence: occurrence, Node: s.Node, Method: job.Method, Repository: job.Repository,
-		StartedAt: now, RepositoryPath: s.Prefix() + "base/" + id + "/"}
+		StartedAt: now, RepositoryPath: s.Prefix() + "base/" + id + "/", RequestID: requestID}
 	if err := s.Store.StartRun(ctx, &r, proto.TypeBackupStarted, proto.BackupStarted{Header: s.header(now), BackupRun: runRef(r)}); err != nil {
 		return r, err
 	}

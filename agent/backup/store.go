@@ -143,6 +143,9 @@ type Run struct {
 	Error          string
 	VerifiedAt     time.Time // zero if never verified
 	VerifyError    string
+	// RequestID is the control plane's on-demand request the run answers
+	// (carried in its events; not stored in the runs table).
+	RequestID string
 }
 
 // OutboxEvent is an event waiting for delivery to the control plane.

@@ -72,6 +72,12 @@ type BootstrapSource struct {
 	// Cluster is the source "namespace/project/name" (default: this
 	// cluster, e.g. rebuilding a lost cluster under the same name).
 	Cluster string `yaml:"cluster"`
+	// BackupID selects the backup ("": the newest physical one); a named
+	// backup that is missing fails the bootstrap instead of running initdb.
+	BackupID string `yaml:"backup_id"`
+	// TargetTime, when set, recovers to this instant (point-in-time
+	// recovery) instead of replaying all archived WAL.
+	TargetTime *time.Time `yaml:"target_time"`
 }
 
 // BackupUser is the role backups connect as: LOGIN REPLICATION with

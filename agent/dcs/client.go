@@ -559,3 +559,30 @@ func (c *Client) CompleteClaim(ctx context.Context, key, value string, ttl time.
 	}
 	return nil
 }
+
+// BackupRequests returns the cluster's pending on-demand backup requests
+// (backup/requests/{id}), id → value.
+func (c *Client) BackupRequests(ctx context.Context) (map[string]string, error) {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	p := c.keys.BackupRequests()
+	resp, err := c.cli.Get(rctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read backup requests: %w", err)
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), p)] = string(kv.Value)
+	}
+	return out, nil
+}
+
+// DeleteBackupRequest removes the answered request id.
+func (c *Client) DeleteBackupRequest(ctx context.Context, id string) error {
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	if _, err := c.cli.Delete(rctx, c.keys.BackupRequests()+id); err != nil {
+		return fmt.Errorf("delete backup request %s: %w", id, err)
+	}
+	return nil
+}

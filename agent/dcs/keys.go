@@ -16,6 +16,8 @@
 //	locks/bootstrap   concurrency.Mutex prefix
 //	locks/failover    concurrency.Mutex prefix
 //	locks/backup/{job}/{occurrence}  backup occurrence claim (see Client.Claim)
+//	backup/requests/{id}             on-demand backup / WAL-switch request (control plane)
+//	locks/backup/request/{id}        claim of one on-demand request
 package dcs
 
 import (
@@ -99,6 +101,14 @@ func parseTerm(b []byte) (uint64, error) {
 	}
 	return t, nil
 }
+
+// BackupRequests is the prefix of on-demand backup requests the control
+// plane writes: backup/requests/{id}.
+func (k Keys) BackupRequests() string { return k.prefix + "backup/requests/" }
+
+// BackupRequestClaim is the key that makes one agent run one on-demand
+// request: locks/backup/request/{id}.
+func (k Keys) BackupRequestClaim(id string) string { return k.prefix + "locks/backup/request/" + id }
 
 // BackupClaim is the key that makes one agent run one occurrence of a
 // backup job: locks/backup/{job}/{occurrence as Unix seconds}.

@@ -46,10 +46,14 @@ func newBackupListCmd(a *app) *cobra.Command {
 					fmt.Fprintf(w, "Cluster %s has no backups yet.\n", argv[0])
 					return
 				}
-				row(w, "ID", "STATE", "NODE", "METHOD", "SIZE", "STARTED", "FINISHED", "START LSN", "END LSN")
+				row(w, "ID", "STATE", "NODE", "METHOD", "SIZE", "STARTED", "FINISHED", "START LSN", "STOP LSN", "TL", "VERIFIED")
 				for _, b := range bs {
+					tl := "-"
+					if b.Timeline > 0 {
+						tl = fmt.Sprint(b.Timeline)
+					}
 					row(w, b.ID, b.State, orDash(b.Node), orDash(b.Method), bytesHuman(b.SizeBytes), stamp(b.StartedAt), stamp(b.FinishedAt),
-						orDash(b.StartLSN), orDash(b.EndLSN))
+						orDash(b.StartLSN), orDash(b.StopLSN), tl, stamp(b.VerifiedAt))
 				}
 			})
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,6 +190,27 @@ func TestCLI(t *testing.T) {
 		t.Errorf("restart --wait: %s", r)
 	}
 
+	// Backups: run one now through the agents, list it (table and JSON).
+	// The restore itself (PITR into a new cluster) runs in TestWalkthrough.
+	bop := c.json("backup", "run", "demo", "--wait")
+	if bop["kind"] != "backup" || bop["state"] != "succeeded" || bop["backup_id"] == "" || bop["backup_id"] == nil {
+		t.Errorf("backup run --wait -o json: %v", bop)
+	}
+	bid, _ := bop["backup_id"].(string)
+	if r := c.ok("backup", "list", "demo"); !strings.Contains(r.stdout, bid) || !strings.Contains(r.stdout, "succeeded") || !strings.Contains(r.stdout, "STOP LSN") {
+		t.Errorf("backup list: %s", r)
+	}
+	bl := items(t, c.json("backup", "list", "demo", "-o", "json"))
+	if len(bl) < 1 {
+		t.Fatalf("backup list json: %v", bl)
+	}
+	if b := bl[0]; b["id"] != bid || b["state"] != "succeeded" || b["size_bytes"].(float64) <= 0 || b["stop_lsn"] == "" ||
+		b["timeline"].(float64) < 1 || !strings.Contains(fmt.Sprint(b["repository_path"]), "/demo/base/"+bid) {
+		t.Errorf("backup list json item: %v", b)
+	}
+	c.exit(1, []string{"backup", "restore", "demo", "--into", "demo-copy", "--time", "2020-01-02T15:04:05Z"}, "no completed physical backup finished before")
+	c.exit(1, []string{"backup", "restore", "demo", "--into", "demo", "--yes"}, "already exists")
+
 	// An operation without --wait returns the operation; a second one
 	// conflicts (exit 1).
 	op := c.json("cluster", "restart", "demo")
@@ -197,11 +219,6 @@ func TestCLI(t *testing.T) {
 	}
 	c.exit(1, []string{"cluster", "scale", "demo", "--replicas", "3"}, "another operation on cluster demo is in progress")
 
-	// Backups: this server has no backup endpoints yet.
-	for _, args := range [][]string{{"backup", "list", "demo"}, {"backup", "run", "demo", "--wait"},
-		{"backup", "restore", "demo", "--into", "demo-copy", "--time", "2026-01-02T15:04:05Z"}, {"backup", "list", "demo", "-o", "json"}} {
-		c.exit(1, args, "not supported by this server (404")
-	}
 	c.exit(2, []string{"backup", "restore", "demo", "--into", "demo", "--time", "2026-01-02T15:04:05Z"}, "refusing without --yes")
 	c.exit(2, []string{"backup", "restore", "demo", "--into", "x", "--time", "yesterday"}, "--time: must be RFC 3339")
 
@@ -357,6 +374,8 @@ func TestWalkthrough(t *testing.T) {
 		"(2 rows)",
 		"is primary (failover, was node",
 		"Last failover: ",
+		"backup demo: done",
+		"restore demo into demo-restored: done",
 		"switchover demo: done",
 		"Cluster demo deleted.",
 		"Walkthrough complete.",

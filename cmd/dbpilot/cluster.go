@@ -78,6 +78,12 @@ func (a *app) operate(cmd *cobra.Command, wf waitFlags, ws *waitSpec, start func
 	if op.Kind == "delete" {
 		return a.printObject(op.Raw(), func(w io.Writer) { fmt.Fprintf(w, "Cluster %s deleted.\n", ws.cluster) })
 	}
+	if op.Kind == "backup" {
+		// The result is the backup, not a change of the cluster.
+		return a.printObject(op.Raw(), func(w io.Writer) {
+			fmt.Fprintf(w, "Backup %s of %s: %s.\n", orDash(op.BackupID), ws.cluster, orDash(op.Progress))
+		})
+	}
 	c, err := a.settle(ctx, cl, ns, *ws)
 	if err != nil {
 		return err

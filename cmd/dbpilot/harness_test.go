@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		fmt.Println(err)
 		os.Exit(1)
 	}
+	// PostgreSQL's OS user runs the agent binary as archive_command and
+	// restore_command (wal-push, wal-fetch): it must reach it.
+	_ = os.Chmod(dir, 0o755)
 	bin.dir, bin.cli, bin.server = dir, filepath.Join(dir, "dbpilot"), filepath.Join(dir, "dbpilot-server")
 	builds := [][]string{
 		{"build", "-race", "-o", bin.cli, "github.com/dbpilot/dbpilot/cmd/dbpilot"},

@@ -69,15 +69,18 @@ func clusterJSON(c store.Cluster) ClusterJSON {
 // OperationJSON is a long-running operation in the API; poll it until
 // state is succeeded or failed.
 type OperationJSON struct {
-	ID        string    `json:"id"`
-	Namespace string    `json:"namespace"`
-	ClusterID string    `json:"cluster_id"`
-	Kind      string    `json:"kind"`
-	State     string    `json:"state"`
-	Step      string    `json:"step,omitempty"`
-	Progress  string    `json:"progress,omitempty"`
-	Attempts  int       `json:"attempts"`
-	Error     string    `json:"error,omitempty"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	ClusterID string `json:"cluster_id"`
+	Kind      string `json:"kind"`
+	State     string `json:"state"`
+	Step      string `json:"step,omitempty"`
+	Progress  string `json:"progress,omitempty"`
+	Attempts  int    `json:"attempts"`
+	Error     string `json:"error,omitempty"`
+	// BackupID is the backup a backup operation took, or the one a restore
+	// starts from.
+	BackupID  string    `json:"backup_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -85,8 +88,12 @@ type OperationJSON struct {
 func operationJSON(o store.Operation) OperationJSON {
 	var p controlplane.OpParams
 	_ = json.Unmarshal(o.Params, &p)
+	bid := p.BackupID
+	if p.Restore != nil {
+		bid = p.Restore.BackupID
+	}
 	return OperationJSON{ID: o.ID, Namespace: o.Namespace, ClusterID: o.ClusterID, Kind: o.Kind, State: o.State, Step: o.Step,
-		Progress: p.Progress, Attempts: o.Attempts, Error: o.Error, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+		Progress: p.Progress, Attempts: o.Attempts, Error: o.Error, BackupID: bid, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 // clusterRequest is the body of POST …/clusters.
@@ -498,6 +505,11 @@ func (a *API) getOperation(w http.ResponseWriter, r *http.Request, p *principal)
 		return
 	}
 	writeJSON(w, 200, operationJSON(o))
+}
+
+func mustParams(p controlplane.OpParams) []byte {
+	b, _ := json.Marshal(p)
+	return b
 }
 
 func newID(prefix string) string {

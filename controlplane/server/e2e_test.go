@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 		fmt.Println(err)
 		os.Exit(1)
 	}
+	// PostgreSQL's OS user runs the agent binary as archive_command and
+	// restore_command (wal-push, wal-fetch): it must reach it.
+	_ = os.Chmod(dir, 0o755)
 	agentBin = filepath.Join(dir, "dbpilot-agent")
 	out, err := exec.Command("go", "build", "-race", "-o", agentBin, "github.com/dbpilot/dbpilot/cmd/dbpilot-agent").CombinedOutput()
 	if err != nil {

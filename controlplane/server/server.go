@@ -185,6 +185,9 @@ func (s *Server) start(ctx context.Context) error {
 		return err
 	}
 	s.Fleet = infra.NewFleet(s.Store, s.log)
+	if err := s.Process.SetBackupRoot(filepath.Join(cfg.DataDir, "backups")); err != nil {
+		return err
+	}
 	// Agents keep the ingest URL in their config: a port picked at random
 	// (":0") is remembered and reused after a restart.
 	listen := cfg.Listen

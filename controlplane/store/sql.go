@@ -510,8 +510,8 @@ func (s *Store) SetClusterPhase(ctx context.Context, id, phase, reason string, r
 	return nil
 }
 
-// DeleteCluster removes a cluster row and its nodes and allocations
-// (events and operations are kept as history).
+// DeleteCluster removes a cluster row and its nodes, allocations and
+// backup records (the backups themselves stay in the repository; events and operations are kept as history).
 func (s *Store) DeleteCluster(ctx context.Context, id string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -519,7 +519,7 @@ func (s *Store) DeleteCluster(ctx context.Context, id string) error {
 	}
 	defer tx.Rollback()
 	for _, q := range []string{`DELETE FROM nodes WHERE cluster_id = ?`, `DELETE FROM allocations WHERE cluster_id = ?`,
-		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
+		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM backups WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
 		if _, err := tx.ExecContext(ctx, s.q(q), id); err != nil {
 			return fmt.Errorf("delete cluster %s: %w", id, err)
 		}
@@ -703,7 +703,7 @@ func (s *Store) applyEvent(ctx context.Context, tx *txStmts, ev Event, p Project
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
 	}
-	stale := ev.Term < uint64(hterm) || (ev.Term == uint64(hterm) && ev.Revision < hrev)
+	stale := p.Scope != ScopeUnordered && (ev.Term < uint64(hterm) || (ev.Term == uint64(hterm) && ev.Revision < hrev))
 	now := ms(time.Now())
 	// Dedup on the event id: a unique violation would abort a PostgreSQL
 	// transaction (and the rest of a batch), so do nothing and count rows.
@@ -756,8 +756,101 @@ func (s *Store) applyEvent(ctx context.Context, tx *txStmts, ev Event, p Project
 		if _, err := tx.exec(ctx, `UPDATE clusters SET last_event_at = ? WHERE id = ?`, now, clusterID); err != nil {
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
+	case ScopeUnordered:
+		if b := p.Backup; b != nil {
+			if err := applyBackup(ctx, tx, clusterID, ev.Node, b); err != nil {
+				return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
+			}
+		}
 	}
 	return Applied, nil
+}
+
+// applyBackup projects one backup event onto the backups table.
+func applyBackup(ctx context.Context, tx *txStmts, clusterID, node string, b *BackupUpdate) error {
+	r := b.Record
+	switch b.Kind {
+	case BackupEventStarted:
+		_, err := tx.exec(ctx, `INSERT INTO backups (cluster_id, id, node, job, method, repository, status, request_id, started_at, path)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cluster_id, id) DO NOTHING`,
+			clusterID, r.ID, node, r.Job, r.Method, r.Repository, BackupRunning, r.RequestID, ms(r.StartedAt), r.Path)
+		return err
+	case BackupEventFinished:
+		_, err := tx.exec(ctx, `INSERT INTO backups (cluster_id, id, node, job, method, repository, status, request_id, started_at, finished_at,
+ size_bytes, checksum, start_lsn, stop_lsn, timeline, path, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ ON CONFLICT (cluster_id, id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, size_bytes = excluded.size_bytes,
+ checksum = excluded.checksum, start_lsn = excluded.start_lsn, stop_lsn = excluded.stop_lsn, timeline = excluded.timeline,
+ path = CASE WHEN excluded.path = '' THEN backups.path ELSE excluded.path END, error = excluded.error,
+ request_id = CASE WHEN excluded.request_id = '' THEN backups.request_id ELSE excluded.request_id END`,
+			clusterID, r.ID, node, r.Job, r.Method, r.Repository, r.Status, r.RequestID, ms(r.StartedAt), ms(r.FinishedAt),
+			r.SizeBytes, r.Checksum, r.StartLSN, r.StopLSN, int64(r.Timeline), r.Path, r.Error)
+		return err
+	case BackupEventVerified:
+		_, err := tx.exec(ctx, `UPDATE backups SET verified_at = ?, verify_error = ? WHERE cluster_id = ? AND path = ?`,
+			ms(r.VerifiedAt), r.VerifyError, clusterID, r.Path)
+		return err
+	}
+	return fmt.Errorf("unknown backup event kind %d", b.Kind)
+}
+
+const backupCols = `cluster_id, id, node, job, method, repository, status, request_id, started_at, finished_at, size_bytes, checksum,
+ start_lsn, stop_lsn, timeline, path, error, verified_at, verify_error`
+
+func scanBackup(sc interface{ Scan(...any) error }) (Backup, error) {
+	var b Backup
+	var started, finished, verified, tl int64
+	err := sc.Scan(&b.ClusterID, &b.ID, &b.Node, &b.Job, &b.Method, &b.Repository, &b.Status, &b.RequestID, &started, &finished,
+		&b.SizeBytes, &b.Checksum, &b.StartLSN, &b.StopLSN, &tl, &b.Path, &b.Error, &verified, &b.VerifyError)
+	b.StartedAt, b.FinishedAt, b.VerifiedAt, b.Timeline = fromMS(started), fromMS(finished), fromMS(verified), uint32(tl)
+	return b, err
+}
+
+// ListBackups lists a cluster's backup records, newest first (by id; the
+// agents' ids start with the UTC start time), keyset-paginated on the id.
+func (s *Store) ListBackups(ctx context.Context, clusterID string, p Page) ([]Backup, error) {
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+backupCols+` FROM backups WHERE cluster_id = ? AND (? = '' OR id < ?) ORDER BY id DESC LIMIT ?`),
+		clusterID, p.After, p.After, limit(p.Limit, 100, 1000))
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	defer rows.Close()
+	var out []Backup
+	for rows.Next() {
+		b, err := scanBackup(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list backups: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// BackupsByRequest returns the backup records answering on-demand request
+// requestID.
+func (s *Store) BackupsByRequest(ctx context.Context, clusterID, requestID string) ([]Backup, error) {
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+backupCols+` FROM backups WHERE cluster_id = ? AND request_id = ? ORDER BY id`), clusterID, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("backups of request %s: %w", requestID, err)
+	}
+	defer rows.Close()
+	var out []Backup
+	for rows.Next() {
+		b, err := scanBackup(rows)
+		if err != nil {
+			return nil, fmt.Errorf("backups of request %s: %w", requestID, err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// GetBackup returns backup id of a cluster.
+func (s *Store) GetBackup(ctx context.Context, clusterID, id string) (Backup, error) {
+	b, err := scanBackup(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+backupCols+` FROM backups WHERE cluster_id = ? AND id = ?`), clusterID, id))
+	if err != nil {
+		return Backup{}, notFound("backup "+id, err)
+	}
+	return b, nil
 }
 
 // ListEvents lists events in arrival order (by seq) matching f.

@@ -257,7 +257,64 @@ const (
 	ScopeCluster Scope = iota
 	// ScopeMember orders against the node's (term, revision).
 	ScopeMember
+	// ScopeUnordered is not ordered (backup events carry no term; each
+	// agent's outbox delivers them in order, and the projection only moves
+	// a backup forward).
+	ScopeUnordered
 )
+
+// Backup statuses in the projection.
+const (
+	BackupRunning   = "running"
+	BackupSucceeded = "succeeded"
+	BackupFailed    = "failed"
+)
+
+// Backup is the projection of one backup run (the agents' backup.* events).
+type Backup struct {
+	ClusterID  string
+	ID         string // the agent's run id
+	Node       string
+	Job        string
+	Method     string
+	Repository string
+	// Status is running, succeeded or failed.
+	Status string
+	// RequestID is the on-demand request the run answered ("" scheduled).
+	RequestID  string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	SizeBytes  int64
+	Checksum   string
+	StartLSN   string
+	StopLSN    string
+	Timeline   uint32
+	// Path is the backup's location in the repository.
+	Path        string
+	Error       string
+	VerifiedAt  time.Time
+	VerifyError string
+}
+
+// BackupEventKind says how a backup event changes its record.
+type BackupEventKind int
+
+// Backup event kinds.
+const (
+	// BackupEventStarted inserts a running record (never overwrites).
+	BackupEventStarted BackupEventKind = iota
+	// BackupEventFinished records the outcome (status, sizes, LSNs).
+	BackupEventFinished
+	// BackupEventVerified sets verified_at / verify_error of the record
+	// whose Path matches.
+	BackupEventVerified
+)
+
+// BackupUpdate is the backup part of a projection change.
+type BackupUpdate struct {
+	Kind   BackupEventKind
+	Record Backup
+}
 
 // Projection is the change an agent event makes to the projection.
 type Projection struct {
@@ -266,6 +323,8 @@ type Projection struct {
 	Primary string
 	// Member, when set, replaces the node's member fields.
 	Member *MemberUpdate
+	// Backup, when set (ScopeUnordered), changes a backup record.
+	Backup *BackupUpdate
 }
 
 // MemberUpdate is the member part of a projection change.

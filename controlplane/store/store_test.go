@@ -62,6 +62,7 @@ func suite(t *testing.T, newStore func(t *testing.T) *store.Store) {
 	t.Run("operations", func(t *testing.T) { testOperations(t, newStore(t)) })
 	t.Run("fleet", func(t *testing.T) { testFleet(t, newStore(t)) })
 	t.Run("templates_audit", func(t *testing.T) { testTemplatesAudit(t, newStore(t)) })
+	t.Run("backups", func(t *testing.T) { testBackups(t, newStore(t)) })
 	t.Run("migrations_idempotent", func(t *testing.T) {
 		s := newStore(t)
 		// Opening again re-runs goose Up: nothing to do, no error.
@@ -387,5 +388,74 @@ func testTemplatesAudit(t *testing.T, s *store.Store) {
 	es, err := s.ListAudit(ctx, "a", 0, 2)
 	if err != nil || len(es) != 2 || es[0].Resource != "0" {
 		t.Fatalf("audit: %+v %v", es, err)
+	}
+}
+
+func testBackups(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	c, op := newCluster("c1", "a", "billing")
+	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	// Member events put the node at a high term: backup events (term 0)
+	// must still apply.
+	if _, err := s.ApplyEvent(ctx, store.Event{ID: "m1", Namespace: "a", Project: "default", Cluster: "billing", Node: "node2", Type: "t",
+		Term: 5, Revision: 50, Time: time.Now(), Data: json.RawMessage(`{}`)}, store.Projection{Scope: store.ScopeMember}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	apply := func(id string, kind store.BackupEventKind, b store.Backup) store.ApplyResult {
+		t.Helper()
+		r, err := s.ApplyEvent(ctx, store.Event{ID: id, Namespace: "a", Project: "default", Cluster: "billing", Node: "node2", Type: "backup",
+			Time: time.Now(), Data: json.RawMessage(`{}`)}, store.Projection{Scope: store.ScopeUnordered, Backup: &store.BackupUpdate{Kind: kind, Record: b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i, id := range []string{"20260101T000000Z-node2-aaaaaa", "20260102T000000Z-node2-bbbbbb", "20260103T000000Z-node2-cccccc"} {
+		if r := apply("s"+id, store.BackupEventStarted, store.Backup{ID: id, Job: "daily", Method: "physical", Repository: "default", RequestID: fmt.Sprint("op-", i), StartedAt: t0}); r != store.Applied {
+			t.Fatalf("started %s: %s", id, r)
+		}
+	}
+	done := store.Backup{ID: "20260102T000000Z-node2-bbbbbb", Job: "daily", Method: "physical", Repository: "default", Status: store.BackupSucceeded,
+		StartedAt: t0, FinishedAt: t0.Add(time.Second), SizeBytes: 42, Checksum: "sha256:x", StartLSN: "0/2000028", StopLSN: "0/2000100", Timeline: 2, Path: "a/default/billing/base/b/"}
+	if r := apply("f1", store.BackupEventFinished, done); r != store.Applied {
+		t.Fatal(r)
+	}
+	if r := apply("f1", store.BackupEventFinished, done); r != store.Duplicate {
+		t.Fatal(r)
+	}
+	// A late started event never moves a finished backup back.
+	if r := apply("s-late", store.BackupEventStarted, store.Backup{ID: done.ID, Job: "daily", Method: "physical", Repository: "default", StartedAt: t0}); r != store.Applied {
+		t.Fatal(r)
+	}
+	if r := apply("v1", store.BackupEventVerified, store.Backup{Path: done.Path, VerifiedAt: t0.Add(time.Minute)}); r != store.Applied {
+		t.Fatal(r)
+	}
+	got, err := s.GetBackup(ctx, "c1", done.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.BackupSucceeded || got.SizeBytes != 42 || got.StopLSN != "0/2000100" || got.Timeline != 2 || got.Node != "node2" ||
+		got.RequestID != "op-1" || !got.VerifiedAt.Equal(t0.Add(time.Minute)) || !got.FinishedAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("backup record: %+v", got)
+	}
+	page1, err := s.ListBackups(ctx, "c1", store.Page{Limit: 2})
+	if err != nil || len(page1) != 2 || page1[0].ID != "20260103T000000Z-node2-cccccc" {
+		t.Fatalf("page 1: %v %+v", err, page1)
+	}
+	page2, err := s.ListBackups(ctx, "c1", store.Page{Limit: 2, After: page1[1].ID})
+	if err != nil || len(page2) != 1 || page2[0].ID != "20260101T000000Z-node2-aaaaaa" {
+		t.Fatalf("page 2: %v %+v", err, page2)
+	}
+	if bs, err := s.BackupsByRequest(ctx, "c1", "op-2"); err != nil || len(bs) != 1 || bs[0].Status != store.BackupRunning {
+		t.Fatalf("by request: %v %+v", err, bs)
+	}
+	if err := s.DeleteCluster(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if bs, err := s.ListBackups(ctx, "c1", store.Page{}); err != nil || len(bs) != 0 {
+		t.Fatalf("after delete: %v %+v", err, bs)
 	}
 }

@@ -31,19 +31,6 @@ wait_for() {
     sleep 0.5
   done
 }
-# pending COMMAND...: run a step whose API the server may not have yet; a
-# "not supported by this server (404)" answer is reported and skipped, any
-# other failure stops the walkthrough.
-pending() {
-  local err="$WORK/pending.err" rc=0
-  "$@" 2>"$err" || rc=$?
-  cat "$err" >&2
-  if ((rc == 1)) && grep -q "not supported by this server (404" "$err"; then
-    echo "walkthrough: SKIPPED '$*': this control plane has no backup API yet" >&2
-    return 0
-  fi
-  return "$rc"
-}
 # pg_env CLUSTER: point psql at the cluster's primary (step 3 spelled out).
 pg_env() {
   local NODES PRIMARY
@@ -97,26 +84,22 @@ pg_env demo
 psql -c "SELECT * FROM notes"
 
 step "5. Run a backup and list it"
-pending dbpilot backup run demo --wait
-pending dbpilot backup list demo
+dbpilot backup run demo --wait
+dbpilot backup list demo
 
 step "6. Restore to a point in time, before a mistake"
 POINT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 sleep 1
 psql -c "DELETE FROM notes"
-pending dbpilot backup restore demo --into demo-restored --time "$POINT" --wait
-if dbpilot cluster get demo-restored >/dev/null 2>&1; then
-  pg_env demo-restored && psql -c "SELECT * FROM notes" # both rows are back
-fi
+dbpilot backup restore demo --into demo-restored --time "$POINT" --wait
+pg_env demo-restored && psql -c "SELECT * FROM notes" # both rows are back
 
 step "7. Switch over to a replica, with no data loss"
 dbpilot cluster switchover demo --wait
 
 step "8. Delete the clusters"
 dbpilot cluster delete demo --yes --wait
-if dbpilot cluster get demo-restored >/dev/null 2>&1; then
-  dbpilot cluster delete demo-restored --yes --wait
-fi
+dbpilot cluster delete demo-restored --yes --wait
 dbpilot cluster list
 
 step "Walkthrough complete."

@@ -333,15 +333,18 @@ type ClusterRequest struct {
 // Operation is a long-running operation; poll it until Done.
 type Operation struct {
 	Object
-	ID        string    `json:"id"`
-	Namespace string    `json:"namespace"`
-	ClusterID string    `json:"cluster_id"`
-	Kind      string    `json:"kind"`
-	State     string    `json:"state"`
-	Step      string    `json:"step,omitempty"`
-	Progress  string    `json:"progress,omitempty"`
-	Attempts  int       `json:"attempts"`
-	Error     string    `json:"error,omitempty"`
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	ClusterID string `json:"cluster_id"`
+	Kind      string `json:"kind"`
+	State     string `json:"state"`
+	Step      string `json:"step,omitempty"`
+	Progress  string `json:"progress,omitempty"`
+	Attempts  int    `json:"attempts"`
+	Error     string `json:"error,omitempty"`
+	// BackupID is the backup a backup operation took, or the one a
+	// restore starts from.
+	BackupID  string    `json:"backup_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -419,16 +422,21 @@ func (c *Client) GetOperation(ctx context.Context, ns, id string) (Operation, er
 // Backup is a backup record of a cluster.
 type Backup struct {
 	Object
-	ID         string     `json:"id"`
-	Cluster    string     `json:"cluster"`
-	Node       string     `json:"node,omitempty"`
-	Method     string     `json:"method,omitempty"`
-	State      string     `json:"state"`
-	SizeBytes  int64      `json:"size_bytes"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	StartLSN   string     `json:"start_lsn,omitempty"`
-	EndLSN     string     `json:"end_lsn,omitempty"`
+	ID             string     `json:"id"`
+	Cluster        string     `json:"cluster"`
+	Node           string     `json:"node,omitempty"`
+	Job            string     `json:"job,omitempty"`
+	Method         string     `json:"method,omitempty"`
+	State          string     `json:"state"`
+	SizeBytes      int64      `json:"size_bytes"`
+	StartedAt      *time.Time `json:"started_at,omitempty"`
+	FinishedAt     *time.Time `json:"finished_at,omitempty"`
+	StartLSN       string     `json:"start_lsn,omitempty"`
+	StopLSN        string     `json:"stop_lsn,omitempty"`
+	Timeline       uint32     `json:"timeline,omitempty"`
+	RepositoryPath string     `json:"repository_path,omitempty"`
+	Error          string     `json:"error,omitempty"`
+	VerifiedAt     *time.Time `json:"verified_at,omitempty"`
 }
 
 // RestoreRequest restores a backup (or a point in time) into a cluster.

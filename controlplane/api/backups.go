@@ -1,0 +1,196 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/infra"
+)
+
+// BackupJSON is a backup record in the API (the projection of the agents'
+// backup.* events).
+type BackupJSON struct {
+	ID      string `json:"id"`
+	Cluster string `json:"cluster"`
+	Node    string `json:"node"`
+	Job     string `json:"job"`
+	Method  string `json:"method"`
+	// State is running, succeeded or failed.
+	State          string     `json:"state"`
+	RequestID      string     `json:"request_id,omitempty"`
+	StartedAt      *time.Time `json:"started_at,omitempty"`
+	FinishedAt     *time.Time `json:"finished_at,omitempty"`
+	SizeBytes      int64      `json:"size_bytes"`
+	Checksum       string     `json:"checksum,omitempty"`
+	StartLSN       string     `json:"start_lsn,omitempty"`
+	StopLSN        string     `json:"stop_lsn,omitempty"`
+	Timeline       uint32     `json:"timeline,omitempty"`
+	Repository     string     `json:"repository"`
+	RepositoryPath string     `json:"repository_path,omitempty"`
+	Error          string     `json:"error,omitempty"`
+	VerifiedAt     *time.Time `json:"verified_at,omitempty"`
+	VerifyError    string     `json:"verify_error,omitempty"`
+}
+
+func backupJSON(c store.Cluster, b store.Backup) BackupJSON {
+	return BackupJSON{ID: b.ID, Cluster: c.Name, Node: b.Node, Job: b.Job, Method: b.Method, State: b.Status, RequestID: b.RequestID,
+		StartedAt: ts(b.StartedAt), FinishedAt: ts(b.FinishedAt), SizeBytes: b.SizeBytes, Checksum: b.Checksum, StartLSN: b.StartLSN,
+		StopLSN: b.StopLSN, Timeline: b.Timeline, Repository: b.Repository, RepositoryPath: b.Path, Error: b.Error,
+		VerifiedAt: ts(b.VerifiedAt), VerifyError: b.VerifyError}
+}
+
+func (a *API) listBackups(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleViewer)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	pg, err := pageOf(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	bs, err := a.d.Store.ListBackups(r.Context(), c.ID, pg)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := list[BackupJSON]{Items: []BackupJSON{}}
+	for _, b := range bs {
+		out.Items = append(out.Items, backupJSON(c, b))
+	}
+	if len(bs) > 0 {
+		out.NextPageToken = nextToken(len(bs), pg.Limit, bs[len(bs)-1].ID)
+	}
+	writeJSON(w, 200, out)
+}
+
+// runBackup starts a backup operation: the agents take the request
+// through etcd (docs/keyspace.md).
+func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req struct {
+		Job string `json:"job"`
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
+	tpl, ok := a.template(r.Context(), c.Namespace, c.Template)
+	if !ok || tpl.Backup == nil || len(tpl.Backup.Jobs) == 0 {
+		writeErr(w, &apiError{Status: 409, Code: "failed_precondition",
+			Message: "cluster " + c.Name + ": its template " + c.Template + " has no backup policy (backup.jobs)"})
+		return
+	}
+	if req.Job != "" {
+		found := false
+		for _, j := range tpl.Backup.Jobs {
+			found = found || (j.Name == req.Job && j.Method != "verify")
+		}
+		if !found {
+			writeErr(w, badRequest("job", "template %s has no backup job %q", tpl.Name, req.Job))
+			return
+		}
+	}
+	a.startOperation(w, r, c, controlplane.KindBackup, "", controlplane.OpParams{Job: req.Job})
+}
+
+// restoreRequest is the body of POST …/restore.
+type restoreRequest struct {
+	Target     string     `json:"target"`
+	BackupID   string     `json:"backup_id"`
+	TargetTime *time.Time `json:"target_time"`
+}
+
+// restore creates a new cluster (same template, plan, replicas and
+// project as the source) whose first primary bootstraps from one of the
+// source's backups, replaying its archived WAL to target_time when given.
+func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
+	src, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req restoreRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := checkName("target", req.Target); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.TargetTime != nil && req.TargetTime.After(time.Now().Add(time.Second)) {
+		writeErr(w, badRequest("target_time", "must not be in the future (got %s)", req.TargetTime.UTC().Format(time.RFC3339)))
+		return
+	}
+	var chosen store.Backup
+	if req.BackupID != "" {
+		b, err := a.d.Store.GetBackup(r.Context(), src.ID, req.BackupID)
+		if err != nil || b.Status != store.BackupSucceeded || b.Method != "physical" {
+			writeErr(w, badRequest("backup_id", "cluster %s has no completed physical backup %q", src.Name, req.BackupID))
+			return
+		}
+		if req.TargetTime != nil && req.TargetTime.Before(b.FinishedAt) {
+			writeErr(w, badRequest("target_time", "must be after the end of backup %s (%s)", b.ID, b.FinishedAt.Format(time.RFC3339)))
+			return
+		}
+		chosen = b
+	} else {
+		pg := store.Page{Limit: 1000}
+		for chosen.ID == "" {
+			bs, err := a.d.Store.ListBackups(r.Context(), src.ID, pg)
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+			for _, b := range bs {
+				if b.Status == store.BackupSucceeded && b.Method == "physical" && (req.TargetTime == nil || !b.FinishedAt.After(*req.TargetTime)) {
+					chosen = b
+					break
+				}
+			}
+			if len(bs) < pg.Limit {
+				break
+			}
+			pg.After = bs[len(bs)-1].ID
+		}
+		if chosen.ID == "" {
+			msg := "cluster " + src.Name + " has no completed physical backup"
+			if req.TargetTime != nil {
+				msg += " finished before " + req.TargetTime.UTC().Format(time.RFC3339)
+			}
+			writeErr(w, &apiError{Status: 409, Code: "failed_precondition", Message: msg + "; run `dbpilot backup run " + src.Name + "` first"})
+			return
+		}
+	}
+	now := time.Now().UTC()
+	c := store.Cluster{ID: newID("c"), Namespace: src.Namespace, Project: src.Project, Name: req.Target, Engine: src.Engine, Version: src.Version,
+		Template: src.Template, Plan: src.Plan, Provider: src.Provider, Replicas: src.Replicas, SynchronousMode: src.SynchronousMode,
+		Phase: store.PhasePending, IngestKeyHash: "hmac", CreatedAt: now, UpdatedAt: now}
+	params := controlplane.OpParams{Restore: &infra.RestoreSource{ClusterID: src.ID, Cluster: src.Namespace + "/" + src.Project + "/" + src.Name,
+		BackupID: chosen.ID, TargetTime: req.TargetTime}}
+	op := store.Operation{ID: newID("op"), Namespace: src.Namespace, ClusterID: c.ID, Kind: controlplane.KindRestore, State: store.OpPending,
+		Params: mustParams(params), CreatedAt: now, UpdatedAt: now}
+	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			writeErr(w, &apiError{Status: 409, Code: "already_exists", Field: "target",
+				Message: "target: cluster " + src.Project + "/" + req.Target + " already exists; restore into a new name, or delete it first"})
+			return
+		}
+		writeErr(w, err)
+		return
+	}
+	a.publishOperation(r.Context(), op)
+	w.Header().Set("Location", "/v1/namespaces/"+src.Namespace+"/operations/"+op.ID)
+	writeJSON(w, 202, operationJSON(op))
+}
