@@ -24,7 +24,7 @@ type FleetHandle struct {
 
 // Fleet places nodes on enrolled hosts. Placement is an allocation row in
 // the store (host, resources, rendered agent config); the host's runner
-// (`dbpilot-agent host run`) polls its allocations and starts or stops the
+// (`dbpilot-host run`) polls its allocations and starts or stops the
 // agents. Deleting a node marks its allocation releasing; the runner stops
 // the agent, removes its folder and acknowledges, which frees the capacity.
 type Fleet struct {

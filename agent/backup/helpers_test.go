@@ -208,9 +208,11 @@ func startMinIO(t *testing.T) (endpoint, user, password string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// /minio/health/live answers before the object layer is initialised;
+	// /minio/health/ready only once requests can be served.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get("http://" + endpoint + "/minio/health/live")
+		resp, err := http.Get("http://" + endpoint + "/minio/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

@@ -24,7 +24,7 @@ import (
 	"github.com/dbpilot/dbpilot/infra"
 )
 
-var agentBin string
+var agentBin, hostBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "dbpilot-server-test-")
@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-race", "-o", agentBin, "github.com/dbpilot/dbpilot/cmd/dbpilot-agent").CombinedOutput()
 	if err != nil {
 		fmt.Printf("building dbpilot-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	hostBin = filepath.Join(dir, "dbpilot-host")
+	if out, err := exec.Command("go", "build", "-race", "-o", hostBin, "github.com/dbpilot/dbpilot/cmd/dbpilot-host").CombinedOutput(); err != nil {
+		fmt.Printf("building dbpilot-host: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -19,7 +19,7 @@ import (
 )
 
 // TestFleetProvisionDelete: three fleet hosts on this machine (each a
-// `dbpilot-agent host run` process with its own folder and loopback
+// `dbpilot-host run` process with its own folder and loopback
 // address) enrol with one-time join tokens; a cluster created with provider
 // fleet lands one node per host, becomes Ready with 1 primary and 2
 // streaming replicas (checked on the primary), and its deletion stops every
@@ -45,7 +45,7 @@ func TestFleetProvisionDelete(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(agentBin, "host", "run", "--server", s.URL, "--join-token", jt.JoinToken, "--name", name,
+		cmd := exec.Command(hostBin, "run", "--server", s.URL, "--join-token", jt.JoinToken, "--name", name,
 			"--address", fmt.Sprintf("127.0.0.%d", i+2), "--root", root, "--interval", "500ms",
 			"--cpu", "2", "--memory-mb", "2048", "--disk-gb", "20", "--agent-bin", agentBin)
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -1,22 +1,39 @@
+// Command dbpilot-host is the fleet host runner: it enrols a bare-metal or VM
+// host with the control plane (one-time join token), then polls the host's
+// assignments and starts or stops one dbpilot-agent per assigned node. It is
+// a separate binary so the agent stays small (docs/benchmarks.md, idle agent).
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
-	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/infra"
 )
 
-// newHostCmd is the fleet host runner: `dbpilot-agent host run`.
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newHostCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+// newHostCmd is the fleet host runner: `dbpilot-host run`.
 func newHostCmd() *cobra.Command {
-	host := &cobra.Command{Use: "host", Short: "Fleet host: enrol with the control plane and run the agents assigned to this host"}
+	host := &cobra.Command{Use: "dbpilot-host", Short: "Fleet host: enrol with the control plane and run the agents assigned to this host", SilenceUsage: true}
 	var c infra.HostRunnerConfig
 	var labels []string
 	var level string
@@ -29,7 +46,7 @@ func newHostCmd() *cobra.Command {
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
-					return &exitError{code: 2, err: fmt.Errorf("--label %q: want key=value", l)}
+					return fmt.Errorf("--label %q: want key=value", l)
 				}
 				c.Labels[k] = v
 			}
@@ -37,9 +54,17 @@ func newHostCmd() *cobra.Command {
 				c.Name, _ = os.Hostname()
 			}
 			if c.AgentBin == "" {
-				c.AgentBin, _ = os.Executable()
+				self, _ := os.Executable()
+				c.AgentBin = filepath.Join(filepath.Dir(self), "dbpilot-agent")
 			}
-			log, err := newLogger(config.Log{Level: level})
+			lvl, err := zapcore.ParseLevel(level)
+			if err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			zc := zap.NewProductionConfig()
+			zc.Level = zap.NewAtomicLevelAt(lvl)
+			zc.DisableStacktrace = true
+			log, err := zc.Build()
 			if err != nil {
 				return err
 			}
@@ -62,7 +87,7 @@ func newHostCmd() *cobra.Command {
 	f.IntVar(&c.Capacity.MemoryMB, "memory-mb", 4096, "memory offered (MB)")
 	f.IntVar(&c.Capacity.DiskGB, "disk-gb", 100, "disk offered (GB)")
 	f.StringVar(&c.Root, "root", "/var/lib/dbpilot-host", "folder for the host identity and node folders")
-	f.StringVar(&c.AgentBin, "agent-bin", "", "agent binary to run per node (default: this executable)")
+	f.StringVar(&c.AgentBin, "agent-bin", "", "agent binary to run per node (default: dbpilot-agent next to this binary)")
 	f.DurationVar(&c.Interval, "interval", 2*time.Second, "assignment poll interval")
 	f.StringVar(&level, "log-level", "info", "log level")
 	_ = run.MarkFlagRequired("server")
