@@ -320,9 +320,8 @@ func mustJSON(v any) string {
 }
 
 // TestWalkthrough runs deploy/dev/walkthrough.sh, the five-minute
-// walkthrough of docs/cli.md, against the real binaries, and checks that
-// every command of the walkthrough in docs/cli.md is in the script as
-// written.
+// walkthrough of the README, against the real binaries, and checks that
+// every command of the README's walkthrough is in the script as written.
 func TestWalkthrough(t *testing.T) {
 	t.Parallel()
 	root, err := filepath.Abs("../..")
@@ -333,12 +332,12 @@ func TestWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := os.ReadFile(filepath.Join(root, "docs/cli.md"))
+	doc, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	walk, _, _ := strings.Cut(string(doc), "## Commands")
-	_, walk, _ = strings.Cut(walk, "## Walkthrough")
+	_, walk, _ := strings.Cut(string(doc), "## The five-minute walkthrough")
+	walk, _, _ = strings.Cut(walk, "\n## ")
 	n := 0
 	inSh := false
 	for _, line := range strings.Split(walk, "\n") {
@@ -350,12 +349,12 @@ func TestWalkthrough(t *testing.T) {
 		case inSh && strings.TrimSpace(line) != "" && !strings.HasPrefix(line, "export PATH="):
 			n++
 			if !strings.Contains(string(script), line) {
-				t.Errorf("docs/cli.md walkthrough line is not in deploy/dev/walkthrough.sh as written:\n%s", line)
+				t.Errorf("README walkthrough line is not in deploy/dev/walkthrough.sh as written:\n%s", line)
 			}
 		}
 	}
 	if n < 20 {
-		t.Fatalf("found only %d walkthrough command lines in docs/cli.md", n)
+		t.Fatalf("found only %d walkthrough command lines in the README", n)
 	}
 
 	work := t.TempDir()

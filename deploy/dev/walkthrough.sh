@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The five-minute walkthrough of docs/cli.md, run exactly as written there:
+# The five-minute walkthrough of README.md, run exactly as written there:
 # start the control plane, create a cluster, connect with psql, kill the
 # primary and watch `dbpilot events --follow` report the failover, run and
 # list a backup, restore to a point in time, switch over, delete.
 #
 #   make build && deploy/dev/walkthrough.sh
 #
-# TestWalkthrough (cmd/dbpilot) runs this script in `make test`, so it
+# TestWalkthrough (cmd/dbpilot) runs this script in `make test` and checks
+# the README's commands are in it, so it
 # cannot silently rot. Environment: BIN (the binaries, default ./bin) and
 # WORK (a scratch folder, default .dbpilot/walkthrough, wiped first).
 set -euo pipefail
