@@ -156,6 +156,14 @@ func (a *Agent) lagBytes(obs observation) int64 {
 	return 0
 }
 
+// lagSeconds is the replica's replay lag in seconds (0 on a primary).
+func lagSeconds(st postgres.Status) float64 {
+	if !st.Running || !st.InRecovery {
+		return 0
+	}
+	return st.ReplayLagSeconds
+}
+
 func (a *Agent) memberState(obs observation) string {
 	switch {
 	case a.fenced.Load():
@@ -179,7 +187,7 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 	m := dcs.Member{
 		Node: a.cfg.Node.Name, Role: string(localRole(obs.pg)), State: a.memberState(obs), Healthy: a.healthy(obs.pg),
 		Running: obs.pg.Running, Streaming: obs.pg.Streaming, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port,
-		APIURL: a.apiURL(), LSN: uint64(obs.pg.LSN()), Timeline: obs.pg.Timeline, LagBytes: a.lagBytes(obs),
+		APIURL: a.apiURL(), LSN: uint64(obs.pg.LSN()), Timeline: obs.pg.Timeline, LagBytes: a.lagBytes(obs), LagSeconds: lagSeconds(obs.pg),
 		NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(), Upstream: a.upstream,
 	}
 	if err := a.dcs.PutMember(ctx, m); err != nil {

@@ -136,6 +136,16 @@ func TestHACluster(t *testing.T) {
 		}
 	}
 
+	// Replicas report their replay lag in time as well as in bytes.
+	s = waitFor(t, c, 20*time.Second, "replicas reporting lag in seconds", func(s localcluster.Status) bool {
+		for _, m := range s.Members {
+			if m.Node != s.Leader && (m.LagSeconds < 0 || m.LagSeconds > 60) {
+				return false
+			}
+		}
+		return true
+	})
+
 	// The HTTP endpoint routes like Patroni's: /primary only on the leader,
 	// /replica only on streaming replicas.
 	for _, n := range c.Nodes {

@@ -28,7 +28,10 @@ type LiveMember struct {
 	LSN       uint64 `json:"lsn"`
 	Timeline  uint32 `json:"timeline"`
 	LagBytes  int64  `json:"lag_bytes"`
-	UpdatedMS int64  `json:"updated_ms"`
+	// LagSeconds is the replica's replay lag in time; nil from agents that
+	// do not report it.
+	LagSeconds *float64 `json:"lag_seconds"`
+	UpdatedMS  int64    `json:"updated_ms"`
 }
 
 // LiveLeader is the leader key as the control plane reads it.

@@ -18,22 +18,24 @@ type LeaderRecord struct {
 
 // Member is the value of a member key, refreshed every health interval.
 type Member struct {
-	Node       string `json:"node"`
-	Role       string `json:"role"`  // primary | replica | unknown
-	State      string `json:"state"` // starting | running | stopped | fenced | bootstrapping | cloning
-	Healthy    bool   `json:"healthy"`
-	Running    bool   `json:"running"`
-	Streaming  bool   `json:"streaming"`
-	Host       string `json:"host"`
-	Port       int    `json:"port"`
-	APIURL     string `json:"api_url,omitempty"`
-	LSN        uint64 `json:"lsn"` // bytes; replica: max(receive, replay)
-	Timeline   uint32 `json:"timeline"`
-	LagBytes   int64  `json:"lag_bytes"` // behind the leader's last LSN; -1 unknown
-	NoFailover bool   `json:"nofailover"`
-	Priority   int    `json:"priority"`
-	Upstream   string `json:"upstream,omitempty"`
-	UpdatedMS  int64  `json:"updated_ms"`
+	Node      string `json:"node"`
+	Role      string `json:"role"`  // primary | replica | unknown
+	State     string `json:"state"` // starting | running | stopped | fenced | bootstrapping | cloning
+	Healthy   bool   `json:"healthy"`
+	Running   bool   `json:"running"`
+	Streaming bool   `json:"streaming"`
+	Host      string `json:"host"`
+	Port      int    `json:"port"`
+	APIURL    string `json:"api_url,omitempty"`
+	LSN       uint64 `json:"lsn"` // bytes; replica: max(receive, replay)
+	Timeline  uint32 `json:"timeline"`
+	LagBytes  int64  `json:"lag_bytes"` // behind the leader's last LSN; -1 unknown
+	// LagSeconds is replay lag in time (replica; 0 when caught up, -1 unknown).
+	LagSeconds float64 `json:"lag_seconds"`
+	NoFailover bool    `json:"nofailover"`
+	Priority   int     `json:"priority"`
+	Upstream   string  `json:"upstream,omitempty"`
+	UpdatedMS  int64   `json:"updated_ms"`
 	// Revision is the etcd ModRevision this value was read at (not stored).
 	Revision int64 `json:"-"`
 }

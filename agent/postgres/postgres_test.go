@@ -221,7 +221,8 @@ func streamingFrom(ctx context.Context, inst *Instance, up Upstream, tli uint32)
 			return err
 		}
 		if !st.Running || !st.Accepting || !st.InRecovery || !st.Streaming ||
-			st.UpstreamPort != up.Port || st.UpstreamHost != up.Host || st.Timeline != tli || st.ReceiveLSN == 0 {
+			st.UpstreamPort != up.Port || st.UpstreamHost != up.Host || st.Timeline != tli || st.ReceiveLSN == 0 ||
+			st.ReplayLagSeconds < 0 || st.ReplayLagSeconds > 60 {
 			return fmt.Errorf("%s status %+v, want streaming from %s:%d on timeline %d", inst.cfg.NodeName, st, up.Host, up.Port, tli)
 		}
 		return nil

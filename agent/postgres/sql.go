@@ -351,6 +351,11 @@ type Status struct {
 	ReceiveLSN LSN
 	// ReplayLSN is pg_last_wal_replay_lsn() on a replica.
 	ReplayLSN LSN
+	// ReplayLagSeconds is how far replay is behind in time on a replica: 0
+	// when everything received is replayed, otherwise now() minus
+	// pg_last_xact_replay_timestamp(); -1 when unknown (nothing replayed
+	// yet) and on a primary.
+	ReplayLagSeconds float64
 	// Streaming: the replica's WAL receiver status is "streaming".
 	Streaming bool
 	// UpstreamHost is pg_stat_wal_receiver.sender_host on a replica.
@@ -477,12 +482,15 @@ func replicaStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
 		receive, replay, status, host *string
 		port, recvTLI                 *int32
 		ckptTLI                       int32
+		lagSeconds                    *float64
 	)
 	err := conn.QueryRow(ctx, `SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
 		(SELECT timeline_id FROM pg_control_checkpoint()),
-		r.status, r.sender_host, r.sender_port, r.received_tli
+		r.status, r.sender_host, r.sender_port, r.received_tli,
+		CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+		     ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END
 		FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true`,
-	).Scan(&receive, &replay, &ckptTLI, &status, &host, &port, &recvTLI)
+	).Scan(&receive, &replay, &ckptTLI, &status, &host, &port, &recvTLI, &lagSeconds)
 	if err != nil {
 		return fmt.Errorf("replica status: %w", err)
 	}
@@ -497,6 +505,10 @@ func replicaStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
 		st.Timeline = uint32(*recvTLI)
 	}
 	st.Streaming = status != nil && *status == "streaming"
+	st.ReplayLagSeconds = -1
+	if lagSeconds != nil {
+		st.ReplayLagSeconds = max(*lagSeconds, 0)
+	}
 	if host != nil {
 		st.UpstreamHost = *host
 	}

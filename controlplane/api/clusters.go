@@ -23,13 +23,16 @@ const (
 
 // MemberJSON is one member of a cluster in the API.
 type MemberJSON struct {
-	Name          string     `json:"name"`
-	Role          string     `json:"role"`
-	State         string     `json:"state"`
-	Healthy       bool       `json:"healthy"`
-	Streaming     *bool      `json:"streaming,omitempty"`
-	LSN           string     `json:"lsn,omitempty"`
-	LagBytes      int64      `json:"lag_bytes"`
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	State     string `json:"state"`
+	Healthy   bool   `json:"healthy"`
+	Streaming *bool  `json:"streaming,omitempty"`
+	LSN       string `json:"lsn,omitempty"`
+	LagBytes  int64  `json:"lag_bytes"`
+	// LagSeconds is the replica's replay lag in seconds (live from etcd;
+	// omitted when unknown).
+	LagSeconds    *float64   `json:"lag_seconds,omitempty"`
 	Timeline      uint32     `json:"timeline"`
 	Term          uint64     `json:"term"`
 	ProviderState string     `json:"provider_state"`
@@ -295,6 +298,9 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]MemberJSON, error
 			m.Streaming = &s
 			m.Role, m.State, m.Healthy, m.LagBytes, m.Timeline = lm.Role, lm.State, lm.Healthy, lm.LagBytes, lm.Timeline
 			m.LSN = fmt.Sprintf("%X/%X", lm.LSN>>32, uint32(lm.LSN)) // PostgreSQL's pg_lsn text form
+			if lm.LagSeconds != nil && *lm.LagSeconds >= 0 {
+				m.LagSeconds = lm.LagSeconds
+			}
 		} else if live.Revision != 0 {
 			// No member key: the agent's lease expired (host lost, agent
 			// stopped). The last event no longer describes it.
