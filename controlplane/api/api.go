@@ -53,11 +53,19 @@ type API struct {
 	// ingestClusters caches cluster id → namespace/name for ingest (one
 	// store read per event otherwise); entries expire after ingestCacheTTL.
 	ingestClusters sync.Map
+	// ingestSlots bounds how many ingest requests are processed at once, so
+	// thousands of agents posting events cannot starve API readers of CPU
+	// (the rest wait, not runnable); group commit still batches up to this
+	// many events per transaction.
+	ingestSlots chan struct{}
 }
+
+// maxConcurrentIngest is the size of ingestSlots.
+const maxConcurrentIngest = 64
 
 // New returns the API handler.
 func New(d Deps) *API {
-	a := &API{d: d, mux: http.NewServeMux()}
+	a := &API{d: d, mux: http.NewServeMux(), ingestSlots: make(chan struct{}, maxConcurrentIngest)}
 	a.routes()
 	return a
 }

@@ -234,6 +234,12 @@ func (a *API) ingestCluster(ctx context.Context, id string) (store.Cluster, erro
 // authenticate with HTTP basic auth: user = cluster id, password = the
 // cluster's ingest key; an event for another cluster is refused.
 func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
+	select {
+	case a.ingestSlots <- struct{}{}:
+		defer func() { <-a.ingestSlots }()
+	case <-r.Context().Done():
+		return
+	}
 	id, key, ok := r.BasicAuth()
 	if !ok || controlplane.IngestKey(a.d.IngestSecret, id) != key {
 		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"})
