@@ -5,12 +5,15 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane clean walkthrough
+.PHONY: all deps test-deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane clean walkthrough
 
 all: build
 
 deps:
 	@./deploy/dev/install-deps.sh
+
+test-deps:
+	@./deploy/dev/install-deps.sh --test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -24,7 +27,7 @@ demo-agents: deps build
 	./$(BIN)/dbpilot-demo --dir .dbpilot/demo-agents --nodes 3
 
 ## test: the README's test command (CI: .ci/run) — lint, then every test with the race detector
-test: deps lint
+test: test-deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## walkthrough: the five-minute CLI walkthrough of docs/cli.md, end to end (TestWalkthrough runs it too)

@@ -2,6 +2,7 @@
 # Installs what dbpilot's demo, tests and benchmarks need on a Debian machine,
 # only when it is missing: PostgreSQL server binaries (with pg_rewind,
 # pg_basebackup, pg_controldata) and the `postgres` OS user they run as.
+# With --test it also builds MinIO (a real S3 server for the backup tests).
 # Go itself must be >= 1.21 (older toolchains cannot fetch go.mod's toolchain).
 # Idempotent; safe to run on every `make test`.
 set -euo pipefail
@@ -29,7 +30,7 @@ fi
 # A real S3-compatible server for the backup tests (agent/backup): MinIO built
 # from its Go module, cached outside the repository.
 MINIO_BIN="${DBPILOT_MINIO:-$HOME/.cache/dbpilot/minio}"
-if [ ! -x "$MINIO_BIN" ]; then
+if [ "${1:-}" = "--test" ] && [ ! -x "$MINIO_BIN" ]; then
   echo "install-deps: building MinIO into $MINIO_BIN (once; takes a few minutes)" >&2
   mkdir -p "$(dirname "$MINIO_BIN")"
   tmp="$(mktemp -d)"
