@@ -133,8 +133,13 @@ func NewOperationRequested(instance string, req OperationRequested) ([]byte, err
 // EventBelongsTo reports whether raw is an agent event whose source names
 // namespace/cluster (ingest refuses events for other clusters).
 func EventBelongsTo(raw []byte, namespace, cluster string) bool {
-	var e proto.Envelope
-	if err := e.UnmarshalJSON(raw); err != nil {
+	// A light read of one attribute: the consumer's strict decoding rejects
+	// anything malformed (a duplicated "source" included), so this check
+	// need not repeat it.
+	var e struct {
+		Source string `json:"source"`
+	}
+	if err := json.Unmarshal(raw, &e); err != nil {
 		return true // malformed: let the consumer reject it with a reason
 	}
 	prefix := proto.AgentSourcePrefix + namespace + "/" + cluster + "/"

@@ -152,15 +152,10 @@ func (p *Projection) notify() {
 
 // Handle is the Handler for TopicAgentEvents.
 func (p *Projection) Handle(ctx context.Context, raw []byte) error {
-	e, err := proto.DecodeEnvelope(raw)
+	e, payload, err := proto.DecodeEvent(raw)
 	if err != nil {
 		p.malformed.Add(1)
 		p.log.Warn("malformed event dropped", zap.Error(err))
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	payload, err := e.Payload()
-	if err != nil {
-		p.malformed.Add(1)
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	var h proto.Header

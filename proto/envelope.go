@@ -115,14 +115,23 @@ func NewEnvelope(typ string, source string, h Header, data any) (Envelope, error
 // and validates it. Every error it returns wraps a *ValidationError naming
 // the offending fields.
 func DecodeEnvelope(b []byte) (Envelope, error) {
+	e, _, err := DecodeEvent(b)
+	return e, err
+}
+
+// DecodeEvent is DecodeEnvelope that also returns the typed payload (as
+// Payload does), decoded once for validation and use: the consumers' hot
+// path. Errors as DecodeEnvelope.
+func DecodeEvent(b []byte) (Envelope, any, error) {
 	var e Envelope
 	if err := e.UnmarshalJSON(b); err != nil {
-		return Envelope{}, fmt.Errorf("decode event: %w", err)
+		return Envelope{}, nil, fmt.Errorf("decode event: %w", err)
 	}
-	if err := e.Validate(); err != nil {
-		return Envelope{}, fmt.Errorf("decode event %s: %w", e.ID, err)
+	payload, err := e.validate()
+	if err != nil {
+		return Envelope{}, nil, fmt.Errorf("decode event %s: %w", e.ID, err)
 	}
-	return e, nil
+	return e, payload, nil
 }
 
 // Before reports whether e is positioned strictly before o in the ordering

@@ -322,3 +322,25 @@ func TestBefore(t *testing.T) {
 		}
 	}
 }
+
+// DecodeEvent returns the same payload Payload decodes, for every type.
+func TestDecodeEventPayload(t *testing.T) {
+	for typ := range samples() {
+		e := mustEnvelope(t, typ, 3)
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, payload, err := DecodeEvent(b)
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		want, err := got.Payload()
+		if err != nil || !reflect.DeepEqual(payload, want) {
+			t.Fatalf("%s: DecodeEvent payload %#v, Payload %#v (%v)", typ, payload, want, err)
+		}
+	}
+	if _, p, err := DecodeEvent([]byte(`{"specversion":"1.0"}`)); err == nil || p != nil {
+		t.Fatalf("invalid event: payload %v, err %v", p, err)
+	}
+}

@@ -56,7 +56,15 @@ func (e *ValidationError) Fields() []string {
 // source); a zero term for a type that requires one; and payload fields out
 // of their documented ranges.
 func (e Envelope) Validate() error {
+	_, err := e.validate()
+	return err
+}
+
+// validate is Validate that also returns the typed payload it decoded (nil
+// when the type is unknown or the data does not decode).
+func (e Envelope) validate() (any, error) {
 	var v validator
+	var payload any
 	switch e.SpecVersion {
 	case SpecVersion:
 	case "":
@@ -95,12 +103,13 @@ func (e Envelope) Validate() error {
 		if p != nil {
 			v.checkHeader(e, p.head())
 			p.check(&v)
+			payload = p.value()
 		}
 	}
 	if len(v.problems) == 0 {
-		return nil
+		return payload, nil
 	}
-	return &ValidationError{Problems: v.problems}
+	return nil, &ValidationError{Problems: v.problems}
 }
 
 // validator collects problems.
