@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
 // HostRunnerConfig configures the host side of the fleet provider.
@@ -222,14 +223,14 @@ func (r *HostRunner) ensure(a assignment, dir string) error {
 	if h.PID > 0 && r.proc.alive(h) {
 		return nil
 	}
-	if err := mkdirTraversable(dir); err != nil {
+	if err := localhost.MkdirTraversable(dir); err != nil {
 		return err
 	}
 	var err error
 	h.Dir, h.Config = dir, filepath.Join(dir, "agent.yaml")
 	for _, p := range []*int{&h.PGPort, &h.HTTPPort} {
 		if *p == 0 {
-			if *p, err = freePortOn(r.cfg.Address); err != nil {
+			if *p, err = localhost.FreePort(r.cfg.Address); err != nil {
 				return err
 			}
 		}
@@ -283,13 +284,4 @@ func relayout(cfg []byte, l NodeLayout) ([]byte, error) {
 	doc["state_dir"] = l.StateDir
 	sub("http")["listen"] = net.JoinHostPort(l.Address, strconv.Itoa(l.HTTPPort))
 	return yaml.Marshal(doc)
-}
-
-func freePortOn(addr string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("free port on %s: %w", addr, err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

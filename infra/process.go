@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dbpilot/dbpilot/internal/localhost"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 )
@@ -54,7 +54,7 @@ func (p *Process) SetBackupRoot(dir string) error {
 	if err != nil {
 		return fmt.Errorf("backup root: %w", err)
 	}
-	if err := mkdirTraversable(abs); err != nil {
+	if err := localhost.MkdirTraversable(abs); err != nil {
 		return fmt.Errorf("backup root: %w", err)
 	}
 	p.backups = abs
@@ -78,7 +78,7 @@ func NewProcess(root, agentBin string, log *zap.Logger) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process provider root: %w", err)
 	}
-	if err := mkdirTraversable(abs); err != nil {
+	if err := localhost.MkdirTraversable(abs); err != nil {
 		return nil, fmt.Errorf("process provider root: %w", err)
 	}
 	p := &Process{root: abs, agentBin: agentBin, log: log.Named("process"), waits: map[int]chan struct{}{}}
@@ -108,7 +108,7 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 	}
 	cdir := p.clusterDir(spec.ClusterID)
 	h.Dir = filepath.Join(cdir, spec.Node)
-	if err := mkdirTraversable(h.Dir); err != nil {
+	if err := localhost.MkdirTraversable(h.Dir); err != nil {
 		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
 	}
 	cred := filepath.Join(cdir, "credentials.yaml")
@@ -117,12 +117,12 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 	}
 	var err error
 	if h.PGPort == 0 {
-		if h.PGPort, err = freePort(); err != nil {
+		if h.PGPort, err = localhost.FreePort(""); err != nil {
 			return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
 		}
 	}
 	if h.HTTPPort == 0 {
-		if h.HTTPPort, err = freePort(); err != nil {
+		if h.HTTPPort, err = localhost.FreePort(""); err != nil {
 			return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
 		}
 	}
@@ -130,7 +130,7 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 	layout := NodeLayout{Address: "127.0.0.1", PGPort: h.PGPort, HTTPPort: h.HTTPPort,
 		DataDir: filepath.Join(h.Dir, "data"), StateDir: filepath.Join(h.Dir, "state"), CredentialsFile: cred, OSUser: p.osUser}
 	if repo := p.BackupRepository(spec.ClusterID); repo != "" && (spec.Template.Backup != nil || spec.Restore != nil) {
-		if err := mkdirTraversable(repo); err != nil {
+		if err := localhost.MkdirTraversable(repo); err != nil {
 			return nil, fmt.Errorf("create node %s: backup repository: %w", spec.Node, err)
 		}
 		layout.BackupRepository = repo
@@ -343,15 +343,6 @@ func mustHandle(h ProcessHandle) json.RawMessage {
 	return b
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // writeCredentials creates the cluster's credentials file (0600) with
 // random passwords, unless it exists.
 func writeCredentials(path string) error {
@@ -402,24 +393,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// mkdirTraversable creates dir and makes it and its parents searchable by
-// other users, so PostgreSQL running as its own OS user reaches its data.
-func mkdirTraversable(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
-		st, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if st.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(d, st.Mode().Perm()|0o011); err != nil {
-				return fmt.Errorf("make %s traversable: %w", d, err)
-			}
-		}
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
 func physicalJob(name, repo string) Job {
@@ -67,7 +68,7 @@ func TestPITRToTimestampRestoresExactlyCommittedRows(t *testing.T) {
 	}
 	e.switchAndWaitArchived(t)
 
-	port, _ := FreePort()
+	port, _ := localhost.FreePort("")
 	inst, _, err := e.svc.Restore(ctx, e.cfg, RestoreOptions{Repository: "fs", DataDir: filepath.Join(e.dir, "pitr"), Port: port,
 		Target: postgres.RecoveryTarget{Time: target}, KeepRunning: true})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -80,7 +81,7 @@ func startPG(t *testing.T, extraRepos ...Repository) *pgEnv {
 	defer cancel()
 	dir := traversableDir(t)
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	port, err := FreePort()
+	port, err := localhost.FreePort("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,7 @@ func startMinIO(t *testing.T) (endpoint, user, password string) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("MinIO binary %s not found: run deploy/dev/install-deps.sh (make test does)", bin)
 	}
-	port, err := FreePort()
+	port, err := localhost.FreePort("")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -146,16 +146,6 @@ func (s *Service) Restore(ctx context.Context, tmpl postgres.Config, o RestoreOp
 	return inst, m, nil
 }
 
-// FreePort returns a TCP port free on 127.0.0.1 right now.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // rowProbe counts the rows of every user table of the current database.
 const rowProbe = `SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, relname), false, true, '')))[1]::text::bigint), 0)::bigint FROM pg_stat_user_tables`
 
@@ -216,7 +206,7 @@ func (s *Service) drill(ctx context.Context, tmpl postgres.Config, job Job, r *R
 	}
 	r.RepositoryPath = m.Path
 	_ = s.Store.SetRepositoryPath(ctx, r.ID, m.Path)
-	port, err := FreePort()
+	port, err := localhost.FreePort("")
 	if err != nil {
 		return 0, m.Path, err
 	}

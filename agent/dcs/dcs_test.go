@@ -3,13 +3,12 @@ package dcs
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
+	"github.com/dbpilot/dbpilot/internal/embedetcd"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
@@ -17,25 +16,12 @@ import (
 // startEtcd runs a real embedded etcd for the test.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cu, _ := url.Parse("http://127.0.0.1:0")
-	pu, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.LogLevel = "error"
-	e, err := embed.StartEtcd(cfg)
+	e, u, err := embedetcd.Start(t.TempDir(), "default", 0, zap.NewNop(), 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(20 * time.Second):
-		t.Fatal("etcd not ready")
-	}
-	return "http://" + e.Clients[0].Addr().String()
+	return u
 }
 
 func dial(t *testing.T, ep string, ttl time.Duration) *Client {

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +26,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
 // Options configures a local cluster.
@@ -87,15 +88,6 @@ type Cluster struct {
 	Superuser, Password string
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -133,7 +125,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 	o.Dir = abs
-	if err := mkdirTraversable(o.Dir); err != nil {
+	if err := localhost.MkdirTraversable(o.Dir); err != nil {
 		return nil, err
 	}
 	c := &Cluster{Opts: o, Keys: dcs.NewKeys(o.Namespace, o.Project, o.Cluster), Superuser: "postgres"}
@@ -159,56 +151,12 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
-// mkdirTraversable creates dir and makes it and its parents searchable by
-// other users, so PostgreSQL running as its own OS user reaches its data dir.
-func mkdirTraversable(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
-		st, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if st.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(d, st.Mode().Perm()|0o011); err != nil {
-				return fmt.Errorf("make %s traversable: %w", d, err)
-			}
-		}
-	}
-	return nil
-}
-
 func (c *Cluster) startEtcd() error {
-	cp, err := freePort()
+	e, u, err := embedetcd.Start(filepath.Join(c.Opts.Dir, "etcd"), "dbpilot-local", 0, c.Opts.Log, 30*time.Second)
 	if err != nil {
 		return err
 	}
-	pp, err := freePort()
-	if err != nil {
-		return err
-	}
-	cfg := embed.NewConfig()
-	cfg.Name = "dbpilot-local"
-	cfg.Dir = filepath.Join(c.Opts.Dir, "etcd")
-	cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(cp))
-	pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(pp))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.LogLevel = "error"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.Opts.Log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return fmt.Errorf("start embedded etcd: %w", err)
-	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return errors.New("embedded etcd not ready after 30s")
-	}
-	c.Etcd, c.URL = e, cu.String()
+	c.Etcd, c.URL = e, u
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.URL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return err
@@ -239,14 +187,14 @@ func (c *Cluster) writeCredentials() error {
 
 func (c *Cluster) addNode(i int) error {
 	n := &Node{Name: fmt.Sprintf("node%d", i+1), Dir: filepath.Join(c.Opts.Dir, fmt.Sprintf("node%d", i+1))}
-	if err := mkdirTraversable(n.Dir); err != nil {
+	if err := localhost.MkdirTraversable(n.Dir); err != nil {
 		return err
 	}
 	var err error
-	if n.PGPort, err = freePort(); err != nil {
+	if n.PGPort, err = localhost.FreePort(""); err != nil {
 		return err
 	}
-	if n.HTTPPort, err = freePort(); err != nil {
+	if n.HTTPPort, err = localhost.FreePort(""); err != nil {
 		return err
 	}
 	if n.Proxy, err = NewProxy(c.URL[len("http://"):]); err != nil {

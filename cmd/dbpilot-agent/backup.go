@@ -16,6 +16,7 @@ import (
 	"github.com/dbpilot/dbpilot/agent/backup"
 	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
 // backupEnv is what every backup subcommand opens from the agent config.
@@ -143,7 +144,7 @@ func newBackupCmd() *cobra.Command {
 			}
 			ro.Target.LSN = targetLSN
 			if ro.Port == 0 {
-				p, err := backup.FreePort()
+				p, err := localhost.FreePort("")
 				if err != nil {
 					return err
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/dbpilot/dbpilot/agent/backup"
 	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/agent/postgres"
+	"github.com/dbpilot/dbpilot/internal/localhost"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -85,7 +86,7 @@ func benchBackup(ctx context.Context, w io.Writer, dir, agentBin, compress strin
 		return err
 	}
 	log := zap.NewNop()
-	port, err := backup.FreePort()
+	port, err := localhost.FreePort("")
 	if err != nil {
 		return err
 	}
@@ -216,7 +217,7 @@ func benchBackup(ctx context.Context, w io.Writer, dir, agentBin, compress strin
 	}
 
 	restore := func(name string, t postgres.RecoveryTarget) (time.Duration, error) {
-		p, _ := backup.FreePort()
+		p, _ := localhost.FreePort("")
 		start := time.Now()
 		inst, _, err := svc.Restore(ctx, cfg, backup.RestoreOptions{Repository: "fs", BackupID: last.ID, DataDir: filepath.Join(dir, name), Port: p, Target: t, KeepRunning: true})
 		d := time.Since(start)

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -27,6 +26,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/api"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/internal/embedetcd"
 )
 
 // Config is the server configuration (YAML, strict).
@@ -277,48 +277,25 @@ func (s *Server) startEtcd() error {
 	if len(s.cfg.EtcdEndpoints) > 0 {
 		s.EtcdURL = s.cfg.EtcdEndpoints[0]
 	} else {
-		cp, err := freePort()
-		if err != nil {
-			return err
-		}
-		pp, err := freePort()
-		if err != nil {
-			return err
-		}
-		ecfg := embed.NewConfig()
-		ecfg.Name = "dbpilot-server"
-		ecfg.Dir = filepath.Join(s.cfg.DataDir, "etcd")
 		// Keep the client port across restarts: agents have it in their config.
 		portFile := filepath.Join(s.cfg.DataDir, "etcd.port")
+		cp := 0
 		if b, err := os.ReadFile(portFile); err == nil {
 			if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 				cp = p
 			}
 		}
-		cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(cp))
-		pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(pp))
-		ecfg.ListenClientUrls, ecfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-		ecfg.ListenPeerUrls, ecfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-		ecfg.InitialCluster = ecfg.Name + "=" + pu.String()
-		if _, err := os.Stat(filepath.Join(ecfg.Dir, "member")); err == nil {
-			ecfg.ClusterState = embed.ClusterStateFlagExisting
-		}
-		ecfg.LogLevel = "error"
-		ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(s.log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
-		e, err := embed.StartEtcd(ecfg)
+		e, u, err := embedetcd.Start(filepath.Join(s.cfg.DataDir, "etcd"), "dbpilot-server", cp, s.log, 60*time.Second)
 		if err != nil {
-			return fmt.Errorf("start embedded etcd: %w", err)
+			return err
 		}
 		s.embedded = e
-		select {
-		case <-e.Server.ReadyNotify():
-		case <-time.After(60 * time.Second):
-			return errors.New("embedded etcd not ready after 60s")
-		}
+		cu, _ := url.Parse(u)
+		cp, _ = strconv.Atoi(cu.Port())
 		if err := os.WriteFile(portFile, []byte(strconv.Itoa(cp)), 0o644); err != nil {
 			return fmt.Errorf("etcd port file: %w", err)
 		}
-		s.EtcdURL = cu.String()
+		s.EtcdURL = u
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.EtcdURL}, DialTimeout: 5 * time.Second, Logger: s.log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))})
 	if err != nil {
@@ -422,13 +399,4 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

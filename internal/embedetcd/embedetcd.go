@@ -1,0 +1,60 @@
+// Package embedetcd starts a single-member etcd inside the process
+// (go.etcd.io/etcd/server/v3/embed) on loopback: the embedded default of the
+// demo, the dev control plane, the local cluster test bed and the tests.
+package embedetcd
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/dbpilot/dbpilot/internal/localhost"
+)
+
+// Start runs an etcd member named name with its data in dir, serving
+// clients on 127.0.0.1:clientPort (0 = a free port), and waits up to ready
+// for it to serve. A dir that already holds a member is restarted, not
+// re-initialised. It returns the server and its client URL
+// ("http://127.0.0.1:PORT"); the caller closes the server.
+func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duration) (*embed.Etcd, string, error) {
+	var err error
+	if clientPort == 0 {
+		if clientPort, err = localhost.FreePort(""); err != nil {
+			return nil, "", err
+		}
+	}
+	peerPort, err := localhost.FreePort("")
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := embed.NewConfig()
+	cfg.Name, cfg.Dir = name, dir
+	cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(clientPort))
+	pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(peerPort))
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = name + "=" + pu.String()
+	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("start embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(ready):
+		e.Close()
+		return nil, "", errors.New("embedded etcd not ready after " + ready.String())
+	}
+	return e, cu.String(), nil
+}
