@@ -11,12 +11,15 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/dbpilot/dbpilot/proto"
 )
@@ -50,9 +53,41 @@ var ErrMalformed = errors.New("malformed event")
 // redelivery.
 type Handler func(ctx context.Context, event []byte) error
 
+// BatchHandler processes several events of one topic in the given order,
+// in one call; the i-th error is the i-th event's result, with Handler's
+// meaning.
+type BatchHandler func(ctx context.Context, events [][]byte) []error
+
 // Bus publishes events to topics.
 type Bus interface {
 	Publish(ctx context.Context, topic string, event []byte) error
+}
+
+// BatchPublisher is a Bus that publishes several events in one call, in
+// order. The i-th error is the i-th event's result, as Publish would
+// return it.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, topic string, events [][]byte) []error
+}
+
+// PublishAll publishes events in order, in one call when b is a
+// BatchPublisher, else one by one; after the first failure the remaining
+// events are not attempted and get the same error (so a retry keeps their
+// order). The i-th error is the i-th event's result.
+func PublishAll(ctx context.Context, b Bus, topic string, events [][]byte) []error {
+	if bp, ok := b.(BatchPublisher); ok {
+		return bp.PublishBatch(ctx, topic, events)
+	}
+	errs := make([]error, len(events))
+	for i, ev := range events {
+		if errs[i] = b.Publish(ctx, topic, ev); errs[i] != nil && !errors.Is(errs[i], ErrMalformed) {
+			for j := i + 1; j < len(events); j++ {
+				errs[j] = fmt.Errorf("not published after an earlier event failed: %w", errs[i])
+			}
+			break
+		}
+	}
+	return errs
 }
 
 // EmbeddedBus delivers each published event synchronously to the handlers
@@ -61,14 +96,25 @@ type Bus interface {
 // an error retries, exactly as with Dapr's at-least-once delivery.
 type EmbeddedBus struct {
 	mu       sync.RWMutex
-	handlers map[string][]Handler
+	handlers map[string][]BatchHandler
 }
 
 // NewEmbeddedBus returns a bus with no subscribers.
-func NewEmbeddedBus() *EmbeddedBus { return &EmbeddedBus{handlers: map[string][]Handler{}} }
+func NewEmbeddedBus() *EmbeddedBus { return &EmbeddedBus{handlers: map[string][]BatchHandler{}} }
 
-// Subscribe adds h to topic.
+// Subscribe adds h to topic; a batch is handed to h one event at a time.
 func (b *EmbeddedBus) Subscribe(topic string, h Handler) {
+	b.SubscribeBatch(topic, func(ctx context.Context, events [][]byte) []error {
+		errs := make([]error, len(events))
+		for i, ev := range events {
+			errs[i] = h(ctx, ev)
+		}
+		return errs
+	})
+}
+
+// SubscribeBatch adds h to topic; PublishBatch hands it whole batches.
+func (b *EmbeddedBus) SubscribeBatch(topic string, h BatchHandler) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.handlers[topic] = append(b.handlers[topic], h)
@@ -76,18 +122,38 @@ func (b *EmbeddedBus) Subscribe(topic string, h Handler) {
 
 // Publish delivers event to topic's handlers.
 func (b *EmbeddedBus) Publish(ctx context.Context, topic string, event []byte) error {
+	return b.PublishBatch(ctx, topic, [][]byte{event})[0]
+}
+
+// PublishBatch delivers events, in order, to topic's handlers. An event a
+// handler dropped as malformed gets that error; otherwise its error joins
+// the handlers' other errors (nil: every handler acked it).
+func (b *EmbeddedBus) PublishBatch(ctx context.Context, topic string, events [][]byte) []error {
 	b.mu.RLock()
 	hs := b.handlers[topic]
 	b.mu.RUnlock()
-	var errs []error
+	out := make([]error, len(events))
+	malformed := make([]bool, len(events))
+	others := make([][]error, len(events))
 	for _, h := range hs {
-		if err := h(ctx, event); err != nil && !errors.Is(err, ErrMalformed) {
-			errs = append(errs, err)
-		} else if err != nil {
-			return err
+		for i, err := range h(ctx, events) {
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrMalformed):
+				if !malformed[i] {
+					malformed[i], out[i] = true, err
+				}
+			default:
+				others[i] = append(others[i], err)
+			}
 		}
 	}
-	return errors.Join(errs...)
+	for i := range out {
+		if !malformed[i] {
+			out[i] = errors.Join(others[i]...)
+		}
+	}
+	return out
 }
 
 // newControlEvent builds a control-plane CloudEvent. It reuses
@@ -133,15 +199,32 @@ func NewOperationRequested(instance string, req OperationRequested) ([]byte, err
 // EventBelongsTo reports whether raw is an agent event whose source names
 // namespace/cluster (ingest refuses events for other clusters).
 func EventBelongsTo(raw []byte, namespace, cluster string) bool {
-	// A light read of one attribute: the consumer's strict decoding rejects
+	// A light read of one top-level attribute (the other values are
+	// skipped, not decoded): the consumer's strict decoding rejects
 	// anything malformed (a duplicated "source" included), so this check
 	// need not repeat it.
-	var e struct {
-		Source string `json:"source"`
-	}
-	if err := json.Unmarshal(raw, &e); err != nil {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return true // malformed: let the consumer reject it with a reason
 	}
-	prefix := proto.AgentSourcePrefix + namespace + "/" + cluster + "/"
-	return len(e.Source) > len(prefix) && e.Source[:len(prefix)] == prefix
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return true
+		}
+		if name.String() != "source" {
+			if dec.SkipValue() != nil {
+				return true
+			}
+			continue
+		}
+		v, err := dec.ReadToken()
+		if err != nil || v.Kind() != '"' {
+			return true
+		}
+		prefix := proto.AgentSourcePrefix + namespace + "/" + cluster + "/"
+		src := v.String()
+		return len(src) > len(prefix) && src[:len(prefix)] == prefix
+	}
+	return false // no source: not an event of this cluster
 }

@@ -60,26 +60,41 @@ type applyMsg struct {
 	err  error
 }
 
-// apply records one event through the group commit and returns its result
-// once its transaction committed (or failed: then every event of that
-// batch gets the error and is redelivered).
-func (p *Projection) apply(ctx context.Context, ea store.EventApply) (store.ApplyResult, error) {
-	it := &pendingEvent{ea: ea, done: make(chan applyMsg, 1)}
+// applyAll records eas, in order, through the group commit and returns
+// each one's result once its transaction committed (or failed: then every
+// event of that batch gets the error and is redelivered). The events enter
+// the queue together, so they are applied in the order given.
+func (p *Projection) applyAll(ctx context.Context, eas []store.EventApply) ([]store.ApplyResult, []error) {
+	items := make([]*pendingEvent, len(eas))
+	for i, ea := range eas {
+		items[i] = &pendingEvent{ea: ea, done: make(chan applyMsg, 1)}
+	}
+	res, errs := make([]store.ApplyResult, len(eas)), make([]error, len(eas))
+	if len(items) == 0 {
+		return res, errs
+	}
+	last := items[len(items)-1]
 	p.bmu.Lock()
-	p.queue = append(p.queue, it)
+	p.queue = append(p.queue, items...)
 	lead := !p.flushing
 	p.flushing = true
 	p.bmu.Unlock()
-	for {
-		if lead {
-			p.flush(ctx, it)
-		}
-		m := <-it.done
-		if !m.lead {
-			return m.res, m.err
-		}
-		lead = true
+	if lead {
+		p.flush(ctx, last)
 	}
+	for i, it := range items {
+		for {
+			m := <-it.done
+			if m.lead {
+				// Handed the leader role: flush up to our last event.
+				p.flush(ctx, last)
+				continue
+			}
+			res[i], errs[i] = m.res, m.err
+			break
+		}
+	}
+	return res, errs
 }
 
 // flush applies queued batches until own's batch is done, then passes the
@@ -152,11 +167,64 @@ func (p *Projection) notify() {
 
 // Handle is the Handler for TopicAgentEvents.
 func (p *Projection) Handle(ctx context.Context, raw []byte) error {
+	return p.HandleBatch(ctx, [][]byte{raw})[0]
+}
+
+// prepared is an event decoded for the projection.
+type prepared struct {
+	e       proto.Envelope
+	h       proto.Header
+	project string
+	proj    store.Projection
+}
+
+// HandleBatch is the BatchHandler for TopicAgentEvents: the events are
+// decoded, then applied in the given order through the group commit (a
+// batch from one agent costs one store transaction, not one each). The
+// i-th error is the i-th event's result, with Handler's meaning.
+func (p *Projection) HandleBatch(ctx context.Context, raws [][]byte) []error {
+	errs := make([]error, len(raws))
+	preps := make([]prepared, 0, len(raws))
+	idx := make([]int, 0, len(raws))
+	for i, raw := range raws {
+		pr, err := p.prepare(raw)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		preps = append(preps, pr)
+		idx = append(idx, i)
+	}
+	eas := make([]store.EventApply, len(preps))
+	for i, pr := range preps {
+		e, h := pr.e, pr.h
+		eas[i] = store.EventApply{Event: store.Event{ID: e.ID, Namespace: h.Namespace, Project: pr.project, Cluster: h.Cluster, Node: h.Node,
+			Type: e.Type, Term: e.Term, Revision: e.Revision, Time: e.Time, Data: e.Data}, Projection: pr.proj}
+	}
+	res, aerrs := p.applyAll(ctx, eas)
+	recorded := false
+	for i, pr := range preps {
+		if aerrs[i] != nil {
+			errs[idx[i]] = fmt.Errorf("project event %s: %w", pr.e.ID, aerrs[i])
+			continue
+		}
+		p.account(ctx, pr, res[i])
+		recorded = recorded || res[i] == store.Applied || res[i] == store.Stale
+	}
+	if recorded {
+		p.notify()
+	}
+	return errs
+}
+
+// prepare decodes raw strictly and maps it to its projection change.
+// Errors wrap ErrMalformed.
+func (p *Projection) prepare(raw []byte) (prepared, error) {
 	e, payload, err := proto.DecodeEvent(raw)
 	if err != nil {
 		p.malformed.Add(1)
 		p.log.Warn("malformed event dropped", zap.Error(err))
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
+		return prepared{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	var h proto.Header
 	var proj store.Projection
@@ -179,17 +247,20 @@ func (p *Projection) Handle(ctx context.Context, raw []byte) error {
 		h, proj = backupProjection(v)
 	default:
 		p.malformed.Add(1)
-		return fmt.Errorf("%w: unhandled type %s", ErrMalformed, e.Type)
+		p.log.Warn("malformed event dropped", zap.String("id", e.ID), zap.String("type", e.Type), zap.String("reason", "type not handled by the projection"))
+		return prepared{}, fmt.Errorf("%w: unhandled type %s", ErrMalformed, e.Type)
 	}
 	project := h.Project
 	if project == "" {
 		project = "default"
 	}
-	res, err := p.apply(ctx, store.EventApply{Event: store.Event{ID: e.ID, Namespace: h.Namespace, Project: project, Cluster: h.Cluster, Node: h.Node,
-		Type: e.Type, Term: e.Term, Revision: e.Revision, Time: e.Time, Data: e.Data}, Projection: proj})
-	if err != nil {
-		return fmt.Errorf("project event %s: %w", e.ID, err)
-	}
+	return prepared{e: e, h: h, project: project, proj: proj}, nil
+}
+
+// account counts one applied event and re-derives the cluster phase when
+// a member's health changed.
+func (p *Projection) account(ctx context.Context, pr prepared, res store.ApplyResult) {
+	e, h, project, proj := pr.e, pr.h, pr.project, pr.proj
 	switch res {
 	case store.Applied:
 		p.applied.Add(1)
@@ -211,10 +282,6 @@ func (p *Projection) Handle(ctx context.Context, raw []byte) error {
 		p.unknown.Add(1)
 		p.log.Debug("event for unknown cluster", zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster))
 	}
-	if res == store.Applied || res == store.Stale {
-		p.notify()
-	}
-	return nil
 }
 
 // backupProjection maps a backup.* payload to its header and change.

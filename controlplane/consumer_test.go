@@ -130,3 +130,95 @@ func TestProjectionGroupCommitConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestProjectionBatchKeepsOrder hands batches to the projection through
+// EmbeddedBus.PublishBatch while single events arrive concurrently: a
+// batch's events are applied in their order (none counted stale), a
+// malformed event in a batch is refused alone, and a batch in reverse
+// revision order makes all but its first event stale (so the order really
+// is the batch's).
+func TestProjectionBatchKeepsOrder(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 3, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProjection(st, zaptest.NewLogger(t))
+	bus := NewEmbeddedBus()
+	bus.SubscribeBatch(TopicAgentEvents, p.HandleBatch)
+	state := func(node string, rev int64) []byte {
+		h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "p", Cluster: "db"}, Node: node, Term: 1, Revision: rev, TimestampMS: time.Now().UnixMilli()}
+		e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource("ns", "db", node), h,
+			proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: rev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(e)
+		return b
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			node := fmt.Sprintf("n%d", w)
+			for k := range 10 {
+				batch := make([][]byte, 0, 20)
+				for i := range 20 {
+					batch = append(batch, state(node, int64(k*20+i+1)))
+				}
+				if w == 0 && k == 0 {
+					batch[7] = []byte(`{"specversion":"1.0","id":"bad"}`)
+				}
+				for i, err := range bus.PublishBatch(ctx, TopicAgentEvents, batch) {
+					if w == 0 && k == 0 && i == 7 {
+						if !errors.Is(err, ErrMalformed) {
+							t.Errorf("malformed event in a batch: %v, want ErrMalformed", err)
+						}
+					} else if err != nil {
+						t.Errorf("%s batch %d event %d: %v", node, k, i, err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s := p.Stats(); s.Applied != 8*200-1 || s.Stale != 0 || s.Malformed != 1 || s.Duplicate != 0 {
+		t.Fatalf("stats %+v, want 1599 applied, none stale, 1 malformed", s)
+	}
+	reversed := [][]byte{state("r", 3), state("r", 2), state("r", 1)}
+	for _, err := range bus.PublishBatch(ctx, TopicAgentEvents, reversed) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := p.Stats(); s.Stale != 2 {
+		t.Fatalf("reverse-ordered batch: %d stale, want 2 (applied in the order given)", s.Stale)
+	}
+}
+
+func TestEventBelongsTo(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want bool
+	}{
+		{`{"id":"1","source":"dbpilot-agent/ns/db/n1","data":{"source":"x"}}`, true},
+		{`{"data":{"source":"dbpilot-agent/ns/db/n1"},"source":"dbpilot-agent/ns/other/n1"}`, false},
+		{`{"source":"dbpilot-agent/ns/db/"}`, false},
+		{`{"source":"dbpilot-agent/ns/dbx/n1"}`, false},
+		{`{"id":"1"}`, false},
+		{`{"source":7}`, true}, // malformed: left to the consumer
+		{`not json`, true},     // malformed: left to the consumer
+		{`{"source":"dbpilot-agent/ns/db/n1"`, true},
+	} {
+		if got := EventBelongsTo([]byte(tc.raw), "ns", "db"); got != tc.want {
+			t.Errorf("EventBelongsTo(%s) = %t, want %t", tc.raw, got, tc.want)
+		}
+	}
+}

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Fixed attribute values of every dbpilot event.
@@ -20,6 +24,10 @@ const (
 	// structured-mode event; publishing with it keeps Dapr from wrapping the
 	// event in a second envelope.
 	MediaType = "application/cloudevents+json"
+	// BatchMediaType is the HTTP Content-Type of a batch: a JSON array of
+	// structured-mode events (CloudEvents HTTP protocol binding, "batched
+	// content mode").
+	BatchMediaType = "application/cloudevents-batch+json"
 	// AgentSourcePrefix starts the source attribute of agent-emitted events.
 	AgentSourcePrefix = "dbpilot-agent/"
 )
@@ -109,6 +117,24 @@ func NewEnvelope(typ string, source string, h Header, data any) (Envelope, error
 		return Envelope{}, fmt.Errorf("new %s event: %w", typ, err)
 	}
 	return e, nil
+}
+
+// BatchResult is the receiver's 202 answer to a batch of events
+// (BatchMediaType) posted to the control plane's ingest endpoint.
+type BatchResult struct {
+	// Accepted counts the events stored (or recognised as duplicates).
+	Accepted int `json:"accepted"`
+	// Rejected lists the events refused for good, by position in the
+	// batch; they are never worth a retry. Empty, not null, when none.
+	Rejected []BatchRejection `json:"rejected"`
+}
+
+// BatchRejection is one refused event of a batch.
+type BatchRejection struct {
+	// Index is the event's position in the batch, from 0.
+	Index int `json:"index"`
+	// Error says why, naming the offending fields.
+	Error string `json:"error"`
 }
 
 // DecodeEnvelope parses one structured-mode event strictly (see Envelope)
@@ -272,58 +298,59 @@ type field struct {
 }
 
 // objectFields splits b, which must hold exactly one JSON object, into its
-// members. Duplicate names and trailing data are errors.
+// members (values copied out of b). Duplicate names, invalid UTF-8 and
+// trailing data are errors. The tokenizer is jsontext from
+// github.com/go-json-experiment/json (the basis of Go's encoding/json/v2),
+// which rejects duplicate member names itself.
 func objectFields(b []byte) ([]field, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	tok, err := dec.Token()
+	dec := jsontext.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, fmt.Errorf("not JSON: %w", err)
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if tok.Kind() != '{' {
 		return nil, fmt.Errorf("must be a JSON object")
 	}
-	var fields []field
-	seen := make(map[string]bool)
-	for dec.More() {
-		tok, err := dec.Token()
+	fields := make([]field, 0, 10)
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
 		if err != nil {
-			return nil, fmt.Errorf("not JSON: %w", err)
+			return nil, jsonProblem(err)
 		}
-		name, ok := tok.(string)
-		if !ok {
-			return nil, fmt.Errorf("not JSON: object key %v", tok)
+		name := tok.String()
+		val, err := dec.ReadValue()
+		if err != nil {
+			return nil, jsonProblem(err)
 		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("not JSON at %q: %w", name, err)
-		}
-		if seen[name] {
-			return nil, fmt.Errorf("duplicate member %q", name)
-		}
-		seen[name] = true
-		fields = append(fields, field{name: name, raw: raw})
+		fields = append(fields, field{name: name, raw: json.RawMessage(val.Clone())})
 	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return nil, fmt.Errorf("not JSON: %w", err)
+	if _, err := dec.ReadToken(); err != nil { // the closing '}'
+		return nil, jsonProblem(err)
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("trailing data after the object")
-	}
-	if _, err := dec.Token(); err == nil {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return nil, fmt.Errorf("trailing data after the object")
 	}
 	return fields, nil
+}
+
+// jsonProblem words a tokenizer error for a FieldError.
+func jsonProblem(err error) error {
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) && errors.Is(se.Err, jsontext.ErrDuplicateName) {
+		return fmt.Errorf("duplicate member %q", strings.TrimPrefix(string(se.JSONPointer), "/"))
+	}
+	return fmt.Errorf("not JSON: %w", err)
 }
 
 func jsonString(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", fmt.Errorf("must be a JSON string")
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	b, err := jsontext.AppendUnquote(nil, raw)
+	if err != nil {
 		return "", fmt.Errorf("must be a JSON string: %w", err)
 	}
-	return s, nil
+	return string(b), nil
 }
 
 func jsonTime(raw json.RawMessage) (time.Time, error) {

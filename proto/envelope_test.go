@@ -344,3 +344,23 @@ func TestDecodeEventPayload(t *testing.T) {
 		t.Fatalf("invalid event: payload %v, err %v", p, err)
 	}
 }
+
+// BenchmarkDecodeEvent measures the consumers' hot path: strict parse,
+// validation and payload decoding of one member_state event.
+func BenchmarkDecodeEvent(b *testing.B) {
+	e, err := NewEnvelope(TypeMemberState, testSource(), testHeader(7), samples()[TypeMemberState])
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, err := json.Marshal(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if _, _, err := DecodeEvent(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

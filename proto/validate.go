@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // FieldError is one problem with one field of an event. Field is the
@@ -304,35 +307,84 @@ func decodePayload(spec typeSpec, raw json.RawMessage) (payload, []FieldError) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, []FieldError{{Field: "data", Problem: "required"}}
 	}
+	p := spec.newPayload()
+	// One strict pass (github.com/go-json-experiment/json, the basis of
+	// encoding/json/v2): member names match exactly (no case folding),
+	// duplicates and unknown members are errors.
+	if t := bytes.TrimSpace(raw); t[0] != '{' {
+		return nil, []FieldError{{Field: "data", Problem: "must be a JSON object"}}
+	}
+	if err := jsonv2.Unmarshal(raw, p, jsonv2.RejectUnknownMembers(true)); err != nil {
+		if errors.Is(err, jsonv2.ErrUnknownName) {
+			// The error path only: name every unknown member, not just
+			// the first.
+			if problems := unknownMembers(raw, reflect.TypeOf(p).Elem()); len(problems) > 0 {
+				return nil, problems
+			}
+		}
+		return nil, []FieldError{payloadProblem(err)}
+	}
+	return p, nil
+}
+
+// unknownMembers lists the members of the JSON object raw that struct type
+// t does not have.
+func unknownMembers(raw []byte, t reflect.Type) []FieldError {
 	fields, err := objectFields(raw)
 	if err != nil {
-		return nil, []FieldError{{Field: "data", Problem: err.Error()}}
+		return nil
 	}
-	p := spec.newPayload()
-	keys := jsonKeys(reflect.TypeOf(p).Elem())
+	keys := jsonKeys(t)
 	var problems []FieldError
 	for _, f := range fields {
 		if !keys[f.name] {
 			problems = append(problems, FieldError{Field: "data." + f.name, Problem: "unknown field"})
 		}
 	}
-	if len(problems) > 0 {
-		return nil, problems
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(p); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			name := te.Field
-			if i := strings.LastIndexByte(name, '.'); i >= 0 {
-				name = name[i+1:]
-			}
-			return nil, []FieldError{{Field: "data." + name, Problem: fmt.Sprintf("must be a JSON %s (got %s)", te.Type, te.Value)}}
+	return problems
+}
+
+// payloadProblem names the payload field a decoding error is about.
+func payloadProblem(err error) FieldError {
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) {
+		field := "data" + strings.ReplaceAll(string(se.JSONPointer), "/", ".")
+		switch {
+		case errors.Is(se.Err, jsonv2.ErrUnknownName):
+			return FieldError{Field: field, Problem: "unknown field"}
+		case se.GoType != nil && se.JSONKind != 0:
+			return FieldError{Field: field, Problem: fmt.Sprintf("must be a JSON %s (got %s)", jsonKindOf(se.GoType), se.JSONKind)}
+		case se.GoType != nil:
+			return FieldError{Field: field, Problem: fmt.Sprintf("must be a JSON %s", jsonKindOf(se.GoType))}
 		}
-		return nil, []FieldError{{Field: "data", Problem: err.Error()}}
+		return FieldError{Field: field, Problem: se.Error()}
 	}
-	return p, nil
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		field := "data" + strings.ReplaceAll(string(syn.JSONPointer), "/", ".")
+		if errors.Is(syn.Err, jsontext.ErrDuplicateName) {
+			return FieldError{Field: field, Problem: "duplicate member"}
+		}
+		return FieldError{Field: "data", Problem: "not JSON: " + syn.Error()}
+	}
+	return FieldError{Field: "data", Problem: err.Error()}
+}
+
+// jsonKindOf words the JSON kind a Go type decodes from.
+func jsonKindOf(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "number (" + t.String() + ")"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	default:
+		return "object"
+	}
 }
 
 // jsonKeys returns the JSON member names of struct type t, with embedded

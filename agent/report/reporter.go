@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,9 @@ const (
 	DefaultInitialBackoff = 200 * time.Millisecond
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultSendTimeout    = 10 * time.Second
+	// DefaultMaxBatch is the most queued events sent in one request when
+	// the transport is a BatchTransport.
+	DefaultMaxBatch = 100
 )
 
 // Counter is what the Reporter needs of a metric counter
@@ -36,6 +40,7 @@ type config struct {
 	initialBackoff time.Duration
 	maxBackoff     time.Duration
 	sendTimeout    time.Duration
+	maxBatch       int
 	dropped        Counter
 }
 
@@ -71,6 +76,13 @@ func WithSendTimeout(d time.Duration) Option {
 	}
 }
 
+// WithMaxBatch bounds how many queued events go in one request when the
+// transport is a BatchTransport (default DefaultMaxBatch; values < 1 are
+// treated as 1, which sends every event on its own).
+func WithMaxBatch(n int) Option {
+	return func(c *config) { c.maxBatch = max(n, 1) }
+}
+
 // WithDroppedCounter makes the Reporter increment c once per dropped event
 // (queue overflow or permanent refusal), e.g. dbpilot_events_dropped_total.
 func WithDroppedCounter(c Counter) Option {
@@ -91,10 +103,14 @@ type Stats struct {
 	Rejected uint64
 	// Retries is the number of failed delivery attempts that were retried.
 	Retries uint64
+	// Requests is the number of delivery attempts (requests), successful
+	// or not; Delivered/Requests is the mean batch size.
+	Requests uint64
 }
 
-// Reporter queues events in memory and delivers them in order, one at a
-// time, on the goroutine running Run, retrying failed attempts with
+// Reporter queues events in memory and delivers them in order on the
+// goroutine running Run, one at a time, or up to its batch size per
+// request through a BatchTransport, retrying failed attempts with
 // exponential backoff until they succeed, fail permanently or Run's context
 // ends. Publish never waits for delivery. Its methods are safe for
 // concurrent use.
@@ -107,8 +123,8 @@ type Reporter struct {
 	running atomic.Bool
 
 	mu         sync.Mutex
-	queue      []proto.Envelope // waiting, oldest first; excludes the one in flight
-	inFlight   bool
+	queue      []proto.Envelope // waiting, oldest first; excludes those in flight
+	inFlight   int
 	idle       chan struct{} // closed while nothing is queued or in flight
 	idleClosed bool
 	overflows  uint64 // events dropped from a full queue, for log rate limiting
@@ -123,6 +139,7 @@ func NewReporter(t Transport, log *zap.Logger, opts ...Option) *Reporter {
 		initialBackoff: DefaultInitialBackoff,
 		maxBackoff:     DefaultMaxBackoff,
 		sendTimeout:    DefaultSendTimeout,
+		maxBatch:       DefaultMaxBatch,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -190,15 +207,15 @@ func (r *Reporter) Run(ctx context.Context) {
 	}
 	defer r.running.Store(false)
 	for ctx.Err() == nil {
-		e, ok := r.next()
-		if !ok {
+		es := r.next()
+		if len(es) == 0 {
 			select {
 			case <-ctx.Done():
 			case <-r.wake:
 			}
 			continue
 		}
-		r.deliver(ctx, e)
+		r.deliver(ctx, es)
 	}
 }
 
@@ -223,29 +240,33 @@ func (r *Reporter) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Queued = len(r.queue)
-	if r.inFlight {
-		s.Queued++
-	}
+	s.Queued = len(r.queue) + r.inFlight
 	return s
 }
 
-// next takes the oldest queued event and marks it in flight.
-func (r *Reporter) next() (proto.Envelope, bool) {
+// next takes the oldest queued events (one, or up to the batch size for a
+// BatchTransport) and marks them in flight.
+func (r *Reporter) next() []proto.Envelope {
+	n := 1
+	if _, ok := r.t.(BatchTransport); ok {
+		n = r.cfg.maxBatch
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.queue) == 0 {
-		return proto.Envelope{}, false
+	n = min(n, len(r.queue))
+	if n == 0 {
+		return nil
 	}
-	e := r.queue[0]
-	r.queue[0] = proto.Envelope{}
-	r.queue = r.queue[1:]
-	r.inFlight = true
-	return e, true
+	es := slices.Clone(r.queue[:n])
+	clear(r.queue[:n]) // release their data
+	r.queue = r.queue[n:]
+	r.inFlight = n
+	return es
 }
 
-// deliver sends e until it is accepted, refused for good, or ctx ends.
-func (r *Reporter) deliver(ctx context.Context, e proto.Envelope) {
+// deliver sends es (in one request when there are several) until they are
+// accepted, refused for good, or ctx ends.
+func (r *Reporter) deliver(ctx context.Context, es []proto.Envelope) {
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(r.cfg.initialBackoff),
 		backoff.WithMaxInterval(r.cfg.maxBackoff),
@@ -254,9 +275,17 @@ func (r *Reporter) deliver(ctx context.Context, e proto.Envelope) {
 	attempts := 0
 	send := func() error {
 		attempts++
+		r.mu.Lock()
+		r.stats.Requests++
+		r.mu.Unlock()
 		sctx, cancel := context.WithTimeout(ctx, r.cfg.sendTimeout)
 		defer cancel()
-		err := r.t.Send(sctx, e)
+		var err error
+		if bt, ok := r.t.(BatchTransport); ok && len(es) > 1 {
+			err = bt.SendBatch(sctx, es)
+		} else {
+			err = r.t.Send(sctx, es[0])
+		}
 		if errors.Is(err, ErrPermanent) {
 			return backoff.Permanent(err)
 		}
@@ -267,29 +296,35 @@ func (r *Reporter) deliver(ctx context.Context, e proto.Envelope) {
 		r.stats.Retries++
 		r.mu.Unlock()
 		r.log.Warn("event delivery failed, retrying",
-			zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term),
+			zap.String("id", es[0].ID), zap.String("type", es[0].Type), zap.Uint64("term", es[0].Term), zap.Int("events", len(es)),
 			zap.Int("attempt", attempts), zap.Duration("retry_in", wait), zap.Error(err))
 	}
 	err := backoff.RetryNotify(send, backoff.WithContext(b, ctx), retrying)
 
-	outcome := r.settle(e, err, ctx.Err() != nil)
-	switch outcome {
-	case delivered:
-		r.log.Debug("event delivered",
-			zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term),
-			zap.Int64("revision", e.Revision), zap.Int("attempts", attempts))
-	case rejected:
-		r.countDrop()
-		r.log.Error("event refused by the receiver, dropped",
-			zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term),
-			zap.Int("attempts", attempts), zap.Error(err))
-	case requeued:
-		r.log.Debug("event delivery interrupted, requeued",
-			zap.String("id", e.ID), zap.String("type", e.Type), zap.Int("attempts", attempts))
-	case requeueDropped:
-		r.countDrop()
-		r.log.Warn("event delivery interrupted and queue full, dropped",
-			zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term))
+	outcomes := r.settle(es, err, ctx.Err() != nil)
+	var rej *RejectedError
+	errors.As(err, &rej)
+	for i, e := range es {
+		switch outcomes[i] {
+		case delivered:
+			r.log.Debug("event delivered",
+				zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term),
+				zap.Int64("revision", e.Revision), zap.Int("attempts", attempts), zap.Int("batch", len(es)))
+		case rejected:
+			reason := err
+			if rej != nil {
+				reason = errors.New(rej.Reasons[i])
+			}
+			r.log.Error("event refused by the receiver, dropped",
+				zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term),
+				zap.Int("attempts", attempts), zap.Error(reason))
+		case requeued:
+			r.log.Debug("event delivery interrupted, requeued",
+				zap.String("id", e.ID), zap.String("type", e.Type), zap.Int("attempts", attempts))
+		case requeueDropped:
+			r.log.Warn("event delivery interrupted and queue full, dropped",
+				zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term))
+		}
 	}
 }
 
@@ -302,37 +337,59 @@ const (
 	requeueDropped
 )
 
-// settle records the result of delivering e and returns what happened to
-// it. err is the final error (nil: accepted); cancelled says Run's context
+// settle records the result of delivering es (stats and the dropped
+// counter, before Flush can see the queue idle) and returns what happened
+// to each. err is the final error (nil: all accepted; *RejectedError: the
+// listed ones refused, the others accepted); cancelled says Run's context
 // ended.
-func (r *Reporter) settle(e proto.Envelope, err error, cancelled bool) outcome {
+func (r *Reporter) settle(es []proto.Envelope, err error, cancelled bool) []outcome {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.inFlight = false
-	var o outcome
+	r.inFlight = 0
+	out := make([]outcome, len(es))
+	var rej *RejectedError
 	switch {
 	case err == nil:
-		r.stats.Delivered++
-		o = delivered
+		r.stats.Delivered += uint64(len(es))
+	case errors.As(err, &rej):
+		for i := range es {
+			if _, refused := rej.Reasons[i]; refused {
+				out[i] = rejected
+				r.stats.Dropped++
+				r.stats.Rejected++
+				r.countDrop()
+			} else {
+				r.stats.Delivered++
+			}
+		}
 	case errors.Is(err, ErrPermanent) || !cancelled:
 		// !cancelled cannot happen with an unlimited backoff; treat anything
-		// unexpected as a refusal rather than losing count of the event.
-		r.stats.Dropped++
-		r.stats.Rejected++
-		o = rejected
-	case len(r.queue) >= r.cfg.queueSize:
-		// The event is the oldest of a full queue: it is the one to drop.
-		r.stats.Dropped++
-		o = requeueDropped
+		// unexpected as a refusal rather than losing count of the events.
+		for i := range out {
+			out[i] = rejected
+			r.countDrop()
+		}
+		r.stats.Dropped += uint64(len(es))
+		r.stats.Rejected += uint64(len(es))
 	default:
-		r.queue = append([]proto.Envelope{e}, r.queue...)
-		o = requeued
+		// Back to the head of the queue, in order. When that overflows the
+		// queue, the oldest events (the head of es) are the ones to drop.
+		keep := min(len(es), max(r.cfg.queueSize-len(r.queue), 0))
+		for i := range len(es) - keep {
+			out[i] = requeueDropped
+			r.stats.Dropped++
+			r.countDrop()
+		}
+		for i := len(es) - keep; i < len(es); i++ {
+			out[i] = requeued
+		}
+		r.queue = append(slices.Clone(es[len(es)-keep:]), r.queue...)
 	}
 	if len(r.queue) == 0 && !r.idleClosed {
 		close(r.idle)
 		r.idleClosed = true
 	}
-	return o
+	return out
 }
 
 func (r *Reporter) countDrop() {

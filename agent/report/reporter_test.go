@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,7 @@ type receiver struct {
 	accepted []string       // ids answered with 2xx, in arrival order
 	attempts map[string]int // requests per id
 	requests int
+	batches  []int // events per request, in arrival order
 }
 
 // newReceiver starts a receiver; a nil respond accepts everything.
@@ -84,8 +86,9 @@ func newReceiver(t *testing.T, respond func(r *http.Request, e proto.Envelope, a
 }
 
 func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != proto.MediaType {
-		rc.t.Errorf("receiver got %s with Content-Type %q, want POST %s", r.Method, r.Header.Get("Content-Type"), proto.MediaType)
+	ct := r.Header.Get("Content-Type")
+	if r.Method != http.MethodPost || (ct != proto.MediaType && ct != proto.BatchMediaType) {
+		rc.t.Errorf("receiver got %s with Content-Type %q, want POST %s or %s", r.Method, ct, proto.MediaType, proto.BatchMediaType)
 		w.WriteHeader(http.StatusUnsupportedMediaType)
 		return
 	}
@@ -94,26 +97,69 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	e, err := proto.DecodeEnvelope(body)
-	if err != nil {
-		rc.t.Errorf("receiver: %v", err)
-		w.WriteHeader(http.StatusBadRequest)
-		return
+	raws := []json.RawMessage{body}
+	if ct == proto.BatchMediaType {
+		raws = nil
+		if err := json.Unmarshal(body, &raws); err != nil || len(raws) < 2 {
+			rc.t.Errorf("receiver: batch of %d events (%v), want a JSON array of at least 2", len(raws), err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+	}
+	es := make([]proto.Envelope, len(raws))
+	for i, raw := range raws {
+		if es[i], err = proto.DecodeEnvelope(raw); err != nil {
+			rc.t.Errorf("receiver: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
 	}
 	rc.mu.Lock()
 	rc.requests++
-	rc.attempts[e.ID]++
-	attempt := rc.attempts[e.ID]
+	rc.batches = append(rc.batches, len(es))
+	attempt := make([]int, len(es))
+	for i, e := range es {
+		rc.attempts[e.ID]++
+		attempt[i] = rc.attempts[e.ID]
+	}
 	rc.mu.Unlock()
 
-	code := rc.respond(r, e, attempt) // may block: not under the lock
-
-	if code >= 200 && code < 300 {
-		rc.mu.Lock()
-		rc.accepted = append(rc.accepted, e.ID)
-		rc.mu.Unlock()
+	codes := make([]int, len(es))
+	for i, e := range es {
+		codes[i] = rc.respond(r, e, attempt[i]) // may block: not under the lock
 	}
-	w.WriteHeader(code)
+	if ct == proto.MediaType {
+		if codes[0] >= 200 && codes[0] < 300 {
+			rc.mu.Lock()
+			rc.accepted = append(rc.accepted, es[0].ID)
+			rc.mu.Unlock()
+		}
+		w.WriteHeader(codes[0])
+		return
+	}
+	// A batch, answered as dbpilot-server's ingest does: a retryable
+	// status for one event fails the whole request; refusals are listed
+	// in a 202 and the other events are accepted.
+	for _, c := range codes {
+		if c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500 {
+			w.WriteHeader(c)
+			return
+		}
+	}
+	res := proto.BatchResult{Rejected: []proto.BatchRejection{}}
+	rc.mu.Lock()
+	for i, c := range codes {
+		if c >= 200 && c < 300 {
+			rc.accepted = append(rc.accepted, es[i].ID)
+			res.Accepted++
+		} else {
+			res.Rejected = append(res.Rejected, proto.BatchRejection{Index: i, Error: http.StatusText(c)})
+		}
+	}
+	rc.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(res)
 }
 
 func (rc *receiver) snapshot() (accepted []string, attempts map[string]int, requests int) {
@@ -185,7 +231,7 @@ func TestEventsArriveInOrder(t *testing.T) {
 	if !slices.Equal(got, ids(es)) {
 		t.Fatalf("receiver got %d events out of order or incomplete", len(got))
 	}
-	if s := r.Stats(); s != (Stats{Delivered: 200}) {
+	if s := counts(r.Stats()); s != (Stats{Delivered: 200}) {
 		t.Fatalf("Stats = %+v, want 200 delivered and nothing else", s)
 	}
 }
@@ -268,7 +314,7 @@ func TestStatusClassification(t *testing.T) {
 				t.Fatalf("Flush: %v", err)
 			}
 			got, attempts, _ := rc.snapshot()
-			s := r.Stats()
+			s := counts(r.Stats())
 			if tc.permanent {
 				if want := []string{es[0].ID, es[2].ID}; !slices.Equal(got, want) {
 					t.Errorf("accepted %v, want %v", got, want)
@@ -345,7 +391,7 @@ func TestPublishDoesNotBlockWhileReceiverHangs(t *testing.T) {
 	if returned.Load() {
 		t.Fatal("receiver returned before being released: the test proved nothing")
 	}
-	if s := r.Stats(); s != (Stats{Queued: 101, Dropped: 9900}) {
+	if s := counts(r.Stats()); s != (Stats{Queued: 101, Dropped: 9900}) {
 		t.Fatalf("Stats = %+v, want 100 queued + 1 in flight, 9900 dropped", s)
 	}
 
@@ -371,7 +417,7 @@ func TestOverflowDropsOldest(t *testing.T) {
 	for _, e := range es { // not running yet: everything queues
 		r.Publish(e)
 	}
-	if s := r.Stats(); s != (Stats{Queued: 3, Dropped: 2}) || dropped.n.Load() != 2 {
+	if s := counts(r.Stats()); s != (Stats{Queued: 3, Dropped: 2}) || dropped.n.Load() != 2 {
 		t.Fatalf("Stats = %+v, counter %d; want 3 queued and 2 dropped", s, dropped.n.Load())
 	}
 	run(t, r)
@@ -423,7 +469,7 @@ func TestCancelledDeliveryIsRequeued(t *testing.T) {
 		t.Fatal("receiver never got the event")
 	}
 	stop()
-	if s := r.Stats(); s != (Stats{Queued: 1}) {
+	if s := counts(r.Stats()); s != (Stats{Queued: 1}) {
 		t.Fatalf("Stats after cancel = %+v, want the event back in the queue", s)
 	}
 }
@@ -479,7 +525,7 @@ func TestNopTransport(t *testing.T) {
 	if err := r.Flush(ctx); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
-	if s := r.Stats(); s != (Stats{Delivered: 10}) {
+	if s := counts(r.Stats()); s != (Stats{Delivered: 10}) {
 		t.Fatalf("Stats = %+v, want 10 delivered", s)
 	}
 }
@@ -494,5 +540,159 @@ func BenchmarkPublish(b *testing.B) {
 	e := event(b, 1)
 	for b.Loop() {
 		r.Publish(e)
+	}
+}
+
+// counts is s without Requests (how events were grouped into requests
+// depends on timing; the per-event counters do not).
+func counts(s Stats) Stats {
+	s.Requests = 0
+	return s
+}
+
+// gatedReceiver holds the first request until release is closed, so that
+// events queue up behind it.
+func gatedReceiver(t *testing.T, status func(e proto.Envelope, attempt int) int) (rc *receiver, entered <-chan struct{}, release chan struct{}) {
+	in := make(chan struct{})
+	release = make(chan struct{})
+	var first sync.Once
+	rc = newReceiver(t, func(_ *http.Request, e proto.Envelope, attempt int) int {
+		first.Do(func() {
+			close(in)
+			<-release
+		})
+		return status(e, attempt)
+	})
+	return rc, in, release
+}
+
+func TestQueuedEventsGoInBatchesInOrder(t *testing.T) {
+	rc, entered, release := gatedReceiver(t, func(proto.Envelope, int) int { return http.StatusOK })
+	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), WithMaxBatch(20))
+	run(t, r)
+	es := events(t, 51)
+	r.Publish(es[0])
+	<-entered
+	for _, e := range es[1:] {
+		r.Publish(e)
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	got, _, _ := rc.snapshot()
+	if !slices.Equal(got, ids(es)) {
+		t.Fatalf("accepted %d events, want all 51 in publish order", len(got))
+	}
+	rc.mu.Lock()
+	batches := slices.Clone(rc.batches)
+	rc.mu.Unlock()
+	// The first event alone (the gate), then the 50 queued ones in
+	// batches of at most 20.
+	if want := []int{1, 20, 20, 10}; !slices.Equal(batches, want) {
+		t.Errorf("events per request %v, want %v", batches, want)
+	}
+	if s := r.Stats(); s.Delivered != 51 || s.Requests != 4 || s.Dropped != 0 {
+		t.Errorf("Stats = %+v, want 51 delivered in 4 requests", s)
+	}
+}
+
+func TestBatchRefusalsDropOnlyTheRefusedEvents(t *testing.T) {
+	var bad string
+	rc, entered, release := gatedReceiver(t, func(e proto.Envelope, _ int) int {
+		if e.ID == bad {
+			return http.StatusUnprocessableEntity
+		}
+		return http.StatusOK
+	})
+	dropped := &counter{}
+	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), fastBackoff(), WithDroppedCounter(dropped))
+	run(t, r)
+	es := events(t, 6)
+	bad = es[3].ID
+	r.Publish(es[0])
+	<-entered
+	for _, e := range es[1:] {
+		r.Publish(e)
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	got, attempts, _ := rc.snapshot()
+	want := append(ids(es[:3:3]), ids(es[4:])...)
+	if !slices.Equal(got, want) {
+		t.Errorf("accepted %v, want %v (all but the refused one, in order)", got, want)
+	}
+	if attempts[bad] != 1 {
+		t.Errorf("refused event sent %d times, want once", attempts[bad])
+	}
+	if s := counts(r.Stats()); s != (Stats{Delivered: 5, Dropped: 1, Rejected: 1}) || dropped.n.Load() != 1 {
+		t.Errorf("Stats = %+v, counter %d; want 5 delivered, 1 dropped and rejected", s, dropped.n.Load())
+	}
+}
+
+func TestBatchRetriedWholeOnRetryableFailure(t *testing.T) {
+	var flaky string
+	rc, entered, release := gatedReceiver(t, func(e proto.Envelope, attempt int) int {
+		if e.ID == flaky && attempt == 1 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), fastBackoff())
+	run(t, r)
+	es := events(t, 5)
+	flaky = es[2].ID
+	r.Publish(es[0])
+	<-entered
+	for _, e := range es[1:] {
+		r.Publish(e)
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	got, attempts, _ := rc.snapshot()
+	if !slices.Equal(got, ids(es)) {
+		t.Errorf("accepted %v, want all five in order", got)
+	}
+	for _, e := range es[1:] {
+		if attempts[e.ID] != 2 {
+			t.Errorf("event %s of the failed batch sent %d times, want 2 (the whole batch retried)", e.ID, attempts[e.ID])
+		}
+	}
+	if s := counts(r.Stats()); s != (Stats{Delivered: 5, Retries: 1}) {
+		t.Errorf("Stats = %+v, want 5 delivered after 1 retry", s)
+	}
+}
+
+func TestMaxBatchOneSendsSingleEvents(t *testing.T) {
+	rc, entered, release := gatedReceiver(t, func(proto.Envelope, int) int { return http.StatusOK })
+	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), WithMaxBatch(1))
+	run(t, r)
+	es := events(t, 4)
+	r.Publish(es[0])
+	<-entered
+	for _, e := range es[1:] {
+		r.Publish(e)
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	rc.mu.Lock()
+	batches := slices.Clone(rc.batches)
+	rc.mu.Unlock()
+	if want := []int{1, 1, 1, 1}; !slices.Equal(batches, want) {
+		t.Errorf("events per request %v, want %v", batches, want)
 	}
 }

@@ -10,6 +10,9 @@ package report
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/dbpilot/dbpilot/proto"
 )
@@ -30,6 +33,44 @@ type Transport interface {
 	// after Close.
 	Close() error
 }
+
+// BatchTransport is a Transport that can also deliver several events in
+// one call (one request); the Reporter then sends up to its batch size of
+// queued events at a time.
+type BatchTransport interface {
+	Transport
+	// SendBatch delivers es, in order, once, within ctx. It returns nil
+	// when the receiver accepted every event; a *RejectedError when it
+	// refused some for good and accepted the others; any other error
+	// wrapping ErrPermanent when it refused the whole batch for good; and
+	// any other error when a later attempt of the whole batch may succeed.
+	SendBatch(ctx context.Context, es []proto.Envelope) error
+}
+
+// RejectedError reports the events of a batch the receiver refused for
+// good; the batch's other events were accepted. It wraps ErrPermanent.
+type RejectedError struct {
+	// Reasons maps an event's position in the batch (from 0) to the
+	// receiver's reason.
+	Reasons map[int]string
+}
+
+// Error lists the refused positions and reasons.
+func (e *RejectedError) Error() string {
+	idx := make([]int, 0, len(e.Reasons))
+	for i := range e.Reasons {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	parts := make([]string, len(idx))
+	for k, i := range idx {
+		parts[k] = fmt.Sprintf("event %d: %s", i, e.Reasons[i])
+	}
+	return fmt.Sprintf("%d events of the batch refused: %s", len(idx), strings.Join(parts, "; "))
+}
+
+// Unwrap returns ErrPermanent.
+func (e *RejectedError) Unwrap() error { return ErrPermanent }
 
 // NopTransport accepts and discards every event; it is used when no
 // reporting endpoint is configured. The Reporter's DEBUG "event delivered"

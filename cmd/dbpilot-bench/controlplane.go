@@ -32,8 +32,9 @@ import (
 func newControlPlaneCmd() *cobra.Command {
 	var (
 		clusters, nodes, rounds, readers int
+		pending                          int
 		window, warmup                   time.Duration
-		dir                              string
+		dir, pprofAddr                   string
 	)
 	cmd := &cobra.Command{
 		Use:   "controlplane",
@@ -50,23 +51,26 @@ Per round: events accepted (202: stored and projected) per second, p99 of
 the API calls, server RSS at the end of the round.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return benchControlPlane(cmd.Context(), cmd.OutOrStdout(), cpBenchOptions{Clusters: clusters, Nodes: nodes,
-				Rounds: rounds, Readers: readers, Window: window, Warmup: warmup, Dir: dir})
+				Rounds: rounds, Readers: readers, Pending: pending, Window: window, Warmup: warmup, Dir: dir, PprofAddr: pprofAddr})
 		},
 	}
 	cmd.Flags().IntVar(&clusters, "clusters", 1000, "simulated clusters")
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "nodes per cluster")
 	cmd.Flags().IntVar(&rounds, "rounds", 3, "measurement rounds")
 	cmd.Flags().IntVar(&readers, "readers", 4, "concurrent API readers")
+	cmd.Flags().IntVar(&pending, "pending", 8, "events kept waiting per simulated node (queued + in flight); the Reporter sends what is queued in one batch request, so 1 means one event per request")
 	cmd.Flags().DurationVar(&window, "window", 10*time.Second, "length of a round")
 	cmd.Flags().DurationVar(&warmup, "warmup", 3*time.Second, "load before the first round")
 	cmd.Flags().StringVar(&dir, "dir", ".dbpilot/bench-controlplane", "work folder (wiped)")
+	cmd.Flags().StringVar(&pprofAddr, "server-pprof", "", "start the server with --pprof-listen ADDR (profile it with go tool pprof http://ADDR/debug/pprof/profile)")
 	return cmd
 }
 
 type cpBenchOptions struct {
 	Clusters, Nodes, Rounds, Readers int
+	Pending                          int
 	Window, Warmup                   time.Duration
-	Dir                              string
+	Dir, PprofAddr                   string
 }
 
 type cpRound struct {
@@ -130,7 +134,11 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 	if err := os.WriteFile(cfgPath, []byte("listen: 127.0.0.1:0\ndata_dir: "+dir+"\n"), 0o644); err != nil {
 		return err
 	}
-	srv := exec.Command(filepath.Join(filepath.Dir(self), "dbpilot-server"), "serve", "--config", cfgPath, "--log-level", "error")
+	args := []string{"serve", "--config", cfgPath, "--log-level", "error"}
+	if o.PprofAddr != "" {
+		args = append(args, "--pprof-listen", o.PprofAddr)
+	}
+	srv := exec.Command(filepath.Join(filepath.Dir(self), "dbpilot-server"), args...)
 	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
@@ -172,13 +180,15 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 		u.User = url.UserPassword(id, controlplane.IngestKey(secret, id))
 		for n := range o.Nodes {
 			tr := report.NewHTTPTransport(u.String(), 10*time.Second, nil)
-			r := report.NewReporter(tr, log, report.WithQueueSize(8), report.WithBackoff(50*time.Millisecond, time.Second))
+			r := report.NewReporter(tr, log, report.WithQueueSize(max(o.Pending, 1)), report.WithBackoff(50*time.Millisecond, time.Second))
 			wg.Add(1)
 			go func() { defer wg.Done(); r.Run(rctx) }()
 			sims = append(sims, &node{cluster: fmt.Sprintf("db%05d", i), name: "node" + strconv.Itoa(n+1), rep: r})
 		}
 	}
-	// Feeder: keep every Reporter's queue non-empty.
+	// Feeder: keep o.Pending events waiting (queued or in flight) at
+	// every Reporter: an agent whose events are produced faster than the
+	// server accepts them.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -186,16 +196,15 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 		defer tick.Stop()
 		for {
 			for _, n := range sims {
-				if n.rep.Stats().Queued >= 2 {
-					continue
-				}
-				n.rev++
-				h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: ns, Project: "default", Cluster: n.cluster}, Node: n.name,
-					Term: 1, Revision: n.rev, TimestampMS: time.Now().UnixMilli()}
-				e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource(ns, n.cluster, n.name), h,
-					proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: n.rev % 1000})
-				if err == nil {
-					n.rep.Publish(e)
+				for k := n.rep.Stats().Queued; k < max(o.Pending, 1); k++ {
+					n.rev++
+					h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: ns, Project: "default", Cluster: n.cluster}, Node: n.name,
+						Term: 1, Revision: n.rev, TimestampMS: time.Now().UnixMilli()}
+					e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource(ns, n.cluster, n.name), h,
+						proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: n.rev % 1000})
+					if err == nil {
+						n.rep.Publish(e)
+					}
 				}
 			}
 			select {
@@ -205,12 +214,13 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 			}
 		}
 	}()
-	delivered := func() uint64 {
-		var d uint64
+	delivered := func() (events, requests uint64) {
 		for _, n := range sims {
-			d += n.rep.Stats().Delivered
+			st := n.rep.Stats()
+			events += st.Delivered
+			requests += st.Requests
 		}
-		return d
+		return events, requests
 	}
 
 	// API readers.
@@ -263,7 +273,8 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 		latMu.Lock()
 		lats = lats[:0]
 		latMu.Unlock()
-		d0, t0 := delivered(), time.Now()
+		d0, q0 := delivered()
+		t0 := time.Now()
 		c0, _ := cpuTicks(srv.Process.Pid)
 		s0, _ := cpuTicks(os.Getpid())
 		select {
@@ -271,7 +282,8 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 			return ctx.Err()
 		case <-time.After(o.Window):
 		}
-		d1, el := delivered(), time.Since(t0)
+		d1, q1 := delivered()
+		el := time.Since(t0)
 		c1, _ := cpuTicks(srv.Process.Pid)
 		s1, _ := cpuTicks(os.Getpid())
 		latMu.Lock()
@@ -283,8 +295,8 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 		}
 		x := cpRound{eventsPerS: float64(d1-d0) / el.Seconds(), p99: p99, rssMB: float64(kb) / 1024}
 		rs = append(rs, x)
-		fmt.Fprintf(out, "round %d: events_per_s=%.0f api_calls=%d api_p99_ms=%.1f rss_mb=%.0f server_cpu=%.2f cores simulator_cpu=%.2f cores\n",
-			r+1, x.eventsPerS, n, ms(x.p99), x.rssMB, float64(c1-c0)/clockTicks/el.Seconds(), float64(s1-s0)/clockTicks/el.Seconds())
+		fmt.Fprintf(out, "round %d: events_per_s=%.0f events_per_request=%.2f api_calls=%d api_p99_ms=%.1f rss_mb=%.0f server_cpu=%.2f cores simulator_cpu=%.2f cores\n",
+			r+1, x.eventsPerS, float64(d1-d0)/float64(max(q1-q0, 1)), n, ms(x.p99), x.rssMB, float64(c1-c0)/clockTicks/el.Seconds(), float64(s1-s0)/clockTicks/el.Seconds())
 	}
 	if e := apiErrs.Load(); e > 0 {
 		fmt.Fprintf(out, "api errors: %d\n", e)

@@ -60,7 +60,7 @@ func newLogger(level string) (*zap.Logger, error) {
 }
 
 func newServeCmd() *cobra.Command {
-	var path, storeDSN, level string
+	var path, storeDSN, level, pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "serve --config FILE",
 		Short: "Run the control plane from a configuration file",
@@ -78,6 +78,13 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck
+			if pprofAddr != "" {
+				stop, err := servePprof(pprofAddr, log)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			s, err := server.Start(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
@@ -91,6 +98,7 @@ func newServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&path, "config", "", "configuration file (YAML)")
 	cmd.Flags().StringVar(&storeDSN, "store", "", "override the store: a SQLite path or postgres://…")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug|info|warn|error")
+	cmd.Flags().StringVar(&pprofAddr, "pprof-listen", "", "serve Go's net/http/pprof profiles on this address (e.g. 127.0.0.1:6060; keep it off public interfaces)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }

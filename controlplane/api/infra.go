@@ -1,17 +1,23 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // HostJSON is a fleet host in the API.
@@ -233,6 +239,16 @@ func (a *API) ingestCluster(ctx context.Context, id string) (store.Cluster, erro
 // ingest receives agent events over HTTP (the embedded default). Agents
 // authenticate with HTTP basic auth: user = cluster id, password = the
 // cluster's ingest key; an event for another cluster is refused.
+//
+// The body is one structured-mode CloudEvent (Content-Type
+// application/cloudevents+json: 202 once stored, 400 when malformed), or a
+// batch (application/cloudevents-batch+json: a JSON array of structured
+// events, CloudEvents HTTP binding "batched content mode", at most
+// maxIngestBatch). A batch is published in order; the answer is 202 with
+// proto.BatchResult when every event was stored or refused for good (the
+// refused ones are listed and never worth a retry), 503 when an event
+// could not be stored (retry the whole batch: events are de-duplicated by
+// id).
 func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	select {
 	case a.ingestSlots <- struct{}{}:
@@ -252,11 +268,64 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+	batch := isBatchMediaType(r.Header.Get("Content-Type"))
+	limit := int64(maxBody)
+	if batch {
+		limit = maxIngestBatchBody
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		writeErr(w, badRequest("", "read body: %v", err))
 		return
 	}
+	if int64(len(body)) > limit {
+		writeErr(w, &apiError{Status: 413, Code: "too_large", Message: fmt.Sprintf("body: larger than %d bytes; send fewer events per batch", limit)})
+		return
+	}
+	if !batch {
+		a.ingestOne(w, r, c, body)
+		return
+	}
+	events, err := splitBatch(body)
+	if err != nil {
+		writeErr(w, badRequest("", "%v", err))
+		return
+	}
+	res := proto.BatchResult{Rejected: []proto.BatchRejection{}}
+	var publish [][]byte
+	var at []int
+	for i, ev := range events {
+		if !controlplane.EventBelongsTo(ev, c.Namespace, c.Name) {
+			res.Rejected = append(res.Rejected, proto.BatchRejection{Index: i, Error: "forbidden: event is not for cluster " + c.Name})
+			continue
+		}
+		publish = append(publish, ev)
+		at = append(at, i)
+	}
+	retry := 0
+	for j, err := range controlplane.PublishAll(r.Context(), a.d.Bus, controlplane.TopicAgentEvents, publish) {
+		switch {
+		case err == nil:
+			res.Accepted++
+		case errors.Is(err, controlplane.ErrMalformed):
+			res.Rejected = append(res.Rejected, proto.BatchRejection{Index: at[j], Error: err.Error()})
+		default:
+			retry++
+			if retry == 1 {
+				a.d.Log.Warn("ingest: publish failed; the agent retries the batch", zap.String("cluster", c.ID), zap.Error(err))
+			}
+		}
+	}
+	slices.SortFunc(res.Rejected, func(x, y proto.BatchRejection) int { return x.Index - y.Index })
+	if retry > 0 {
+		writeErr(w, &apiError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("%d of %d events not stored; retry the batch", retry, len(events))})
+		return
+	}
+	writeJSON(w, http.StatusAccepted, res)
+}
+
+// ingestOne handles a single structured-mode event.
+func (a *API) ingestOne(w http.ResponseWriter, r *http.Request, c store.Cluster, body []byte) {
 	if !controlplane.EventBelongsTo(body, c.Namespace, c.Name) {
 		writeErr(w, &apiError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Name})
 		return
@@ -271,6 +340,54 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// Ingest batch limits.
+const (
+	// maxIngestBatch is the most events one batch may hold.
+	maxIngestBatch = 1000
+	// maxIngestBatchBody bounds a batch request's body, in bytes.
+	maxIngestBatchBody = 8 << 20
+)
+
+// isBatchMediaType reports whether ct is application/cloudevents-batch+json.
+func isBatchMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == proto.BatchMediaType
+}
+
+// splitBatch splits a JSON array into its elements (copies), each of
+// which must be an object.
+func splitBatch(body []byte) ([][]byte, error) {
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.ReadToken()
+	if err != nil || tok.Kind() != '[' {
+		return nil, errors.New("body: a batch must be a JSON array of structured-mode CloudEvents")
+	}
+	var out [][]byte
+	for dec.PeekKind() != ']' {
+		v, err := dec.ReadValue()
+		if err != nil {
+			return nil, fmt.Errorf("body: not JSON at event %d: %v", len(out), err)
+		}
+		if v.Kind() != '{' {
+			return nil, fmt.Errorf("body: event %d must be a JSON object (a structured-mode CloudEvent)", len(out))
+		}
+		if len(out) == maxIngestBatch {
+			return nil, fmt.Errorf("body: more than %d events in one batch; send fewer", maxIngestBatch)
+		}
+		out = append(out, v.Clone())
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, fmt.Errorf("body: not JSON: %v", err)
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return nil, errors.New("body: trailing data after the batch array")
+	}
+	if len(out) == 0 {
+		return nil, errors.New("body: empty batch; send at least one event")
+	}
+	return out, nil
 }
 
 // nodeCloudInit renders a node's #cloud-config user-data for an IaaS

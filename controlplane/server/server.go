@@ -254,7 +254,7 @@ func (s *Server) start(ctx context.Context) error {
 		bus = s.daprBus
 	} else {
 		eb := controlplane.NewEmbeddedBus()
-		eb.Subscribe(controlplane.TopicAgentEvents, s.Projection.Handle)
+		eb.SubscribeBatch(controlplane.TopicAgentEvents, s.Projection.HandleBatch)
 		eb.Subscribe(controlplane.TopicControlPlane, s.Engine.Handle)
 		bus = eb
 	}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -38,6 +39,9 @@ type Store struct {
 	// connection (WAL) instead of queueing behind it; on PostgreSQL db.
 	rdb     *sql.DB
 	dialect Dialect
+	// stmts caches the hot read queries prepared on rdb (query text →
+	// *sql.Stmt), so they are not parsed again on every API call.
+	stmts sync.Map
 }
 
 // Open opens (creating if needed) the store at dsn and applies every
@@ -85,10 +89,50 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.stmts.Range(func(_, v any) bool {
+		_ = v.(*sql.Stmt).Close()
+		return true
+	})
 	if s.rdb != s.db {
 		s.rdb.Close()
 	}
 	return s.db.Close()
+}
+
+// readStmt returns query (in the ? placeholder form) prepared on the read
+// pool; it is prepared once and kept until Close (database/sql prepares it
+// again on each pool connection that runs it).
+func (s *Store) readStmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.rdb.PrepareContext(ctx, s.q(query))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// readQuery runs a hot read query through readStmt.
+func (s *Store) readQuery(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// readRow is readQuery for one row; a preparation error comes out of Scan.
+func (s *Store) readRow(ctx context.Context, query string, args ...any) rowScanner {
+	st, err := s.readStmt(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // DB returns the underlying database handle (for diagnostics and tests).
@@ -351,7 +395,7 @@ func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 
 // TokenByHash returns the active (not revoked) token with this hash.
 func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
-	t, err := scanToken(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND revoked_at = 0`), hash))
+	t, err := scanToken(s.readRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND revoked_at = 0`, hash))
 	if err != nil {
 		return Token{}, notFound("token", err)
 	}
@@ -446,7 +490,7 @@ func (s *Store) CreateCluster(ctx context.Context, c Cluster, op Operation) erro
 
 // GetCluster returns a cluster by id.
 func (s *Store) GetCluster(ctx context.Context, id string) (Cluster, error) {
-	c, err := scanCluster(s.rdb.QueryRowContext(ctx, s.q(`SELECT `+clusterCols+` FROM clusters WHERE id = ?`), id))
+	c, err := scanCluster(s.readRow(ctx, `SELECT `+clusterCols+` FROM clusters WHERE id = ?`, id))
 	if err != nil {
 		return Cluster{}, notFound("cluster "+id, err)
 	}
@@ -476,7 +520,7 @@ func (s *Store) ListClusters(ctx context.Context, namespace string, p Page) ([]C
 }
 
 func (s *Store) queryClusters(ctx context.Context, query string, args ...any) ([]Cluster, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.readQuery(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list clusters: %w", err)
 	}
@@ -572,7 +616,7 @@ func (s *Store) DeleteNode(ctx context.Context, clusterID, name string) error {
 
 // ListNodes lists a cluster's nodes by name.
 func (s *Store) ListNodes(ctx context.Context, clusterID string) ([]Node, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT `+nodeCols+` FROM nodes WHERE cluster_id = ? ORDER BY name`), clusterID)
+	rows, err := s.readQuery(ctx, `SELECT `+nodeCols+` FROM nodes WHERE cluster_id = ? ORDER BY name`, clusterID)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -675,8 +719,10 @@ func (t *txStmts) close() {
 	}
 }
 
+// rowScanner is *sql.Row or *sql.Rows.
 type rowScanner interface{ Scan(dest ...any) error }
 
+// errRow is a row whose Scan fails with err.
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
