@@ -138,7 +138,11 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.rep = report.NewReporter(tr, log.Named("report"), report.WithDroppedCounter(metrics.EventsDropped))
+	ropts := []report.Option{report.WithDroppedCounter(metrics.EventsDropped)}
+	if cfg.Events.HTTP != nil {
+		ropts = append(ropts, report.WithMaxBatch(cfg.Events.HTTP.MaxBatch))
+	}
+	a.rep = report.NewReporter(tr, log.Named("report"), ropts...)
 	a.handlerHealthy.Store(true)
 	a.state = httpapi.NodeState{Node: cfg.Node.Name, Cluster: clusterName(cfg), Role: "unknown", LagBytes: -1}
 	return a, nil

@@ -152,7 +152,8 @@ func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {
 		cfg["events"] = map[string]any{"dapr": map[string]any{
 			"grpc_address": spec.Agent.Dapr.GRPCAddress, "pubsub": spec.Agent.Dapr.PubSub, "topic": spec.Agent.Dapr.Topic}}
 	case spec.Agent.EventsURL != "":
-		cfg["events"] = map[string]any{"http": map[string]any{"url": spec.Agent.EventsURL, "timeout": "5s"}}
+		// dbpilot-server's ingest takes CloudEvents batches (docs/events.md).
+		cfg["events"] = map[string]any{"http": map[string]any{"url": spec.Agent.EventsURL, "timeout": "5s", "max_batch": 100}}
 	}
 	if len(spec.Template.Handlers) > 0 {
 		cfg["handlers"] = spec.Template.Handlers

@@ -177,6 +177,12 @@ type DaprEvents struct {
 type HTTPEvents struct {
 	URL     string        `yaml:"url"`
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxBatch is the most waiting events sent in one request as a
+	// CloudEvents batch (application/cloudevents-batch+json). Default 1:
+	// every event alone, which any CloudEvents HTTP receiver understands;
+	// dbpilot-server's ingest accepts batches and the configs it renders
+	// set 100. Range 1..1000.
+	MaxBatch int `yaml:"max_batch"`
 }
 
 // Log configures the zap logger.
@@ -279,6 +285,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	}
 	if c.Events.HTTP != nil && c.Events.HTTP.Timeout == 0 {
 		c.Events.HTTP.Timeout = 5 * time.Second
+	}
+	if c.Events.HTTP != nil && c.Events.HTTP.MaxBatch == 0 {
+		c.Events.HTTP.MaxBatch = 1
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -420,6 +429,9 @@ func (c *Config) Validate() error {
 	}
 	if h := c.Events.HTTP; h != nil && !strings.HasPrefix(h.URL, "http://") && !strings.HasPrefix(h.URL, "https://") {
 		add("events.http.url", "must be an http:// or https:// URL (got %q)", h.URL)
+	}
+	if h := c.Events.HTTP; h != nil && (h.MaxBatch < 1 || h.MaxBatch > 1000) {
+		add("events.http.max_batch", "must be between 1 and 1000 events (1 sends each event alone; got %d)", h.MaxBatch)
 	}
 	if c.Backup != nil {
 		errs = append(errs, c.Backup.validate()...)

@@ -76,6 +76,8 @@ func TestBadConfigsNameTheField(t *testing.T) {
 		{"handler with both", "handlers: {preStart: {command: [x], shell: y}}", "handlers.preStart"},
 		{"negative lag", "maximum_lag_on_failover: -1", "maximum_lag_on_failover: must be >= 0"},
 		{"managed parameter", "postgres: {parameters: {port: '5433'}}", "postgres.parameters.port: is managed by the agent"},
+		{"batch too large", "events: {http: {url: 'http://cp:8080/v1/ingest/events', max_batch: 5000}}", "events.http.max_batch: must be between 1 and 1000"},
+		{"negative batch", "events: {http: {url: 'http://cp:8080/v1/ingest/events', max_batch: -1}}", "events.http.max_batch: must be between 1 and 1000"},
 	}
 	for _, tc := range tests {
 		if tc.want == "" {
