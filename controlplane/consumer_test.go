@@ -222,3 +222,53 @@ func TestEventBelongsTo(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneEventsPolicy: member state_changed events go after
+// StateEvents, the rest after Events, a zero duration keeps them, and more
+// than one chunk is deleted in one call.
+func TestPruneEventsPolicy(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 3, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	var evs []store.EventApply
+	add := func(n int, typ string, age time.Duration) {
+		for i := range n {
+			evs = append(evs, store.EventApply{Event: store.Event{ID: fmt.Sprintf("%s-%s-%d", typ, age, i), Namespace: "ns", Project: "p", Cluster: "db", Node: "n1",
+				Type: typ, Term: 1, Time: now.Add(-age), Data: json.RawMessage(`{}`)}, Projection: store.Projection{Scope: store.ScopeUnordered}})
+		}
+	}
+	add(pruneChunk+10, proto.TypeMemberState, 72*time.Hour) // older than 48 h: go
+	add(5, proto.TypeMemberState, time.Hour)                // kept
+	add(3, proto.TypePrimaryChanged, 72*time.Hour)          // kept: younger than 30 days
+	add(2, proto.TypeFenced, 40*24*time.Hour)               // older than 30 days: go
+	if _, err := st.ApplyEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	n, err := PruneEvents(ctx, st, EventRetention{Events: DefaultEventRetention, StateEvents: DefaultStateEventRetention}, now)
+	if err != nil || n != pruneChunk+10+2 {
+		t.Fatalf("pruned %d (%v), want %d", n, err, pruneChunk+12)
+	}
+	left, err := st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byType := map[string]int{}
+	for _, e := range left {
+		byType[e.Type]++
+	}
+	if byType[proto.TypeMemberState] != 5 || byType[proto.TypePrimaryChanged] != 3 || len(byType) != 2 {
+		t.Fatalf("left %v, want 5 recent state events and 3 primary_changed", byType)
+	}
+	// Zero durations keep everything.
+	if n, err := PruneEvents(ctx, st, EventRetention{}, now.Add(1000*time.Hour)); err != nil || n != 0 {
+		t.Fatalf("with zero retention pruned %d (%v), want 0", n, err)
+	}
+}

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -55,6 +56,15 @@ type Config struct {
 	Bus BusConfig `yaml:"bus"`
 	// CloudInit says how rendered user-data installs the agent binary.
 	CloudInit CloudInitConfig `yaml:"cloud_init"`
+	// EventRetention is how long the event history keeps every event type
+	// but member state_changed; default 720h (30 days); a negative value
+	// keeps them forever.
+	EventRetention time.Duration `yaml:"event_retention"`
+	// StateEventRetention is how long member state_changed events (the
+	// bulk of the history) are kept; default 48h; negative: forever.
+	StateEventRetention time.Duration `yaml:"state_event_retention"`
+	// PruneInterval is how often old events are deleted; default 1m.
+	PruneInterval time.Duration `yaml:"prune_interval"`
 }
 
 // CloudInitConfig configures cloud-init rendering.
@@ -113,6 +123,17 @@ func LoadConfig(path string) (Config, error) {
 	if k := c.Bus.Kind; k != "" && k != BusEmbedded && k != BusDapr {
 		return Config{}, fmt.Errorf("config %s: bus.kind: must be embedded or dapr (got %q)", path, k)
 	}
+	for _, r := range []struct {
+		name string
+		v    time.Duration
+	}{{"event_retention", c.EventRetention}, {"state_event_retention", c.StateEventRetention}} {
+		if r.v > 0 && r.v < time.Hour {
+			return Config{}, fmt.Errorf("config %s: %s: must be at least 1h, or negative to keep events forever (got %s)", path, r.name, r.v)
+		}
+	}
+	if c.PruneInterval < 0 {
+		return Config{}, fmt.Errorf("config %s: prune_interval: must be > 0, e.g. 1m (got %s)", path, c.PruneInterval)
+	}
 	return c, nil
 }
 
@@ -139,6 +160,7 @@ type Server struct {
 	ln       net.Listener
 	cancel   context.CancelFunc
 	served   chan error
+	pruned   chan struct{} // closed when the event pruner stopped
 }
 
 // Start opens everything and serves the API until Close (or ctx ends).
@@ -266,6 +288,11 @@ func (s *Server) start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.Engine.Start(runCtx)
+	s.pruned = make(chan struct{})
+	go func() {
+		defer close(s.pruned)
+		controlplane.RunEventPruner(runCtx, s.Store, retention(*cfg), cmp.Or(cfg.PruneInterval, time.Minute), s.log)
+	}()
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return runCtx }}
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.http.Serve(s.ln) }()
@@ -346,6 +373,9 @@ func (s *Server) Close() {
 	if s.Engine != nil {
 		s.Engine.Wait()
 	}
+	if s.pruned != nil {
+		<-s.pruned
+	}
 	if s.daprBus != nil {
 		s.daprBus.Close()
 	}
@@ -370,6 +400,22 @@ func (s *Server) CreateToken(ctx context.Context, name string, grants ...store.G
 		return "", err
 	}
 	return secret, nil
+}
+
+// retention is the event retention cfg asks for (defaults filled in;
+// negative: keep forever, which EventRetention spells 0).
+func retention(cfg Config) controlplane.EventRetention {
+	pick := func(v, def time.Duration) time.Duration {
+		switch {
+		case v < 0:
+			return 0
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	return controlplane.EventRetention{Events: pick(cfg.EventRetention, controlplane.DefaultEventRetention),
+		StateEvents: pick(cfg.StateEventRetention, controlplane.DefaultStateEventRetention)}
 }
 
 // ingestSecret loads or creates DataDir/ingest.key (0600).

@@ -899,6 +899,40 @@ func (s *Store) GetBackup(ctx context.Context, clusterID, id string) (Backup, er
 	return b, nil
 }
 
+// PruneEvents deletes up to limit events (oldest first, by seq) whose
+// time is before cutoff; with types non-empty only events of those types,
+// otherwise events of any type except those in keep. It returns how many it
+// deleted; callers loop until that is below limit, so each call is one
+// short write transaction beside the projection's. Errors: the database's.
+func (s *Store) PruneEvents(ctx context.Context, cutoff time.Time, types, keep []string, limit int) (int64, error) {
+	where := `time < ?`
+	args := []any{ms(cutoff)}
+	in := func(col string, vals []string, not bool) {
+		if len(vals) == 0 {
+			return
+		}
+		op := " IN ("
+		if not {
+			op = " NOT IN ("
+		}
+		where += ` AND ` + col + op + strings.TrimSuffix(strings.Repeat("?, ", len(vals)), ", ") + `)`
+		for _, v := range vals {
+			args = append(args, v)
+		}
+	}
+	in("type", types, false)
+	in("type", keep, true)
+	res, err := s.exec(ctx, `DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE `+where+` ORDER BY seq LIMIT ?)`, append(args, max(limit, 1))...)
+	if err != nil {
+		return 0, fmt.Errorf("prune events: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("prune events: %w", err)
+	}
+	return n, nil
+}
+
 // ListEvents lists events in arrival order (by seq) matching f.
 func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
 	query := `SELECT seq, id, namespace, project, cluster, node, type, term, revision, time, stale, data FROM events WHERE seq > ?`

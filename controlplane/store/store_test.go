@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,7 @@ func suite(t *testing.T, newStore func(t *testing.T) *store.Store) {
 	t.Run("tokens", func(t *testing.T) { testTokens(t, newStore(t)) })
 	t.Run("clusters", func(t *testing.T) { testClusters(t, newStore(t)) })
 	t.Run("events", func(t *testing.T) { testEvents(t, newStore(t)) })
+	t.Run("prune_events", func(t *testing.T) { testPruneEvents(t, newStore(t)) })
 	t.Run("operations", func(t *testing.T) { testOperations(t, newStore(t)) })
 	t.Run("fleet", func(t *testing.T) { testFleet(t, newStore(t)) })
 	t.Run("templates_audit", func(t *testing.T) { testTemplatesAudit(t, newStore(t)) })
@@ -457,5 +459,66 @@ func testBackups(t *testing.T, s *store.Store) {
 	}
 	if bs, err := s.ListBackups(ctx, "c1", store.Page{}); err != nil || len(bs) != 0 {
 		t.Fatalf("after delete: %v %+v", err, bs)
+	}
+}
+
+// testPruneEvents: PruneEvents deletes only events before the cut-off, of
+// the chosen types (or all but the kept ones), oldest first, at most limit
+// per call; the projection is untouched.
+func testPruneEvents(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	c, op := newCluster("c1", "a", "billing")
+	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var evs []store.EventApply
+	for i := range 10 {
+		typ := "state"
+		if i%5 == 0 {
+			typ = "primary"
+		}
+		evs = append(evs, store.EventApply{Event: store.Event{ID: fmt.Sprintf("e%02d", i), Namespace: "a", Project: "default", Cluster: "billing", Node: "node1",
+			Type: typ, Term: 1, Revision: int64(i + 1), Time: now.Add(time.Duration(i-10) * time.Hour), Data: json.RawMessage(`{}`)},
+			Projection: store.Projection{Scope: store.ScopeUnordered}})
+	}
+	if _, err := s.ApplyEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() []string {
+		all, err := s.ListEvents(ctx, store.EventFilter{Namespace: "a", Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range all {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	// State events older than 4.5 h ago (e00..e05 are older; e00 and e05
+	// are "primary"), two per call.
+	cut := now.Add(-4*time.Hour - 30*time.Minute)
+	if n, err := s.PruneEvents(ctx, cut, []string{"state"}, nil, 2); err != nil || n != 2 {
+		t.Fatalf("first chunk: %d %v, want 2", n, err)
+	}
+	if got := ids(); strings.Join(got, ",") != "e00,e03,e04,e05,e06,e07,e08,e09" {
+		t.Fatalf("after one chunk: %v, want the two oldest state events gone", got)
+	}
+	if n, err := s.PruneEvents(ctx, cut, []string{"state"}, nil, 2); err != nil || n != 2 {
+		t.Fatalf("second chunk: %d %v, want 2", n, err)
+	}
+	if n, err := s.PruneEvents(ctx, cut, []string{"state"}, nil, 2); err != nil || n != 0 {
+		t.Fatalf("third chunk: %d %v, want 0 (nothing old left)", n, err)
+	}
+	// Everything but state events older than 7 h ago: e00 only.
+	if n, err := s.PruneEvents(ctx, now.Add(-7*time.Hour), nil, []string{"state"}, 100); err != nil || n != 1 {
+		t.Fatalf("other types: %d %v, want 1", n, err)
+	}
+	if got := ids(); strings.Join(got, ",") != "e05,e06,e07,e08,e09" {
+		t.Fatalf("after pruning: %v", got)
+	}
+	if cl, err := s.GetCluster(ctx, "c1"); err != nil || cl.Name != "billing" {
+		t.Fatalf("cluster after pruning: %+v %v", cl, err)
 	}
 }
