@@ -94,8 +94,9 @@ type Cluster struct {
 	Term        uint64
 	Revision    int64
 	StaleEvents int64
-	// IngestKeyHash is the SHA-256 of the key the cluster's agents present
-	// when they post events over HTTP.
+	// IngestKeyHash is not read: the ingest key is derived from the
+	// server's secret (controlplane.IngestKey), and the API stores the
+	// marker "hmac" here.
 	IngestKeyHash string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
@@ -108,7 +109,7 @@ type Node struct {
 	ClusterID   string
 	Name        string
 	Host        string
-	State       string // provider state: pending | created | deleting
+	State       string // provider state: created (by a provider) | external (first seen in an agent event)
 	Role        string
 	MemberState string
 	Healthy     bool
@@ -148,7 +149,7 @@ type EventFilter struct {
 }
 
 // Operation is a long-running request (create, delete, scale, switchover,
-// failover, restart) and its persisted workflow position.
+// failover, restart, backup, restore) and its persisted workflow position.
 type Operation struct {
 	ID         string
 	Namespace  string
