@@ -57,6 +57,10 @@ type Agent struct {
 	handlerHealthy atomic.Bool
 	fenced         atomic.Bool
 	isLeader       atomic.Bool // last cycle: we hold the leader key
+	// etcdRev is the newest etcd revision the agent has read (the events'
+	// dbpilotrevision: consumers order a member's events by term, then by
+	// it). It only grows.
+	etcdRev atomic.Int64
 	leaderless     atomic.Bool // last cycle: no leader key
 	trigger        chan struct{}
 
@@ -404,6 +408,7 @@ func (a *Agent) publish(typ string, payload any) {
 		ClusterRef:  proto.ClusterRef{Namespace: a.cfg.Cluster.Namespace, Project: a.cfg.Cluster.Project, Cluster: a.cfg.Cluster.Name},
 		Node:        a.cfg.Node.Name,
 		Term:        a.state.Term,
+		Revision:    a.etcdRev.Load(),
 		TimestampMS: time.Now().UnixMilli(),
 	}
 	a.mu.Unlock()
@@ -413,6 +418,16 @@ func (a *Agent) publish(typ string, payload any) {
 		return
 	}
 	a.rep.Publish(e)
+}
+
+// noteRevision raises etcdRev to rev.
+func (a *Agent) noteRevision(rev int64) {
+	for {
+		cur := a.etcdRev.Load()
+		if rev <= cur || a.etcdRev.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
 }
 
 // Snapshot implements httpapi.Source.

@@ -234,13 +234,15 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	}
 	st, _ = a.pg.Status(ctx)
 	dur := time.Since(start)
+	// Both events belong to the new term, at the claim's revision.
+	a.noteRevision(rev)
+	a.mu.Lock()
+	a.state.Term = a.term
+	a.mu.Unlock()
 	if sw := snap.Switchover; reason == "switchover" && sw != nil {
 		dur = time.Since(time.UnixMilli(sw.HandoverMS))
 		a.publish(proto.TypeSwitchover, proto.SwitchoverCompleted{From: sw.From, To: a.cfg.Node.Name, DurationMS: dur.Milliseconds()})
 	}
-	a.mu.Lock()
-	a.state.Term = a.term
-	a.mu.Unlock()
 	a.publish(proto.TypePrimaryChanged, proto.PrimaryChanged{Primary: a.cfg.Node.Name, PreviousPrimary: previous, Reason: reason, Timeline: st.Timeline, LSN: st.LSN().String(), DurationMS: dur.Milliseconds()})
 	a.log.Info("promoted", zap.Uint64("term", a.term), zap.Uint32("timeline", st.Timeline), zap.String("lsn", st.LSN().String()), zap.Duration("took", time.Since(start)))
 	return nil

@@ -111,6 +111,10 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	}
 	unlock := sync.OnceFunc(lockedUnlock)
 	defer unlock()
+	// initdb or a restore can outlast the TTL on a slow host: keep the
+	// lease (and with it the lock and the fencer's proof) alive meanwhile.
+	stopRenewing := a.keepLeaseAlive(ctx, "bootstrap")
+	defer stopRenewing()
 	snap, err := a.dcs.Snapshot(ctx)
 	if err != nil || snap.Initialized || snap.Leader != nil {
 		return false, err
@@ -176,6 +180,7 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	if err := a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: cd.SystemIdentifier, Role: "primary"}); err != nil {
 		return true, err
 	}
+	a.noteRevision(rev)
 	a.mu.Lock()
 	a.state.Term = 1
 	a.mu.Unlock()

@@ -59,6 +59,14 @@ func (a *Agent) renewDuring(ctx context.Context, act ha.Action) func() {
 	if act.Kind == ha.Noop || act.Kind == ha.Fence {
 		return func() {}
 	}
+	return a.keepLeaseAlive(ctx, string(act.Kind))
+}
+
+// keepLeaseAlive renews the lease every health interval until the
+// returned function is called (which waits for the renewer to stop), so
+// a slow step (initdb, a restore, pg_rewind) does not let the lease, and
+// the proof the fencer relies on, run out. what names the step in logs.
+func (a *Agent) keepLeaseAlive(ctx context.Context, what string) func() {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -71,7 +79,7 @@ func (a *Agent) renewDuring(ctx context.Context, act ha.Action) func() {
 				return
 			case <-t.C:
 				if err := a.dcs.Renew(rctx); err != nil && rctx.Err() == nil {
-					a.log.Warn("lease renewal during action failed", zap.String("action", string(act.Kind)), zap.Error(err))
+					a.log.Warn("lease renewal during action failed", zap.String("action", what), zap.Error(err))
 				}
 			}
 		}
@@ -91,6 +99,9 @@ func (a *Agent) observe(ctx context.Context) observation {
 		}
 		snap, serr := a.dcs.Snapshot(ctx)
 		obs.snap, obs.etcdOK = snap, serr == nil && rerr == nil
+		if serr == nil {
+			a.noteRevision(snap.Revision)
+		}
 		if serr != nil || rerr != nil {
 			a.log.Warn("etcd cycle failed", zap.NamedError("renew", rerr), zap.NamedError("read", serr))
 		}

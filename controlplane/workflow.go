@@ -59,8 +59,11 @@ type EngineConfig struct {
 	Instance string
 	// Lease is how long a claimed operation stays ours without renewal.
 	Lease time.Duration
-	// ReadyTimeout bounds waiting for a cluster to become ready.
+	// ReadyTimeout bounds waiting for a cluster to become ready, and for
+	// an agent to take an on-demand backup request.
 	ReadyTimeout time.Duration
+	// BackupTimeout bounds a backup once an agent runs it; default 12h.
+	BackupTimeout time.Duration
 	// StepAttempts is how often a failing step is retried.
 	StepAttempts int
 	// Agent holds the cluster-independent agent settings.
@@ -95,6 +98,9 @@ func NewEngine(cfg EngineConfig, st *store.Store, etcd *clientv3.Client, provide
 	}
 	if cfg.StepAttempts <= 0 {
 		cfg.StepAttempts = 5
+	}
+	if cfg.BackupTimeout <= 0 {
+		cfg.BackupTimeout = 12 * time.Hour
 	}
 	return &Engine{cfg: cfg, st: st, etcd: etcd, providers: providers, log: log.Named("workflow"), running: map[string]bool{}}
 }
@@ -576,7 +582,7 @@ func (x *clusterCtx) backup(ctx context.Context) error {
 	}
 	defer func() { _, _ = x.w.e.etcd.Delete(context.WithoutCancel(ctx), requestKey(x.prefix, id)) }()
 	return x.w.step(ctx, "wait", backupSteps, func(ctx context.Context) error {
-		deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
+		started := time.Now()
 		var agentDone time.Time
 		last := ""
 		for {
@@ -617,8 +623,14 @@ func (x *clusterCtx) backup(ctx context.Context) error {
 			} else if err := x.keepLease(ctx); err != nil {
 				return backoff.Permanent(err)
 			}
-			if time.Now().After(deadline) {
-				return backoff.Permanent(fmt.Errorf("no backup completed within %s: %s", x.w.e.cfg.ReadyTimeout, progress))
+			// ReadyTimeout for an agent to take the request; once one
+			// runs it, BackupTimeout (a large database takes hours).
+			limit := x.w.e.cfg.ReadyTimeout
+			if len(bs) > 0 || node != "" {
+				limit = x.w.e.cfg.BackupTimeout
+			}
+			if time.Since(started) > limit {
+				return backoff.Permanent(fmt.Errorf("no backup completed within %s: %s", limit, progress))
 			}
 			select {
 			case <-ctx.Done():

@@ -6,6 +6,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -180,6 +181,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeErr writes err as the JSON error body; errors that are not
 // *apiError are mapped from store sentinels, else 500.
 func writeErr(w http.ResponseWriter, err error) {
+	ae := toAPIError(err)
+	writeJSON(w, ae.Status, ae)
+}
+
+// toAPIError maps err to the JSON error it is answered with.
+func toAPIError(err error) *apiError {
 	var ae *apiError
 	switch {
 	case errors.As(err, &ae):
@@ -190,7 +197,16 @@ func writeErr(w http.ResponseWriter, err error) {
 	default:
 		ae = &apiError{Status: 500, Code: "internal", Message: "internal error"}
 	}
-	writeJSON(w, ae.Status, ae)
+	return ae
+}
+
+// auditAction is the audit log's action for r: the route pattern, which
+// starts with the method ("POST /v1/namespaces/{ns}/clusters").
+func auditAction(r *http.Request) string {
+	if r.Pattern == "" || strings.HasPrefix(r.Pattern, r.Method+" ") {
+		return cmp.Or(r.Pattern, r.Method+" "+r.URL.Path)
+	}
+	return r.Method + " " + r.Pattern
 }
 
 const maxBody = 1 << 20

@@ -141,7 +141,7 @@ func (a *API) audit(r *http.Request, p *principal, status int) {
 	if status >= 400 {
 		result = http.StatusText(status)
 	}
-	e := store.AuditEntry{At: time.Now().UTC(), Actor: actor, Namespace: r.PathValue("ns"), Action: r.Method + " " + r.Pattern,
+	e := store.AuditEntry{At: time.Now().UTC(), Actor: actor, Namespace: r.PathValue("ns"), Action: auditAction(r),
 		Resource: r.URL.Path, Status: status, Result: result}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()

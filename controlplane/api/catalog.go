@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -113,7 +114,32 @@ func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		writeErr(w, err)
 		return
 	}
-	if err := a.d.Store.DeleteTemplate(r.Context(), ns, r.PathValue("name")); err != nil {
+	name := r.PathValue("name")
+	// A cluster's later operations (scale, restore, node replacement)
+	// render from its template: refuse while clusters use it.
+	var users []string
+	for page := (store.Page{Limit: 1000}); ; {
+		cs, err := a.d.Store.ListClusters(r.Context(), ns, page)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		for _, c := range cs {
+			if c.Template == name {
+				users = append(users, c.Name)
+			}
+		}
+		if len(cs) < page.Limit {
+			break
+		}
+		page.After = cs[len(cs)-1].ID
+	}
+	if len(users) > 0 {
+		writeErr(w, &apiError{Status: 409, Code: "conflict", Field: "name",
+			Message: fmt.Sprintf("name: template %s is used by clusters %s; delete those clusters first", name, strings.Join(users, ", "))})
+		return
+	}
+	if err := a.d.Store.DeleteTemplate(r.Context(), ns, name); err != nil {
 		writeErr(w, err)
 		return
 	}

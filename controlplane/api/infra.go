@@ -109,10 +109,10 @@ func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
 			err = &apiError{Status: 401, Code: "unauthenticated", Field: "join_token", Message: "join_token: unknown, used or expired"}
 		}
 		writeErr(w, err)
-		status = 401
+		status = toAPIError(err).Status
 	}
 	a.d.Log.Info("host enrolment", zap.String("host", req.Name), zap.Int("status", status))
-	_ = a.d.Store.Audit(r.Context(), store.AuditEntry{At: time.Now().UTC(), Actor: "host " + req.Name, Action: "POST " + r.Pattern,
+	_ = a.d.Store.Audit(r.Context(), store.AuditEntry{At: time.Now().UTC(), Actor: "host " + req.Name, Action: auditAction(r),
 		Resource: r.URL.Path, Status: status, Result: http.StatusText(status)})
 	if err != nil {
 		return

@@ -157,6 +157,9 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	statuses := map[int]int{}
 	for _, a := range audit.Items {
 		statuses[a.Status]++
+		if method, path, ok := strings.Cut(a.Action, " "); !ok || !strings.HasPrefix(path, "/v1/") || strings.Contains(path, method+" ") {
+			t.Errorf("audit action %q, want \"METHOD /v1/pattern\" (the method once)", a.Action)
+		}
 	}
 	if statuses[404] == 0 || statuses[403] == 0 || statuses[400] == 0 || statuses[202] == 0 {
 		t.Fatalf("audit log misses refused or accepted mutations: %v", statuses)
@@ -251,6 +254,26 @@ func TestAuthAndValidation(t *testing.T) {
 	}
 	if code := admin.do("POST", "/v1/namespaces/acme/templates", `{"name":"t1","engine":"postgres","engine_version":"15","agent_version":"v","plans":{"s":{"cpu":0,"memory_mb":512,"disk_gb":1}}}`, &e); code != 400 || e.Field != "plans.s.cpu" {
 		t.Errorf("template plan: %d %+v", code, e)
+	}
+
+	// A template in use cannot be deleted: 409 naming the clusters.
+	if code := admin.do("POST", "/v1/namespaces/acme/templates", `{"name":"t-used","engine":"postgres","engine_version":"15","agent_version":"v","plans":{"s":{"cpu":1,"memory_mb":512,"disk_gb":1}}}`, &e); code != 201 {
+		t.Fatalf("create template: %d %+v", code, e)
+	}
+	now := time.Now()
+	if err := s.Store.CreateCluster(context.Background(), store.Cluster{ID: "c-tu", Namespace: "acme", Project: "default", Name: "uses-t", Engine: "postgres", Version: "15",
+		Template: "t-used", Plan: "s", Provider: "process", Replicas: 1, SynchronousMode: "off", Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "op-tu", Namespace: "acme", ClusterID: "c-tu", Kind: "create", State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if code := admin.do("DELETE", "/v1/namespaces/acme/templates/t-used", nil, &e); code != 409 || e.Field != "name" || !strings.Contains(e.Message, "uses-t") {
+		t.Errorf("delete a template in use: %d %+v, want 409 naming cluster uses-t", code, e)
+	}
+	if err := s.Store.DeleteCluster(context.Background(), "c-tu"); err != nil {
+		t.Fatal(err)
+	}
+	if code := admin.do("DELETE", "/v1/namespaces/acme/templates/t-used", nil, nil); code != 204 {
+		t.Errorf("delete an unused template: %d, want 204", code)
 	}
 
 	// OpenAPI: every route documented, nothing documented that is not served.

@@ -48,6 +48,9 @@ type Config struct {
 	Instance string `yaml:"instance"`
 	// ReadyTimeout bounds provisioning waits; default 3m.
 	ReadyTimeout time.Duration `yaml:"ready_timeout"`
+	// BackupTimeout bounds an on-demand backup once an agent runs it;
+	// default 12h.
+	BackupTimeout time.Duration `yaml:"backup_timeout"`
 	// AgentTTL and AgentInterval are passed to generated agent configs.
 	AgentTTL      time.Duration `yaml:"agent_ttl"`
 	AgentInterval time.Duration `yaml:"agent_interval"`
@@ -244,7 +247,7 @@ func (s *Server) start(ctx context.Context) error {
 		}
 	}
 	s.Engine = controlplane.NewEngine(controlplane.EngineConfig{
-		Instance: cfg.Instance, ReadyTimeout: cfg.ReadyTimeout,
+		Instance: cfg.Instance, ReadyTimeout: cfg.ReadyTimeout, BackupTimeout: cfg.BackupTimeout,
 		Agent: agent,
 		EventsURL: func(clusterID string) string {
 			u, _ := url.Parse(base + "/v1/ingest/events")
