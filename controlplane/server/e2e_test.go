@@ -437,6 +437,13 @@ func scaleAndCheck(t *testing.T, s *server.Server, c client, clusterID string, n
 // cluster shows the mode.
 func setSyncAndCheck(t *testing.T, s *server.Server, c client, clusterID, mode string) {
 	t.Helper()
+	// Every replica streams first (after a switchover they reconnect):
+	// then "in effect" means PostgreSQL waits for one of them.
+	var cl clusterOut
+	c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
+	eventually(t, 60*time.Second, "every replica streams before the change", func() error {
+		return primaryStreaming(t, s.Process, cl, handlesOf(t, s, clusterID), cl.Replicas-1)
+	})
 	var o op
 	if code := c.do("PATCH", "/v1/namespaces/acme/clusters/billing", map[string]any{"synchronous_mode": mode}, &o); code != 202 {
 		t.Fatalf("PATCH synchronous_mode %s: %d", mode, code)
@@ -444,7 +451,6 @@ func setSyncAndCheck(t *testing.T, s *server.Server, c client, clusterID, mode s
 	if done := c.waitOp("acme", o.ID, 2*time.Minute); done.State != store.OpSucceeded {
 		t.Fatalf("synchronous_mode %s failed: %+v", mode, done)
 	}
-	var cl clusterOut
 	var sm struct {
 		SynchronousMode string `json:"synchronous_mode"`
 	}
