@@ -66,10 +66,11 @@ func TestUpdateSynchronousMode(t *testing.T) {
 		return nil
 	})
 	// The primary acts under "on" but node2 streams and nothing waits for
-	// it yet: the operation keeps waiting and says why.
-	putJSON(t, s, "leader", map[string]any{"node": "node1", "term": 1})
-	putJSON(t, s, "members/node1", map[string]any{"node": "node1", "role": "primary", "healthy": true, "synchronous_mode": "on", "synchronous": false, "priority": 100})
+	// it yet: the operation keeps waiting and says why. (The leader key
+	// goes last: the operation may read etcd between any two writes.)
 	putJSON(t, s, "members/node2", map[string]any{"node": "node2", "role": "replica", "healthy": true, "streaming": true, "synchronous_mode": "on", "priority": 100})
+	putJSON(t, s, "members/node1", map[string]any{"node": "node1", "role": "primary", "healthy": true, "synchronous_mode": "on", "synchronous": false, "priority": 100})
+	putJSON(t, s, "leader", map[string]any{"node": "node1", "term": 1})
 	eventually(t, 30*time.Second, "the operation waits for a synchronous standby", func() error {
 		var cur op
 		admin.do("GET", "/v1/namespaces/acme/operations/"+o.ID, nil, &cur)
