@@ -60,9 +60,9 @@ type Agent struct {
 	// etcdRev is the newest etcd revision the agent has read (the events'
 	// dbpilotrevision: consumers order a member's events by term, then by
 	// it). It only grows.
-	etcdRev atomic.Int64
-	leaderless     atomic.Bool // last cycle: no leader key
-	trigger        chan struct{}
+	etcdRev    atomic.Int64
+	leaderless atomic.Bool // last cycle: no leader key
+	trigger    chan struct{}
 
 	// Loop state: touched only by the HA loop goroutine.
 	leaderRev         int64 // create revision of our leader key, 0 if not leader
@@ -77,6 +77,11 @@ type Agent struct {
 	syncAppliedLSN    uint64
 	pgSync            []string
 	lastDocHash       string
+	// syncMode is the effective synchronous_mode ("on" | "off") as of the
+	// last etcd read: the spec key's, else the local configuration's.
+	syncMode string
+	// specRev is the spec key revision last reported in the log (0: none).
+	specRev int64
 
 	mu    sync.Mutex
 	state httpapi.NodeState
@@ -135,7 +140,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
-		lastRole: ha.RoleStopped, bk: bk,
+		lastRole: ha.RoleStopped, bk: bk, syncMode: string(cfg.SynchronousMode),
 	}
 	a.hooks = handlers.NewRunner(log, cfg.Handlers, handlers.WithOnChangeResult(func(_ handlers.Env, r handlers.Result) { a.handlerResult(r) }))
 	tr, err := newTransport(cfg)
@@ -292,15 +297,16 @@ func (a *Agent) loop(ctx context.Context, watch <-chan struct{}) {
 }
 
 // relevant says which etcd changes start a cycle before the next tick: the
-// leader key appearing or vanishing, switchover requests, members joining or
-// leaving, and, while there is no leader, every member update (candidates
-// wait for each other's final LSN). Our own member writes and the primary's
-// periodic refreshes do not, so an idle cluster cycles once per interval.
+// leader key appearing or vanishing, switchover requests, the control
+// plane's spec, members joining or leaving, and, while there is no leader,
+// every member update (candidates wait for each other's final LSN). Our own
+// member writes and the primary's periodic refreshes do not, so an idle
+// cluster cycles once per interval.
 func (a *Agent) relevant(ev dcs.Event) bool {
 	switch {
 	case ev.Key == "leader":
 		return ev.Create || ev.Delete
-	case ev.Key == "switchover" || ev.Key == "initialize":
+	case ev.Key == "switchover" || ev.Key == "initialize" || ev.Key == "spec":
 		return true
 	case strings.HasPrefix(ev.Key, "members/"):
 		if strings.TrimPrefix(ev.Key, "members/") == a.cfg.Node.Name {

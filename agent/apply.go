@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/agent/dcs"
 	"github.com/dbpilot/dbpilot/agent/ha"
 	"github.com/dbpilot/dbpilot/agent/postgres"
@@ -130,23 +131,29 @@ func (a *Agent) startReplica(ctx context.Context, target string, snap dcs.Snapsh
 
 // promote makes the local PostgreSQL writable; we already hold the leader
 // key at term. In synchronous mode the standbys of the sync key are set
-// first, so the very first commit after promotion waits for one of them.
+// first, so the very first commit after promotion waits for one of them;
+// otherwise (or when the key lists no other node) synchronous_standby_names
+// is emptied first, so no standby left over from an earlier term, and
+// outside the key, is waited for.
 func (a *Agent) promote(ctx context.Context, term uint64) error {
 	if !a.pg.Running() {
 		if err := a.pg.Start(ctx, postgres.RoleReplica, nil); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
 			return a.abandonLeadership(ctx, fmt.Errorf("start before promote: %w", err))
 		}
 	}
-	if a.cfg.SynchronousMode == "on" {
-		if snap, err := a.dcs.Snapshot(ctx); err == nil && snap.Sync != nil {
-			standbys := slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })
-			if len(standbys) > 0 {
-				if err := a.pg.SetSynchronousStandbys(ctx, standbys); err != nil {
-					return a.abandonLeadership(ctx, fmt.Errorf("carry over synchronous standbys: %w", err))
-				}
-				a.pgSync = standbys
-			}
+	standbys, known := []string(nil), true
+	if snap, err := a.dcs.Snapshot(ctx); err == nil {
+		if mode, _ := a.syncModeOf(snap); mode == string(config.SyncOn) && snap.Sync != nil {
+			standbys = slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })
 		}
+	} else if a.syncMode == string(config.SyncOn) {
+		known = false // cannot read the key: keep what PostgreSQL has
+	}
+	if known && !slices.Equal(standbys, a.pgSync) {
+		if err := a.pg.SetSynchronousStandbys(ctx, standbys); err != nil {
+			return a.abandonLeadership(ctx, fmt.Errorf("carry over synchronous standbys %v: %w", standbys, err))
+		}
+		a.pgSync = standbys
 	}
 	// The marker goes first: if we crash mid-promotion, we rewind on return.
 	if err := a.local.setWasPrimary(true, term); err != nil {
@@ -214,7 +221,7 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	if d := snap.Document; d != nil {
 		previous = d.Leader
 	}
-	if a.cfg.SynchronousMode == "on" && snap.Sync != nil {
+	if mode, _ := a.syncModeOf(snap); mode == string(config.SyncOn) && snap.Sync != nil {
 		// The new term's sync key never lists its own primary, and is written
 		// in the claim's transaction so no reader sees a stale one.
 		standbys := slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })

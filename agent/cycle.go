@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/agent/dcs"
 	"github.com/dbpilot/dbpilot/agent/ha"
 	"github.com/dbpilot/dbpilot/agent/postgres"
@@ -130,8 +131,52 @@ func (a *Agent) observe(ctx context.Context) observation {
 		case l != nil:
 			a.leaderGoneRev = 0
 		}
+		a.noteSpec(obs.snap)
 	}
 	return obs
+}
+
+// syncModeOf is the synchronous_mode snap asks for ("on" | "off") and
+// where it comes from: the spec key's when it sets one, else the local
+// configuration's.
+func (a *Agent) syncModeOf(snap dcs.Snapshot) (mode, source string) {
+	if sp := snap.Spec; sp != nil && sp.SynchronousMode != "" {
+		return sp.SynchronousMode, "spec"
+	}
+	return string(a.cfg.SynchronousMode), "config"
+}
+
+// syncOn is the effective synchronous mode of an observation; without an
+// etcd read, the last one known.
+func (a *Agent) syncOn(obs observation) bool {
+	if obs.etcdOK {
+		mode, _ := a.syncModeOf(obs.snap)
+		return mode == string(config.SyncOn)
+	}
+	return a.syncMode == string(config.SyncOn)
+}
+
+// noteSpec logs the spec key once per change (a malformed one as a
+// warning: it is ignored, as if absent) and the effective
+// synchronous_mode when it changes.
+func (a *Agent) noteSpec(snap dcs.Snapshot) {
+	if snap.SpecRev != a.specRev {
+		switch {
+		case snap.SpecErr != nil:
+			a.log.Warn("ignoring the malformed spec key: acting on the local configuration as if there were none; the control plane must rewrite it",
+				zap.Int64("revision", snap.SpecRev), zap.Error(snap.SpecErr))
+		case snap.Spec != nil:
+			a.log.Info("cluster spec read", zap.Int64("revision", snap.SpecRev),
+				zap.String("synchronous_mode", snap.Spec.SynchronousMode), zap.Strings("nodes", snap.Spec.Nodes))
+		default:
+			a.log.Info("spec key removed: acting on the local configuration")
+		}
+		a.specRev = snap.SpecRev
+	}
+	if mode, source := a.syncModeOf(snap); mode != a.syncMode {
+		a.log.Info("synchronous_mode changed", zap.String("from", a.syncMode), zap.String("to", mode), zap.String("source", source))
+		a.syncMode = mode
+	}
 }
 
 func localRole(st postgres.Status) ha.Role {
@@ -200,6 +245,7 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 		Running: obs.pg.Running, Streaming: obs.pg.Streaming, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port,
 		APIURL: a.apiURL(), LSN: uint64(obs.pg.LSN()), Timeline: obs.pg.Timeline, LagBytes: a.lagBytes(obs), LagSeconds: lagSeconds(obs.pg),
 		NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(), Upstream: a.upstream,
+		SynchronousMode: a.syncMode, Synchronous: a.synchronous(obs.pg),
 	}
 	if err := a.dcs.PutMember(ctx, m); err != nil {
 		a.log.Warn("member key not refreshed", zap.Error(err))
@@ -216,6 +262,15 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 	}
 }
 
+// synchronous reports whether this node is a primary holding the leader
+// key whose PostgreSQL waits for a standby on every commit. pgSync is only
+// set after the sync key lists its standbys (ha: widen before apply; a
+// promotion carries the key's set over), so a node never reports itself
+// synchronous before the key is set.
+func (a *Agent) synchronous(st postgres.Status) bool {
+	return a.isLeader.Load() && localRole(st) == ha.RolePrimary && len(a.pgSync) > 0
+}
+
 // view turns an observation into the pure policy's input.
 func (a *Agent) view(obs observation) ha.View {
 	st, snap := obs.pg, obs.snap
@@ -227,7 +282,7 @@ func (a *Agent) view(obs observation) ha.View {
 		WasPrimary: a.formerPrimary(role, snap.Term), Fenced: a.fenced.Load(),
 		EtcdOK: obs.etcdOK, Initialized: snap.Initialized, IsLeader: a.isLeader.Load(),
 		LeaseLeft: a.dcs.LeaseLeft(obs.now), FenceMargin: a.fenceMargin(), LeaderLSN: snap.OptimeLSN,
-		SyncMode: a.cfg.SynchronousMode == "on", PGSyncStandbys: a.pgSync,
+		SyncMode: a.syncOn(obs), PGSyncStandbys: a.pgSync,
 		MaxLag: a.cfg.MaximumLagOnFailover, RejoinAfter: 3 * a.cfg.TTL,
 	}
 	if snap.Leader != nil {
@@ -240,6 +295,9 @@ func (a *Agent) view(obs observation) ha.View {
 		v.NotStreamingFor = obs.now.Sub(a.notStreamingSince)
 	} else {
 		a.notStreamingSince = time.Time{}
+	}
+	if snap.Spec != nil {
+		v.SpecNodes = snap.Spec.Nodes
 	}
 	if snap.Sync != nil {
 		v.SyncStandbys = slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == v.Self && v.IsLeader })
@@ -345,6 +403,11 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 	a.metrics.Term.Set(float64(term))
 	a.metrics.LagBytes.Set(float64(lag))
 	a.metrics.LeaseLeft.Set(a.dcs.LeaseLeft(time.Now()).Seconds())
+	standbys := 0
+	if a.synchronous(st) {
+		standbys = len(a.pgSync)
+	}
+	a.metrics.SetSynchronous(a.syncMode == string(config.SyncOn), standbys)
 	if healthy {
 		a.metrics.Healthy.Set(1)
 	} else {

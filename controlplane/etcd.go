@@ -31,7 +31,14 @@ type LiveMember struct {
 	// LagSeconds is the replica's replay lag in time; nil from agents that
 	// do not report it.
 	LagSeconds *float64 `json:"lag_seconds"`
-	UpdatedMS  int64    `json:"updated_ms"`
+	NoFailover bool     `json:"nofailover"`
+	Priority   int      `json:"priority"`
+	// SynchronousMode is the synchronous_mode the agent acts under (the
+	// spec key's, else its local configuration's); "" from older agents.
+	SynchronousMode string `json:"synchronous_mode"`
+	// Synchronous: a primary whose commits wait for a standby of the sync key.
+	Synchronous bool  `json:"synchronous"`
+	UpdatedMS   int64 `json:"updated_ms"`
 }
 
 // LiveLeader is the leader key as the control plane reads it.
@@ -50,7 +57,11 @@ type Live struct {
 	Switchover bool
 }
 
-// Desired is the spec key the control plane writes.
+// Desired is the spec key the control plane writes (docs/keyspace.md,
+// "spec"). The agents act on SynchronousMode (it overrides their local
+// synchronous_mode, applied live by the primary) and Nodes (a node not
+// listed is being removed: no failover candidate, switchover target or new
+// synchronous standby); the other fields are informational.
 type Desired struct {
 	Replicas        int      `json:"replicas"`
 	SynchronousMode string   `json:"synchronous_mode"`
@@ -110,6 +121,35 @@ func (l Live) readyProblem(nodes []string) string {
 	}
 	if ready < len(nodes) {
 		return fmt.Sprintf("%d of %d nodes ready", ready, len(nodes))
+	}
+	return ""
+}
+
+// syncProblem returns "" when the primary reports synchronous_mode mode
+// in effect: its member key carries the mode, and with "on" its commits
+// wait for a standby of the sync key as soon as one of nodes is a healthy
+// replica streaming from it that may be a synchronous standby (the agents'
+// rule: not nofailover, priority > 0); with "off" they no longer wait.
+// Otherwise a sentence saying what is missing.
+func (l Live) syncProblem(mode string, nodes []string) string {
+	if l.Leader == nil {
+		return "no primary"
+	}
+	name := l.Leader.Node
+	p, ok := l.Members[name]
+	switch {
+	case !ok:
+		return "the primary " + name + " has no member key"
+	case p.SynchronousMode != mode:
+		return fmt.Sprintf("the primary %s still acts under synchronous_mode %q", name, p.SynchronousMode)
+	case mode == "off" && p.Synchronous:
+		return "the primary " + name + " still waits for synchronous standbys"
+	case mode == "on" && !p.Synchronous:
+		for _, n := range nodes {
+			if m, ok := l.Members[n]; ok && n != name && m.Role == "replica" && m.Healthy && m.Streaming && !m.NoFailover && m.Priority > 0 {
+				return fmt.Sprintf("the primary %s does not wait for a synchronous standby yet (%s streams)", name, n)
+			}
+		}
 	}
 	return ""
 }

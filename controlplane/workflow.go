@@ -32,6 +32,9 @@ const (
 	KindBackup = "backup"
 	// KindRestore creates a cluster from another cluster's backup.
 	KindRestore = "restore"
+	// KindUpdate changes a setting of a live cluster (PATCH …/clusters/{c}):
+	// today synchronous_mode, through the spec key.
+	KindUpdate = "update"
 )
 
 // OpParams are an operation's request parameters and workflow memory.
@@ -51,6 +54,8 @@ type OpParams struct {
 	BackupID string `json:"backup_id,omitempty"`
 	// Restore is the source of a restore operation.
 	Restore *infra.RestoreSource `json:"restore,omitempty"`
+	// SynchronousMode is what an update operation sets ("on" | "off").
+	SynchronousMode string `json:"synchronous_mode,omitempty"`
 }
 
 // EngineConfig configures the workflow engine.
@@ -302,6 +307,8 @@ func (w *workflow) execute(ctx context.Context) error {
 		return x.switchover(ctx)
 	case KindRestart:
 		return x.restart(ctx)
+	case KindUpdate:
+		return x.update(ctx)
 	}
 	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
 }
@@ -849,6 +856,79 @@ func (x *clusterCtx) switchover(ctx context.Context) error {
 			}
 		}
 	})
+}
+
+var updateSteps = []string{"", "spec", "record", "wait"}
+
+// update changes synchronous_mode on a live cluster: the spec key first
+// (the agents act on it; the primary switches without a restart, writing
+// the sync key before PostgreSQL waits for a standby), then the cluster
+// record (what new nodes' agent configurations and later spec writes
+// carry), then it waits until the primary reports the mode in effect. A
+// failed wait leaves the spec written: the agents still apply it when they
+// can.
+func (x *clusterCtx) update(ctx context.Context) error {
+	mode := x.w.params.SynchronousMode
+	if mode != "on" && mode != "off" {
+		return fmt.Errorf("synchronous_mode: must be \"on\" or \"off\" (got %q)", mode)
+	}
+	x.c.SynchronousMode = mode
+	have, err := x.nodes(ctx)
+	if err != nil {
+		return err
+	}
+	nodes := make([]string, 0, len(have))
+	for n := range have {
+		nodes = append(nodes, n)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodeIndex(nodes[i]) < nodeIndex(nodes[j]) })
+	if err := x.w.step(ctx, "spec", updateSteps, func(ctx context.Context) error {
+		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(nodes))
+	}); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "record", updateSteps, func(ctx context.Context) error {
+		return x.w.e.st.SetClusterSynchronousMode(ctx, x.c.ID, mode)
+	}); err != nil {
+		return err
+	}
+	return x.w.step(ctx, "wait", updateSteps, func(ctx context.Context) error { return x.waitSynchronousMode(ctx, mode, nodes) })
+}
+
+// waitSynchronousMode polls etcd until the primary reports mode in effect
+// (Live.syncProblem), keeping the operation's lease and progress current.
+func (x *clusterCtx) waitSynchronousMode(ctx context.Context, mode string, nodes []string) error {
+	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
+	last := ""
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		live, err := readLive(rctx, x.w.e.etcd, x.prefix)
+		cancel()
+		problem := "etcd unreachable"
+		if err == nil {
+			if problem = live.syncProblem(mode, nodes); problem == "" {
+				x.w.params.Progress = "synchronous_mode " + mode + " in effect on the primary " + live.Leader.Node
+				return x.w.save(ctx)
+			}
+		}
+		if problem != last {
+			x.w.params.Progress, last = problem, problem
+			if err := x.w.save(ctx); err != nil {
+				return backoff.Permanent(err)
+			}
+		} else if err := x.keepLease(ctx); err != nil {
+			return backoff.Permanent(err)
+		}
+		if time.Now().After(deadline) {
+			return backoff.Permanent(fmt.Errorf("synchronous_mode %s not in effect after %s: %s; the spec key is written and the agents apply it when they can (see the primary's agent log)",
+				mode, x.w.e.cfg.ReadyTimeout, problem))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 var restartSteps = []string{"", "restart"}

@@ -201,8 +201,16 @@ func TestS3BackupRestoreAndDrill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s3.EnsureBucket(ctx); err != nil {
-		t.Fatal(err)
+	// MinIO may still answer "Server not initialized yet" for a moment
+	// after /minio/health/ready (seen on a loaded machine): retry that only.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := s3.EnsureBucket(ctx)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "not initialized") || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	e := startPG(t, s3)
 	e.svc.ArchiveRepo = "s3"

@@ -219,6 +219,18 @@ func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
 			var sw Switchover
 			derr = json.Unmarshal(kv.Value, &sw)
 			s.Switchover, s.SwitchRev = &sw, kv.ModRevision
+		case k == c.keys.Spec():
+			// Not logged here: Snapshot runs every cycle, and the agent
+			// reports a malformed spec once per change (SpecRev).
+			s.SpecRev = kv.ModRevision
+			var sp Spec
+			if err := json.Unmarshal(kv.Value, &sp); err != nil {
+				s.SpecErr = fmt.Errorf("spec key is not JSON: %w", err)
+			} else if err := sp.Validate(); err != nil {
+				s.SpecErr = fmt.Errorf("spec key: %w", err)
+			} else {
+				s.Spec = &sp
+			}
 		case k == c.keys.State():
 			var d ClusterDocument
 			derr = json.Unmarshal(kv.Value, &d)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +177,51 @@ func TestKeys(t *testing.T) {
 	}
 	if k.History(2) >= k.History(10) {
 		t.Fatal("history keys must sort by term")
+	}
+}
+
+// TestSnapshotSpec: an absent spec key is no spec; a valid one is decoded;
+// a malformed one is ignored with a reason naming the field, and its
+// revision still changes with every write (so it is reported once per
+// change).
+func TestSnapshotSpec(t *testing.T) {
+	ep := startEtcd(t)
+	ctx := context.Background()
+	c := dial(t, ep, 5*time.Second)
+	s, err := c.Snapshot(ctx)
+	if err != nil || s.Spec != nil || s.SpecRev != 0 || s.SpecErr != nil {
+		t.Fatalf("no spec key: spec %+v rev %d err %v / %v", s.Spec, s.SpecRev, s.SpecErr, err)
+	}
+	put := func(v string) Snapshot {
+		t.Helper()
+		if _, err := c.Raw().Put(ctx, c.Keys().Spec(), v); err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s = put(`{"replicas":3,"synchronous_mode":"on","engine":"postgres","nodes":["node1","node2"],"updated_ms":1,"future":true}`)
+	if s.Spec == nil || s.Spec.SynchronousMode != "on" || len(s.Spec.Nodes) != 2 || s.SpecErr != nil || s.SpecRev == 0 {
+		t.Fatalf("valid spec: %+v rev %d err %v", s.Spec, s.SpecRev, s.SpecErr)
+	}
+	prev := s.SpecRev
+	for _, tc := range []struct{ value, want string }{
+		{`{"synchronous_mode":`, "not JSON"},
+		{`{"synchronous_mode":"maybe"}`, "synchronous_mode"},
+		{`{"synchronous_mode":true}`, "not JSON"},
+		{`{"nodes":["node1","Node 2"]}`, "nodes[1]"},
+	} {
+		s = put(tc.value)
+		if s.Spec != nil || s.SpecErr == nil || !strings.Contains(s.SpecErr.Error(), tc.want) || s.SpecRev <= prev {
+			t.Errorf("%s: spec %+v err %v rev %d (previous %d), want ignored naming %q", tc.value, s.Spec, s.SpecErr, s.SpecRev, prev, tc.want)
+		}
+		prev = s.SpecRev
+	}
+	s = put(`{}`)
+	if s.Spec == nil || s.Spec.SynchronousMode != "" || s.SpecErr != nil {
+		t.Fatalf("empty spec: %+v %v", s.Spec, s.SpecErr)
 	}
 }

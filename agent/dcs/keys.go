@@ -12,6 +12,7 @@
 //	state             the whitepaper's cluster document (no lease)
 //	sync              SyncState: who may be promoted in synchronous mode (no lease)
 //	switchover        Switchover request / hand-over record (no lease)
+//	spec              Spec: the cluster as the control plane wants it (no lease; read only)
 //	history/{term}    HistoryRecord, one per primary change (no lease)
 //	locks/bootstrap   concurrency.Mutex prefix
 //	locks/failover    concurrency.Mutex prefix
@@ -67,6 +68,10 @@ func (k Keys) Sync() string { return k.prefix + "sync" }
 
 // Switchover is the switchover request key.
 func (k Keys) Switchover() string { return k.prefix + "switchover" }
+
+// Spec is the key the control plane writes the desired cluster into (see
+// Spec); agents only read it.
+func (k Keys) Spec() string { return k.prefix + "spec" }
 
 // History is the key of the history record of term.
 func (k Keys) History(term uint64) string {

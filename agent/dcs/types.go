@@ -1,6 +1,10 @@
 package dcs
 
-import "time"
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
 
 // LeaderRecord is the value of the leader key. The key is bound to the
 // primary's lease: when the primary stops renewing, etcd deletes it after at
@@ -35,9 +39,57 @@ type Member struct {
 	NoFailover bool    `json:"nofailover"`
 	Priority   int     `json:"priority"`
 	Upstream   string  `json:"upstream,omitempty"`
-	UpdatedMS  int64   `json:"updated_ms"`
+	// SynchronousMode is the synchronous_mode this agent acts under: the
+	// spec key's when it sets one, else the local configuration's
+	// ("on" | "off"; empty from agents that predate the spec key).
+	SynchronousMode string `json:"synchronous_mode,omitempty"`
+	// Synchronous is true on a primary whose PostgreSQL waits for a standby
+	// on every commit (synchronous_standby_names is not empty). It is set
+	// only after the sync key lists those standbys.
+	Synchronous bool  `json:"synchronous"`
+	UpdatedMS   int64 `json:"updated_ms"`
 	// Revision is the etcd ModRevision this value was read at (not stored).
 	Revision int64 `json:"-"`
+}
+
+// Spec is the value of the spec key: the cluster as the control plane wants
+// it (controlplane.Desired writes the same JSON). Agents act on two fields:
+// SynchronousMode overrides the local synchronous_mode, and a non-empty
+// Nodes list takes every other node out of the running as failover
+// candidate, switchover target and synchronous standby (it is being
+// removed). The other fields are informational. A missing key means no
+// spec: the agents run from their local configuration.
+type Spec struct {
+	Replicas int `json:"replicas,omitempty"`
+	// SynchronousMode is "on", "off", or "" (not set: the local setting applies).
+	SynchronousMode string `json:"synchronous_mode,omitempty"`
+	Engine          string `json:"engine,omitempty"`
+	Version         string `json:"version,omitempty"`
+	Template        string `json:"template,omitempty"`
+	Plan            string `json:"plan,omitempty"`
+	// Nodes are the cluster's wanted nodes; empty: every node may stand.
+	Nodes     []string `json:"nodes,omitempty"`
+	UpdatedMS int64    `json:"updated_ms,omitempty"`
+}
+
+// specNodeRE is the node name rule of the agent configuration (node.name).
+var specNodeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// Validate checks the fields agents act on. Errors name the field and say
+// what is accepted; unknown fields are not errors (the control plane may
+// add some).
+func (s Spec) Validate() error {
+	switch s.SynchronousMode {
+	case "", "on", "off":
+	default:
+		return fmt.Errorf("synchronous_mode: must be \"on\", \"off\" or absent (got %q)", s.SynchronousMode)
+	}
+	for i, n := range s.Nodes {
+		if !specNodeRE.MatchString(n) {
+			return fmt.Errorf("nodes[%d]: %q is not a node name (must match %s)", i, n, specNodeRE)
+		}
+	}
+	return nil
 }
 
 // HistoryRecord is written once per term, in the same transaction that
@@ -136,8 +188,17 @@ type Snapshot struct {
 	Sync        *SyncState
 	Switchover  *Switchover
 	SwitchRev   int64
-	Document    *ClusterDocument
-	DocRev      int64
+	// Spec is the control plane's spec key; nil when it is absent or
+	// malformed (SpecErr says why).
+	Spec *Spec
+	// SpecRev is the spec key's ModRevision, 0 if absent: it changes with
+	// every write, so a malformed value can be reported once per change.
+	SpecRev int64
+	// SpecErr is why a present spec key was ignored (bad JSON or a field
+	// that fails Spec.Validate); nil otherwise.
+	SpecErr  error
+	Document *ClusterDocument
+	DocRev   int64
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }

@@ -96,21 +96,28 @@ type View struct {
 	Fenced           bool // we fenced ourselves since we last held the leader key
 
 	// Cluster, from the last etcd snapshot.
-	EtcdOK         bool
-	Initialized    bool
-	Leader         string // "" = no leader key
-	IsLeader       bool   // the leader key is ours, bound to our lease
-	LeaseLeft      time.Duration
-	FenceMargin    time.Duration
-	LeaderLSN      uint64   // last LSN the primary reported (optime)
-	Members        []Member // live members except Self
+	EtcdOK      bool
+	Initialized bool
+	Leader      string // "" = no leader key
+	IsLeader    bool   // the leader key is ours, bound to our lease
+	LeaseLeft   time.Duration
+	FenceMargin time.Duration
+	LeaderLSN   uint64   // last LSN the primary reported (optime)
+	Members     []Member // live members except Self
+	// SyncMode is the effective synchronous_mode: the spec key's when it
+	// sets one, else the local configuration's.
 	SyncMode       bool
 	SyncStandbys   []string // sync key
 	PGSyncStandbys []string // synchronous_standby_names on our PostgreSQL (primary)
 	SyncCandidates []string // replicas healthy and streaming from us (primary)
-	Switchover     *Switchover
-	MaxLag         int64 // bytes
-	RejoinAfter    time.Duration
+	// SpecNodes are the nodes of the control plane's spec key; empty: no
+	// restriction. Any other node is being removed: it keeps replicating
+	// but is no failover candidate, switchover target or new synchronous
+	// standby (see removing for the synchronous-mode exception).
+	SpecNodes   []string
+	Switchover  *Switchover
+	MaxLag      int64 // bytes
+	RejoinAfter time.Duration
 }
 
 // Decide returns the one action for this cycle. The order of the cases is
@@ -166,14 +173,33 @@ func decideLeader(v View) Action {
 		if a, ok := decideSync(v); ok {
 			return a
 		}
+	} else if a, ok := decideAsync(v); ok {
+		return a
 	}
 	return Action{Kind: Noop, Reason: "primary holding the leader key"}
 }
 
+// decideAsync leaves synchronous replication when synchronous_mode is off
+// (switched off at run time through the spec key): PostgreSQL stops waiting
+// first, then the sync key is emptied. Dropping guarantees in this order
+// is safe; in elections the key is ignored once the mode is off anyway.
+func decideAsync(v View) (Action, bool) {
+	switch {
+	case len(v.PGSyncStandbys) > 0:
+		return Action{Kind: SyncApply, Standbys: nil, Reason: "synchronous_mode off: clearing synchronous_standby_names"}, true
+	case len(v.SyncStandbys) > 0:
+		return Action{Kind: SyncShrink, Standbys: []string{}, Reason: "synchronous_mode off: emptying the sync key"}, true
+	}
+	return Action{}, false
+}
+
 // decideSync keeps the invariant "every standby PostgreSQL may wait for is in
 // the sync key": widen the key before PostgreSQL, shrink it after.
+//
+// Nodes being removed (not in SpecNodes) are never added and are dropped
+// like lost standbys, except the last one: the set never drops to zero.
 func decideSync(v View) (Action, bool) {
-	target := sorted(v.SyncCandidates)
+	target := sorted(slices.DeleteFunc(slices.Clone(v.SyncCandidates), func(n string) bool { return outsideSpec(v, n) }))
 	if len(target) == 0 {
 		// Keep waiting for the standbys we have: never drop to zero, commits
 		// block rather than being acknowledged without a copy.
@@ -261,6 +287,8 @@ func ineligible(v View) string {
 	switch {
 	case v.NoFailover || v.Priority <= 0:
 		return "tagged nofailover"
+	case removing(v, v.Self):
+		return "not in the cluster spec's nodes (being removed)"
 	case !v.Healthy:
 		return "unhealthy"
 	case v.LocalRole != RoleReplica:
@@ -276,7 +304,7 @@ func ineligible(v View) string {
 }
 
 func promotable(v View, m Member) bool {
-	if !m.Healthy || m.NoFailover || m.Priority <= 0 || !m.Running || m.Role != RoleReplica {
+	if !m.Healthy || m.NoFailover || m.Priority <= 0 || !m.Running || m.Role != RoleReplica || removing(v, m.Name) {
 		return false
 	}
 	if v.SyncMode && len(v.SyncStandbys) > 0 {
@@ -285,11 +313,34 @@ func promotable(v View, m Member) bool {
 	return true
 }
 
-// better reports whether m beats the local node: higher LSN, then higher
-// priority, then the smaller name.
+// outsideSpec reports whether node is missing from a non-empty SpecNodes:
+// the control plane is removing it.
+func outsideSpec(v View, node string) bool {
+	return len(v.SpecNodes) > 0 && !slices.Contains(v.SpecNodes, node)
+}
+
+// removing reports whether node is out of the running for promotion
+// because the spec is removing it. In synchronous mode with a sync key a
+// member of the key stays eligible: it may hold the only copy of
+// acknowledged commits, and the most advanced member of the key must be
+// able to win. The primary drops such a node from the key (decideSync)
+// once the others have its WAL, and from then on the key excludes it.
+func removing(v View, node string) bool {
+	if !outsideSpec(v, node) {
+		return false
+	}
+	return !(v.SyncMode && len(v.SyncStandbys) > 0 && slices.Contains(v.SyncStandbys, node))
+}
+
+// better reports whether m beats the local node: higher LSN, then a node
+// the spec keeps over one it removes, then higher priority, then the
+// smaller name.
 func better(m Member, v View) bool {
 	if m.LSN != v.LocalLSN {
 		return m.LSN > v.LocalLSN
+	}
+	if mo, so := outsideSpec(v, m.Name), outsideSpec(v, v.Self); mo != so {
+		return so
 	}
 	if m.Priority != v.Priority {
 		return m.Priority > v.Priority
@@ -297,8 +348,10 @@ func better(m Member, v View) bool {
 	return m.Name < v.Self
 }
 
+// eligibleHandover: a planned switchover never goes to a node the spec
+// removes, whatever the sync key says (the primary is alive and picks).
 func eligibleHandover(v View, m Member) bool {
-	return promotable(v, m) && m.Streaming && !m.Stale
+	return promotable(v, m) && !outsideSpec(v, m.Name) && m.Streaming && !m.Stale
 }
 
 // bestHandover picks the most advanced healthy streaming promotable replica.

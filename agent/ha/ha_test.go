@@ -93,6 +93,57 @@ func TestDecide(t *testing.T) {
 			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, nil, []string{"n2"}, []string{"n2"}
 			return v
 		}, Noop, "", "primary holding"},
+		{"sync off: clear synchronous_standby_names first", func(v View) View {
+			v = asPrimary(v)
+			v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = []string{"n2", "n3"}, []string{"n2", "n3"}, []string{"n2", "n3"}
+			return v
+		}, SyncApply, "", "synchronous_mode off: clearing"},
+		{"sync off: then empty the sync key", func(v View) View {
+			v = asPrimary(v)
+			v.SyncCandidates, v.SyncStandbys = []string{"n2", "n3"}, []string{"n2", "n3"}
+			return v
+		}, SyncShrink, "", "emptying the sync key"},
+		{"sync switched on: widen an empty key before PostgreSQL", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates = true, []string{"n2", "n3"}
+			return v
+		}, SyncWiden, "", "widening"},
+		{"sync: replica outside the spec's nodes is not made a standby", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2", "n3"}, []string{"n2"}, []string{"n2"}
+			v.SpecNodes = []string{"n1", "n2"}
+			return v
+		}, Noop, "", "primary holding"},
+		{"sync: standby leaving the spec is dropped from PostgreSQL", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2", "n3"}, []string{"n2", "n3"}, []string{"n2", "n3"}
+			v.SpecNodes = []string{"n1", "n2"}
+			return v
+		}, SyncApply, "", "synchronous_standby_names"},
+		{"sync: the last standby is kept even when leaving the spec", func(v View) View {
+			v = asPrimary(v)
+			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2"}, []string{"n2"}, []string{"n2"}
+			v.SpecNodes = []string{"n1", "n3"}
+			return v
+		}, Noop, "", "primary holding"},
+		{"switchover to a node outside the spec refused", func(v View) View {
+			v = asPrimary(v)
+			v.Switchover = &Switchover{To: "n3"}
+			v.SpecNodes = []string{"n1", "n2"}
+			return v
+		}, Noop, "", "primary holding"},
+		{"switchover without target skips nodes outside the spec", func(v View) View {
+			v = asPrimary(v)
+			v.Switchover = &Switchover{From: "n1"}
+			v.SpecNodes = []string{"n1", "n3"}
+			return v
+		}, Handover, "n3", "planned switchover"},
+		{"unhealthy primary hands over inside the spec only", func(v View) View {
+			v = asPrimary(v)
+			v.Healthy = false
+			v.SpecNodes = []string{"n1"}
+			return v
+		}, Noop, "", "no healthy replica"},
 		{"stopped replica starts following", func(v View) View { v.LocalRole = RoleStopped; return v }, StartReplica, "n1", "starting as replica"},
 		{"stopped former primary rewinds", func(v View) View { v.LocalRole = RoleStopped; v.WasPrimary = true; return v }, Rejoin, "n1", "rewinding"},
 		{"running former primary rewinds", func(v View) View { v.WasPrimary = true; return v }, Rejoin, "n1", "rewinding"},
@@ -127,6 +178,55 @@ func TestDecide(t *testing.T) {
 			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
 			return v
 		}, Campaign, "", "most advanced"},
+		{"no leader: node outside the spec's nodes does not campaign", func(v View) View {
+			v = noLeader(v)
+			v.SpecNodes = []string{"n1", "n3"}
+			return v
+		}, Noop, "", "being removed"},
+		{"no leader: better member outside the spec's nodes ignored", func(v View) View {
+			v = noLeader(v)
+			v.Members[0].LSN = 2000
+			v.SpecNodes = []string{"n1", "n2"}
+			return v
+		}, Campaign, "", "most advanced"},
+		{"no leader: member outside the spec's nodes not waited for", func(v View) View {
+			v = noLeader(v)
+			v.Members[0].Fresh = false
+			v.SpecNodes = []string{"n2"}
+			return v
+		}, Campaign, "", "most advanced"},
+		{"no leader: spec listing every node changes nothing", func(v View) View {
+			v = noLeader(v)
+			v.Members[0].LSN = 2000
+			v.SpecNodes = []string{"n1", "n2", "n3"}
+			return v
+		}, Noop, "", "n3 is a better candidate"},
+		{"no leader, sync: removed node still in the sync key and ahead wins", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.Members[0].LSN = 2000
+			v.SpecNodes = []string{"n1", "n2"}
+			return v
+		}, Noop, "", "n3 is a better candidate"},
+		{"no leader, sync: removed node still in the sync key may campaign", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.SpecNodes = []string{"n1", "n3"}
+			return v
+		}, Campaign, "", "most advanced"},
+		{"no leader, sync: at equal LSN a node the spec keeps beats a removed one", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.Members[0].LSN = 1000
+			v.SpecNodes = []string{"n1", "n3"}
+			return v
+		}, Noop, "", "n3 is a better candidate"},
+		{"no leader, sync: removed node outside the sync key does not campaign", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n3"}
+			v.SpecNodes = []string{"n1", "n3"}
+			return v
+		}, Noop, "", "being removed"},
 		{"stopped node with no leader starts read-only", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; return v }, StartReplica, "", "election"},
 		{"stopped former primary with no leader waits", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; v.WasPrimary = true; return v }, Noop, "", "waiting for one"},
 		{"handover target waits for final LSN", func(v View) View {

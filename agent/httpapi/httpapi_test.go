@@ -177,6 +177,7 @@ func TestMetrics(t *testing.T) {
 	m.HAActions.WithLabelValues("promote").Inc()
 	m.HandlerRuns.WithLabelValues("health", "timeout").Inc()
 	m.EventsDropped.Inc()
+	m.SetSynchronous(true, 2)
 
 	srv := httptest.NewServer(NewHandler(&fakeSource{}, reg))
 	t.Cleanup(srv.Close)
@@ -200,6 +201,8 @@ func TestMetrics(t *testing.T) {
 		`dbpilot_ha_actions_total{action="promote"} 1`,
 		`dbpilot_handler_runs_total{handler="health",status="timeout"} 1`,
 		`dbpilot_events_dropped_total 1`,
+		`dbpilot_synchronous_mode 1`,
+		`dbpilot_synchronous_standbys 2`,
 	} {
 		if !strings.Contains(string(body), want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
@@ -210,7 +213,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal("second NewMetrics on the same registry succeeded")
 	}
 	// The failed registration left the first set intact.
-	if n, err := reg.Gather(); err != nil || len(n) != 8 {
-		t.Fatalf("after the failed NewMetrics: %d families, %v; want the 8 of the first", len(n), err)
+	if n, err := reg.Gather(); err != nil || len(n) != 10 {
+		t.Fatalf("after the failed NewMetrics: %d families, %v; want the 10 of the first", len(n), err)
 	}
 }

@@ -28,6 +28,14 @@ type Metrics struct {
 	// HandlerRuns is dbpilot_handler_runs_total{handler,status}: handler
 	// runs by phase and outcome (ok, failed, timeout).
 	HandlerRuns *prometheus.CounterVec
+	// SynchronousMode is dbpilot_synchronous_mode: 1 when the node acts
+	// under synchronous_mode "on" (the spec key's, else the local
+	// configuration's), else 0. Set it with SetSynchronous.
+	SynchronousMode prometheus.Gauge
+	// SynchronousStandbys is dbpilot_synchronous_standbys: on the primary,
+	// how many standbys synchronous_standby_names lists (commits wait for
+	// one of them); 0 on an asynchronous primary and on every other node.
+	SynchronousStandbys prometheus.Gauge
 	// EventsDropped is dbpilot_events_dropped_total: events the reporter
 	// dropped (queue overflow or refused by the receiver). It satisfies
 	// report.Counter.
@@ -67,6 +75,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "dbpilot_handler_runs_total",
 			Help: "Handler runs by handler phase and outcome.",
 		}, []string{"handler", "status"}),
+		SynchronousMode: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dbpilot_synchronous_mode",
+			Help: "1 when the node acts under synchronous_mode on (spec key, else local configuration), else 0.",
+		}),
+		SynchronousStandbys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dbpilot_synchronous_standbys",
+			Help: "On the primary, the number of standbys in synchronous_standby_names (commits wait for one); 0 elsewhere.",
+		}),
 		EventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dbpilot_events_dropped_total",
 			Help: "Events the reporter dropped: queue overflow or refused by the receiver.",
@@ -74,6 +90,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	collectors := []prometheus.Collector{
 		m.Role, m.Term, m.LagBytes, m.Healthy, m.LeaseLeft, m.HAActions, m.HandlerRuns, m.EventsDropped,
+		m.SynchronousMode, m.SynchronousStandbys,
 	}
 	for i, c := range collectors {
 		if err := reg.Register(c); err != nil {
@@ -113,4 +130,16 @@ func (m *Metrics) Observe(s NodeState) {
 	} else {
 		m.Healthy.Set(0)
 	}
+}
+
+// SetSynchronous sets dbpilot_synchronous_mode (on: the effective
+// synchronous_mode is "on") and dbpilot_synchronous_standbys (standbys: the
+// number of names PostgreSQL waits for on this primary; 0 elsewhere).
+func (m *Metrics) SetSynchronous(on bool, standbys int) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.SynchronousMode.Set(v)
+	m.SynchronousStandbys.Set(float64(standbys))
 }

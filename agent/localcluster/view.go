@@ -2,10 +2,12 @@ package localcluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/dbpilot/dbpilot/agent/clusterview"
+	"github.com/dbpilot/dbpilot/agent/dcs"
 )
 
 // Status is the cluster as etcd shows it (see clusterview.Status).
@@ -39,4 +41,17 @@ func (c *Cluster) WaitFor(ctx context.Context, what string, cond func(Status) bo
 // RequestSwitchover asks for a planned switchover (to may be "").
 func (c *Cluster) RequestSwitchover(ctx context.Context, from, to string) error {
 	return clusterview.RequestSwitchover(ctx, c.Cli, c.Keys, from, to)
+}
+
+// PutSpec writes the spec key the way the control plane does
+// (docs/keyspace.md, "spec"): agents take synchronous_mode and nodes from
+// it at run time.
+func (c *Cluster) PutSpec(ctx context.Context, s dcs.Spec) error {
+	s.UpdatedMS = time.Now().UnixMilli()
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	_, err = c.Cli.Put(ctx, c.Keys.Spec(), string(b))
+	return err
 }

@@ -211,6 +211,18 @@ func TestCLI(t *testing.T) {
 	c.exit(1, []string{"backup", "restore", "demo", "--into", "demo-copy", "--time", "2020-01-02T15:04:05Z"}, "no completed physical backup finished before")
 	c.exit(1, []string{"backup", "restore", "demo", "--into", "demo", "--yes"}, "already exists")
 
+	// Synchronous replication switched on and off on the running cluster.
+	c.exit(2, []string{"cluster", "set", "demo"}, "nothing to change: pass --synchronous-mode on|off")
+	c.exit(2, []string{"cluster", "set", "demo", "--synchronous-mode", "maybe"}, `synchronous_mode: must be "on" or "off" (got "maybe")`, "field: synchronous_mode")
+	c.exit(3, []string{"cluster", "set", "nope", "--synchronous-mode", "on"}, "cluster nope not found")
+	r = c.ok("cluster", "set", "demo", "--synchronous-mode", "on", "--wait")
+	if !strings.Contains(r.stdout, "synchronous mode on") || !strings.Contains(r.stderr, "set demo synchronous mode on: done") {
+		t.Errorf("cluster set --synchronous-mode on --wait: %s", r)
+	}
+	if v := c.json("cluster", "set", "demo", "--synchronous-mode", "off", "--wait"); v["synchronous_mode"] != "off" || v["phase"] != "Ready" {
+		t.Errorf("cluster set --synchronous-mode off --wait -o json: %v", v)
+	}
+
 	// An operation without --wait returns the operation; a second one
 	// conflicts (exit 1).
 	op := c.json("cluster", "restart", "demo")

@@ -17,7 +17,7 @@ import (
 func newClusterCmd(a *app) *cobra.Command {
 	cmd := group("cluster", "Create, inspect and operate database clusters", []string{"clusters"})
 	cmd.AddCommand(newClusterCreateCmd(a), newClusterListCmd(a), newClusterGetCmd(a), newClusterDeleteCmd(a),
-		newClusterScaleCmd(a), newClusterSwitchoverCmd(a), newClusterFailoverCmd(a), newClusterRestartCmd(a))
+		newClusterScaleCmd(a), newClusterSetCmd(a), newClusterSwitchoverCmd(a), newClusterFailoverCmd(a), newClusterRestartCmd(a))
 	return cmd
 }
 
@@ -392,6 +392,37 @@ func newClusterScaleCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().IntVarP(&replicas, "replicas", "r", 0, "number of nodes wanted")
 	_ = cmd.MarkFlagRequired("replicas")
+	wf.add(cmd)
+	return cmd
+}
+
+func newClusterSetCmd(a *app) *cobra.Command {
+	var mode string
+	var wf waitFlags
+	cmd := &cobra.Command{
+		Use:   "set NAME --synchronous-mode on|off",
+		Short: "Change settings of a running cluster (synchronous replication), without a restart",
+		Long: `Change settings of a running cluster. --synchronous-mode on makes every commit
+wait until a replica has flushed it (no acknowledged write is lost on
+failover); off returns to asynchronous replication. The primary applies the
+change live; with --wait the command returns once it is in effect.`,
+		Example: `  dbpilot cluster set billing --synchronous-mode on --wait
+  dbpilot cluster set billing --synchronous-mode off`,
+		Args:              args(cobra.ExactArgs(1)),
+		ValidArgsFunction: a.completeClusters,
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			if !cmd.Flags().Changed("synchronous-mode") {
+				return usagef("nothing to change: pass --synchronous-mode on|off")
+			}
+			return a.operate(cmd, wf, &waitSpec{cluster: argv[0], label: fmt.Sprintf("set %s synchronous mode %s", argv[0], mode),
+				settled: func(c client.Cluster) bool { return c.SynchronousMode == mode }},
+				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
+					return cl.UpdateCluster(ctx, ns, argv[0], client.ClusterUpdate{SynchronousMode: &mode})
+				})
+		},
+	}
+	cmd.Flags().StringVar(&mode, "synchronous-mode", "", "synchronous replication: on or off")
+	_ = cmd.RegisterFlagCompletionFunc("synchronous-mode", cobra.FixedCompletions([]string{"on", "off"}, cobra.ShellCompDirectiveNoFileComp))
 	wf.add(cmd)
 	return cmd
 }

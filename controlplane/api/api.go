@@ -111,6 +111,7 @@ func (a *API) routes() {
 	auth("POST /v1/namespaces/{ns}/clusters", a.createCluster)
 	auth("GET /v1/namespaces/{ns}/clusters/{cluster}", a.getCluster)
 	auth("DELETE /v1/namespaces/{ns}/clusters/{cluster}", a.deleteCluster)
+	auth("PATCH /v1/namespaces/{ns}/clusters/{cluster}", a.updateCluster)
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/scale", a.scaleCluster)
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/switchover", a.switchover)
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/failover", a.failover)

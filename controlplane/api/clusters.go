@@ -394,6 +394,39 @@ func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal)
 	a.startOperation(w, r, c, controlplane.KindScale, store.PhaseProvisioning, controlplane.OpParams{Replicas: *req.Replicas})
 }
 
+// updateRequest is the body of PATCH …/clusters/{cluster}: the settings
+// that can change on a live cluster (today only synchronous_mode).
+type updateRequest struct {
+	SynchronousMode *string `json:"synchronous_mode"`
+}
+
+// updateCluster changes synchronous_mode on a live cluster (operator): it
+// answers 202 with an operation of kind update that writes the spec key,
+// records the mode and waits until the primary reports it in effect.
+// Errors: 400 naming synchronous_mode when it is missing or not "on"/"off";
+// 409 while another operation runs on the cluster.
+func (a *API) updateCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+	c, err := a.cluster(r, p, RoleOperator)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req updateRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.SynchronousMode == nil {
+		writeErr(w, badRequest("synchronous_mode", "required: the setting to change (\"on\" or \"off\"; the only one that can change on a live cluster)"))
+		return
+	}
+	if m := *req.SynchronousMode; m != "on" && m != "off" {
+		writeErr(w, badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", m))
+		return
+	}
+	a.startOperation(w, r, c, controlplane.KindUpdate, "", controlplane.OpParams{SynchronousMode: *req.SynchronousMode})
+}
+
 type switchRequest struct {
 	From   string `json:"from"`
 	To     string `json:"to"`

@@ -48,6 +48,7 @@ var matrix = []endpoint{
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes/node1/cloud-init", "", "admin", 200},
+	{"PATCH", "/v1/namespaces/{ns}/clusters/{c}", `{"synchronous_mode":"maybe"}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/scale", `{"replicas":99}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/switchover", `{"to":"nope"}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/failover", `{}`, "operator", 400},

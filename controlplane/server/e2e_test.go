@@ -332,8 +332,13 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 		return nil
 	})
 
+	// Synchronous mode on, live: the primary waits for a standby without a
+	// restart; the scale-down then runs in synchronous mode (the removed
+	// nodes leave the synchronous set first); then off again.
+	setSyncAndCheck(t, s, c, clusterID, "on")
 	scaleAndCheck(t, s, c, clusterID, 5)
 	scaleAndCheck(t, s, c, clusterID, 3)
+	setSyncAndCheck(t, s, c, clusterID, "off")
 
 	// Events were recorded and are listed.
 	var evs struct {
@@ -424,6 +429,61 @@ func scaleAndCheck(t *testing.T, s *server.Server, c client, clusterID string, n
 			t.Errorf("removed node %s: member key left (%v)", name, err)
 		}
 	}
+}
+
+// setSyncAndCheck changes billing's synchronous_mode through PATCH and
+// checks it on the primary itself: synchronous_standby_names is a quorum
+// of replicas ("on") or empty ("off"), a commit is acknowledged, and the
+// cluster shows the mode.
+func setSyncAndCheck(t *testing.T, s *server.Server, c client, clusterID, mode string) {
+	t.Helper()
+	// Every replica streams first (after a switchover they reconnect):
+	// then "in effect" means PostgreSQL waits for one of them.
+	var cl clusterOut
+	c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
+	eventually(t, 60*time.Second, "every replica streams before the change", func() error {
+		return primaryStreaming(t, s.Process, cl, handlesOf(t, s, clusterID), cl.Replicas-1)
+	})
+	var o op
+	if code := c.do("PATCH", "/v1/namespaces/acme/clusters/billing", map[string]any{"synchronous_mode": mode}, &o); code != 202 {
+		t.Fatalf("PATCH synchronous_mode %s: %d", mode, code)
+	}
+	if done := c.waitOp("acme", o.ID, 2*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("synchronous_mode %s failed: %+v", mode, done)
+	}
+	var sm struct {
+		SynchronousMode string `json:"synchronous_mode"`
+	}
+	c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
+	if c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &sm); sm.SynchronousMode != mode {
+		t.Fatalf("cluster shows synchronous_mode %q, want %q", sm.SynchronousMode, mode)
+	}
+	// The operation succeeded once the primary reported the mode in
+	// effect: PostgreSQL already agrees.
+	user, pw, err := s.Process.ReadSuperuser(clusterID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/postgres?sslmode=disable", user, pw, handlesOf(t, s, clusterID)[cl.Primary].PGPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var names string
+	if err := conn.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&names); err != nil {
+		t.Fatal(err)
+	}
+	if (mode == "on") != strings.HasPrefix(names, "ANY 1 (") {
+		t.Fatalf("synchronous_mode %s: the primary %s has synchronous_standby_names = %q", mode, cl.Primary, names)
+	}
+	for _, q := range []string{"CREATE TABLE IF NOT EXISTS sync_probe (n int)", "INSERT INTO sync_probe VALUES (1)"} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("synchronous_mode %s: %s on %s: %v", mode, q, cl.Primary, err)
+		}
+	}
+	t.Logf("synchronous_mode %s: %s has synchronous_standby_names = %q", mode, cl.Primary, names)
 }
 
 func clientv3WithPrefix() clientv3.OpOption { return clientv3.WithPrefix() }

@@ -554,6 +554,20 @@ func (s *Store) SetClusterPhase(ctx context.Context, id, phase, reason string, r
 	return nil
 }
 
+// SetClusterSynchronousMode records the cluster's synchronous_mode ("on" |
+// "off"): what new nodes' agent configurations and the spec key carry.
+// Errors: ErrNotFound when there is no cluster id.
+func (s *Store) SetClusterSynchronousMode(ctx context.Context, id, mode string) error {
+	res, err := s.exec(ctx, `UPDATE clusters SET synchronous_mode = ?, updated_at = ? WHERE id = ?`, mode, ms(time.Now()), id)
+	if err != nil {
+		return fmt.Errorf("set cluster %s synchronous_mode: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("set cluster %s synchronous_mode: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
 // DeleteCluster removes a cluster row and its nodes, allocations and
 // backup records (the backups themselves stay in the repository; events and operations are kept as history).
 func (s *Store) DeleteCluster(ctx context.Context, id string) error {

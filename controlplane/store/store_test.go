@@ -178,6 +178,15 @@ func testClusters(t *testing.T, s *store.Store) {
 	if got.Phase != store.PhaseFailed || got.Reason != "no capacity" || got.Replicas != 5 {
 		t.Fatalf("phase: %+v", got)
 	}
+	if err := s.SetClusterSynchronousMode(ctx, "c1", "on"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = s.GetCluster(ctx, "c1"); got.SynchronousMode != "on" || got.Phase != store.PhaseFailed {
+		t.Fatalf("synchronous_mode: %+v", got)
+	}
+	if err := s.SetClusterSynchronousMode(ctx, "c-none", "on"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("synchronous_mode of a missing cluster: %v", err)
+	}
 	if err := s.DeleteCluster(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}

@@ -385,6 +385,18 @@ func (c *Client) ScaleCluster(ctx context.Context, ns, ref string, replicas int)
 	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "scale"), map[string]int{"replicas": replicas})
 }
 
+// ClusterUpdate is the body of PATCH …/clusters/{cluster}: the settings to
+// change on a live cluster (nil: unchanged).
+type ClusterUpdate struct {
+	SynchronousMode *string `json:"synchronous_mode,omitempty"`
+}
+
+// UpdateCluster starts changing settings of a live cluster (an operation of
+// kind update).
+func (c *Client) UpdateCluster(ctx context.Context, ns, ref string, req ClusterUpdate) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPatch, nsPath(ns, "clusters", ref), req)
+}
+
 // SwitchRequest is the body of a switchover or failover.
 type SwitchRequest struct {
 	From   string `json:"from,omitempty"`
