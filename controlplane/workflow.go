@@ -32,6 +32,9 @@ const (
 	KindBackup = "backup"
 	// KindRestore creates a cluster from another cluster's backup.
 	KindRestore = "restore"
+	// KindRepair restarts nodes whose provider reports them not running
+	// (started by the repair reconciler, never by the API).
+	KindRepair = "repair"
 )
 
 // OpParams are an operation's request parameters and workflow memory.
@@ -51,6 +54,14 @@ type OpParams struct {
 	BackupID string `json:"backup_id,omitempty"`
 	// Restore is the source of a restore operation.
 	Restore *infra.RestoreSource `json:"restore,omitempty"`
+	// Nodes are the nodes a repair operation restarts.
+	Nodes []string `json:"nodes,omitempty"`
+	// Attempt numbers a repair among the cluster's consecutive failed
+	// repairs (1: the first since the last success).
+	Attempt int `json:"attempt,omitempty"`
+	// SinceRevision is the etcd revision read before a repair restarted
+	// its nodes: only member keys written after it prove them back.
+	SinceRevision int64 `json:"since_revision,omitempty"`
 }
 
 // EngineConfig configures the workflow engine.
@@ -67,6 +78,9 @@ type EngineConfig struct {
 	Agent infra.AgentSettings
 	// EventsURL returns the events URL of a cluster's agents ("" with Dapr).
 	EventsURL func(clusterID string) string
+	// Record stores a control-plane event for the events API (the repair
+	// workflow's outcome); nil: not recorded. Projection.Record fits.
+	Record func(ctx context.Context, ev store.Event) error
 }
 
 // Engine runs operations as persisted, resumable workflows: each step's
@@ -198,6 +212,9 @@ func (e *Engine) run(ctx context.Context, id string) {
 		return
 	}
 	w.log.Info("operation succeeded")
+	if w.op.Kind == KindRepair {
+		w.repairFinished(context.WithoutCancel(ctx), nil)
+	}
 }
 
 type workflow struct {
@@ -264,6 +281,9 @@ func (w *workflow) fail(err error) {
 		}
 	}
 	w.log.Error("operation failed", zap.Error(err))
+	if w.op.Kind == KindRepair {
+		w.repairFinished(ctx, err)
+	}
 }
 
 func (w *workflow) execute(ctx context.Context) error {
@@ -296,6 +316,8 @@ func (w *workflow) execute(ctx context.Context) error {
 		return x.switchover(ctx)
 	case KindRestart:
 		return x.restart(ctx)
+	case KindRepair:
+		return x.repair(ctx)
 	}
 	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
 }
@@ -393,12 +415,20 @@ func (x *clusterCtx) desired(nodes []string) Desired {
 // waitReady polls etcd until the wanted nodes form a ready cluster,
 // keeping the operation's lease and progress up to date.
 func (x *clusterCtx) waitReady(ctx context.Context, want []string) error {
+	return x.waitReadySince(ctx, want, 0)
+}
+
+// waitReadySince is waitReady counting only member keys written after
+// etcd revision since (0: any), so that a dead agent's key, which lives on
+// until its lease expires, does not pass for the restarted one.
+func (x *clusterCtx) waitReadySince(ctx context.Context, want []string, since int64) error {
 	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
 	last := ""
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		live, err := readLive(rctx, x.w.e.etcd, x.prefix)
 		cancel()
+		live = live.writtenAfter(since)
 		problem := "etcd unreachable"
 		if err == nil {
 			problem = live.readyProblem(want)

@@ -268,7 +268,10 @@ func (p *Process) Restart(ctx context.Context, spec NodeSpec, handle json.RawMes
 	return mustHandle(h), nil
 }
 
-// Status reports whether the node's agent runs.
+// Status reports whether the node's agent runs (its pid is alive and runs
+// with the node's config). A handle without a config, or whose config file
+// is not on this machine (a node another server replica created, or a
+// folder removed by hand), is Unknown: this provider could not restart it.
 func (p *Process) Status(_ context.Context, handle json.RawMessage) (Status, error) {
 	var h ProcessHandle
 	if err := json.Unmarshal(handle, &h); err != nil {
@@ -276,6 +279,15 @@ func (p *Process) Status(_ context.Context, handle json.RawMessage) (Status, err
 	}
 	if p.alive(h) {
 		return Status{Running: true, Detail: fmt.Sprintf("pid %d", h.PID)}, nil
+	}
+	if h.Config == "" {
+		return Status{Unknown: true, Detail: "no process handle"}, nil
+	}
+	if _, err := os.Stat(h.Config); err != nil {
+		return Status{Unknown: true, Detail: "agent config " + h.Config + " is not on this machine"}, nil
+	}
+	if h.PID > 0 {
+		return Status{Running: false, Detail: fmt.Sprintf("agent pid %d not running", h.PID)}, nil
 	}
 	return Status{Running: false, Detail: "agent not running"}, nil
 }
