@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -97,6 +98,57 @@ type Engine struct {
 	running map[string]bool
 	wg      sync.WaitGroup
 	ctx     context.Context
+
+	// Recent request event ids (a ring), to tell redeliveries apart.
+	seenMu   sync.Mutex
+	seen     map[string]struct{}
+	seenRing []string
+	seenNext int
+
+	requested, duplicate, malformed, runs atomic.Uint64
+}
+
+// EngineStats count what the engine did since start.
+type EngineStats struct {
+	// Requested is the number of distinct operation requests
+	// (TypeOperationRequested event ids) Handle accepted.
+	Requested uint64
+	// Duplicate is the number of redeliveries of a request Handle had
+	// already accepted (acked and ignored; among the last 4,096 ids).
+	Duplicate uint64
+	// Malformed is the number of events Handle dropped as malformed (never
+	// redelivered: the Dapr subscriber answers DROP).
+	Malformed uint64
+	// Runs is the number of workflows this engine claimed and ran (a
+	// workflow resumed after a restart counts again).
+	Runs uint64
+}
+
+// Stats returns the counters since start.
+func (e *Engine) Stats() EngineStats {
+	return EngineStats{Requested: e.requested.Load(), Duplicate: e.duplicate.Load(), Malformed: e.malformed.Load(), Runs: e.runs.Load()}
+}
+
+// seenRequests bounds the request ids remembered for Stats.Duplicate.
+const seenRequests = 4096
+
+// firstSeen records request event id and reports whether it is new.
+func (e *Engine) firstSeen(id string) bool {
+	e.seenMu.Lock()
+	defer e.seenMu.Unlock()
+	if _, ok := e.seen[id]; ok {
+		return false
+	}
+	if e.seen == nil {
+		e.seen, e.seenRing = map[string]struct{}{}, make([]string, seenRequests)
+	}
+	if old := e.seenRing[e.seenNext]; old != "" {
+		delete(e.seen, old)
+	}
+	e.seenRing[e.seenNext] = id
+	e.seenNext = (e.seenNext + 1) % seenRequests
+	e.seen[id] = struct{}{}
+	return true
 }
 
 // NewEngine returns an engine; call Start to run it.
@@ -150,13 +202,47 @@ func (e *Engine) sweep(ctx context.Context) {
 	}
 }
 
-// Handle is the Handler for TopicControlPlane (TypeOperationRequested).
+// Handle is the Handler for TopicControlPlane (TypeOperationRequested):
+// it starts the requested operation unless it runs already (Kick; the
+// store's claim makes a redelivered or duplicated request harmless). An
+// event that is not a valid request is counted, logged and dropped
+// (ErrMalformed): redelivering it could never help.
 func (e *Engine) Handle(_ context.Context, raw []byte) error {
 	var req OperationRequested
-	if _, err := decodeControlEvent(raw, TypeOperationRequested, &req); err != nil {
+	env, err := decodeControlEvent(raw, TypeOperationRequested, &req)
+	if err == nil {
+		err = req.validate()
+	}
+	if err != nil {
+		e.malformed.Add(1)
+		e.log.Warn("malformed control-plane event dropped", zap.String("id", env.ID), zap.String("type", env.Type), zap.Error(err))
 		return err
 	}
+	if !e.firstSeen(env.ID) {
+		e.duplicate.Add(1)
+		e.log.Debug("operation request redelivered", zap.String("id", env.ID), zap.String("operation", req.OperationID))
+	} else {
+		e.requested.Add(1)
+	}
 	e.Kick(req.OperationID)
+	return nil
+}
+
+// operationKinds are the kinds an OperationRequested may name.
+var operationKinds = []string{KindCreate, KindDelete, KindScale, KindSwitchover, KindFailover, KindRestart, KindBackup, KindRestore, KindRepair}
+
+// validate checks the fields decodeControlEvent cannot (required values).
+func (r OperationRequested) validate() error {
+	switch {
+	case r.OperationID == "":
+		return fmt.Errorf("%w: data.operation_id: required", ErrMalformed)
+	case idx(operationKinds, r.Kind) < 0:
+		return fmt.Errorf("%w: data.kind: must be one of %s (got %q)", ErrMalformed, strings.Join(operationKinds, ", "), r.Kind)
+	case r.Namespace == "":
+		return fmt.Errorf("%w: data.namespace: required", ErrMalformed)
+	case r.ClusterID == "":
+		return fmt.Errorf("%w: data.cluster_id: required", ErrMalformed)
+	}
 	return nil
 }
 
@@ -192,6 +278,7 @@ func (e *Engine) run(ctx context.Context, id string) {
 		}
 		return
 	}
+	e.runs.Add(1)
 	w := &workflow{e: e, op: op, log: e.log.With(zap.String("operation", op.ID), zap.String("kind", op.Kind), zap.String("cluster", op.ClusterID))}
 	if len(op.Params) > 0 {
 		_ = json.Unmarshal(op.Params, &w.params)
