@@ -165,6 +165,23 @@ func (p *Projection) notify() {
 	}
 }
 
+// Record stores an event the control plane itself raised about a cluster
+// (not an agent's: term and revision 0, no change to the projection), so
+// that the events API and its SSE stream show it with the agents' events.
+// The cluster (ev.Namespace, ev.Project, ev.Cluster) must exist:
+// store.ErrNotFound otherwise.
+func (p *Projection) Record(ctx context.Context, ev store.Event) error {
+	res, err := p.st.ApplyEvent(ctx, ev, store.Projection{Scope: store.ScopeUnordered})
+	if err != nil {
+		return fmt.Errorf("record event %s: %w", ev.Type, err)
+	}
+	if res == store.UnknownCluster {
+		return fmt.Errorf("record event %s: cluster %s/%s/%s: %w", ev.Type, ev.Namespace, ev.Project, ev.Cluster, store.ErrNotFound)
+	}
+	p.notify()
+	return nil
+}
+
 // Handle is the Handler for TopicAgentEvents.
 func (p *Projection) Handle(ctx context.Context, raw []byte) error {
 	return p.HandleBatch(ctx, [][]byte{raw})[0]

@@ -39,6 +39,10 @@ type LiveMember struct {
 	// Synchronous: a primary whose commits wait for a standby of the sync key.
 	Synchronous bool  `json:"synchronous"`
 	UpdatedMS   int64 `json:"updated_ms"`
+	// ModRevision is the etcd revision that last wrote the key (not part
+	// of the JSON): a live agent rewrites it every health interval, a dead
+	// agent's key keeps its last revision until its lease expires.
+	ModRevision int64 `json:"-"`
 }
 
 // LiveLeader is the leader key as the control plane reads it.
@@ -93,6 +97,7 @@ func readLive(ctx context.Context, cli *clientv3.Client, prefix string) (Live, e
 		case strings.HasPrefix(rest, "members/"):
 			var m LiveMember
 			if json.Unmarshal(kv.Value, &m) == nil {
+				m.ModRevision = kv.ModRevision
 				l.Members[strings.TrimPrefix(rest, "members/")] = m
 			}
 		}
@@ -152,6 +157,23 @@ func (l Live) syncProblem(mode string, nodes []string) string {
 		}
 	}
 	return ""
+
+}
+
+// writtenAfter returns l with only the member keys written after etcd
+// revision rev (0: all of them): what agents alive since rev reported.
+func (l Live) writtenAfter(rev int64) Live {
+	if rev <= 0 {
+		return l
+	}
+	out := l
+	out.Members = make(map[string]LiveMember, len(l.Members))
+	for n, m := range l.Members {
+		if m.ModRevision > rev {
+			out.Members[n] = m
+		}
+	}
+	return out
 }
 
 // ReadyCount is the number of nodes ready as readyProblem defines it.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -35,6 +36,9 @@ const (
 	// KindUpdate changes a setting of a live cluster (PATCH …/clusters/{c}):
 	// today synchronous_mode, through the spec key.
 	KindUpdate = "update"
+	// KindRepair restarts nodes whose provider reports them not running
+	// (started by the repair reconciler, never by the API).
+	KindRepair = "repair"
 )
 
 // OpParams are an operation's request parameters and workflow memory.
@@ -56,6 +60,14 @@ type OpParams struct {
 	Restore *infra.RestoreSource `json:"restore,omitempty"`
 	// SynchronousMode is what an update operation sets ("on" | "off").
 	SynchronousMode string `json:"synchronous_mode,omitempty"`
+	// Nodes are the nodes a repair operation restarts.
+	Nodes []string `json:"nodes,omitempty"`
+	// Attempt numbers a repair among the cluster's consecutive failed
+	// repairs (1: the first since the last success).
+	Attempt int `json:"attempt,omitempty"`
+	// SinceRevision is the etcd revision read before a repair restarted
+	// its nodes: only member keys written after it prove them back.
+	SinceRevision int64 `json:"since_revision,omitempty"`
 }
 
 // EngineConfig configures the workflow engine.
@@ -75,6 +87,9 @@ type EngineConfig struct {
 	Agent infra.AgentSettings
 	// EventsURL returns the events URL of a cluster's agents ("" with Dapr).
 	EventsURL func(clusterID string) string
+	// Record stores a control-plane event for the events API (the repair
+	// workflow's outcome); nil: not recorded. Projection.Record fits.
+	Record func(ctx context.Context, ev store.Event) error
 }
 
 // Engine runs operations as persisted, resumable workflows: each step's
@@ -91,6 +106,57 @@ type Engine struct {
 	running map[string]bool
 	wg      sync.WaitGroup
 	ctx     context.Context
+
+	// Recent request event ids (a ring), to tell redeliveries apart.
+	seenMu   sync.Mutex
+	seen     map[string]struct{}
+	seenRing []string
+	seenNext int
+
+	requested, duplicate, malformed, runs atomic.Uint64
+}
+
+// EngineStats count what the engine did since start.
+type EngineStats struct {
+	// Requested is the number of distinct operation requests
+	// (TypeOperationRequested event ids) Handle accepted.
+	Requested uint64
+	// Duplicate is the number of redeliveries of a request Handle had
+	// already accepted (acked and ignored; among the last 4,096 ids).
+	Duplicate uint64
+	// Malformed is the number of events Handle dropped as malformed (never
+	// redelivered: the Dapr subscriber answers DROP).
+	Malformed uint64
+	// Runs is the number of workflows this engine claimed and ran (a
+	// workflow resumed after a restart counts again).
+	Runs uint64
+}
+
+// Stats returns the counters since start.
+func (e *Engine) Stats() EngineStats {
+	return EngineStats{Requested: e.requested.Load(), Duplicate: e.duplicate.Load(), Malformed: e.malformed.Load(), Runs: e.runs.Load()}
+}
+
+// seenRequests bounds the request ids remembered for Stats.Duplicate.
+const seenRequests = 4096
+
+// firstSeen records request event id and reports whether it is new.
+func (e *Engine) firstSeen(id string) bool {
+	e.seenMu.Lock()
+	defer e.seenMu.Unlock()
+	if _, ok := e.seen[id]; ok {
+		return false
+	}
+	if e.seen == nil {
+		e.seen, e.seenRing = map[string]struct{}{}, make([]string, seenRequests)
+	}
+	if old := e.seenRing[e.seenNext]; old != "" {
+		delete(e.seen, old)
+	}
+	e.seenRing[e.seenNext] = id
+	e.seenNext = (e.seenNext + 1) % seenRequests
+	e.seen[id] = struct{}{}
+	return true
 }
 
 // NewEngine returns an engine; call Start to run it.
@@ -147,13 +213,47 @@ func (e *Engine) sweep(ctx context.Context) {
 	}
 }
 
-// Handle is the Handler for TopicControlPlane (TypeOperationRequested).
+// Handle is the Handler for TopicControlPlane (TypeOperationRequested):
+// it starts the requested operation unless it runs already (Kick; the
+// store's claim makes a redelivered or duplicated request harmless). An
+// event that is not a valid request is counted, logged and dropped
+// (ErrMalformed): redelivering it could never help.
 func (e *Engine) Handle(_ context.Context, raw []byte) error {
 	var req OperationRequested
-	if _, err := decodeControlEvent(raw, TypeOperationRequested, &req); err != nil {
+	env, err := decodeControlEvent(raw, TypeOperationRequested, &req)
+	if err == nil {
+		err = req.validate()
+	}
+	if err != nil {
+		e.malformed.Add(1)
+		e.log.Warn("malformed control-plane event dropped", zap.String("id", env.ID), zap.String("type", env.Type), zap.Error(err))
 		return err
 	}
+	if !e.firstSeen(env.ID) {
+		e.duplicate.Add(1)
+		e.log.Debug("operation request redelivered", zap.String("id", env.ID), zap.String("operation", req.OperationID))
+	} else {
+		e.requested.Add(1)
+	}
 	e.Kick(req.OperationID)
+	return nil
+}
+
+// operationKinds are the kinds an OperationRequested may name.
+var operationKinds = []string{KindCreate, KindDelete, KindScale, KindSwitchover, KindFailover, KindRestart, KindBackup, KindRestore, KindRepair}
+
+// validate checks the fields decodeControlEvent cannot (required values).
+func (r OperationRequested) validate() error {
+	switch {
+	case r.OperationID == "":
+		return fmt.Errorf("%w: data.operation_id: required", ErrMalformed)
+	case idx(operationKinds, r.Kind) < 0:
+		return fmt.Errorf("%w: data.kind: must be one of %s (got %q)", ErrMalformed, strings.Join(operationKinds, ", "), r.Kind)
+	case r.Namespace == "":
+		return fmt.Errorf("%w: data.namespace: required", ErrMalformed)
+	case r.ClusterID == "":
+		return fmt.Errorf("%w: data.cluster_id: required", ErrMalformed)
+	}
 	return nil
 }
 
@@ -189,6 +289,7 @@ func (e *Engine) run(ctx context.Context, id string) {
 		}
 		return
 	}
+	e.runs.Add(1)
 	w := &workflow{e: e, op: op, log: e.log.With(zap.String("operation", op.ID), zap.String("kind", op.Kind), zap.String("cluster", op.ClusterID))}
 	if len(op.Params) > 0 {
 		_ = json.Unmarshal(op.Params, &w.params)
@@ -209,6 +310,9 @@ func (e *Engine) run(ctx context.Context, id string) {
 		return
 	}
 	w.log.Info("operation succeeded")
+	if w.op.Kind == KindRepair {
+		w.repairFinished(context.WithoutCancel(ctx), nil)
+	}
 }
 
 type workflow struct {
@@ -275,6 +379,9 @@ func (w *workflow) fail(err error) {
 		}
 	}
 	w.log.Error("operation failed", zap.Error(err))
+	if w.op.Kind == KindRepair {
+		w.repairFinished(ctx, err)
+	}
 }
 
 func (w *workflow) execute(ctx context.Context) error {
@@ -309,6 +416,8 @@ func (w *workflow) execute(ctx context.Context) error {
 		return x.restart(ctx)
 	case KindUpdate:
 		return x.update(ctx)
+	case KindRepair:
+		return x.repair(ctx)
 	}
 	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
 }
@@ -406,12 +515,20 @@ func (x *clusterCtx) desired(nodes []string) Desired {
 // waitReady polls etcd until the wanted nodes form a ready cluster,
 // keeping the operation's lease and progress up to date.
 func (x *clusterCtx) waitReady(ctx context.Context, want []string) error {
+	return x.waitReadySince(ctx, want, 0)
+}
+
+// waitReadySince is waitReady counting only member keys written after
+// etcd revision since (0: any), so that a dead agent's key, which lives on
+// until its lease expires, does not pass for the restarted one.
+func (x *clusterCtx) waitReadySince(ctx context.Context, want []string, since int64) error {
 	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
 	last := ""
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		live, err := readLive(rctx, x.w.e.etcd, x.prefix)
 		cancel()
+		live = live.writtenAfter(since)
 		problem := "etcd unreachable"
 		if err == nil {
 			problem = live.readyProblem(want)

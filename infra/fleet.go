@@ -214,16 +214,22 @@ func (f *Fleet) Restart(_ context.Context, spec NodeSpec, _ json.RawMessage) (js
 	return nil, fmt.Errorf("restart node %s: the fleet provider does not restart nodes yet", spec.Node)
 }
 
-// Status reports whether the node is allocated on a host that polls.
+// Status is always Unknown on the fleet: the control plane cannot see the
+// agent process, and supervising it is the host's job. A machine set up
+// from cloud-init runs the agent under systemd (infra.AgentUnit,
+// Restart=on-failure: a killed agent is restarted); a `dbpilot-host run`
+// host starts, at every poll, an assigned agent that is not running. A
+// host that stopped polling may still run its agents (they outlive the
+// runner). Detail says whether the host polls.
 func (f *Fleet) Status(ctx context.Context, handle json.RawMessage) (Status, error) {
 	var h FleetHandle
 	if err := json.Unmarshal(handle, &h); err != nil {
 		return Status{}, fmt.Errorf("fleet status: %w", err)
 	}
 	if f.hostDead(ctx, h.HostID) {
-		return Status{Running: false, Detail: "host " + h.HostName + " is not polling"}, nil
+		return Status{Unknown: true, Detail: "host " + h.HostName + " is not polling"}, nil
 	}
-	return Status{Running: true, Detail: "on host " + h.HostName}, nil
+	return Status{Unknown: true, Detail: "on host " + h.HostName + " (its agent is supervised there)"}, nil
 }
 
 // DeleteCluster releases whatever allocation of the cluster is left.

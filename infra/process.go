@@ -205,6 +205,23 @@ func (p *Process) alive(h ProcessHandle) bool {
 	return bytes.Contains(cmdline, []byte(h.Config))
 }
 
+// pidReused reports whether h.PID now belongs to another program: a
+// process with that pid runs (not a zombie) and it is not h's agent. The
+// kernel never hands out a pid still used as a process group id, so when
+// the pid is free, or a zombie of ours, -h.PID can only name h's own
+// group; when it was reused (a dead node's pid, seen by a repair long
+// after the kill), signalling the group would hit a stranger.
+func (p *Process) pidReused(h ProcessHandle) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.PID))
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	return !p.alive(h)
+}
+
 // Delete stops the node's agent (SIGTERM: it stops PostgreSQL), kills what
 // is left of its process group and removes its folder.
 func (p *Process) Delete(ctx context.Context, spec NodeSpec, handle json.RawMessage) error {
@@ -234,7 +251,7 @@ func (p *Process) stop(ctx context.Context, h ProcessHandle) error {
 			_ = syscall.Kill(-h.PID, syscall.SIGKILL)
 		}
 	}
-	if h.PID > 0 {
+	if h.PID > 0 && !p.pidReused(h) {
 		_ = syscall.Kill(-h.PID, syscall.SIGKILL) // stragglers of the group
 	}
 	// PostgreSQL children that left the group (or a previous server's
@@ -268,7 +285,10 @@ func (p *Process) Restart(ctx context.Context, spec NodeSpec, handle json.RawMes
 	return mustHandle(h), nil
 }
 
-// Status reports whether the node's agent runs.
+// Status reports whether the node's agent runs (its pid is alive and runs
+// with the node's config). A handle without a config, or whose config file
+// is not on this machine (a node another server replica created, or a
+// folder removed by hand), is Unknown: this provider could not restart it.
 func (p *Process) Status(_ context.Context, handle json.RawMessage) (Status, error) {
 	var h ProcessHandle
 	if err := json.Unmarshal(handle, &h); err != nil {
@@ -276,6 +296,15 @@ func (p *Process) Status(_ context.Context, handle json.RawMessage) (Status, err
 	}
 	if p.alive(h) {
 		return Status{Running: true, Detail: fmt.Sprintf("pid %d", h.PID)}, nil
+	}
+	if h.Config == "" {
+		return Status{Unknown: true, Detail: "no process handle"}, nil
+	}
+	if _, err := os.Stat(h.Config); err != nil {
+		return Status{Unknown: true, Detail: "agent config " + h.Config + " is not on this machine"}, nil
+	}
+	if h.PID > 0 {
+		return Status{Running: false, Detail: fmt.Sprintf("agent pid %d not running", h.PID)}, nil
 	}
 	return Status{Running: false, Detail: "agent not running"}, nil
 }

@@ -82,9 +82,15 @@ type DaprSettings struct {
 
 // Status is what a provider knows about a node.
 type Status struct {
-	// Running: the node's agent process (or host) is up.
-	Running bool   `json:"running"`
-	Detail  string `json:"detail,omitempty"`
+	// Running: the node's agent process is up. Meaningless when Unknown.
+	Running bool `json:"running"`
+	// Unknown: the provider cannot tell whether the node's agent runs
+	// (fleet: the agent is supervised by systemd on its host; process: the
+	// node's folder is not on this machine). The control plane's repair
+	// reconciler leaves such nodes alone.
+	Unknown bool `json:"unknown,omitempty"`
+	// Detail says why, in a few words ("pid 4242", "agent not running").
+	Detail string `json:"detail,omitempty"`
 }
 
 // Provider creates and removes nodes. Handles are provider-specific JSON
@@ -99,9 +105,15 @@ type Provider interface {
 	// Delete stops the node and removes everything Create made. Deleting
 	// a node that is already gone succeeds.
 	Delete(ctx context.Context, spec NodeSpec, handle json.RawMessage) error
-	// Restart stops and starts the node's agent (and so its database).
+	// Restart stops and starts the node's agent (and so its database),
+	// keeping its data: the agent rejoins as its own logic decides (a
+	// former primary rewinds or re-clones, never comes back writable).
+	// It also brings back a node whose agent died.
 	Restart(ctx context.Context, spec NodeSpec, handle json.RawMessage) (json.RawMessage, error)
-	// Status reports on the node.
+	// Status reports on the node: whether its agent runs, or that the
+	// provider cannot tell (Status.Unknown). It must be cheap: the repair
+	// reconciler calls it for every node of every ready cluster each
+	// repair interval.
 	Status(ctx context.Context, handle json.RawMessage) (Status, error)
 	// DeleteCluster removes cluster-wide leftovers once every node is gone.
 	DeleteCluster(ctx context.Context, clusterID string) error

@@ -105,6 +105,7 @@ func newServeCmd() *cobra.Command {
 
 func newDevCmd() *cobra.Command {
 	var dir, listen, level string
+	var repairEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the embedded default: embedded etcd, SQLite, the process provider; prints the API address and an admin token",
@@ -115,7 +116,10 @@ func newDevCmd() *cobra.Command {
 				return err
 			}
 			defer log.Sync() //nolint:errcheck
-			s, err := server.Start(cmd.Context(), server.Config{DataDir: dir, Listen: listen}, log)
+			if repairEvery < 0 {
+				return fmt.Errorf("--repair-interval: must be >= 0 (0 disables repairs; got %s)", repairEvery)
+			}
+			s, err := server.Start(cmd.Context(), server.Config{DataDir: dir, Listen: listen, RepairInterval: &repairEvery}, log)
 			if err != nil {
 				return err
 			}
@@ -138,5 +142,6 @@ func newDevCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", ".dbpilot/server", "data folder")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "API address")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "debug|info|warn|error")
+	cmd.Flags().DurationVar(&repairEvery, "repair-interval", server.DefaultRepairInterval, "how often killed nodes are looked for and restarted (0 disables)")
 	return cmd
 }

@@ -384,6 +384,7 @@ func TestWalkthrough(t *testing.T) {
 		"create demo: done: phase Ready",
 		"(2 rows)",
 		"is primary (failover, was node",
+		"repair succeeded (op-",
 		"Last failover: ",
 		"backup demo: done",
 		"restore demo into demo-restored: done",

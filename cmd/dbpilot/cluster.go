@@ -305,6 +305,9 @@ const (
 	evFailoverStarted = "io.dbpilot.cluster.failover_started.v1"
 	evSwitchover      = "io.dbpilot.cluster.switchover_completed.v1"
 	evHandler         = "io.dbpilot.member.handler_failed.v1"
+	// evNodeRepair is the control plane's own event about a node repair
+	// (controlplane.TypeNodeRepair).
+	evNodeRepair = "io.dbpilot.controlplane.node_repair.v1"
 )
 
 // primaryChanged is the payload of evPrimaryChanged.

@@ -154,6 +154,14 @@ func eventDetails(e client.Event) string {
 		s = fmt.Sprintf("fenced: %s (lease left %s)", str("reason"), ms(num("lease_left_ms")))
 	case evHandler:
 		s = fmt.Sprintf("handler %s %s, exit %d, took %s", str("handler"), str("status"), num("exit_code"), ms(num("duration_ms")))
+	case evNodeRepair:
+		s = fmt.Sprintf("repair %s (%s, attempt %d): %s", str("state"), str("operation_id"), num("attempt"), str("reason"))
+		if d := num("duration_ms"); d > 0 {
+			s += ", took " + ms(d)
+		}
+		if e := str("error"); e != "" {
+			s += ": " + e
+		}
 	default:
 		s = string(compact(e.Data))
 	}

@@ -75,6 +75,8 @@ func TestEventDetails(t *testing.T) {
 			"node1 is primary (failover, was node2, timeline 2, took 140ms)"},
 		{evMemberState, `{"role":"replica","state":"running","healthy":false,"lsn":"0/5","lag_bytes":2048}`, "replica running unhealthy lsn 0/5 lag 2.0 KiB"},
 		{evFailoverStarted, `{"candidate":"node3","failed_primary":"node1","reason":"leader key expired"}`, "node3 tries to take over from node1: leader key expired"},
+		{evNodeRepair, `{"node":"node2","operation_id":"op-1","state":"succeeded","reason":"node node2 not running (provider status: agent pid 42 not running)","attempt":1,"duration_ms":7300}`,
+			"repair succeeded (op-1, attempt 1): node node2 not running (provider status: agent pid 42 not running), took 7.3s"},
 		{"io.example.other.v1", `{"a": 1}`, `{"a":1}`},
 	} {
 		if got := eventDetails(client.Event{Type: tc.typ, Data: []byte(tc.data)}); got != tc.want {
@@ -82,6 +84,9 @@ func TestEventDetails(t *testing.T) {
 		}
 	}
 	if got := shortType(evPrimaryChanged); got != "primary_changed" {
+		t.Errorf("shortType: %q", got)
+	}
+	if got := shortType(evNodeRepair); got != "node_repair" {
 		t.Errorf("shortType: %q", got)
 	}
 }

@@ -83,7 +83,13 @@ type OperationJSON struct {
 	Error     string `json:"error,omitempty"`
 	// BackupID is the backup a backup operation took, or the one a restore
 	// starts from.
-	BackupID  string    `json:"backup_id,omitempty"`
+	BackupID string `json:"backup_id,omitempty"`
+	// Reason is why the operation runs: a switchover's reason, or what
+	// the repair reconciler saw ("node node2 not running (provider status:
+	// …)").
+	Reason string `json:"reason,omitempty"`
+	// Nodes are the nodes a repair operation restarts.
+	Nodes     []string  `json:"nodes,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -96,7 +102,8 @@ func operationJSON(o store.Operation) OperationJSON {
 		bid = p.Restore.BackupID
 	}
 	return OperationJSON{ID: o.ID, Namespace: o.Namespace, ClusterID: o.ClusterID, Kind: o.Kind, State: o.State, Step: o.Step,
-		Progress: p.Progress, Attempts: o.Attempts, Error: o.Error, BackupID: bid, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+		Progress: p.Progress, Attempts: o.Attempts, Error: o.Error, BackupID: bid, Reason: p.Reason, Nodes: p.Nodes,
+		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 // clusterRequest is the body of POST …/clusters.

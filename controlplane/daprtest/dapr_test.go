@@ -5,8 +5,11 @@ package daprtest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,7 +146,12 @@ func daprd(t *testing.T, bin, appID, resources string, appPort int) (*proc, stri
 // member_state streams through the agent sidecar; redis-server is killed
 // (SIGKILL, AOF with fsync always) and restarted mid-stream; the server
 // must end with every published event recorded exactly once and every
-// member at its last event.
+// member at its last event. On the control plane's own topic, operations
+// requested through the API just before the kill and after the restart
+// travel through the server's sidecar to the workflow engine, which
+// accepts each request once (redeliveries are recognised by id) and runs
+// each operation once; malformed control-plane events published through
+// the agents' sidecar are dropped once each, never redelivered.
 func TestDaprRedisKillConverges(t *testing.T) {
 	daprdBin := daprdPath(t)
 	redisBin, err := exec.LookPath("redis-server")
@@ -212,8 +220,85 @@ spec:
 		}
 	}
 
+	// Clusters without nodes for the control-plane operations: a restart
+	// has nothing to restart and a delete nothing to stop, so each
+	// completes as soon as the engine gets its request.
+	const opClusters = 4
+	for i := range opClusters {
+		id := fmt.Sprintf("op%d", i)
+		err := srv.Store.CreateCluster(ctx, store.Cluster{ID: id, Namespace: "ns", Project: "default", Name: "ops" + strconv.Itoa(i),
+			Engine: "postgres", Version: "16", Template: "postgres-15", Plan: "small", Provider: "process", Replicas: 1,
+			Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+			store.Operation{ID: "op-" + id, Namespace: "ns", ClusterID: id, Kind: controlplane.KindCreate, State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	token, err := srv.CreateToken(ctx, "dapr-test", store.Grant{Namespace: "*", Role: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := func(method, path string, out any) int {
+		req, _ := http.NewRequestWithContext(ctx, method, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if out != nil {
+			if err := json.Unmarshal(b, out); err != nil {
+				t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, b, err)
+			}
+		}
+		return resp.StatusCode
+	}
+	var requested []string // operation ids
+	request := func(method, path string) {
+		var op struct {
+			ID string `json:"id"`
+		}
+		if code := api(method, "/v1/namespaces/ns/clusters/"+path, &op); code != 202 || op.ID == "" {
+			t.Fatalf("%s %s: %d %+v", method, path, code, op)
+		}
+		requested = append(requested, op.ID)
+	}
+
 	// The agents' sidecar (no app: it only publishes).
 	_, agentGRPC := daprd(t, daprdBin, "dbpilot-agent", resources, 0)
+
+	// Malformed events on the control plane's topic, through the agents'
+	// sidecar: an agent event, a request with an unknown field, a request
+	// without an operation id.
+	cpBus, err := controlplane.NewDaprBus(ctx, agentGRPC, pubsubName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpBus.Close()
+	stray, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource("ns", "db0", "node0"),
+		proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "default", Cluster: "db0"}, Node: "node0", TimestampMS: now.UnixMilli()},
+		proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strayRaw, _ := json.Marshal(stray)
+	valid, _ := controlplane.NewOperationRequested("dapr-test", controlplane.OperationRequested{OperationID: "op-nope", Kind: controlplane.KindRestart, Namespace: "ns", ClusterID: "op0"})
+	var doc map[string]any
+	_ = json.Unmarshal(valid, &doc)
+	doc["data"].(map[string]any)["extra"] = true
+	unknownField, _ := json.Marshal(doc)
+	noID, _ := controlplane.NewOperationRequested("dapr-test", controlplane.OperationRequested{Kind: controlplane.KindRestart, Namespace: "ns", ClusterID: "op0"})
+	malformed := [][]byte{strayRaw, unknownField, noID}
+	for _, raw := range malformed {
+		for err := cpBus.Publish(ctx, controlplane.TopicControlPlane, raw); err != nil; err = cpBus.Publish(ctx, controlplane.TopicControlPlane, raw) {
+			if ctx.Err() != nil {
+				t.Fatalf("publish a malformed control-plane event: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond) // the sidecar may still be loading its component
+		}
+	}
+	malformedAt := time.Now()
 
 	// One Reporter per member, as each agent has, all through the sidecar.
 	type member struct {
@@ -285,7 +370,14 @@ spec:
 			for delivered() < recorded()+uint64(clusters*members*burst/4) && time.Now().Before(bd) {
 				time.Sleep(5 * time.Millisecond)
 			}
-			t.Logf("killing redis-server: %d events accepted by the broker, %d recorded", delivered(), recorded())
+			// Operation requests published right before the kill: each is
+			// delivered before it, or read but not acknowledged (Dapr
+			// redelivers it after the restart), or still in the stream.
+			request("POST", "ops0/restart")
+			request("POST", "ops1/restart")
+			request("DELETE", "ops2")
+			t.Logf("killing redis-server: %d events accepted by the broker, %d recorded, %d of 3 operation requests handled",
+				delivered(), recorded(), srv.Engine.Stats().Requested)
 			redis.kill(syscall.SIGKILL)
 			killed, killedAt = true, time.Now()
 		}
@@ -300,6 +392,9 @@ spec:
 	if !restarted {
 		t.Fatal("the stream ended before redis-server was restarted")
 	}
+	// One more request once the broker is back: the server's subscription
+	// to its own topic survived the restart.
+	request("DELETE", "ops3")
 
 	// Converge.
 	deadline := time.Now().Add(90 * time.Second)
@@ -354,6 +449,42 @@ spec:
 	if len(seen) != len(published) {
 		t.Errorf("store holds %d event ids, %d published", len(seen), len(published))
 	}
+	// Control plane: every request reached the engine through the
+	// sidecars and each operation ran exactly once.
+	deadline = time.Now().Add(60 * time.Second)
+	for srv.Engine.Stats().Requested < uint64(len(requested)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the engine got %+v of %d operation requests after 60 s", srv.Engine.Stats(), len(requested))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, id := range requested {
+		var op struct {
+			Kind, State, Error string
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for api("GET", "/v1/namespaces/ns/operations/"+id, &op); op.State != store.OpSucceeded; api("GET", "/v1/namespaces/ns/operations/"+id, &op) {
+			if op.State == store.OpFailed || time.Now().After(deadline) {
+				t.Fatalf("operation %s: %+v, want succeeded", id, op)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, name := range []string{"ops2", "ops3"} {
+		if code := api("GET", "/v1/namespaces/ns/clusters/"+name, nil); code != 404 {
+			t.Errorf("cluster %s after its delete operation: %d, want 404", name, code)
+		}
+	}
+	// Dapr redelivers an unacknowledged message after processingTimeout
+	// (5 s): give a dropped one the time to come back if it were not acked.
+	time.Sleep(time.Until(malformedAt.Add(8 * time.Second)))
+	es := srv.Engine.Stats()
+	t.Logf("engine: %+v (duplicates are redeliveries recognised by id)", es)
+	if es.Requested != uint64(len(requested)) || es.Runs != uint64(len(requested)) || es.Malformed != uint64(len(malformed)) {
+		t.Fatalf("engine %+v: want %d requests accepted and run once each, %d malformed events dropped once each",
+			es, len(requested), len(malformed))
+	}
+
 	// Every member at its last event.
 	for c := range clusters {
 		nodes, err := srv.Store.ListNodes(ctx, fmt.Sprintf("c%d", c))

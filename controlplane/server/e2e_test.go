@@ -147,11 +147,18 @@ type clusterOut struct {
 	Members  []member `json:"members"`
 }
 
+// testRepairInterval is the repair reconciler's interval in these tests:
+// short, so a killed node is noticed at once, and running throughout every
+// test, so that no node is ever restarted behind a workflow's back.
+const testRepairInterval = time.Second
+
 func startServer(t *testing.T, dir string) (*server.Server, client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AgentBin: agentBin, ReadyTimeout: 3 * time.Minute}, zaptest.NewLogger(t).Named("server"))
+	repairEvery := testRepairInterval
+	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AgentBin: agentBin, ReadyTimeout: 3 * time.Minute,
+		RepairInterval: &repairEvery}, zaptest.NewLogger(t).Named("server"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,8 +252,9 @@ func eventually(t *testing.T, timeout time.Duration, what string, fn func() erro
 
 // TestProvisionSwitchoverDelete drives a cluster through the API on the
 // process provider: create → Ready (1 primary, 2 streaming replicas),
-// a server restart in the middle of provisioning, switchover, delete
-// leaving no process and no folder behind.
+// a server restart in the middle of provisioning, switchover, scale
+// 3→5→3, a killed replica repaired by the control plane, delete leaving no
+// process and no folder behind.
 func TestProvisionSwitchoverDelete(t *testing.T) {
 	dir := testDir(t)
 	s, c := startServer(t, dir)
@@ -339,6 +347,7 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 	scaleAndCheck(t, s, c, clusterID, 5)
 	scaleAndCheck(t, s, c, clusterID, 3)
 	setSyncAndCheck(t, s, c, clusterID, "off")
+	killAndRepair(t, s, c, clusterID)
 
 	// Events were recorded and are listed.
 	var evs struct {
@@ -484,6 +493,119 @@ func setSyncAndCheck(t *testing.T, s *server.Server, c client, clusterID, mode s
 		}
 	}
 	t.Logf("synchronous_mode %s: %s has synchronous_standby_names = %q", mode, cl.Primary, names)
+}
+
+// killAndRepair kills one replica of billing the way a host dies (SIGKILL
+// to its process group: agent and PostgreSQL) and checks that the repair
+// reconciler notices it, runs a repair operation that succeeds with the
+// reason it saw, records node_repair events and an audit entry, and that
+// the node streams again from the unchanged primary (cluster Ready with 3
+// members).
+func killAndRepair(t *testing.T, s *server.Server, c client, clusterID string) {
+	t.Helper()
+	var before clusterOut
+	c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &before)
+	victim := ""
+	for _, m := range before.Members {
+		if m.Role == "replica" {
+			victim = m.Name
+		}
+	}
+	old := handlesOf(t, s, clusterID)[victim]
+	if victim == "" || old.PID == 0 {
+		t.Fatalf("no replica to kill in %+v", before)
+	}
+	killedAt := time.Now()
+	if err := syscall.Kill(-old.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 -%d (%s): %v", old.PID, victim, err)
+	}
+	type repairOp struct {
+		ID     string   `json:"id"`
+		Kind   string   `json:"kind"`
+		State  string   `json:"state"`
+		Reason string   `json:"reason"`
+		Nodes  []string `json:"nodes"`
+	}
+	var rep repairOp
+	eventually(t, 30*time.Second, "a repair operation starts", func() error {
+		var ops struct {
+			Items []repairOp `json:"items"`
+		}
+		c.do("GET", "/v1/namespaces/acme/operations?cluster_id="+clusterID+"&limit=1000", nil, &ops)
+		for _, o := range ops.Items {
+			if o.Kind == "repair" {
+				rep = o
+				return nil
+			}
+		}
+		return fmt.Errorf("%d operations, none a repair", len(ops.Items))
+	})
+	wantReason := fmt.Sprintf("node %s not running (provider status: agent pid %d not running)", victim, old.PID)
+	if rep.Reason != wantReason || len(rep.Nodes) != 1 || rep.Nodes[0] != victim {
+		t.Errorf("repair operation %+v, want reason %q for %s", rep, wantReason, victim)
+	}
+	if done := c.waitOp("acme", rep.ID, 3*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("repair failed: %+v", done)
+	}
+	var cl clusterOut
+	eventually(t, 60*time.Second, "cluster Ready again with 3 healthy members, replicas streaming", func() error {
+		c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
+		if cl.Phase != store.PhaseReady || len(cl.Members) != 3 {
+			return fmt.Errorf("phase %s (%s), %d members", cl.Phase, cl.Reason, len(cl.Members))
+		}
+		for _, m := range cl.Members {
+			if !m.Healthy || m.State != "running" || (m.Role == "replica" && (m.Streaming == nil || !*m.Streaming)) {
+				return fmt.Errorf("member %+v", m)
+			}
+		}
+		return nil
+	})
+	if cl.Primary != before.Primary {
+		t.Errorf("repairing replica %s moved the primary from %s to %s", victim, before.Primary, cl.Primary)
+	}
+	handles := handlesOf(t, s, clusterID)
+	if handles[victim].PID == old.PID {
+		t.Errorf("%s still has the killed pid %d", victim, old.PID)
+	}
+	eventually(t, 30*time.Second, "primary reports 2 streaming replicas after the repair", func() error {
+		return primaryStreaming(t, s.Process, cl, handles, 2)
+	})
+	t.Logf("%s killed, repaired by %s and streaming again %s later", victim, rep.ID, time.Since(killedAt).Round(100*time.Millisecond))
+
+	var evs struct {
+		Items []struct {
+			Node string `json:"node"`
+			Data struct {
+				State       string `json:"state"`
+				OperationID string `json:"operation_id"`
+				Reason      string `json:"reason"`
+			} `json:"data"`
+		} `json:"items"`
+	}
+	c.do("GET", "/v1/namespaces/acme/events?cluster=billing&type=io.dbpilot.controlplane.node_repair.v1", nil, &evs)
+	var states []string
+	for _, e := range evs.Items {
+		if e.Node != victim || e.Data.OperationID != rep.ID || e.Data.Reason != wantReason {
+			t.Errorf("node_repair event %+v", e)
+		}
+		states = append(states, e.Data.State)
+	}
+	if strings.Join(states, ",") != "started,succeeded" {
+		t.Errorf("node_repair events %v, want started,succeeded", states)
+	}
+	var audit struct {
+		Items []struct {
+			Actor, Action, Result string
+		} `json:"items"`
+	}
+	c.do("GET", "/v1/namespaces/acme/audit?limit=1000", nil, &audit)
+	found := false
+	for _, a := range audit.Items {
+		found = found || (a.Action == "repair" && a.Result == "operation "+rep.ID+": "+wantReason)
+	}
+	if !found {
+		t.Errorf("no audit entry for %s: %+v", rep.ID, audit.Items)
+	}
 }
 
 func clientv3WithPrefix() clientv3.OpOption { return clientv3.WithPrefix() }

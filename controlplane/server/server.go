@@ -68,7 +68,16 @@ type Config struct {
 	StateEventRetention time.Duration `yaml:"state_event_retention"`
 	// PruneInterval is how often old events are deleted; default 1m.
 	PruneInterval time.Duration `yaml:"prune_interval"`
+	// RepairInterval is how often the repair reconciler asks the providers
+	// whether the nodes of Ready and Degraded clusters run, and restarts
+	// those that do not (operation kind repair); nil: DefaultRepairInterval;
+	// 0 disables it.
+	RepairInterval *time.Duration `yaml:"repair_interval"`
 }
+
+// DefaultRepairInterval is the repair reconciler's interval when the
+// configuration does not set repair_interval.
+const DefaultRepairInterval = 30 * time.Second
 
 // CloudInitConfig configures cloud-init rendering.
 type CloudInitConfig struct {
@@ -137,6 +146,9 @@ func LoadConfig(path string) (Config, error) {
 	if c.PruneInterval < 0 {
 		return Config{}, fmt.Errorf("config %s: prune_interval: must be > 0, e.g. 1m (got %s)", path, c.PruneInterval)
 	}
+	if c.RepairInterval != nil && *c.RepairInterval < 0 {
+		return Config{}, fmt.Errorf("config %s: repair_interval: must be >= 0 (0 disables repairs; got %s)", path, *c.RepairInterval)
+	}
 	return c, nil
 }
 
@@ -151,7 +163,9 @@ type Server struct {
 	EtcdURL    string
 	Projection *controlplane.Projection
 	Engine     *controlplane.Engine
-	Process    *infra.Process
+	// Repairer restarts nodes whose provider reports them not running.
+	Repairer *controlplane.Repairer
+	Process  *infra.Process
 	// Fleet is the fleet provider (nodes on enrolled hosts).
 	Fleet *infra.Fleet
 
@@ -246,6 +260,7 @@ func (s *Server) start(ctx context.Context) error {
 			agent.Dapr = &infra.DaprSettings{GRPCAddress: d.AgentGRPCAddress, PubSub: d.PubSub, Topic: controlplane.TopicAgentEvents}
 		}
 	}
+	providers := map[string]infra.Provider{"process": s.Process, "fleet": s.Fleet}
 	s.Engine = controlplane.NewEngine(controlplane.EngineConfig{
 		Instance: cfg.Instance, ReadyTimeout: cfg.ReadyTimeout, BackupTimeout: cfg.BackupTimeout,
 		Agent: agent,
@@ -254,7 +269,8 @@ func (s *Server) start(ctx context.Context) error {
 			u.User = url.UserPassword(clusterID, controlplane.IngestKey(secret, clusterID))
 			return u.String()
 		},
-	}, s.Store, s.Etcd, map[string]infra.Provider{"process": s.Process, "fleet": s.Fleet}, s.log)
+		Record: s.Projection.Record,
+	}, s.Store, s.Etcd, providers, s.log)
 	var bus controlplane.Bus
 	if cfg.Bus.Kind == BusDapr {
 		d := cfg.Bus.Dapr
@@ -288,6 +304,12 @@ func (s *Server) start(ctx context.Context) error {
 		IngestSecret: secret, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
 		CloudInit: s.cloudInit})
 	s.api = a
+	repairEvery := DefaultRepairInterval
+	if cfg.RepairInterval != nil {
+		repairEvery = *cfg.RepairInterval
+	}
+	s.Repairer = controlplane.NewRepairer(controlplane.RepairConfig{Interval: repairEvery, Instance: cfg.Instance, Record: s.Projection.Record},
+		s.Store, providers, bus, s.log)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.Engine.Start(runCtx)
@@ -296,6 +318,7 @@ func (s *Server) start(ctx context.Context) error {
 		defer close(s.pruned)
 		controlplane.RunEventPruner(runCtx, s.Store, retention(*cfg), cmp.Or(cfg.PruneInterval, time.Minute), s.log)
 	}()
+	s.Repairer.Start(runCtx)
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return runCtx }}
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.http.Serve(s.ln) }()
@@ -372,6 +395,9 @@ func (s *Server) Close() {
 	}
 	if s.daprSub != nil {
 		s.daprSub.Close()
+	}
+	if s.Repairer != nil {
+		s.Repairer.Wait()
 	}
 	if s.Engine != nil {
 		s.Engine.Wait()

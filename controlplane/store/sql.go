@@ -1057,6 +1057,18 @@ func (s *Store) ListOperations(ctx context.Context, namespace, clusterID string,
 	return s.queryOps(ctx, query+` ORDER BY id LIMIT ?`, append(args, limit(p.Limit, 100, 1000))...)
 }
 
+// LatestOperations lists cluster clusterID's operations of kind (every
+// kind when ""), newest first, at most n (1..1000, default 100).
+func (s *Store) LatestOperations(ctx context.Context, clusterID, kind string, n int) ([]Operation, error) {
+	query := `SELECT ` + opCols + ` FROM operations WHERE cluster_id = ?`
+	args := []any{clusterID}
+	if kind != "" {
+		query += ` AND kind = ?`
+		args = append(args, kind)
+	}
+	return s.queryOps(ctx, query+` ORDER BY created_at DESC, id DESC LIMIT ?`, append(args, limit(n, 100, 1000))...)
+}
+
 // UnfinishedOperations lists every pending or running operation, oldest
 // first: what a starting server resumes.
 func (s *Store) UnfinishedOperations(ctx context.Context) ([]Operation, error) {

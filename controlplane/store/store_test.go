@@ -329,6 +329,21 @@ func testOperations(t *testing.T, s *store.Store) {
 	if err != nil || len(ops) != 1 {
 		t.Fatalf("list ops: %+v %v", ops, err)
 	}
+	// Newest first, filtered by kind.
+	for i, kind := range []string{"repair", "restart", "repair"} {
+		at := now.Add(time.Duration(i+1) * time.Second)
+		o := store.Operation{ID: fmt.Sprintf("op-z%d", i), Namespace: "a", ClusterID: "c1", Kind: kind, State: store.OpFailed, CreatedAt: at, UpdatedAt: at}
+		if err := s.CreateOperation(ctx, o, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	latest, err := s.LatestOperations(ctx, "c1", "repair", 10)
+	if err != nil || len(latest) != 2 || latest[0].ID != "op-z2" || latest[1].ID != "op-z0" {
+		t.Fatalf("latest repair operations: %+v %v", latest, err)
+	}
+	if all, err := s.LatestOperations(ctx, "c1", "", 2); err != nil || len(all) != 2 || all[0].ID != "op-z2" || all[1].ID != "op-z1" {
+		t.Fatalf("latest 2 operations: %+v %v", all, err)
+	}
 }
 
 func testFleet(t *testing.T, s *store.Store) {

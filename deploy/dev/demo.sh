@@ -47,6 +47,8 @@ cat <<TXT
     # host loss of the primary (agent + PostgreSQL, one process group):
     PM=\$(head -1 "$WORK/server/nodes/\$(dbpilot cluster get demo -o go-template='{{.id}}')/\$(dbpilot cluster get demo -o go-template='{{.primary}}')/data/postmaster.pid")
     kill -KILL -- -\$(awk '{print \$5}' /proc/\$PM/stat)
+    # a replica takes over within seconds; within 30 s (--repair-interval) the
+    # control plane restarts the killed node (node_repair events) and it rejoins
 ==> following the cluster's events (Ctrl-C stops the demo and cleans up)
 TXT
 # In the background so Ctrl-C (or a SIGTERM to this script alone) reaches the trap at once.

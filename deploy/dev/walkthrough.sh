@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The five-minute walkthrough of README.md, run exactly as written there:
 # start the control plane, create a cluster, connect with psql, kill the
-# primary and watch `dbpilot events --follow` report the failover, run and
-# list a backup, restore to a point in time, switch over, delete.
+# primary and watch `dbpilot events --follow` report the failover and the
+# control plane's repair of the killed node, run and list a backup, restore
+# to a point in time, switch over, delete.
 #
 #   make build && deploy/dev/walkthrough.sh
 #
@@ -79,6 +80,9 @@ PRIMARY=$(dbpilot cluster get demo -o go-template='{{.primary}}')
 POSTMASTER=$(head -1 "$WORK/server/nodes/$(dbpilot cluster get demo -o go-template='{{.id}}')/$PRIMARY/data/postmaster.pid")
 kill -KILL -- -"$(awk '{print $5}' /proc/"$POSTMASTER"/stat)" # the node's agent and PostgreSQL
 wait_for 90 "events --follow to report the failover" grep -q "is primary (failover, was $PRIMARY" "$WORK/events.log"
+# The control plane notices the killed node within its repair interval
+# (30 s) and restarts it; later operations would wait for the repair.
+wait_for 120 "the control plane to repair $PRIMARY" grep -q "repair succeeded" "$WORK/events.log"
 cat "$WORK/events.log"
 dbpilot cluster get demo
 pg_env demo

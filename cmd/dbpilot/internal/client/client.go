@@ -344,7 +344,12 @@ type Operation struct {
 	Error     string `json:"error,omitempty"`
 	// BackupID is the backup a backup operation took, or the one a
 	// restore starts from.
-	BackupID  string    `json:"backup_id,omitempty"`
+	BackupID string `json:"backup_id,omitempty"`
+	// Reason is why the operation runs (a switchover's reason, a repair's
+	// "node X not running (provider status: …)").
+	Reason string `json:"reason,omitempty"`
+	// Nodes are the nodes a repair operation restarts.
+	Nodes     []string  `json:"nodes,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
