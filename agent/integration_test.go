@@ -7,8 +7,10 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -365,15 +367,27 @@ func newEventSink(t *testing.T) *eventSink {
 	es := &eventSink{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		e, err := proto.DecodeEnvelope(b)
+		// The Reporter sends what is queued as one batch (a JSON array,
+		// proto.BatchMediaType), a single event otherwise.
+		raws := []json.RawMessage{b}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == proto.BatchMediaType {
+			if err := json.Unmarshal(b, &raws); err != nil {
+				raws = []json.RawMessage{b}
+			}
+		}
 		es.mu.Lock()
 		defer es.mu.Unlock()
-		if err != nil {
-			es.bad++
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+		var decoded []proto.Envelope
+		for _, raw := range raws {
+			e, err := proto.DecodeEnvelope(raw)
+			if err != nil {
+				es.bad++
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			decoded = append(decoded, e)
 		}
-		es.got = append(es.got, e)
+		es.got = append(es.got, decoded...)
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(srv.Close)

@@ -47,6 +47,8 @@ type OpParams struct {
 	From     string `json:"from,omitempty"`
 	To       string `json:"to,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Children are the operations a host-level operation (drain) started.
+	Children []string `json:"children,omitempty"`
 	// Done lists the nodes a multi-node step already handled.
 	Done []string `json:"done,omitempty"`
 	// Progress is a human sentence for the API (e.g. "2 of 3 nodes ready").
@@ -385,6 +387,9 @@ func (w *workflow) fail(err error) {
 }
 
 func (w *workflow) execute(ctx context.Context) error {
+	if w.op.Kind == KindDrain {
+		return w.drain(ctx) // a host's operation: no cluster
+	}
 	c, err := w.e.st.GetCluster(ctx, w.op.ClusterID)
 	if err != nil {
 		return fmt.Errorf("load cluster: %w", err)
@@ -418,6 +423,8 @@ func (w *workflow) execute(ctx context.Context) error {
 		return x.update(ctx)
 	case KindRepair:
 		return x.repair(ctx)
+	case KindMove:
+		return x.move(ctx)
 	}
 	return fmt.Errorf("unknown operation kind %q", w.op.Kind)
 }
@@ -850,6 +857,11 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 // moveLeadership makes sure node is not the primary: when it is, it asks
 // for a switchover to the first healthy node of keep and waits for it.
 func (x *clusterCtx) moveLeadership(ctx context.Context, node string, keep []string) error {
+	return x.moveLeadershipFor(ctx, node, keep, "scale down removes "+node)
+}
+
+// moveLeadershipFor is moveLeadership with the switchover's reason.
+func (x *clusterCtx) moveLeadershipFor(ctx context.Context, node string, keep []string, reason string) error {
 	l, err := readLive(ctx, x.w.e.etcd, x.prefix)
 	if err != nil {
 		return err
@@ -868,7 +880,7 @@ func (x *clusterCtx) moveLeadership(ctx context.Context, node string, keep []str
 		return fmt.Errorf("%s is the primary and no remaining node is ready to take over", node)
 	}
 	x.w.log.Info("switching over before removing the primary", zap.String("from", node), zap.String("to", to))
-	if _, err := requestSwitchover(ctx, x.w.e.etcd, x.prefix, node, to, "scale down removes "+node); err != nil {
+	if _, err := requestSwitchover(ctx, x.w.e.etcd, x.prefix, node, to, reason); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)

@@ -2,6 +2,8 @@ package infra
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,11 +37,22 @@ type Fleet struct {
 	// HostTimeout: a host that has not polled for this long is considered
 	// dead; its releases are forced (its runner stops orphans on return).
 	HostTimeout time.Duration
+	// RestartTimeout bounds waiting for a host to acknowledge a restart
+	// (the graceful stop of a primary includes its hand-over).
+	RestartTimeout time.Duration
 }
 
 // NewFleet returns a fleet provider over st.
 func NewFleet(st *store.Store, log *zap.Logger) *Fleet {
-	return &Fleet{st: st, log: log.Named("fleet"), ReleaseTimeout: 3 * time.Minute, HostTimeout: 2 * time.Minute}
+	return &Fleet{st: st, log: log.Named("fleet"), ReleaseTimeout: 3 * time.Minute, HostTimeout: 2 * time.Minute, RestartTimeout: 3 * time.Minute}
+}
+
+// ConfigSHA256 is the hash (hex SHA-256) by which the server and the host
+// runner name a rendered agent config: the runner reports the hash of the
+// config its agent runs, and pushes a config whose hash differs.
+func ConfigSHA256(cfg string) string {
+	sum := sha256.Sum256([]byte(cfg))
+	return hex.EncodeToString(sum[:])
 }
 
 // Name returns "fleet".
@@ -81,7 +94,7 @@ func Candidates(hosts []store.Host, allocs []store.Allocation, sel map[string]st
 	}
 	var cs []cand
 	for _, h := range hosts {
-		if h.State != "ready" || !matches(h.Labels, sel) {
+		if h.State != store.HostReady || !matches(h.Labels, sel) {
 			continue
 		}
 		u := used[h.ID]
@@ -114,7 +127,11 @@ func matches(labels, sel map[string]string) bool {
 }
 
 // Create allocates a host for the node (idempotent: an allocated node
-// keeps its host) and records the agent config the host will run.
+// keeps its host) and records the agent config the host will run. When
+// the node is placed already and the config rendered from spec differs
+// from the one it runs, the new config is stored: the host writes it and
+// signals the agent to reload it (SIGHUP; the agent applies handler
+// settings at once, the rest at its next restart).
 func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
 	if _, err := f.st.ClusterCredentials(ctx, spec.ClusterID, NewCredentials); err != nil {
 		return nil, err
@@ -122,6 +139,16 @@ func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (j
 	cfg, err := AgentConfig(spec, FleetLayout(spec))
 	if err != nil {
 		return nil, err
+	}
+	if cur, err := f.st.GetAllocation(ctx, spec.ClusterID, spec.Node); err == nil && cur.State == store.AllocActive && cur.Config != string(cfg) {
+		changed, err := f.st.UpdateAllocationConfig(ctx, spec.ClusterID, spec.Node, string(cfg))
+		if err != nil {
+			return nil, fmt.Errorf("node %s: push agent config: %w", spec.Node, err)
+		}
+		if changed {
+			f.log.Info("agent config changed; the host reloads it", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node),
+				zap.String("host", cur.HostID), zap.String("config_sha256", ConfigSHA256(string(cfg))))
+		}
 	}
 	hosts, err := f.st.ListHosts(ctx)
 	if err != nil {
@@ -208,10 +235,44 @@ func (f *Fleet) hostDead(ctx context.Context, id string) bool {
 	return true // the host row is gone
 }
 
-// Restart is not supported on the fleet yet: the runner has no restart
-// signal. It fails with a clear error.
-func (f *Fleet) Restart(_ context.Context, spec NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
-	return nil, fmt.Errorf("restart node %s: the fleet provider does not restart nodes yet", spec.Node)
+// Restart asks the node's host to restart its agent (the host runner
+// stops it gracefully — SIGTERM: a primary hands over to a replica first —
+// and starts it again with the same config and data) and waits until the
+// host acknowledges the restart generation, at most RestartTimeout. A
+// retried Restart whose request is still pending waits for that request
+// instead of asking for a second restart. Errors: the node has no active
+// allocation; its host has not polled for HostTimeout; no acknowledgement
+// in time. The handle is returned unchanged.
+func (f *Fleet) Restart(ctx context.Context, spec NodeSpec, handle json.RawMessage) (json.RawMessage, error) {
+	gen, err := f.st.RequestRestart(ctx, spec.ClusterID, spec.Node)
+	if err != nil {
+		return nil, fmt.Errorf("restart node %s: %w", spec.Node, err)
+	}
+	f.log.Info("node restart requested", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node), zap.Int64("generation", gen))
+	start := time.Now()
+	for {
+		a, err := f.st.GetAllocation(ctx, spec.ClusterID, spec.Node)
+		if err != nil {
+			return nil, fmt.Errorf("restart node %s: %w", spec.Node, err)
+		}
+		if a.RestartApplied >= gen {
+			f.log.Info("node restarted", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node), zap.String("host", a.HostID),
+				zap.Int64("generation", gen), zap.Duration("took", time.Since(start)))
+			return handle, nil
+		}
+		if f.hostDead(ctx, a.HostID) {
+			return nil, fmt.Errorf("restart node %s: host %s has not polled for %s; bring its runner (dbpilot-host run) back, or drain the host", spec.Node, a.HostID, f.HostTimeout)
+		}
+		if time.Since(start) > f.RestartTimeout {
+			return nil, fmt.Errorf("restart node %s: host %s did not acknowledge restart generation %d within %s (it applied %d); see the host runner's log",
+				spec.Node, a.HostID, gen, f.RestartTimeout, a.RestartApplied)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Status is always Unknown on the fleet: the control plane cannot see the

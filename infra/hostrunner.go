@@ -10,8 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -152,7 +155,33 @@ type assignment struct {
 	State       string `json:"state"`
 	AgentConfig string `json:"agent_config"`
 	Credentials string `json:"credentials"`
+	// RestartGeneration above the node's applied one asks for a restart.
+	RestartGeneration int64 `json:"restart_generation"`
+	// What the server recorded from our last acknowledgement.
+	AppliedRestartGeneration int64  `json:"applied_restart_generation"`
+	AppliedConfigSHA256      string `json:"applied_config_sha256"`
+	ConfigError              string `json:"config_error"`
 }
+
+// hostNode is a node's local state, Root/nodes/{cluster}/{node}/node.json
+// (0600): the process handle plus what the runner applied.
+type hostNode struct {
+	ProcessHandle
+	// RestartGeneration is the restart generation the node last applied
+	// (every start of the agent applies the assignment's current one).
+	RestartGeneration int64 `json:"restart_generation"`
+	// ConfigSHA256 names the server-rendered config the agent runs
+	// (ConfigSHA256 of the assignment's agent_config, before relayout).
+	ConfigSHA256 string `json:"config_sha256,omitempty"`
+	// RejectedSHA256 names a config the runner refused because
+	// `dbpilot-agent validate` failed on it; ConfigError holds the output.
+	// The agent keeps running the previous one.
+	RejectedSHA256 string `json:"rejected_sha256,omitempty"`
+	ConfigError    string `json:"config_error,omitempty"`
+}
+
+// maxConfigError bounds the validation output a runner reports, in bytes.
+const maxConfigError = 2000
 
 func (r *HostRunner) nodeDir(clusterID, node string) string {
 	return filepath.Join(r.proc.Root(), clusterID, node)
@@ -174,7 +203,7 @@ func (r *HostRunner) reconcile(ctx context.Context) error {
 		assigned[dir] = true
 		switch a.State {
 		case store.AllocActive:
-			errs = append(errs, r.ensure(a, dir))
+			errs = append(errs, r.ensure(ctx, a, dir))
 		case store.AllocReleasing:
 			if err := r.remove(ctx, dir); err != nil {
 				errs = append(errs, err)
@@ -212,17 +241,68 @@ func (r *HostRunner) remove(ctx context.Context, dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// ensure starts the node's agent unless it runs. The server's config gets
-// this host's layout; the ports are picked once and kept in node.json.
-func (r *HostRunner) ensure(a assignment, dir string) error {
-	var h ProcessHandle
-	statePath := filepath.Join(dir, "node.json")
-	if b, err := os.ReadFile(statePath); err == nil {
-		_ = json.Unmarshal(b, &h)
+// ensure keeps one active node in line with its assignment, then
+// acknowledges what it applied when the server's record differs:
+//
+//   - agent not running (new node, or it died): write the config and
+//     start it (this applies the current restart generation);
+//   - restart generation above the applied one: stop the agent gracefully
+//     (SIGTERM; a primary hands over first) and start it again;
+//   - config changed: validate the new one with `dbpilot-agent validate`,
+//     then write it and send SIGHUP to the agent (not to its process
+//     group: PostgreSQL is not signalled); a config that fails validation
+//     is refused, reported, and not tried again until it changes.
+//
+// The server's config gets this host's layout; the ports are picked once
+// and kept in node.json.
+func (r *HostRunner) ensure(ctx context.Context, a assignment, dir string) error {
+	h := loadHostNode(dir)
+	sum := ConfigSHA256(a.AgentConfig)
+	log := r.log.With(zap.String("cluster", a.ClusterID), zap.String("node", a.Node))
+	var err error
+	switch alive := h.PID > 0 && r.proc.alive(h.ProcessHandle); {
+	case !alive:
+		err = r.start(ctx, a, dir, &h, sum)
+		if err == nil {
+			log.Info("node started", zap.Int("pid", h.PID), zap.Int("pg_port", h.PGPort), zap.Int64("restart_generation", h.RestartGeneration))
+		}
+	case a.RestartGeneration > h.RestartGeneration:
+		log.Info("restarting node", zap.Int("pid", h.PID), zap.Int64("applied", h.RestartGeneration), zap.Int64("requested", a.RestartGeneration))
+		if err = r.proc.stop(ctx, h.ProcessHandle); err == nil {
+			old := h.PID
+			if err = r.start(ctx, a, dir, &h, sum); err == nil {
+				log.Info("node restarted", zap.Int("old_pid", old), zap.Int("pid", h.PID), zap.Int64("restart_generation", h.RestartGeneration))
+			}
+		}
+	case sum != h.ConfigSHA256 && sum != h.RejectedSHA256:
+		var ok bool
+		if ok, err = r.writeConfig(ctx, a, dir, &h, sum, true); err == nil && ok {
+			if err = syscall.Kill(h.PID, syscall.SIGHUP); err == nil {
+				log.Info("agent config pushed (SIGHUP)", zap.Int("pid", h.PID), zap.String("config_sha256", sum))
+			}
+		}
+		if err == nil {
+			err = saveHostNode(dir, h)
+		}
 	}
-	if h.PID > 0 && r.proc.alive(h) {
+	if err != nil {
+		return fmt.Errorf("node %s/%s: %w", a.ClusterID, a.Node, err)
+	}
+	if a.AppliedRestartGeneration == h.RestartGeneration && a.AppliedConfigSHA256 == h.ConfigSHA256 && a.ConfigError == h.ConfigError {
 		return nil
 	}
+	body, _ := json.Marshal(map[string]any{"restart_generation": h.RestartGeneration, "config_sha256": h.ConfigSHA256, "config_error": h.ConfigError})
+	if err := r.call(ctx, "POST", "/v1/infra/hosts/self/assignments/"+a.ClusterID+"/"+a.Node+"/ack", body, 204, nil); err != nil {
+		return fmt.Errorf("node %s/%s: acknowledge: %w", a.ClusterID, a.Node, err)
+	}
+	return nil
+}
+
+// start writes the node's credentials and config and starts its agent
+// (h.PID, h.RestartGeneration and node.json updated). A config that fails
+// validation while an earlier one exists is refused: the agent starts with
+// the earlier one.
+func (r *HostRunner) start(ctx context.Context, a assignment, dir string, h *hostNode, sum string) error {
 	if err := localhost.MkdirTraversable(dir); err != nil {
 		return err
 	}
@@ -235,27 +315,82 @@ func (r *HostRunner) ensure(a assignment, dir string) error {
 			}
 		}
 	}
-	cred := filepath.Join(dir, "credentials.yaml")
-	if err := os.WriteFile(cred, []byte(a.Credentials), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "credentials.yaml"), []byte(a.Credentials), 0o600); err != nil {
 		return err
 	}
+	if sum != h.ConfigSHA256 || !fileExists(h.Config) {
+		_, hadConfig := os.Stat(h.Config)
+		if _, err := r.writeConfig(ctx, a, dir, h, sum, hadConfig == nil && h.ConfigSHA256 != ""); err != nil {
+			return err
+		}
+	}
+	if h.PID, err = r.proc.start(h.ProcessHandle); err != nil {
+		return err
+	}
+	h.RestartGeneration = a.RestartGeneration
+	return saveHostNode(dir, *h)
+}
+
+// writeConfig renders the assignment's config with this host's layout
+// into agent.yaml. With validate, the new file is first checked with
+// `dbpilot-agent validate`; a failure leaves agent.yaml alone, records the
+// refusal in h and returns false.
+func (r *HostRunner) writeConfig(ctx context.Context, a assignment, dir string, h *hostNode, sum string, validate bool) (bool, error) {
 	cfg, err := relayout([]byte(a.AgentConfig), NodeLayout{Address: r.cfg.Address, PGPort: h.PGPort, HTTPPort: h.HTTPPort,
-		DataDir: filepath.Join(dir, "data"), StateDir: filepath.Join(dir, "state"), CredentialsFile: cred, OSUser: r.proc.osUser})
+		DataDir: filepath.Join(dir, "data"), StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: r.proc.osUser})
 	if err != nil {
-		return fmt.Errorf("node %s/%s: %w", a.ClusterID, a.Node, err)
+		return false, err
 	}
-	if err := os.WriteFile(h.Config, cfg, 0o600); err != nil {
-		return err
+	tmp := h.Config + ".new"
+	if err := os.WriteFile(tmp, cfg, 0o600); err != nil {
+		return false, err
 	}
-	if h.PID, err = r.proc.start(h); err != nil {
-		return err
+	if validate {
+		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		out, err := exec.CommandContext(vctx, r.proc.agentBin, "validate", "--config", tmp).CombinedOutput()
+		cancel()
+		if err != nil {
+			_ = os.Remove(tmp)
+			msg := strings.TrimSpace(string(out))
+			if msg == "" {
+				msg = err.Error()
+			}
+			if len(msg) > maxConfigError {
+				msg = msg[:maxConfigError]
+			}
+			h.RejectedSHA256, h.ConfigError = sum, msg
+			r.log.Warn("agent config refused: the agent keeps its running config", zap.String("cluster", a.ClusterID), zap.String("node", a.Node),
+				zap.String("config_sha256", sum), zap.String("error", msg))
+			return false, nil
+		}
 	}
+	if err := os.Rename(tmp, h.Config); err != nil {
+		return false, err
+	}
+	h.ConfigSHA256, h.RejectedSHA256, h.ConfigError = sum, "", ""
+	return true, nil
+}
+
+func loadHostNode(dir string) hostNode {
+	var h hostNode
+	if b, err := os.ReadFile(filepath.Join(dir, "node.json")); err == nil {
+		_ = json.Unmarshal(b, &h)
+	}
+	return h
+}
+
+func saveHostNode(dir string, h hostNode) error {
 	b, _ := json.Marshal(h)
-	if err := os.WriteFile(statePath, b, 0o600); err != nil {
+	tmp := filepath.Join(dir, "node.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
-	r.log.Info("node started", zap.String("cluster", a.ClusterID), zap.String("node", a.Node), zap.Int("pid", h.PID), zap.Int("pg_port", h.PGPort))
-	return nil
+	return os.Rename(tmp, filepath.Join(dir, "node.json"))
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // relayout replaces the host-specific parts of a rendered agent config

@@ -252,6 +252,24 @@ func TestCLI(t *testing.T) {
 	if jt := c.json("host", "join-token", "--label", "rack=r1"); !strings.HasPrefix(jt["join_token"].(string), "dbpj_") {
 		t.Errorf("join-token: %v", jt)
 	}
+	// Cordon, drain (no nodes: nothing to move) and uncordon; a drain
+	// without --wait answers the operation.
+	if r := c.ok("host", "cordon", "h1"); !strings.Contains(r.stdout, "cordoned") {
+		t.Errorf("host cordon: %s", r)
+	}
+	if r := c.ok("host", "list"); !strings.Contains(r.stdout, "NODES") || !strings.Contains(r.stdout, "cordoned") {
+		t.Errorf("host list after cordon: %s", r)
+	}
+	if r := c.ok("host", "drain", "h1", "--wait"); !strings.Contains(r.stdout, "drained: host h1 drained: 0 nodes moved") || !strings.Contains(r.stderr, "done") {
+		t.Errorf("host drain --wait: %s", r)
+	}
+	if h := c.json("host", "uncordon", "h1"); h["state"] != "ready" || h["nodes"] != float64(0) {
+		t.Errorf("host uncordon json: %v", h)
+	}
+	if op := c.json("host", "drain", "h2"); op["kind"] != "drain" || op["id"] == "" {
+		t.Errorf("host drain json: %v", op)
+	}
+	c.exit(3, []string{"host", "cordon", "nope"}, "host: no host with id or name nope")
 
 	// Tokens: a viewer can read but not delete (exit 4); a revoked token is
 	// refused (exit 4).

@@ -98,6 +98,7 @@ func (a *API) routes() {
 	pub("POST /v1/infra/hosts/enroll", a.enrollHost)
 	pub("GET /v1/infra/hosts/self/assignments", a.hostAssignments)
 	pub("DELETE /v1/infra/hosts/self/assignments/{cluster}/{node}", a.releaseAssignment)
+	pub("POST /v1/infra/hosts/self/assignments/{cluster}/{node}/ack", a.ackAssignment)
 
 	auth("GET /v1/whoami", a.whoami)
 	auth("GET /v1/namespaces", a.listNamespaces)
@@ -138,6 +139,10 @@ func (a *API) routes() {
 	auth("GET /v1/audit", a.listAudit)
 	auth("POST /v1/infra/join-tokens", a.createJoinToken)
 	auth("GET /v1/infra/hosts", a.listHosts)
+	auth("POST /v1/infra/hosts/{host}/cordon", a.cordonHost)
+	auth("POST /v1/infra/hosts/{host}/uncordon", a.uncordonHost)
+	auth("POST /v1/infra/hosts/{host}/drain", a.drainHost)
+	auth("GET /v1/infra/operations/{id}", a.getInfraOperation)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, &apiError{Status: 404, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

@@ -29,6 +29,9 @@ type HostJSON struct {
 	Capacity  store.Resources   `json:"capacity"`
 	State     string            `json:"state"`
 	CreatedAt time.Time         `json:"created_at"`
+	// Nodes is the number of nodes allocated on the host (active and
+	// releasing; in lists and cordon/drain answers).
+	Nodes int `json:"nodes"`
 	// Credential is only present in the enrolment response.
 	Credential string `json:"credential,omitempty"`
 }
@@ -132,9 +135,16 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
+	count, err := a.nodesPerHost(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	out := list[HostJSON]{Items: []HostJSON{}}
 	for _, h := range hs {
-		out.Items = append(out.Items, hostJSON(h))
+		hj := hostJSON(h)
+		hj.Nodes = count[h.ID]
+		out.Items = append(out.Items, hj)
 	}
 	writeJSON(w, 200, out)
 }
@@ -162,6 +172,15 @@ type Assignment struct {
 	AgentConfig string          `json:"agent_config"`
 	// Credentials is the cluster's credentials file (active nodes only).
 	Credentials string `json:"credentials,omitempty"`
+	// RestartGeneration: restart the node's agent when it is above the
+	// generation the host last applied.
+	RestartGeneration int64 `json:"restart_generation"`
+	// AppliedRestartGeneration, AppliedConfigSHA256 and ConfigError are
+	// what the host last acknowledged (POST …/ack); the host acknowledges
+	// again when its own state differs.
+	AppliedRestartGeneration int64  `json:"applied_restart_generation"`
+	AppliedConfigSHA256      string `json:"applied_config_sha256"`
+	ConfigError              string `json:"config_error"`
 }
 
 // hostAssignments returns the agent configurations a fleet host must run
@@ -181,7 +200,9 @@ func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
 	}
 	out := list[Assignment]{Items: []Assignment{}}
 	for _, x := range as {
-		as := Assignment{ClusterID: x.ClusterID, Node: x.Node, State: x.State, Resources: x.Resources, AgentConfig: x.Config}
+		as := Assignment{ClusterID: x.ClusterID, Node: x.Node, State: x.State, Resources: x.Resources, AgentConfig: x.Config,
+			RestartGeneration: x.RestartGeneration, AppliedRestartGeneration: x.RestartApplied, AppliedConfigSHA256: x.ConfigApplied,
+			ConfigError: x.ConfigError}
 		if x.State == store.AllocActive {
 			if as.Credentials, err = a.d.Store.GetClusterCredentials(r.Context(), x.ClusterID); err != nil {
 				writeErr(w, err)

@@ -135,6 +135,8 @@ func TestTenantIsolationMatrix(t *testing.T) {
 			for _, g := range []struct{ method, path, body string }{
 				{"GET", "/v1/tokens", ""}, {"GET", "/v1/audit", ""}, {"GET", "/v1/infra/hosts", ""},
 				{"POST", "/v1/namespaces", `{"name":"z"}`}, {"POST", "/v1/infra/join-tokens", `{}`},
+				{"POST", "/v1/infra/hosts/h-1/cordon", ""}, {"POST", "/v1/infra/hosts/h-1/uncordon", ""},
+				{"POST", "/v1/infra/hosts/h-1/drain", ""}, {"GET", "/v1/infra/operations/op-c-a", ""},
 			} {
 				if code := c.do(g.method, g.path, bodyOf(g.body), nil); code != 403 {
 					t.Errorf("%s %s %s %s: %d, want 403", tenant, role, g.method, g.path, code)

@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"gopkg.in/yaml.v3"
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
@@ -22,7 +20,11 @@ import (
 // `dbpilot-host run` process with its own folder and loopback
 // address) enrol with one-time join tokens; a cluster created with provider
 // fleet lands one node per host, becomes Ready with 1 primary and 2
-// streaming replicas (checked on the primary), and its deletion stops every
+// streaming replicas (checked on the primary). On that cluster: a config
+// push reaches a running agent without a restart and an invalid one is
+// refused (fleetConfigPush), a rolling restart restarts every agent
+// (fleetRestart), and draining the primary's host moves its node to a
+// fourth host with the data intact (fleetDrain). Its deletion stops every
 // agent, removes the node folders and releases the capacity.
 func TestFleetProvisionDelete(t *testing.T) {
 	dir := testDir(t)
@@ -31,39 +33,7 @@ func TestFleetProvisionDelete(t *testing.T) {
 
 	hostsDir := filepath.Join(dir, "hosts")
 	for i, name := range []string{"host-a", "host-b", "host-c"} {
-		var jt struct {
-			JoinToken string `json:"join_token"`
-		}
-		if code := c.do("POST", "/v1/infra/join-tokens", map[string]any{"labels": map[string]string{"rack": "r1"}}, &jt); code != 201 {
-			t.Fatalf("join token: %d", code)
-		}
-		root := filepath.Join(hostsDir, name)
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		logf, err := os.Create(filepath.Join(root, "runner.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(hostBin, "run", "--server", s.URL, "--join-token", jt.JoinToken, "--name", name,
-			"--address", fmt.Sprintf("127.0.0.%d", i+2), "--root", root, "--interval", "500ms",
-			"--cpu", "2", "--memory-mb", "2048", "--disk-gb", "20", "--agent-bin", agentBin)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			logf.Close()
-			if t.Failed() {
-				b, _ := os.ReadFile(logf.Name())
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
-				}
-				t.Logf("--- %s (tail)\n%s", logf.Name(), b)
-			}
-		})
+		startHostRunner(t, c, s.URL, hostsDir, name, fmt.Sprintf("127.0.0.%d", i+2))
 	}
 	eventually(t, 30*time.Second, "three hosts enrolled and polling", func() error {
 		hs, err := s.Store.ListHosts(context.Background())
@@ -134,24 +104,19 @@ func TestFleetProvisionDelete(t *testing.T) {
 		Superuser struct{ Username, Password string }
 	}
 	_ = yaml.Unmarshal([]byte(credDoc), &cred)
-	addr := map[string]string{"host-a": "127.0.0.2", "host-b": "127.0.0.3", "host-c": "127.0.0.4"}[hostOf[cl.Primary]]
+	addr := fleetAddr[hostOf[cl.Primary]]
+	db := fleetDB{user: cred.Superuser.Username, password: cred.Superuser.Password}
 	eventually(t, 30*time.Second, "primary reports 2 streaming replicas", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s:%d/postgres?sslmode=disable", cred.Superuser.Username, cred.Superuser.Password, addr, nh.PGPort))
-		if err != nil {
-			return err
+		n, err := db.count(addr, nh.PGPort, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d streaming", n)
 		}
-		defer conn.Close(ctx)
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'").Scan(&n); err != nil {
-			return err
-		}
-		if n != 2 {
-			return fmt.Errorf("%d streaming", n)
-		}
-		return nil
+		return err
 	})
+	// Data written now must survive the restart and the drain below.
+	if err := db.exec(addr, nh.PGPort, "CREATE TABLE entries (id int PRIMARY KEY, body text); INSERT INTO entries SELECT g, 'entry ' || g FROM generate_series(1, 100) g"); err != nil {
+		t.Fatal(err)
+	}
 
 	// cloud-init user-data for the same node carries the same credentials.
 	var ci struct {
@@ -161,6 +126,12 @@ func TestFleetProvisionDelete(t *testing.T) {
 		!strings.HasPrefix(ci.UserData, "#cloud-config\n") || !strings.Contains(ci.UserData, cred.Superuser.Password) {
 		t.Fatalf("cloud-init: %d %.200q", code, ci.UserData)
 	}
+
+	// Node life cycle on the fleet, on the same cluster: config push,
+	// rolling restart, drain of the primary's host.
+	fleetConfigPush(t, s, hostsDir, clusterID, hostOf)
+	fleetRestart(t, s, c, hostsDir, clusterID)
+	fleetDrain(t, s, c, hostsDir, clusterID, db)
 
 	if code := c.do("DELETE", "/v1/namespaces/acme/clusters/ledger", nil, &o); code != 202 {
 		t.Fatalf("delete: %d", code)
@@ -172,7 +143,7 @@ func TestFleetProvisionDelete(t *testing.T) {
 	if err != nil || len(allocs) != 0 {
 		t.Fatalf("capacity not released: %+v %v", allocs, err)
 	}
-	for _, h := range []string{"host-a", "host-b", "host-c"} {
+	for _, h := range []string{"host-a", "host-b", "host-c", "host-d"} {
 		nd := filepath.Join(hostsDir, h, "nodes")
 		if pids := infra.ProcessesUsing(nd); len(pids) != 0 {
 			t.Errorf("%s: processes left: %v", h, pids)

@@ -1364,7 +1364,7 @@ func (s *Store) AllocateWith(ctx context.Context, candidates []string, a Allocat
 
 // ListAllocations lists the allocations of a host ("" = all hosts).
 func (s *Store) ListAllocations(ctx context.Context, hostID string) ([]Allocation, error) {
-	query := `SELECT host_id, cluster_id, node, resources, config, created_at, state FROM allocations`
+	query := `SELECT ` + allocCols + ` FROM allocations`
 	var args []any
 	if hostID != "" {
 		query += ` WHERE host_id = ?`
@@ -1377,14 +1377,10 @@ func (s *Store) ListAllocations(ctx context.Context, hostID string) ([]Allocatio
 	defer rows.Close()
 	var out []Allocation
 	for rows.Next() {
-		var a Allocation
-		var res string
-		var at int64
-		if err := rows.Scan(&a.HostID, &a.ClusterID, &a.Node, &res, &a.Config, &at, &a.State); err != nil {
+		a, err := scanAllocation(rows)
+		if err != nil {
 			return nil, fmt.Errorf("list allocations: %w", err)
 		}
-		_ = json.Unmarshal([]byte(res), &a.Resources)
-		a.CreatedAt = fromMS(at)
 		out = append(out, a)
 	}
 	return out, rows.Err()

@@ -207,7 +207,26 @@ type Allocation struct {
 	// State is AllocActive (the host runs the node) or AllocReleasing (the
 	// host must stop it and acknowledge; capacity stays booked until then).
 	State string
+	// RestartGeneration is raised by RequestRestart; the host restarts the
+	// node's agent when it is above the generation it last applied.
+	RestartGeneration int64
+	// RestartApplied is the generation the host acknowledged (AckAllocation).
+	RestartApplied int64
+	// ConfigApplied is the SHA-256 (hex, ConfigSHA256) of the rendered
+	// agent config the host runs ("": not acknowledged yet).
+	ConfigApplied string
+	// ConfigError is why the host refused the current Config ("": none).
+	ConfigError string
 }
+
+// Host states.
+const (
+	// HostReady: the host takes new allocations.
+	HostReady = "ready"
+	// HostCordoned: the host keeps its nodes but takes no new allocation
+	// (SetHostState; a drain cordons first).
+	HostCordoned = "cordoned"
+)
 
 // Allocation states.
 const (

@@ -389,6 +389,64 @@ func testFleet(t *testing.T, s *store.Store) {
 	if err != nil || byCred.ID != "h1" {
 		t.Fatalf("by credential: %+v %v", byCred, err)
 	}
+
+	// Restart generations: raised once until the host acknowledges.
+	for i, want := range []int64{1, 1} {
+		if gen, err := s.RequestRestart(ctx, "c1", "node1"); err != nil || gen != want {
+			t.Fatalf("restart request %d: %d %v, want %d", i, gen, err, want)
+		}
+	}
+	if err := s.AckAllocation(ctx, "h2", "c1", "node1", 1, "", ""); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another host acknowledged: %v", err)
+	}
+	if err := s.AckAllocation(ctx, "h1", "c1", "node1", 1, "abc", "bad key"); err != nil {
+		t.Fatal(err)
+	}
+	if gen, err := s.RequestRestart(ctx, "c1", "node1"); err != nil || gen != 2 {
+		t.Fatalf("restart after acknowledgement: %d %v, want 2", gen, err)
+	}
+	if _, err := s.RequestRestart(ctx, "c1", "node9"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("restart of an unplaced node: %v", err)
+	}
+	// Config updates report whether anything changed.
+	if changed, err := s.UpdateAllocationConfig(ctx, "c1", "node1", "v2"); err != nil || !changed {
+		t.Fatalf("config update: %v %v", changed, err)
+	}
+	if changed, err := s.UpdateAllocationConfig(ctx, "c1", "node1", "v2"); err != nil || changed {
+		t.Fatalf("same config again: %v %v", changed, err)
+	}
+	if _, err := s.UpdateAllocationConfig(ctx, "c1", "node9", "v2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("config of an unplaced node: %v", err)
+	}
+	got, err := s.GetAllocation(ctx, "c1", "node1")
+	if err != nil || got.Config != "v2" || got.RestartGeneration != 2 || got.RestartApplied != 1 || got.ConfigApplied != "abc" || got.ConfigError != "bad key" {
+		t.Fatalf("allocation: %+v %v", got, err)
+	}
+	// Cordon: no new allocation on the host; uncordon lifts it.
+	if err := s.SetHostState(ctx, "h1", store.HostCordoned); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.GetHost(ctx, "db1"); err != nil || h.ID != "h1" || h.State != store.HostCordoned {
+		t.Fatalf("host by name: %+v %v", h, err)
+	}
+	if err := s.Release(ctx, "c3", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c4", Node: "node1", Resources: need}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("allocated on a cordoned host: %v", err)
+	}
+	if err := s.SetHostState(ctx, "h1", store.HostReady); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Allocate(ctx, []string{"h1"}, store.Allocation{ClusterID: "c4", Node: "node1", Resources: need}); err != nil {
+		t.Fatalf("after uncordon: %v", err)
+	}
+	if err := s.SetHostState(ctx, "h9", store.HostCordoned); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("cordon of an unknown host: %v", err)
+	}
+	if _, err := s.GetHost(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown host: %v", err)
+	}
 }
 
 func testTemplatesAudit(t *testing.T, s *store.Store) {

@@ -691,9 +691,17 @@ type Host struct {
 	Capacity  Resources         `json:"capacity"`
 	State     string            `json:"state"`
 	CreatedAt time.Time         `json:"created_at"`
+	// Nodes is the number of nodes allocated on the host.
+	Nodes int `json:"nodes"`
 	// Credential is only present in the enrolment response.
 	Credential string `json:"credential,omitempty"`
 }
+
+// Host states.
+const (
+	HostReady    = "ready"
+	HostCordoned = "cordoned"
+)
 
 // JoinToken is a one-time fleet enrolment token.
 type JoinToken struct {
@@ -729,6 +737,34 @@ func (c *Client) EnrollHost(ctx context.Context, req EnrollRequest) (Host, error
 // ListHosts lists the fleet (platform admin).
 func (c *Client) ListHosts(ctx context.Context) ([]Host, error) {
 	return list[Host](ctx, c, "/v1/infra/hosts", nil)
+}
+
+func hostPath(ref, action string) string {
+	return "/v1/infra/hosts/" + url.PathEscape(ref) + "/" + action
+}
+
+// CordonHost stops new allocations on a host (id or name); its nodes keep
+// running (platform admin).
+func (c *Client) CordonHost(ctx context.Context, ref string) (Host, error) {
+	return send[Host](ctx, c, http.MethodPost, hostPath(ref, "cordon"), struct{}{})
+}
+
+// UncordonHost lets a cordoned host take allocations again (platform
+// admin; 409 while a drain of it runs).
+func (c *Client) UncordonHost(ctx context.Context, ref string) (Host, error) {
+	return send[Host](ctx, c, http.MethodPost, hostPath(ref, "uncordon"), struct{}{})
+}
+
+// DrainHost cordons a host and starts moving every node off it; poll the
+// operation with GetInfraOperation (platform admin).
+func (c *Client) DrainHost(ctx context.Context, ref string) (Operation, error) {
+	return send[Operation](ctx, c, http.MethodPost, hostPath(ref, "drain"), struct{}{})
+}
+
+// GetInfraOperation returns any operation by id, including host
+// operations (drain) that belong to no namespace (platform admin).
+func (c *Client) GetInfraOperation(ctx context.Context, id string) (Operation, error) {
+	return get[Operation](ctx, c, "/v1/infra/operations/"+url.PathEscape(id))
 }
 
 // ---- tokens ----
