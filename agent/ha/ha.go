@@ -259,8 +259,16 @@ func decideElection(v View) Action {
 	}
 	syncSet := v.SyncMode && len(v.SyncStandbys) > 0
 	for _, m := range v.Members {
-		if syncSet && slices.Contains(v.SyncStandbys, m.Name) && (!m.Fresh || m.Stale) {
+		inSync := syncSet && slices.Contains(v.SyncStandbys, m.Name)
+		if inSync && (!m.Fresh || m.Stale) {
 			return Action{Kind: Noop, Reason: "no leader; waiting for synchronous standby " + m.Name + " to report its LSN"}
+		}
+		if inSync && m.LSN > v.LocalLSN && !promotable(v, m) {
+			// With ANY 1 of the key, the most advanced member of the key
+			// holds every acknowledged commit: nobody behind it may take
+			// over, even when it cannot be promoted itself.
+			return Action{Kind: Noop, Reason: fmt.Sprintf("no leader; synchronous standby %s is ahead (LSN %d > %d) but cannot be promoted (%s): it may hold the only copy of acknowledged commits, not failing over automatically",
+				m.Name, m.LSN, v.LocalLSN, whyNot(v, m))}
 		}
 		if m.Stale || !promotable(v, m) {
 			continue
@@ -311,6 +319,21 @@ func promotable(v View, m Member) bool {
 		return slices.Contains(v.SyncStandbys, m.Name)
 	}
 	return true
+}
+
+// whyNot says why promotable(v, m) is false, for logs.
+func whyNot(v View, m Member) string {
+	switch {
+	case !m.Healthy:
+		return "unhealthy"
+	case m.NoFailover || m.Priority <= 0:
+		return "tagged nofailover"
+	case !m.Running || m.Role != RoleReplica:
+		return "not running as a replica"
+	case removing(v, m.Name):
+		return "being removed"
+	}
+	return "not eligible"
 }
 
 // outsideSpec reports whether node is missing from a non-empty SpecNodes:

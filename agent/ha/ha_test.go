@@ -173,6 +173,29 @@ func TestDecide(t *testing.T) {
 			v.Members[0].Fresh = false
 			return v
 		}, Noop, "", "synchronous standby n3"},
+		{"no leader, sync: an unhealthy sync standby ahead blocks the one behind", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.Members[0].LSN, v.Members[0].Healthy = 1100, false
+			return v
+		}, Noop, "", "n3 is ahead (LSN 1100 > 1000) but cannot be promoted (unhealthy)"},
+		{"no leader, sync: a nofailover sync standby ahead blocks the one behind", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.Members[0].LSN, v.Members[0].NoFailover = 1100, true
+			return v
+		}, Noop, "", "acknowledged commits"},
+		{"no leader, sync: an unhealthy sync standby behind does not block", func(v View) View {
+			v = noLeader(v)
+			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
+			v.Members[0].Healthy = false
+			return v
+		}, Campaign, "", "most advanced"},
+		{"no leader, async: an unhealthy member ahead does not block", func(v View) View {
+			v = noLeader(v)
+			v.Members[0].LSN, v.Members[0].Healthy = 1100, false
+			return v
+		}, Campaign, "", "most advanced"},
 		{"no leader, sync: most advanced sync standby campaigns", func(v View) View {
 			v = noLeader(v)
 			v.SyncMode, v.SyncStandbys = true, []string{"n2", "n3"}
