@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,7 +38,7 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetOut(stdout)
-	root.AddCommand(newServeCmd(), newDevCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newVersionCmd())
 	return root
 }
 
@@ -143,5 +144,54 @@ func newDevCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "API address")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "debug|info|warn|error")
 	cmd.Flags().DurationVar(&repairEvery, "repair-interval", server.DefaultRepairInterval, "how often killed nodes are looked for and restarted (0 disables)")
+	return cmd
+}
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage API tokens offline (for the first admin token of a serve deployment)"}
+	var path, storeDSN, name string
+	var grants []string
+	create := &cobra.Command{
+		Use:   "create --config FILE --name NAME [--grant NS=ROLE]...",
+		Short: "Create an API token directly in the store and print its secret (shown once)",
+		Long: `Creates an API token in the store the server configuration names, without
+a running server (the store's migrations are applied first). This is how a
+` + "`serve`" + ` deployment gets its first admin token; later tokens are made through
+the API (POST /v1/tokens, dbpilot token create). Grants are NAMESPACE=ROLE
+with ROLE admin, operator or viewer; '*' is every namespace.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := server.LoadConfig(path)
+			if err != nil {
+				return err
+			}
+			if storeDSN != "" {
+				cfg.Store = storeDSN
+			}
+			var gs []store.Grant
+			for _, g := range grants {
+				ns, role, ok := strings.Cut(g, "=")
+				if !ok {
+					return fmt.Errorf("--grant %q: want NAMESPACE=ROLE, e.g. '*=admin' or 'acme=operator'", g)
+				}
+				gs = append(gs, store.Grant{Namespace: ns, Role: role})
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			tok, err := server.IssueToken(ctx, cfg, name, gs)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&path, "config", "", "server configuration file (YAML)")
+	create.Flags().StringVar(&storeDSN, "store", "", "override the store: a SQLite path or postgres://…")
+	create.Flags().StringVar(&name, "name", "", "token name (shown in the audit log)")
+	create.Flags().StringArrayVar(&grants, "grant", []string{"*=admin"}, "NAMESPACE=ROLE (repeatable)")
+	_ = create.MarkFlagRequired("config")
+	_ = create.MarkFlagRequired("name")
+	cmd.AddCommand(create)
 	return cmd
 }

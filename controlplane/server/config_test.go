@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/dbpilot/dbpilot/controlplane/server"
+	"github.com/dbpilot/dbpilot/controlplane/store"
 )
 
 // TestLoadConfigNamesTheField: a bad serve config is refused with the key
@@ -33,5 +35,42 @@ func TestLoadConfigNamesTheField(t *testing.T) {
 				t.Fatalf("LoadConfig error %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestIssueTokenOffline: the first admin token of a serve deployment is
+// created in the store without a running server, and the server then
+// accepts it; bad grants are refused naming the fix.
+func TestIssueTokenOffline(t *testing.T) {
+	dir := testDir(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		grants []store.Grant
+		want   string
+	}{
+		{"", []store.Grant{{Namespace: "*", Role: "admin"}}, "name: required"},
+		{"x", nil, "grant: at least one"},
+		{"x", []store.Grant{{Namespace: "*", Role: "root"}}, "ROLE admin, operator or viewer"},
+	} {
+		if _, err := server.IssueToken(ctx, server.Config{DataDir: dir}, tc.name, tc.grants); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("IssueToken(%q, %v) = %v, want an error containing %q", tc.name, tc.grants, err, tc.want)
+		}
+	}
+	tok, err := server.IssueToken(ctx, server.Config{DataDir: dir}, "first-admin", []store.Grant{{Namespace: "*", Role: "admin"}})
+	if err != nil || !strings.HasPrefix(tok, "dbp_") {
+		t.Fatalf("IssueToken: %q %v", tok, err)
+	}
+	s, _ := startServer(t, dir)
+	defer s.Close()
+	var who struct {
+		Name string `json:"name"`
+	}
+	c := client{t: t, base: s.URL, token: tok}
+	if code := c.do("GET", "/v1/whoami", nil, &who); code != 200 || who.Name != "first-admin" {
+		t.Fatalf("whoami with the offline token: %d %+v", code, who)
+	}
+	if code := c.do("POST", "/v1/namespaces", map[string]any{"name": "fresh"}, nil); code != 201 {
+		t.Fatalf("the offline admin token cannot create a namespace: %d", code)
 	}
 }

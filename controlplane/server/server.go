@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -426,6 +427,41 @@ func (s *Server) CreateToken(ctx context.Context, name string, grants ...store.G
 	err := s.Store.CreateToken(ctx, store.Token{ID: "tok-" + randHex(8), Name: name, Hash: controlplane.HashSecret(secret), Grants: grants,
 		CreatedBy: "server", CreatedAt: time.Now().UTC()})
 	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// IssueToken opens the store cfg names (default DataDir/dbpilot.db,
+// applying pending migrations) and creates an API token with grants,
+// without a running server: how the first admin token of a `serve`
+// deployment is made. It returns the token's secret (shown once; only its
+// hash is stored). Errors: the store's, or a grant with an unknown role
+// (admin, operator, viewer) or an empty namespace.
+func IssueToken(ctx context.Context, cfg Config, name string, grants []store.Grant) (string, error) {
+	if name == "" {
+		return "", errors.New("name: required, e.g. --name ops-admin")
+	}
+	if len(grants) == 0 {
+		return "", errors.New("grant: at least one NAMESPACE=ROLE, e.g. --grant '*=admin'")
+	}
+	for _, g := range grants {
+		if g.Namespace == "" || (g.Role != api.RoleAdmin && g.Role != api.RoleOperator && g.Role != api.RoleViewer) {
+			return "", fmt.Errorf("grant %s=%s: want NAMESPACE=ROLE with ROLE admin, operator or viewer ('*' is every namespace)", g.Namespace, g.Role)
+		}
+	}
+	dsn := cfg.Store
+	if dsn == "" {
+		dsn = filepath.Join(cfg.DataDir, "dbpilot.db")
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	secret := controlplane.NewSecret("dbp_")
+	if err := st.CreateToken(ctx, store.Token{ID: "tok-" + randHex(8), Name: name, Hash: controlplane.HashSecret(secret), Grants: grants,
+		CreatedBy: "dbpilot-server token create", CreatedAt: time.Now().UTC()}); err != nil {
 		return "", err
 	}
 	return secret, nil
