@@ -22,16 +22,7 @@ import (
 // events are dropped and counted, malformed events are refused.
 func TestProjectionThroughEmbeddedBus(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	now := time.Now()
-	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 2, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
-		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
-		t.Fatal(err)
-	}
+	st := storeWithCluster(t, 2)
 	p := NewProjection(st, zaptest.NewLogger(t))
 	bus := NewEmbeddedBus()
 	bus.Subscribe(TopicAgentEvents, p.Handle)
@@ -74,16 +65,8 @@ func TestProjectionThroughEmbeddedBus(t *testing.T) {
 // and answer every delivery.
 func TestProjectionGroupCommitConcurrent(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storeWithCluster(t, 3)
 	now := time.Now()
-	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 3, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
-		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
-		t.Fatal(err)
-	}
 	p := NewProjection(st, zaptest.NewLogger(t))
 	const nodes, perNode = 3, 100
 	var events [][]byte
@@ -139,16 +122,7 @@ func TestProjectionGroupCommitConcurrent(t *testing.T) {
 // is the batch's).
 func TestProjectionBatchKeepsOrder(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	now := time.Now()
-	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 3, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
-		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
-		t.Fatal(err)
-	}
+	st := storeWithCluster(t, 3)
 	p := NewProjection(st, zaptest.NewLogger(t))
 	bus := NewEmbeddedBus()
 	bus.SubscribeBatch(TopicAgentEvents, p.HandleBatch)
@@ -228,16 +202,8 @@ func TestEventBelongsTo(t *testing.T) {
 // than one chunk is deleted in one call.
 func TestPruneEventsPolicy(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storeWithCluster(t, 3)
 	now := time.Now()
-	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: 3, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
-		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
-		t.Fatal(err)
-	}
 	var evs []store.EventApply
 	add := func(n int, typ string, age time.Duration) {
 		for i := range n {
@@ -271,4 +237,23 @@ func TestPruneEventsPolicy(t *testing.T) {
 	if n, err := PruneEvents(ctx, st, EventRetention{}, now.Add(1000*time.Hour)); err != nil || n != 0 {
 		t.Fatalf("with zero retention pruned %d (%v), want 0", n, err)
 	}
+}
+
+// storeWithCluster opens a SQLite store in a temporary folder holding one
+// Ready cluster ns/p/db (id c1) of replicas nodes; it is closed at the end
+// of the test.
+func storeWithCluster(t *testing.T, replicas int) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Now()
+	if err := st.CreateCluster(ctx, store.Cluster{ID: "c1", Namespace: "ns", Project: "p", Name: "db", Replicas: replicas, Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now},
+		store.Operation{ID: "o1", Namespace: "ns", ClusterID: "c1", Kind: KindCreate, State: store.OpSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

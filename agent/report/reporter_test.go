@@ -566,11 +566,11 @@ func gatedReceiver(t *testing.T, status func(e proto.Envelope, attempt int) int)
 	return rc, in, release
 }
 
-func TestQueuedEventsGoInBatchesInOrder(t *testing.T) {
-	rc, entered, release := gatedReceiver(t, func(proto.Envelope, int) int { return http.StatusOK })
-	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), WithMaxBatch(20))
-	run(t, r)
-	es := events(t, 51)
+// publishBehindGate publishes es[0], waits until the gated receiver holds
+// it, queues the rest behind it, opens the gate and waits until every
+// event was delivered or dropped.
+func publishBehindGate(t *testing.T, r *Reporter, es []proto.Envelope, entered <-chan struct{}, release chan struct{}) {
+	t.Helper()
 	r.Publish(es[0])
 	<-entered
 	for _, e := range es[1:] {
@@ -582,6 +582,14 @@ func TestQueuedEventsGoInBatchesInOrder(t *testing.T) {
 	if err := r.Flush(ctx); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
+}
+
+func TestQueuedEventsGoInBatchesInOrder(t *testing.T) {
+	rc, entered, release := gatedReceiver(t, func(proto.Envelope, int) int { return http.StatusOK })
+	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), WithMaxBatch(20))
+	run(t, r)
+	es := events(t, 51)
+	publishBehindGate(t, r, es, entered, release)
 	got, _, _ := rc.snapshot()
 	if !slices.Equal(got, ids(es)) {
 		t.Fatalf("accepted %d events, want all 51 in publish order", len(got))
@@ -612,17 +620,7 @@ func TestBatchRefusalsDropOnlyTheRefusedEvents(t *testing.T) {
 	run(t, r)
 	es := events(t, 6)
 	bad = es[3].ID
-	r.Publish(es[0])
-	<-entered
-	for _, e := range es[1:] {
-		r.Publish(e)
-	}
-	close(release)
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := r.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v", err)
-	}
+	publishBehindGate(t, r, es, entered, release)
 	got, attempts, _ := rc.snapshot()
 	want := append(ids(es[:3:3]), ids(es[4:])...)
 	if !slices.Equal(got, want) {
@@ -648,17 +646,7 @@ func TestBatchRetriedWholeOnRetryableFailure(t *testing.T) {
 	run(t, r)
 	es := events(t, 5)
 	flaky = es[2].ID
-	r.Publish(es[0])
-	<-entered
-	for _, e := range es[1:] {
-		r.Publish(e)
-	}
-	close(release)
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := r.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v", err)
-	}
+	publishBehindGate(t, r, es, entered, release)
 	got, attempts, _ := rc.snapshot()
 	if !slices.Equal(got, ids(es)) {
 		t.Errorf("accepted %v, want all five in order", got)
@@ -678,17 +666,7 @@ func TestMaxBatchOneSendsSingleEvents(t *testing.T) {
 	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t), WithMaxBatch(1))
 	run(t, r)
 	es := events(t, 4)
-	r.Publish(es[0])
-	<-entered
-	for _, e := range es[1:] {
-		r.Publish(e)
-	}
-	close(release)
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := r.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v", err)
-	}
+	publishBehindGate(t, r, es, entered, release)
 	rc.mu.Lock()
 	batches := slices.Clone(rc.batches)
 	rc.mu.Unlock()
