@@ -67,12 +67,9 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the control plane from a configuration file",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := server.LoadConfig(path)
+			cfg, err := loadConfig(path, storeDSN)
 			if err != nil {
 				return err
-			}
-			if storeDSN != "" {
-				cfg.Store = storeDSN
 			}
 			log, err := newLogger(level)
 			if err != nil {
@@ -161,12 +158,9 @@ the API (POST /v1/tokens, dbpilot token create). Grants are NAMESPACE=ROLE
 with ROLE admin, operator or viewer; '*' is every namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := server.LoadConfig(path)
+			cfg, err := loadConfig(path, storeDSN)
 			if err != nil {
 				return err
-			}
-			if storeDSN != "" {
-				cfg.Store = storeDSN
 			}
 			var gs []store.Grant
 			for _, g := range grants {
@@ -194,4 +188,17 @@ with ROLE admin, operator or viewer; '*' is every namespace.`,
 	_ = create.MarkFlagRequired("name")
 	cmd.AddCommand(create)
 	return cmd
+}
+
+// loadConfig reads the server config at path; a non-empty storeDSN
+// (--store) replaces its store.
+func loadConfig(path, storeDSN string) (server.Config, error) {
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		return cfg, err
+	}
+	if storeDSN != "" {
+		cfg.Store = storeDSN
+	}
+	return cfg, nil
 }
