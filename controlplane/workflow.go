@@ -359,7 +359,8 @@ type workflow struct {
 // that no step (a provider call, a wait of minutes) outlives the lease. It
 // stops the workflow when the store says another runner owns the
 // operation, or when renewals kept failing until less than Lease/3 of the
-// lease is left: another replica may claim it once it runs out.
+// lease is left (two failed renewals in a row): another replica may claim
+// it once it runs out, so the workflow stops before that.
 func (w *workflow) keepLease(ctx context.Context, until time.Time) {
 	every := w.e.cfg.Lease / 3
 	t := time.NewTicker(every)
@@ -371,7 +372,9 @@ func (w *workflow) keepLease(ctx context.Context, until time.Time) {
 		case <-t.C:
 		}
 		next := time.Now().Add(w.e.cfg.Lease)
-		rctx, cancel := context.WithTimeout(ctx, every)
+		// Half an interval: a hanging store still leaves time to stop
+		// before the lease runs out.
+		rctx, cancel := context.WithTimeout(ctx, every/2)
 		err := w.e.st.RenewOperation(rctx, w.claim, next)
 		cancel()
 		switch {
