@@ -149,10 +149,6 @@ func (w *workflow) moveAll(ctx context.Context, h store.Host) error {
 			if err := w.save(ctx); err != nil {
 				return backoff.Permanent(err)
 			}
-		} else if time.Until(w.op.LeaseUntil) < w.e.cfg.Lease/2 {
-			if err := w.save(ctx); err != nil {
-				return backoff.Permanent(err)
-			}
 		}
 		select {
 		case <-ctx.Done():
@@ -260,5 +256,5 @@ func (x *clusterCtx) move(ctx context.Context) error {
 	if err := x.w.save(ctx); err != nil {
 		return err
 	}
-	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", 0)
+	return x.w.setPhase(ctx, store.PhaseReady, "", 0)
 }

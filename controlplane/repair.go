@@ -379,7 +379,7 @@ func (x *clusterCtx) repair(ctx context.Context) error {
 			return err
 		}
 		if live, err := readLive(ctx, x.w.e.etcd, x.prefix); err == nil && live.readyProblem(all) == "" {
-			if err := x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", 0); err != nil {
+			if err := x.w.setPhase(ctx, store.PhaseReady, "", 0); err != nil {
 				return err
 			}
 		}
@@ -387,9 +387,9 @@ func (x *clusterCtx) repair(ctx context.Context) error {
 	})
 }
 
-// repairFinished records the outcome of a repair operation: a node_repair
-// event per node, and on failure the reason on the (still Degraded)
-// cluster.
+// repairFinished records the outcome of a repair operation, once the
+// workflow saved it (on failure, fail has set the reason on the still
+// Degraded cluster in the same transaction): a node_repair event per node.
 func (w *workflow) repairFinished(ctx context.Context, failure error) {
 	c, err := w.e.st.GetCluster(ctx, w.op.ClusterID)
 	if err != nil {
@@ -400,12 +400,6 @@ func (w *workflow) repairFinished(ctx context.Context, failure error) {
 		DurationMS: time.Since(w.op.CreatedAt).Milliseconds()}
 	if failure != nil {
 		d.State, d.Error = RepairFailed, failure.Error()
-		if c.Phase == store.PhaseReady || c.Phase == store.PhaseDegraded {
-			reason := fmt.Sprintf("repair %s failed (%s): %s", w.op.ID, w.params.Reason, failure)
-			if err := w.e.st.SetClusterPhase(ctx, c.ID, store.PhaseDegraded, reason, 0); err != nil {
-				w.log.Warn("set cluster degraded", zap.Error(err))
-			}
-		}
 	}
 	for _, n := range w.params.Nodes {
 		recordRepair(ctx, w.e.cfg.Record, w.log, c, n, d)

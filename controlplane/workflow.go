@@ -281,8 +281,21 @@ func (e *Engine) Kick(id string) {
 	}()
 }
 
+// errLeaseLost ends a workflow that can no longer prove it owns its
+// operation: another server replica claimed it (its lease ran out), or
+// the lease could not be renewed before it ran out. The workflow stops
+// where it is and writes nothing more; the owner (or, after an unrenewed
+// lease, this engine's next sweep) carries the operation on from its
+// saved step.
+var errLeaseLost = errors.New("operation lease lost")
+
 // run claims and drives one operation to a terminal state (or until ctx
-// ends, leaving it resumable).
+// ends, leaving it resumable). While it runs, a lease keeper renews the
+// claim every third of the lease and stops the workflow (its context is
+// cancelled with errLeaseLost) as soon as the claim is lost; every write
+// that ends the operation or changes the cluster's phase is made under
+// the claim (store.Claim), so a workflow that lost its operation cannot
+// finish, fail or re-phase it.
 func (e *Engine) run(ctx context.Context, id string) {
 	op, err := e.st.ClaimOperation(ctx, id, e.cfg.Instance, time.Now().Add(e.cfg.Lease))
 	if err != nil {
@@ -292,14 +305,28 @@ func (e *Engine) run(ctx context.Context, id string) {
 		return
 	}
 	e.runs.Add(1)
-	w := &workflow{e: e, op: op, log: e.log.With(zap.String("operation", op.ID), zap.String("kind", op.Kind), zap.String("cluster", op.ClusterID))}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := &workflow{e: e, op: op, claim: store.Claim{OperationID: op.ID, Owner: op.Owner}, cancel: cancel,
+		log: e.log.With(zap.String("operation", op.ID), zap.String("kind", op.Kind), zap.String("cluster", op.ClusterID))}
 	if len(op.Params) > 0 {
 		_ = json.Unmarshal(op.Params, &w.params)
 	}
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		w.keepLease(wctx, op.LeaseUntil)
+	}()
 	w.log.Info("operation running", zap.String("step", op.Step))
-	err = w.execute(ctx)
+	err = w.execute(wctx)
+	cancel(nil) // stops the lease keeper
+	<-kept
 	if ctx.Err() != nil {
 		w.log.Info("operation paused by shutdown; it resumes on restart", zap.String("step", w.op.Step))
+		return
+	}
+	if cause := context.Cause(wctx); errors.Is(cause, errLeaseLost) {
+		w.log.Warn("operation stopped: this server no longer owns it", zap.String("step", w.op.Step), zap.Error(cause))
 		return
 	}
 	if err != nil {
@@ -307,8 +334,7 @@ func (e *Engine) run(ctx context.Context, id string) {
 		return
 	}
 	w.op.State, w.op.Error = store.OpSucceeded, ""
-	if err := w.save(context.WithoutCancel(ctx)); err != nil {
-		w.log.Error("save succeeded operation", zap.Error(err))
+	if !w.finish(context.WithoutCancel(ctx), nil) {
 		return
 	}
 	w.log.Info("operation succeeded")
@@ -322,13 +348,97 @@ type workflow struct {
 	op     store.Operation
 	params OpParams
 	log    *zap.Logger
+	// claim is this engine's hold on op: phase writes are made under it.
+	claim store.Claim
+	// cancel stops the workflow (cause: errLeaseLost) when the claim is
+	// lost; nil outside Engine.run.
+	cancel context.CancelCauseFunc
+}
+
+// keepLease renews the workflow's claim every Lease/3 until ctx ends, so
+// that no step (a provider call, a wait of minutes) outlives the lease. It
+// stops the workflow when the store says another runner owns the
+// operation, or when renewals kept failing until less than Lease/3 of the
+// lease is left (two failed renewals in a row): another replica may claim
+// it once it runs out, so the workflow stops before that.
+func (w *workflow) keepLease(ctx context.Context, until time.Time) {
+	every := w.e.cfg.Lease / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		next := time.Now().Add(w.e.cfg.Lease)
+		// Half an interval: a hanging store still leaves time to stop
+		// before the lease runs out.
+		rctx, cancel := context.WithTimeout(ctx, every/2)
+		err := w.e.st.RenewOperation(rctx, w.claim, next)
+		cancel()
+		switch {
+		case err == nil:
+			until = next
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, store.ErrConflict):
+			w.lose(err)
+			return
+		case time.Until(until) < every:
+			w.lose(fmt.Errorf("lease not renewed before it runs out at %s: %w", until.Format(time.RFC3339Nano), err))
+			return
+		default:
+			w.log.Warn("renew operation lease; retrying", zap.Error(err))
+		}
+	}
+}
+
+// lose stops the workflow because its claim is gone (err says why).
+func (w *workflow) lose(err error) {
+	if w.cancel != nil {
+		w.cancel(fmt.Errorf("%w: %w", errLeaseLost, err))
+	}
+}
+
+// owned turns a store ErrConflict of a write made under the claim into
+// errLeaseLost, stopping the workflow.
+func (w *workflow) owned(err error) error {
+	if errors.Is(err, store.ErrConflict) {
+		w.lose(err)
+		return backoff.Permanent(fmt.Errorf("%w: %w", errLeaseLost, err))
+	}
+	return err
+}
+
+// setPhase sets the cluster's phase under the workflow's claim.
+func (w *workflow) setPhase(ctx context.Context, phase, reason string, replicas int) error {
+	return w.owned(w.e.st.SetClusterPhaseAs(ctx, w.claim, w.op.ClusterID, phase, reason, replicas))
 }
 
 func (w *workflow) save(ctx context.Context) error {
 	b, _ := json.Marshal(w.params)
 	w.op.Params = b
 	w.op.LeaseUntil = time.Now().Add(w.e.cfg.Lease)
-	return w.e.st.UpdateOperation(ctx, w.op)
+	return w.owned(w.e.st.UpdateOperation(ctx, w.op))
+}
+
+// finish saves the operation in its final state (w.op.State) and applies
+// change to the cluster, under the claim; it reports whether it did (a
+// workflow that lost its operation writes nothing).
+func (w *workflow) finish(ctx context.Context, change *store.ClusterChange) bool {
+	b, _ := json.Marshal(w.params)
+	w.op.Params = b
+	err := w.e.st.FinishOperation(ctx, w.op, change)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		w.log.Warn("operation not finished here: this server no longer owns it", zap.String("state", w.op.State), zap.Error(err))
+		return false
+	case err != nil:
+		w.log.Error("save finished operation; it resumes from its saved step", zap.String("state", w.op.State), zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // step runs fn as step name unless the saved position is past it, retrying
@@ -369,16 +479,23 @@ func idx(order []string, s string) int {
 	return -1
 }
 
+// fail ends the operation as failed and, for the kinds that own the
+// cluster's phase, sets it (Failed; a failed repair leaves a Ready or
+// Degraded cluster Degraded with the error), in one store transaction made
+// under the claim: nothing is written once another server owns it.
 func (w *workflow) fail(err error) {
 	ctx := context.WithoutCancel(w.e.ctx)
 	w.op.State, w.op.Error = store.OpFailed, err.Error()
-	if serr := w.save(ctx); serr != nil {
-		w.log.Error("save failed operation", zap.Error(serr))
+	var change *store.ClusterChange
+	switch w.op.Kind {
+	case KindCreate, KindScale, KindDelete, KindRestore:
+		change = &store.ClusterChange{Phase: store.PhaseFailed, Reason: err.Error()}
+	case KindRepair:
+		change = &store.ClusterChange{Phase: store.PhaseDegraded, Reason: fmt.Sprintf("repair %s failed (%s): %s", w.op.ID, w.params.Reason, err),
+			IfPhase: []string{store.PhaseReady, store.PhaseDegraded}}
 	}
-	if w.op.Kind == KindCreate || w.op.Kind == KindScale || w.op.Kind == KindDelete || w.op.Kind == KindRestore {
-		if serr := w.e.st.SetClusterPhase(ctx, w.op.ClusterID, store.PhaseFailed, err.Error(), 0); serr != nil && !errors.Is(serr, store.ErrNotFound) {
-			w.log.Error("set cluster failed", zap.Error(serr))
-		}
+	if !w.finish(ctx, change) {
+		return
 	}
 	w.log.Error("operation failed", zap.Error(err))
 	if w.op.Kind == KindRepair {
@@ -551,10 +668,6 @@ func (x *clusterCtx) waitReadySince(ctx context.Context, want []string, since in
 				return backoff.Permanent(err)
 			}
 			last = problem
-		} else if time.Until(x.w.op.LeaseUntil) < x.w.e.cfg.Lease/2 {
-			if err := x.w.save(ctx); err != nil {
-				return backoff.Permanent(err)
-			}
 		}
 		if time.Now().After(deadline) {
 			return backoff.Permanent(fmt.Errorf("not ready after %s: %s", x.w.e.cfg.ReadyTimeout, problem))
@@ -587,7 +700,7 @@ func (x *clusterCtx) create(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseProvisioning, "", 0); err != nil {
+	if err := x.w.setPhase(ctx, store.PhaseProvisioning, "", 0); err != nil {
 		return err
 	}
 	if err := x.w.step(ctx, "spec", createSteps, func(ctx context.Context) error {
@@ -607,7 +720,7 @@ func (x *clusterCtx) create(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", 0)
+	return x.w.setPhase(ctx, store.PhaseReady, "", 0)
 }
 
 // requestKey is the etcd key of on-demand backup request id under prefix
@@ -638,14 +751,6 @@ func (x *clusterCtx) claimStatus(ctx context.Context, prefix, id string) (node, 
 	}
 	node, status, _ = strings.Cut(string(resp.Kvs[0].Value), " ")
 	return node, status, nil
-}
-
-// keepLease renews the operation's lease while a step waits.
-func (x *clusterCtx) keepLease(ctx context.Context) error {
-	if time.Until(x.w.op.LeaseUntil) < x.w.e.cfg.Lease/2 {
-		return x.w.save(ctx)
-	}
-	return nil
 }
 
 // archiveSource asks the restore source's primary to switch and archive
@@ -682,9 +787,6 @@ func (x *clusterCtx) archiveSource(ctx context.Context) error {
 				return backoff.Permanent(errors.New("the source cluster's primary did not archive its current WAL within a minute; a point-in-time restore needs the WAL up to the target"))
 			}
 			return nil
-		}
-		if err := x.keepLease(ctx); err != nil {
-			return backoff.Permanent(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -751,8 +853,6 @@ func (x *clusterCtx) backup(ctx context.Context) error {
 				if err := x.w.save(ctx); err != nil {
 					return backoff.Permanent(err)
 				}
-			} else if err := x.keepLease(ctx); err != nil {
-				return backoff.Permanent(err)
 			}
 			// ReadyTimeout for an agent to take the request; once one
 			// runs it, BackupTimeout (a large database takes hours).
@@ -851,7 +951,7 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 	if err := x.w.step(ctx, "ready", scaleSteps, func(ctx context.Context) error { return x.waitReady(ctx, want) }); err != nil {
 		return err
 	}
-	return x.w.e.st.SetClusterPhase(ctx, x.c.ID, store.PhaseReady, "", target)
+	return x.w.setPhase(ctx, store.PhaseReady, "", target)
 }
 
 // moveLeadership makes sure node is not the primary: when it is, it asks
@@ -925,7 +1025,7 @@ func (x *clusterCtx) delete(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	return x.w.step(ctx, "record", deleteSteps, func(ctx context.Context) error { return x.w.e.st.DeleteCluster(ctx, x.c.ID) })
+	return x.w.step(ctx, "record", deleteSteps, func(ctx context.Context) error { return x.w.owned(x.w.e.st.DeleteClusterAs(ctx, x.w.claim, x.c.ID)) })
 }
 
 var switchSteps = []string{"", "request", "wait"}
@@ -973,11 +1073,6 @@ func (x *clusterCtx) switchover(ctx context.Context) error {
 			if time.Now().After(deadline) {
 				return backoff.Permanent(fmt.Errorf("primary did not change within %s", x.w.e.cfg.ReadyTimeout))
 			}
-			if time.Until(x.w.op.LeaseUntil) < x.w.e.cfg.Lease/2 {
-				if err := x.w.save(ctx); err != nil {
-					return backoff.Permanent(err)
-				}
-			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -1017,7 +1112,7 @@ func (x *clusterCtx) update(ctx context.Context) error {
 		return err
 	}
 	if err := x.w.step(ctx, "record", updateSteps, func(ctx context.Context) error {
-		return x.w.e.st.SetClusterSynchronousMode(ctx, x.c.ID, mode)
+		return x.w.owned(x.w.e.st.SetClusterSynchronousModeAs(ctx, x.w.claim, x.c.ID, mode))
 	}); err != nil {
 		return err
 	}
@@ -1045,8 +1140,6 @@ func (x *clusterCtx) waitSynchronousMode(ctx context.Context, mode string, nodes
 			if err := x.w.save(ctx); err != nil {
 				return backoff.Permanent(err)
 			}
-		} else if err := x.keepLease(ctx); err != nil {
-			return backoff.Permanent(err)
 		}
 		if time.Now().After(deadline) {
 			return backoff.Permanent(fmt.Errorf("synchronous_mode %s not in effect after %s: %s; the spec key is written and the agents apply it when they can (see the primary's agent log)",

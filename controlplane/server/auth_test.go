@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -310,4 +311,77 @@ func TestAuthAndValidation(t *testing.T) {
 	for r := range documented {
 		t.Errorf("proto/openapi.json documents %s, which is not served", r)
 	}
+
+	// Query parameters: the document names exactly those each handler
+	// reads (queryParams), and the ones the handlers validate are probed:
+	// a GET route that reads limit, page_token, after or format answers 400
+	// naming it for a bad value, one that does not read it ignores it.
+	for p, ms := range doc.Paths {
+		for m, raw := range ms {
+			var op struct {
+				Parameters []struct{ Name, In string } `json:"parameters"`
+			}
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatalf("%s %s: %v", m, p, err)
+			}
+			var names []string
+			for _, x := range op.Parameters {
+				if x.In == "query" {
+					names = append(names, x.Name)
+				}
+			}
+			r := strings.ToUpper(m) + " " + p
+			if got := strings.Join(names, " "); got != queryParams[r] {
+				t.Errorf("proto/openapi.json: %s has query parameters %q, the handler reads %q", r, got, queryParams[r])
+			}
+		}
+	}
+	seedCluster(t, s.Store, "c-q", "acme", "q")
+	fillPath := strings.NewReplacer("{ns}", "acme", "{cluster}", "q", "{node}", "node1", "{project}", "default",
+		"{name}", "postgres-15", "{id}", "op-c-q")
+	for _, r := range s.Routes() {
+		method, path, _ := strings.Cut(r, " ")
+		if method != "GET" {
+			continue
+		}
+		for _, pr := range []struct{ param, bad string }{{"limit", "0"}, {"page_token", "%21"}, {"after", "-1"}, {"format", "x"}} {
+			reads := slices.Contains(strings.Fields(queryParams[r]), pr.param)
+			if !reads && strings.HasSuffix(path, "/stream") {
+				continue // a valid request would stream forever
+			}
+			var e apiErr
+			code := admin.do("GET", fillPath.Replace(path)+"?"+pr.param+"="+pr.bad, nil, &e)
+			if got := code == 400 && e.Field == pr.param; got != reads {
+				t.Errorf("%s?%s=%s: %d %+v; the handler reads %s: %v", r, pr.param, pr.bad, code, e, pr.param, reads)
+			}
+		}
+	}
+}
+
+// queryParams lists, per route, the query parameters its handler reads,
+// in the order proto/openapi.json lists them (controlplane/api: pageOf
+// reads limit and page_token, the cluster lookup reads project,
+// eventFilter reads cluster, node, type, after and limit).
+var queryParams = map[string]string{
+	"GET /v1/namespaces":                                                 "limit page_token",
+	"GET /v1/namespaces/{ns}/projects":                                   "limit page_token",
+	"GET /v1/namespaces/{ns}/clusters":                                   "limit page_token",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}":                         "project",
+	"DELETE /v1/namespaces/{ns}/clusters/{cluster}":                      "project",
+	"PATCH /v1/namespaces/{ns}/clusters/{cluster}":                       "project",
+	"POST /v1/namespaces/{ns}/clusters/{cluster}/scale":                  "project",
+	"POST /v1/namespaces/{ns}/clusters/{cluster}/switchover":             "project",
+	"POST /v1/namespaces/{ns}/clusters/{cluster}/failover":               "project",
+	"POST /v1/namespaces/{ns}/clusters/{cluster}/restart":                "project",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/nodes":                   "project",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/nodes/{node}/cloud-init": "project format",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/backups":                 "project limit page_token",
+	"POST /v1/namespaces/{ns}/clusters/{cluster}/backups":                "project",
+	"POST /v1/namespaces/{ns}/clusters/{cluster}/restore":                "project",
+	"GET /v1/namespaces/{ns}/operations":                                 "cluster_id limit page_token",
+	"GET /v1/namespaces/{ns}/events":                                     "cluster node type after limit",
+	"GET /v1/namespaces/{ns}/events/stream":                              "cluster node type after limit",
+	"GET /v1/namespaces/{ns}/audit":                                      "limit page_token",
+	"GET /v1/tokens":                                                     "limit page_token",
+	"GET /v1/audit":                                                      "limit page_token",
 }

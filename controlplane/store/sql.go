@@ -554,6 +554,42 @@ func (s *Store) SetClusterPhase(ctx context.Context, id, phase, reason string, r
 	return nil
 }
 
+// SetClusterPhaseAs is SetClusterPhase made by the runner of an operation:
+// applied only while claim holds (ErrConflict otherwise), in the same
+// transaction that checks it.
+func (s *Store) SetClusterPhaseAs(ctx context.Context, claim Claim, id, phase, reason string, replicas int) error {
+	return s.asOwner(ctx, claim, "set cluster "+id+" phase", func(tx *sql.Tx) error {
+		return s.setPhase(ctx, tx, id, ClusterChange{Phase: phase, Reason: reason, Replicas: replicas})
+	})
+}
+
+// setPhase applies ch to cluster id in tx (ErrNotFound: no cluster, or
+// one whose phase is not in ch.IfPhase).
+func (s *Store) setPhase(ctx context.Context, tx *sql.Tx, id string, ch ClusterChange) error {
+	query := `UPDATE clusters SET phase = ?, reason = ?, updated_at = ?`
+	args := []any{ch.Phase, ch.Reason, ms(time.Now())}
+	if ch.Replicas > 0 {
+		query += `, replicas = ?`
+		args = append(args, ch.Replicas)
+	}
+	query += ` WHERE id = ?`
+	args = append(args, id)
+	if len(ch.IfPhase) > 0 {
+		query += ` AND phase IN (?` + strings.Repeat(`, ?`, len(ch.IfPhase)-1) + `)`
+		for _, p := range ch.IfPhase {
+			args = append(args, p)
+		}
+	}
+	res, err := tx.ExecContext(ctx, s.q(query), args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("cluster %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
 // SetClusterSynchronousMode records the cluster's synchronous_mode ("on" |
 // "off"): what new nodes' agent configurations and the spec key carry.
 // Errors: ErrNotFound when there is no cluster id.
@@ -568,6 +604,22 @@ func (s *Store) SetClusterSynchronousMode(ctx context.Context, id, mode string) 
 	return nil
 }
 
+// SetClusterSynchronousModeAs is SetClusterSynchronousMode made by the
+// runner of an operation (the update workflow): applied only while claim
+// holds (ErrConflict otherwise).
+func (s *Store) SetClusterSynchronousModeAs(ctx context.Context, claim Claim, id, mode string) error {
+	return s.asOwner(ctx, claim, "set cluster "+id+" synchronous_mode", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE clusters SET synchronous_mode = ?, updated_at = ? WHERE id = ?`), mode, ms(time.Now()), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
 // DeleteCluster removes a cluster row and its nodes, allocations and
 // backup records (the backups themselves stay in the repository; events and operations are kept as history).
 func (s *Store) DeleteCluster(ctx context.Context, id string) error {
@@ -576,14 +628,28 @@ func (s *Store) DeleteCluster(ctx context.Context, id string) error {
 		return fmt.Errorf("delete cluster %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	for _, q := range []string{`DELETE FROM nodes WHERE cluster_id = ?`, `DELETE FROM allocations WHERE cluster_id = ?`,
-		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM backups WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
-		if _, err := tx.ExecContext(ctx, s.q(q), id); err != nil {
-			return fmt.Errorf("delete cluster %s: %w", id, err)
-		}
+	if err := s.deleteCluster(ctx, tx, id); err != nil {
+		return fmt.Errorf("delete cluster %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("delete cluster %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteClusterAs is DeleteCluster made by the runner of an operation (the
+// delete workflow's last step): applied only while claim holds
+// (ErrConflict otherwise).
+func (s *Store) DeleteClusterAs(ctx context.Context, claim Claim, id string) error {
+	return s.asOwner(ctx, claim, "delete cluster "+id, func(tx *sql.Tx) error { return s.deleteCluster(ctx, tx, id) })
+}
+
+func (s *Store) deleteCluster(ctx context.Context, tx *sql.Tx, id string) error {
+	for _, q := range []string{`DELETE FROM nodes WHERE cluster_id = ?`, `DELETE FROM allocations WHERE cluster_id = ?`,
+		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM backups WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
+		if _, err := tx.ExecContext(ctx, s.q(q), id); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -1111,20 +1177,101 @@ func (s *Store) ClaimOperation(ctx context.Context, id, owner string, leaseUntil
 }
 
 // UpdateOperation saves an operation's progress (state, step, attempts,
-// error, params, lease), provided owner still holds it (ErrConflict
-// otherwise).
+// error, params, lease), provided it is unfinished and op.Owner still
+// holds it (ErrConflict otherwise: a finished operation never changes
+// again). The workflow engine ends operations with FinishOperation.
 func (s *Store) UpdateOperation(ctx context.Context, op Operation) error {
 	params := string(op.Params)
 	if params == "" {
 		params = "{}"
 	}
 	res, err := s.exec(ctx, `UPDATE operations SET state = ?, step = ?, attempts = ?, error = ?, params = ?, lease_until = ?, updated_at = ?
- WHERE id = ? AND owner = ?`, op.State, op.Step, op.Attempts, op.Error, params, ms(op.LeaseUntil), ms(time.Now()), op.ID, op.Owner)
+ WHERE id = ? AND owner = ? AND state IN ('pending', 'running')`, op.State, op.Step, op.Attempts, op.Error, params, ms(op.LeaseUntil), ms(time.Now()), op.ID, op.Owner)
 	if err != nil {
 		return fmt.Errorf("update operation %s: %w", op.ID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("update operation %s: no longer owned by %s: %w", op.ID, op.Owner, ErrConflict)
+		return fmt.Errorf("update operation %s: not owned by %s, or finished: %w", op.ID, op.Owner, ErrConflict)
+	}
+	return nil
+}
+
+// RenewOperation extends claim's lease to leaseUntil (ErrConflict when the
+// operation is finished or another runner owns it). The workflow engine
+// renews the lease of every operation it runs every third of the lease.
+func (s *Store) RenewOperation(ctx context.Context, claim Claim, leaseUntil time.Time) error {
+	res, err := s.exec(ctx, `UPDATE operations SET lease_until = ? WHERE id = ? AND owner = ? AND state IN ('pending', 'running')`,
+		ms(leaseUntil), claim.OperationID, claim.Owner)
+	if err != nil {
+		return fmt.Errorf("renew operation %s: %w", claim.OperationID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("renew operation %s: not owned by %s, or finished: %w", claim.OperationID, claim.Owner, ErrConflict)
+	}
+	return nil
+}
+
+// FinishOperation saves op in its final state (op.State succeeded or
+// failed) and, when change is not nil, sets the phase of cluster
+// op.ClusterID, in one transaction, provided the operation is unfinished
+// and op.Owner still holds it: ErrConflict otherwise, and nothing is
+// written. A cluster that is gone (or not in change.IfPhase) is left
+// alone.
+func (s *Store) FinishOperation(ctx context.Context, op Operation, change *ClusterChange) error {
+	if op.State != OpSucceeded && op.State != OpFailed {
+		return fmt.Errorf("finish operation %s: state %q is not final", op.ID, op.State)
+	}
+	params := string(op.Params)
+	if params == "" {
+		params = "{}"
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("finish operation %s: %w", op.ID, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, s.q(`UPDATE operations SET state = ?, step = ?, attempts = ?, error = ?, params = ?, updated_at = ?
+ WHERE id = ? AND owner = ? AND state IN ('pending', 'running')`), op.State, op.Step, op.Attempts, op.Error, params, ms(time.Now()), op.ID, op.Owner)
+	if err != nil {
+		return fmt.Errorf("finish operation %s: %w", op.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("finish operation %s: not owned by %s, or finished: %w", op.ID, op.Owner, ErrConflict)
+	}
+	if change != nil {
+		if err := s.setPhase(ctx, tx, op.ClusterID, *change); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("finish operation %s: set cluster phase: %w", op.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("finish operation %s: %w", op.ID, err)
+	}
+	return nil
+}
+
+// asOwner runs fn in a transaction that first checks (and locks, by
+// touching its row) that claim's operation is unfinished and owned by
+// claim.Owner: a concurrent ClaimOperation by another runner waits for the
+// transaction, so fn's writes happen while the claim holds.
+func (s *Store) asOwner(ctx context.Context, claim Claim, what string, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, s.q(`UPDATE operations SET updated_at = ? WHERE id = ? AND owner = ? AND state IN ('pending', 'running')`),
+		ms(time.Now()), claim.OperationID, claim.Owner)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%s: operation %s is not owned by %s, or finished: %w", what, claim.OperationID, claim.Owner, ErrConflict)
+	}
+	if err := fn(tx); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

@@ -166,6 +166,29 @@ type Operation struct {
 	UpdatedAt  time.Time
 }
 
+// Claim names a workflow runner's hold on an operation (ClaimOperation:
+// Owner is the runner's instance name). A write made under a claim
+// (RenewOperation, FinishOperation, SetClusterPhaseAs, …) is applied only
+// while the operation is unfinished and still owned by Owner, and fails
+// with ErrConflict otherwise: a runner whose operation was taken over by
+// another server replica (its lease ran out) cannot act on it any more.
+type Claim struct {
+	OperationID string
+	Owner       string
+}
+
+// ClusterChange is the cluster phase FinishOperation sets together with an
+// operation's final state.
+type ClusterChange struct {
+	Phase  string
+	Reason string
+	// Replicas, when > 0, is the cluster's new target node count.
+	Replicas int
+	// IfPhase, when not empty, applies the change only to a cluster in one
+	// of these phases.
+	IfPhase []string
+}
+
 // Template is a user catalog template (Body is the validated document as
 // JSON). Namespace scopes it to one tenant.
 type Template struct {

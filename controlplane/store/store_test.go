@@ -62,6 +62,7 @@ func suite(t *testing.T, newStore func(t *testing.T) *store.Store) {
 	t.Run("events", func(t *testing.T) { testEvents(t, newStore(t)) })
 	t.Run("prune_events", func(t *testing.T) { testPruneEvents(t, newStore(t)) })
 	t.Run("operations", func(t *testing.T) { testOperations(t, newStore(t)) })
+	t.Run("operation_ownership", func(t *testing.T) { testOperationOwnership(t, newStore(t)) })
 	t.Run("fleet", func(t *testing.T) { testFleet(t, newStore(t)) })
 	t.Run("templates_audit", func(t *testing.T) { testTemplatesAudit(t, newStore(t)) })
 	t.Run("backups", func(t *testing.T) { testBackups(t, newStore(t)) })
@@ -344,6 +345,164 @@ func testOperations(t *testing.T, s *store.Store) {
 	if all, err := s.LatestOperations(ctx, "c1", "", 2); err != nil || len(all) != 2 || all[0].ID != "op-z2" || all[1].ID != "op-z1" {
 		t.Fatalf("latest 2 operations: %+v %v", all, err)
 	}
+}
+
+// testOperationOwnership: only the runner holding an operation's claim
+// can renew it, end it (succeeded or failed) or change the cluster's phase
+// under it; the previous owner of an operation taken over after its lease
+// cannot, not even to fail it; a finished operation never changes again.
+func testOperationOwnership(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	c, op := newCluster("c1", "a", "billing")
+	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	phase := func(want, reason string) {
+		t.Helper()
+		got, err := s.GetCluster(ctx, "c1")
+		if err != nil || got.Phase != want || got.Reason != reason {
+			t.Fatalf("cluster phase %q reason %q (%v), want %q %q", got.Phase, got.Reason, err, want, reason)
+		}
+	}
+	opState := func(id, state, owner string) store.Operation {
+		t.Helper()
+		got, err := s.GetOperation(ctx, id)
+		if err != nil || got.State != state || got.Owner != owner {
+			t.Fatalf("operation %s: state %q owner %q (%v), want %q %q", id, got.State, got.Owner, err, state, owner)
+		}
+		return got
+	}
+	conflict := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("%s: %v, want ErrConflict", what, err)
+		}
+	}
+	now := time.Now()
+	a, err := s.ClaimOperation(ctx, "op-c1", "server-a", now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimA := store.Claim{OperationID: "op-c1", Owner: "server-a"}
+	claimB := store.Claim{OperationID: "op-c1", Owner: "server-b"}
+
+	// server-b never claimed it: every write under its name is refused.
+	conflict("renew by non-owner", s.RenewOperation(ctx, claimB, now.Add(time.Hour)))
+	conflict("phase by non-owner", s.SetClusterPhaseAs(ctx, claimB, "c1", store.PhaseFailed, "b was here", 0))
+	conflict("synchronous_mode by non-owner", s.SetClusterSynchronousModeAs(ctx, claimB, "c1", "on"))
+	conflict("delete cluster by non-owner", s.DeleteClusterAs(ctx, claimB, "c1"))
+	fakeB := a
+	fakeB.Owner, fakeB.State, fakeB.Error = "server-b", store.OpFailed, "b failed it"
+	conflict("fail by non-owner", s.FinishOperation(ctx, fakeB, &store.ClusterChange{Phase: store.PhaseFailed, Reason: "b failed it"}))
+	fakeB.State = store.OpSucceeded
+	conflict("succeed by non-owner", s.FinishOperation(ctx, fakeB, nil))
+	conflict("update by non-owner", s.UpdateOperation(ctx, fakeB))
+	phase(store.PhasePending, "")
+	opState("op-c1", store.OpRunning, "server-a")
+	if got, _ := s.GetCluster(ctx, "c1"); got.SynchronousMode != "off" {
+		t.Fatalf("synchronous_mode changed by a non-owner: %q", got.SynchronousMode)
+	}
+
+	// The owner renews and sets the phase.
+	lease := now.Add(2 * time.Minute).Truncate(time.Millisecond)
+	if err := s.RenewOperation(ctx, claimA, lease); err != nil {
+		t.Fatal(err)
+	}
+	if got := opState("op-c1", store.OpRunning, "server-a"); !got.LeaseUntil.Equal(lease) {
+		t.Fatalf("lease until %s, want %s", got.LeaseUntil, lease)
+	}
+	if err := s.SetClusterPhaseAs(ctx, claimA, "c1", store.PhaseProvisioning, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	phase(store.PhaseProvisioning, "")
+	if _, err := s.ClaimOperation(ctx, "op-c1", "server-b", time.Now().Add(time.Minute)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("claim of a renewed lease: %v", err)
+	}
+
+	// server-a's lease runs out and server-b takes over: server-a can no
+	// longer renew, re-phase, fail or finish it.
+	if err := s.RenewOperation(ctx, claimA, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.ClaimOperation(ctx, "op-c1", "server-b", time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatalf("takeover after the lease: %v", err)
+	}
+	conflict("renew by the previous owner", s.RenewOperation(ctx, claimA, time.Now().Add(time.Hour)))
+	conflict("phase by the previous owner", s.SetClusterPhaseAs(ctx, claimA, "c1", store.PhaseFailed, "a was here", 0))
+	a.State, a.Error = store.OpFailed, "step nodes: a gave up"
+	conflict("fail by the previous owner", s.FinishOperation(ctx, a, &store.ClusterChange{Phase: store.PhaseFailed, Reason: a.Error}))
+	a.State, a.Error = store.OpSucceeded, ""
+	conflict("succeed by the previous owner", s.FinishOperation(ctx, a, &store.ClusterChange{Phase: store.PhaseReady}))
+	conflict("update by the previous owner", s.UpdateOperation(ctx, a))
+	phase(store.PhaseProvisioning, "")
+	opState("op-c1", store.OpRunning, "server-b")
+
+	// The new owner fails it: operation and cluster in one write.
+	b.State, b.Error = store.OpRunning, ""
+	if err := s.FinishOperation(ctx, b, nil); err == nil {
+		t.Fatal("FinishOperation accepted a state that is not final")
+	}
+	b.State, b.Error = store.OpFailed, "step ready: not ready after 3m0s"
+	if err := s.FinishOperation(ctx, b, &store.ClusterChange{Phase: store.PhaseFailed, Reason: b.Error}); err != nil {
+		t.Fatal(err)
+	}
+	if got := opState("op-c1", store.OpFailed, "server-b"); got.Error != b.Error {
+		t.Fatalf("error %q, want %q", got.Error, b.Error)
+	}
+	phase(store.PhaseFailed, b.Error)
+	failure := b.Error
+	// Finished: nobody changes it again, its owner included.
+	b.State, b.Error = store.OpSucceeded, ""
+	conflict("finish twice", s.FinishOperation(ctx, b, &store.ClusterChange{Phase: store.PhaseReady}))
+	conflict("update a finished operation", s.UpdateOperation(ctx, b))
+	conflict("renew a finished operation", s.RenewOperation(ctx, claimB, time.Now().Add(time.Hour)))
+	conflict("phase under a finished operation", s.SetClusterPhaseAs(ctx, claimB, "c1", store.PhaseReady, "", 0))
+	if _, err := s.ClaimOperation(ctx, "op-c1", "server-a", time.Now().Add(time.Minute)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("claim of a finished operation: %v", err)
+	}
+	phase(store.PhaseFailed, failure)
+
+	// IfPhase: a failed repair re-phases only a Ready or Degraded cluster.
+	now = time.Now()
+	if err := s.CreateOperation(ctx, store.Operation{ID: "op-r", Namespace: "a", ClusterID: "c1", Kind: "repair", State: store.OpPending,
+		CreatedAt: now, UpdatedAt: now}, ""); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.ClaimOperation(ctx, "op-r", "server-a", now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.State, r.Error = store.OpFailed, "node1 not ready"
+	if err := s.FinishOperation(ctx, r, &store.ClusterChange{Phase: store.PhaseDegraded, Reason: r.Error,
+		IfPhase: []string{store.PhaseReady, store.PhaseDegraded}}); err != nil {
+		t.Fatal(err)
+	}
+	opState("op-r", store.OpFailed, "server-a")
+	phase(store.PhaseFailed, failure)
+
+	// A delete: the owner removes the cluster, then fails (the cluster is
+	// gone: the change is skipped, the operation still ends).
+	now = time.Now()
+	if err := s.CreateOperation(ctx, store.Operation{ID: "op-d", Namespace: "a", ClusterID: "c1", Kind: "delete", State: store.OpPending,
+		CreatedAt: now, UpdatedAt: now}, store.PhaseDeleting); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ClaimOperation(ctx, "op-d", "server-a", now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClusterAs(ctx, store.Claim{OperationID: "op-d", Owner: "server-a"}, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetCluster(ctx, "c1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("cluster after DeleteClusterAs: %v", err)
+	}
+	d.State, d.Error = store.OpFailed, "late failure"
+	if err := s.FinishOperation(ctx, d, &store.ClusterChange{Phase: store.PhaseFailed, Reason: d.Error}); err != nil {
+		t.Fatal(err)
+	}
+	opState("op-d", store.OpFailed, "server-a")
 }
 
 func testFleet(t *testing.T, s *store.Store) {
