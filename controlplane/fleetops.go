@@ -173,13 +173,11 @@ func (x *clusterCtx) move(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	current := make([]string, 0, len(have))
+	current := byIndex(have)
 	next := 1
-	for n := range have {
-		current = append(current, n)
+	for _, n := range current {
 		next = max(next, nodeIndex(n)+1)
 	}
-	sort.Slice(current, func(i, j int) bool { return nodeIndex(current[i]) < nodeIndex(current[j]) })
 	if x.w.params.To == "" {
 		if _, ok := have[from]; !ok {
 			return backoff.Permanent(fmt.Errorf("from: cluster %s has no node %q", x.c.Name, from))

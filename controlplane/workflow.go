@@ -596,6 +596,17 @@ func nodeIndex(n string) int {
 }
 
 // nodes returns the cluster's node rows by name.
+// byIndex returns the names of have ordered by node number (node2 before
+// node10).
+func byIndex(have map[string]store.Node) []string {
+	names := make([]string, 0, len(have))
+	for n := range have {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return nodeIndex(names[i]) < nodeIndex(names[j]) })
+	return names
+}
+
 func (x *clusterCtx) nodes(ctx context.Context) (map[string]store.Node, error) {
 	ns, err := x.w.e.st.ListNodes(ctx, x.c.ID)
 	if err != nil {
@@ -880,11 +891,7 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	current := make([]string, 0, len(have))
-	for n := range have {
-		current = append(current, n)
-	}
-	sort.Slice(current, func(i, j int) bool { return nodeIndex(current[i]) < nodeIndex(current[j]) })
+	current := byIndex(have)
 	// Keep the primary; drop the highest-numbered replicas; add new names.
 	want := append([]string(nil), current...)
 	if target < len(want) {
@@ -1101,11 +1108,7 @@ func (x *clusterCtx) update(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nodes := make([]string, 0, len(have))
-	for n := range have {
-		nodes = append(nodes, n)
-	}
-	sort.Slice(nodes, func(i, j int) bool { return nodeIndex(nodes[i]) < nodeIndex(nodes[j]) })
+	nodes := byIndex(have)
 	if err := x.w.step(ctx, "spec", updateSteps, func(ctx context.Context) error {
 		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(nodes))
 	}); err != nil {
