@@ -18,81 +18,32 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 //go:embed templates/*.yaml
 var shipped embed.FS
 
-// Template is an image template.
-type Template struct {
-	Name          string            `yaml:"name" json:"name"`
-	Description   string            `yaml:"description" json:"description,omitempty"`
-	Engine        string            `yaml:"engine" json:"engine"`
-	EngineVersion string            `yaml:"engine_version" json:"engine_version"`
-	AgentVersion  string            `yaml:"agent_version" json:"agent_version"`
-	BinDir        string            `yaml:"bin_dir" json:"bin_dir,omitempty"`
-	Packages      []string          `yaml:"packages" json:"packages,omitempty"`
-	Parameters    map[string]string `yaml:"parameters" json:"parameters,omitempty"`
-	// Handlers is the agent's handlers section (see docs/agent-config.md).
-	Handlers map[string]any  `yaml:"handlers" json:"handlers,omitempty"`
-	Plans    map[string]Plan `yaml:"plans" json:"plans"`
-	// HostSelector restricts fleet nodes to hosts carrying all these labels.
-	HostSelector map[string]string `yaml:"host_selector" json:"host_selector,omitempty"`
-	// AllowColocation lets the fleet provider put two nodes of one cluster
-	// on one host (default: never; a host failure would take both).
-	AllowColocation bool `yaml:"allow_colocation" json:"allow_colocation,omitempty"`
-	// Backup is the default backup policy of clusters created from the
-	// template (nil: no backups, no WAL archive).
-	Backup *BackupPolicy `yaml:"backup" json:"backup,omitempty"`
-	// Builtin is true for shipped templates (not part of the document).
-	Builtin bool `yaml:"-" json:"builtin"`
-}
-
-// Plan is a resource size.
-type Plan struct {
-	CPU      int `yaml:"cpu" json:"cpu"`
-	MemoryMB int `yaml:"memory_mb" json:"memory_mb"`
-	DiskGB   int `yaml:"disk_gb" json:"disk_gb"`
-	// HostSelector adds plan-specific host labels (e.g. disk: nvme) to the
-	// template's selector.
-	HostSelector map[string]string `yaml:"host_selector" json:"host_selector,omitempty"`
-}
-
-// BackupPolicy is a template's default backup policy: where the provider
-// supports it (process: a filesystem repository under the server's data
-// folder shared by the cluster's nodes), every node gets a backup section
-// with these jobs (docs/backups.md).
-type BackupPolicy struct {
-	// WALArchive turns on continuous WAL archiving (point-in-time recovery).
-	WALArchive bool `yaml:"wal_archive" json:"wal_archive"`
-	// RunOn is the agents' run_on ("": prefer-replica).
-	RunOn string `yaml:"run_on" json:"run_on,omitempty"`
-	// Jobs are the scheduled jobs; the first physical job also answers
-	// "backup now" requests.
-	Jobs []BackupJob `yaml:"jobs" json:"jobs"`
-}
-
-// BackupJob is one scheduled job of a BackupPolicy (the agent's job schema,
-// docs/backups.md, without the repository: the provider's).
-type BackupJob struct {
-	Name        string `yaml:"name" json:"name"`
-	Description string `yaml:"description" json:"description,omitempty"`
-	// Schedule is a cron expression or descriptor (@daily).
-	Schedule string `yaml:"schedule" json:"schedule"`
-	TimeZone string `yaml:"time_zone" json:"time_zone,omitempty"`
-	// Method is physical, logical or verify.
-	Method string `yaml:"method" json:"method"`
-	// RetentionCount keeps the newest N good backups (0: no count rule).
-	RetentionCount int `yaml:"retention_count" json:"retention_count,omitempty"`
-	// RetentionAge keeps backups younger than this (Go duration; "": none).
-	RetentionAge string `yaml:"retention_age" json:"retention_age,omitempty"`
-}
+// The template document is part of the API's wire contract: its types are
+// defined in package proto and named here for the catalog's users.
+type (
+	// Template is an image template ([proto.Template]).
+	Template = proto.Template
+	// Plan is a resource size of a template ([proto.Plan]).
+	Plan = proto.Plan
+	// BackupPolicy is a template's default backup policy
+	// ([proto.BackupPolicy]).
+	BackupPolicy = proto.BackupPolicy
+	// BackupJob is one scheduled job of a BackupPolicy ([proto.BackupJob]).
+	BackupJob = proto.BackupJob
+)
 
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 var jobNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
-func (b *BackupPolicy) validate(add func(f, p string)) {
+func validateBackup(b *BackupPolicy, add func(f, p string)) {
 	switch b.RunOn {
 	case "", "prefer-replica", "replica", "primary", "any":
 	default:
@@ -136,7 +87,7 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 var Engines = []string{"postgres"}
 
 // Validate returns every problem of t joined (each a FieldError).
-func (t Template) Validate() error {
+func Validate(t Template) error {
 	var errs []error
 	add := func(f, p string) { errs = append(errs, FieldError{Field: f, Problem: p}) }
 	if !nameRE.MatchString(t.Name) {
@@ -170,7 +121,7 @@ func (t Template) Validate() error {
 		}
 	}
 	if t.Backup != nil {
-		t.Backup.validate(add)
+		validateBackup(t.Backup, add)
 	}
 	return errors.Join(errs...)
 }
@@ -192,7 +143,7 @@ func Parse(b []byte) (Template, error) {
 	if err := dec.Decode(&t); err != nil {
 		return Template{}, fmt.Errorf("parse template: %w", err)
 	}
-	if err := t.Validate(); err != nil {
+	if err := Validate(t); err != nil {
 		return Template{}, fmt.Errorf("template %q: %w", t.Name, err)
 	}
 	return t, nil

@@ -22,6 +22,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/internal/localhost"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // HostRunnerConfig configures the host side of the fleet provider.
@@ -105,8 +106,8 @@ func (r *HostRunner) enrol(ctx context.Context) error {
 	if r.cfg.JoinToken == "" {
 		return errors.New("not enrolled yet: --join-token is required")
 	}
-	body, _ := json.Marshal(map[string]any{"join_token": r.cfg.JoinToken, "name": r.cfg.Name, "address": r.cfg.Address,
-		"labels": r.cfg.Labels, "capacity": r.cfg.Capacity})
+	body, _ := json.Marshal(proto.EnrollRequest{JoinToken: r.cfg.JoinToken, Name: r.cfg.Name, Address: r.cfg.Address,
+		Labels: r.cfg.Labels, Capacity: proto.Resources(r.cfg.Capacity)})
 	var out hostIdentity
 	if err := r.call(ctx, "POST", "/v1/infra/hosts/enroll", body, 201, &out); err != nil {
 		return fmt.Errorf("enrol host %s: %w", r.cfg.Name, err)
@@ -149,20 +150,6 @@ func (r *HostRunner) call(ctx context.Context, method, path string, body []byte,
 	return nil
 }
 
-type assignment struct {
-	ClusterID   string `json:"cluster_id"`
-	Node        string `json:"node"`
-	State       string `json:"state"`
-	AgentConfig string `json:"agent_config"`
-	Credentials string `json:"credentials"`
-	// RestartGeneration above the node's applied one asks for a restart.
-	RestartGeneration int64 `json:"restart_generation"`
-	// What the server recorded from our last acknowledgement.
-	AppliedRestartGeneration int64  `json:"applied_restart_generation"`
-	AppliedConfigSHA256      string `json:"applied_config_sha256"`
-	ConfigError              string `json:"config_error"`
-}
-
 // hostNode is a node's local state, Root/nodes/{cluster}/{node}/node.json
 // (0600): the process handle plus what the runner applied.
 type hostNode struct {
@@ -190,9 +177,7 @@ func (r *HostRunner) nodeDir(clusterID, node string) string {
 // reconcile polls once and acts on every assignment, then stops any local
 // node that is no longer assigned (e.g. force-released while we were away).
 func (r *HostRunner) reconcile(ctx context.Context) error {
-	var out struct {
-		Items []assignment `json:"items"`
-	}
+	var out proto.List[proto.Assignment]
 	if err := r.call(ctx, "GET", "/v1/infra/hosts/self/assignments", nil, 200, &out); err != nil {
 		return err
 	}
@@ -202,9 +187,9 @@ func (r *HostRunner) reconcile(ctx context.Context) error {
 		dir := r.nodeDir(a.ClusterID, a.Node)
 		assigned[dir] = true
 		switch a.State {
-		case store.AllocActive:
+		case proto.AssignmentActive:
 			errs = append(errs, r.ensure(ctx, a, dir))
-		case store.AllocReleasing:
+		case proto.AssignmentReleasing:
 			if err := r.remove(ctx, dir); err != nil {
 				errs = append(errs, err)
 				continue
@@ -255,7 +240,7 @@ func (r *HostRunner) remove(ctx context.Context, dir string) error {
 //
 // The server's config gets this host's layout; the ports are picked once
 // and kept in node.json.
-func (r *HostRunner) ensure(ctx context.Context, a assignment, dir string) error {
+func (r *HostRunner) ensure(ctx context.Context, a proto.Assignment, dir string) error {
 	h := loadHostNode(dir)
 	sum := ConfigSHA256(a.AgentConfig)
 	log := r.log.With(zap.String("cluster", a.ClusterID), zap.String("node", a.Node))
@@ -291,7 +276,7 @@ func (r *HostRunner) ensure(ctx context.Context, a assignment, dir string) error
 	if a.AppliedRestartGeneration == h.RestartGeneration && a.AppliedConfigSHA256 == h.ConfigSHA256 && a.ConfigError == h.ConfigError {
 		return nil
 	}
-	body, _ := json.Marshal(map[string]any{"restart_generation": h.RestartGeneration, "config_sha256": h.ConfigSHA256, "config_error": h.ConfigError})
+	body, _ := json.Marshal(proto.AssignmentAck{ConfigError: h.ConfigError, ConfigSHA256: h.ConfigSHA256, RestartGeneration: h.RestartGeneration})
 	if err := r.call(ctx, "POST", "/v1/infra/hosts/self/assignments/"+a.ClusterID+"/"+a.Node+"/ack", body, 204, nil); err != nil {
 		return fmt.Errorf("node %s/%s: acknowledge: %w", a.ClusterID, a.Node, err)
 	}
@@ -302,7 +287,7 @@ func (r *HostRunner) ensure(ctx context.Context, a assignment, dir string) error
 // (h.PID, h.RestartGeneration and node.json updated). A config that fails
 // validation while an earlier one exists is refused: the agent starts with
 // the earlier one.
-func (r *HostRunner) start(ctx context.Context, a assignment, dir string, h *hostNode, sum string) error {
+func (r *HostRunner) start(ctx context.Context, a proto.Assignment, dir string, h *hostNode, sum string) error {
 	if err := localhost.MkdirTraversable(dir); err != nil {
 		return err
 	}
@@ -335,7 +320,7 @@ func (r *HostRunner) start(ctx context.Context, a assignment, dir string, h *hos
 // into agent.yaml. With validate, the new file is first checked with
 // `dbpilot-agent validate`; a failure leaves agent.yaml alone, records the
 // refusal in h and returns false.
-func (r *HostRunner) writeConfig(ctx context.Context, a assignment, dir string, h *hostNode, sum string, validate bool) (bool, error) {
+func (r *HostRunner) writeConfig(ctx context.Context, a proto.Assignment, dir string, h *hostNode, sum string, validate bool) (bool, error) {
 	cfg, err := relayout([]byte(a.AgentConfig), NodeLayout{Address: r.cfg.Address, PGPort: h.PGPort, HTTPPort: h.HTTPPort,
 		DataDir: filepath.Join(dir, "data"), StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: r.proc.osUser})
 	if err != nil {

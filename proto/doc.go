@@ -1,6 +1,9 @@
-// Package proto is the wire contract between the dbpilot agent and the
-// control plane: versioned CloudEvents 1.0 types, their JSON payloads and
-// the rules that make an event valid.
+// Package proto is dbpilot's wire contract: between the agent and the
+// control plane, versioned CloudEvents 1.0 types, their JSON payloads and
+// the rules that make an event valid; between the control plane and its
+// clients (the dbpilot CLI, fleet hosts), the REST API's request and
+// response bodies (the api_*.go files, described for readers who do not
+// read Go by openapi.json, which [OpenAPI] embeds).
 //
 // Every event is a CloudEvents 1.0 structured-mode JSON document (an
 // [Envelope]) whose data is one of the payload structs of this package. The

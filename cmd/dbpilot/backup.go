@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dbpilot/dbpilot/cmd/dbpilot/internal/client"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // The backup commands use the endpoints issue 4 describes:
@@ -95,7 +96,7 @@ func newBackupRestoreCmd(a *app) *cobra.Command {
   dbpilot backup restore demo --into demo --backup b-123 --yes`,
 		Args: args(cobra.ExactArgs(1)), ValidArgsFunction: a.completeClusters,
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			req := client.RestoreRequest{Target: target, BackupID: backupID}
+			req := proto.RestoreRequest{Target: target, BackupID: backupID}
 			if req.Target == "" {
 				return usagef("--into: required: the cluster to restore into")
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dbpilot/dbpilot/cmd/dbpilot/internal/client"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 func newClusterCmd(a *app) *cobra.Command {
@@ -102,7 +103,7 @@ func (a *app) settle(ctx context.Context, cl *client.Client, ns string, ws waitS
 		if err != nil {
 			return c, err
 		}
-		if (c.Phase == client.PhaseReady && (ws.settled == nil || ws.settled(c))) || time.Now().After(deadline) {
+		if (c.Phase == proto.PhaseReady && (ws.settled == nil || ws.settled(c))) || time.Now().After(deadline) {
 			return c, nil
 		}
 		select {
@@ -122,7 +123,7 @@ func primaryMoved(from, to string) func(client.Cluster) bool {
 }
 
 func newClusterCreateCmd(a *app) *cobra.Command {
-	var req client.ClusterRequest
+	var req proto.ClusterCreate
 	var replicas int
 	var wf waitFlags
 	cmd := &cobra.Command{
@@ -188,7 +189,7 @@ func newClusterListCmd(a *app) *cobra.Command {
 }
 
 func phaseReason(c client.Cluster) string {
-	if c.Reason != "" && c.Phase == client.PhaseFailed {
+	if c.Reason != "" && c.Phase == proto.PhaseFailed {
 		r := c.Reason
 		if len(r) > 60 {
 			r = r[:57] + "..."
@@ -221,8 +222,8 @@ func newClusterGetCmd(a *app) *cobra.Command {
 }
 
 // sortMembers puts the primary first, then the others by name.
-func sortMembers(ms []client.Member) []client.Member {
-	out := append([]client.Member(nil), ms...)
+func sortMembers(ms []proto.Member) []proto.Member {
+	out := append([]proto.Member(nil), ms...)
 	sort.SliceStable(out, func(i, j int) bool {
 		pi, pj := out[i].Role == "primary", out[j].Role == "primary"
 		if pi != pj {
@@ -262,7 +263,7 @@ func phaseReasonFull(c client.Cluster) string {
 }
 
 // memberTable prints members; c (when known) flags stale primaries.
-func memberTable(w io.Writer, c client.Cluster, ms []client.Member) {
+func memberTable(w io.Writer, c client.Cluster, ms []proto.Member) {
 	stale := false
 	defer func() {
 		if stale {
@@ -297,27 +298,18 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// Event types the CLI summarises (proto's names).
+// Event types the CLI summarises.
 const (
-	evPrimaryChanged  = "io.dbpilot.cluster.primary_changed.v1"
-	evMemberState     = "io.dbpilot.member.state_changed.v1"
-	evFenced          = "io.dbpilot.member.fenced.v1"
-	evFailoverStarted = "io.dbpilot.cluster.failover_started.v1"
-	evSwitchover      = "io.dbpilot.cluster.switchover_completed.v1"
-	evHandler         = "io.dbpilot.member.handler_failed.v1"
+	evPrimaryChanged  = proto.TypePrimaryChanged
+	evMemberState     = proto.TypeMemberState
+	evFenced          = proto.TypeFenced
+	evFailoverStarted = proto.TypeFailoverStarted
+	evSwitchover      = proto.TypeSwitchover
+	evHandler         = proto.TypeHandlerResult
 	// evNodeRepair is the control plane's own event about a node repair
 	// (controlplane.TypeNodeRepair).
 	evNodeRepair = "io.dbpilot.controlplane.node_repair.v1"
 )
-
-// primaryChanged is the payload of evPrimaryChanged.
-type primaryChanged struct {
-	Primary         string `json:"primary"`
-	PreviousPrimary string `json:"previous_primary"`
-	Reason          string `json:"reason"`
-	Timeline        uint32 `json:"timeline"`
-	DurationMS      int64  `json:"duration_ms"`
-}
 
 // lastFailover describes the newest primary change after bootstrap, from
 // the event log: who took over from whom, why, and how long it took.
@@ -327,18 +319,16 @@ func (a *app) lastFailover(ctx context.Context, cl *client.Client, c client.Clus
 		return "unknown (" + err.Error() + ")"
 	}
 	for i := len(pcs) - 1; i >= 0; i-- {
-		var p primaryChanged
-		if json.Unmarshal(pcs[i].Data, &p) != nil || p.Reason == "bootstrap" {
+		var p proto.PrimaryChanged
+		if json.Unmarshal(pcs[i].Data, &p) != nil || p.Reason == proto.ReasonBootstrap {
 			continue
 		}
 		why := p.Reason
-		if p.Reason == "failover" {
+		if p.Reason == proto.ReasonFailover {
 			// The failover_started event of the same attempt says why.
 			if fs, err := cl.ListEvents(ctx, c.Namespace, client.EventFilter{Cluster: c.Name, Type: evFailoverStarted}); err == nil {
 				for j := len(fs) - 1; j >= 0; j-- {
-					var d struct {
-						Reason string `json:"reason"`
-					}
+					var d proto.FailoverStarted
 					if fs[j].Seq < pcs[i].Seq && json.Unmarshal(fs[j].Data, &d) == nil && d.Reason != "" {
 						why += ": " + d.Reason
 						break
@@ -420,7 +410,7 @@ change live; with --wait the command returns once it is in effect.`,
 			return a.operate(cmd, wf, &waitSpec{cluster: argv[0], label: fmt.Sprintf("set %s synchronous mode %s", argv[0], mode),
 				settled: func(c client.Cluster) bool { return c.SynchronousMode == mode }},
 				func(ctx context.Context, cl *client.Client, ns string) (client.Operation, error) {
-					return cl.UpdateCluster(ctx, ns, argv[0], client.ClusterUpdate{SynchronousMode: &mode})
+					return cl.UpdateCluster(ctx, ns, argv[0], proto.ClusterUpdate{SynchronousMode: &mode})
 				})
 		},
 	}
@@ -431,7 +421,7 @@ change live; with --wait the command returns once it is in effect.`,
 }
 
 func newClusterSwitchoverCmd(a *app) *cobra.Command {
-	var req client.SwitchRequest
+	var req proto.SwitchoverRequest
 	var wf waitFlags
 	cmd := &cobra.Command{
 		Use:               "switchover NAME [--to NODE]",
@@ -459,7 +449,7 @@ func newClusterSwitchoverCmd(a *app) *cobra.Command {
 }
 
 func newClusterFailoverCmd(a *app) *cobra.Command {
-	var req client.SwitchRequest
+	var req proto.SwitchoverRequest
 	var yes bool
 	var wf waitFlags
 	cmd := &cobra.Command{
@@ -552,7 +542,11 @@ func newNodeCmd(a *app) *cobra.Command {
 					return
 				}
 				c, _ := cl.GetCluster(ctx, ns, argv[0])
-				memberTable(w, c, ms)
+				members := make([]proto.Member, len(ms))
+				for i, m := range ms {
+					members[i] = m.Member
+				}
+				memberTable(w, c, members)
 			})
 		},
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dbpilot/dbpilot/cmd/dbpilot/internal/client"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 func newHostCmd(a *app) *cobra.Command {
@@ -49,7 +50,7 @@ func newHostJoinTokenCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.printObject(jt.Raw(), func(w io.Writer) {
-				row(w, "Join token:", jt.JoinToken)
+				row(w, "Join token:", jt.Secret)
 				row(w, "Expires:", jt.ExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
 				row(w, "Labels:", labelString(jt.Labels))
 			})
@@ -61,7 +62,7 @@ func newHostJoinTokenCmd(a *app) *cobra.Command {
 }
 
 func newHostEnrollCmd(a *app) *cobra.Command {
-	var req client.EnrollRequest
+	var req proto.EnrollRequest
 	var labels []string
 	cmd := &cobra.Command{
 		Use:   "enroll NAME --address ADDR --cpu N --memory-mb M --disk-gb D [--join-token T]",
@@ -88,7 +89,7 @@ Without --join-token the CLI first issues one with your token (platform admin).`
 				if err != nil {
 					return fmt.Errorf("issue a join token: %w", err)
 				}
-				req.JoinToken = jt.JoinToken
+				req.JoinToken = jt.Secret
 			}
 			h, err := cl.EnrollHost(ctx, req)
 			if err != nil {
@@ -287,10 +288,10 @@ func (a *app) waitHostOp(ctx context.Context, cl *client.Client, op client.Opera
 			status = "server unreachable, retrying: " + err.Error()
 		}
 		switch op.State {
-		case client.OpSucceeded:
+		case proto.OpSucceeded:
 			p.finish(true, op.Progress)
 			return op, nil
-		case client.OpFailed:
+		case proto.OpFailed:
 			p.finish(false, op.Error)
 			return op, failed("%s failed: %s (operation %s)", label, op.Error, op.ID)
 		}

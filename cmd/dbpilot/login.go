@@ -141,7 +141,7 @@ func newVersionCmd(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := map[string]any{"client": map[string]string{"version": buildinfo.String()}}
 			cl, _, err := a.client()
-			var sv client.Version
+			var sv client.ServerVersion
 			if err == nil {
 				ctx, cancel := a.ctx(cmd)
 				defer cancel()

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dbpilot/dbpilot/cmd/dbpilot/internal/client"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 func newTokenCmd(a *app) *cobra.Command {
@@ -32,7 +32,7 @@ func newTokenCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func grantString(gs []client.Grant) string {
+func grantString(gs []proto.Grant) string {
 	parts := make([]string, 0, len(gs))
 	for _, g := range gs {
 		parts = append(parts, g.Namespace+"="+g.Role)
@@ -51,13 +51,13 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 			if len(grants) == 0 {
 				return usagef("--grant: at least one NAMESPACE=ROLE is required")
 			}
-			var gs []client.Grant
+			var gs []proto.Grant
 			for _, g := range grants {
 				ns, role, ok := strings.Cut(g, "=")
 				if !ok || ns == "" || role == "" {
 					return usagef("--grant: want NAMESPACE=ROLE, like default=operator (got %q)", g)
 				}
-				gs = append(gs, client.Grant{Namespace: ns, Role: role})
+				gs = append(gs, proto.Grant{Namespace: ns, Role: role})
 			}
 			cl, _, err := a.client()
 			if err != nil {
@@ -73,7 +73,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 				row(w, "ID:", t.ID)
 				row(w, "Name:", t.Name)
 				row(w, "Grants:", grantString(t.Grants))
-				row(w, "Token:", t.Token+"  (shown once)")
+				row(w, "Token:", t.Secret+"  (shown once)")
 			})
 		},
 	}

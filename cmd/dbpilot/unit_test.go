@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dbpilot/dbpilot/cmd/dbpilot/internal/client"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 func TestExitCode(t *testing.T) {
@@ -24,14 +25,14 @@ func TestExitCode(t *testing.T) {
 		{"wrapped exit error", fmt.Errorf("x: %w", &exitError{code: 3, err: errors.New("gone")}), 3},
 		{"usage", usagef("--to: required"), 2},
 		{"cobra error", errors.New(`unknown flag: --bogus`), 2},
-		{"401", &client.Error{Status: 401, Message: "invalid or revoked token"}, 4},
-		{"403", &client.Error{Status: 403, Message: "needs operator"}, 4},
-		{"404 resource", &client.Error{Status: 404, Message: "cluster x not found"}, 3},
-		{"404 no endpoint", &client.Error{Status: 404, Message: "no such endpoint: GET /v1/x"}, 1},
-		{"400", &client.Error{Status: 400, Message: "replicas: must be in [1, 9]", Field: "replicas"}, 2},
-		{"409", &client.Error{Status: 409, Message: "another operation"}, 1},
-		{"500", &client.Error{Status: 500, Message: "internal error"}, 1},
-		{"unsupported", unsupported("backup list", &client.Error{Status: 404, Message: "no such endpoint: GET /v1/x"}), 1},
+		{"401", &client.Error{APIError: proto.APIError{Status: 401, Message: "invalid or revoked token"}}, 4},
+		{"403", &client.Error{APIError: proto.APIError{Status: 403, Message: "needs operator"}}, 4},
+		{"404 resource", &client.Error{APIError: proto.APIError{Status: 404, Message: "cluster x not found"}}, 3},
+		{"404 no endpoint", &client.Error{APIError: proto.APIError{Status: 404, Message: "no such endpoint: GET /v1/x"}}, 1},
+		{"400", &client.Error{APIError: proto.APIError{Status: 400, Message: "replicas: must be in [1, 9]", Field: "replicas"}}, 2},
+		{"409", &client.Error{APIError: proto.APIError{Status: 409, Message: "another operation"}}, 1},
+		{"500", &client.Error{APIError: proto.APIError{Status: 500, Message: "internal error"}}, 1},
+		{"unsupported", unsupported("backup list", &client.Error{APIError: proto.APIError{Status: 404, Message: "no such endpoint: GET /v1/x"}}), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := exitCode(tc.err); got != tc.want {
@@ -43,7 +44,7 @@ func TestExitCode(t *testing.T) {
 
 func TestPrintErrorNamesTheField(t *testing.T) {
 	var b bytes.Buffer
-	printError(&b, &client.Error{Status: 400, Code: "invalid_argument", Message: "replicas: must be in [1, 9] (got 12)", Field: "replicas"})
+	printError(&b, &client.Error{APIError: proto.APIError{Status: 400, Code: "invalid_argument", Message: "replicas: must be in [1, 9] (got 12)", Field: "replicas"}})
 	want := "error: replicas: must be in [1, 9] (got 12) (HTTP 400)\n  field: replicas\n"
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
@@ -79,7 +80,7 @@ func TestEventDetails(t *testing.T) {
 			"repair succeeded (op-1, attempt 1): node node2 not running (provider status: agent pid 42 not running), took 7.3s"},
 		{"io.example.other.v1", `{"a": 1}`, `{"a":1}`},
 	} {
-		if got := eventDetails(client.Event{Type: tc.typ, Data: []byte(tc.data)}); got != tc.want {
+		if got := eventDetails(client.Event{Event: proto.Event{Type: tc.typ, Data: []byte(tc.data)}}); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.typ, got, tc.want)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dbpilot/dbpilot/cmd/dbpilot/internal/client"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // progress shows the state of a long operation on stderr: one line
@@ -105,10 +106,10 @@ func (a *app) wait(ctx context.Context, cl *client.Client, op client.Operation, 
 			status = "server unreachable, retrying: " + err.Error()
 		}
 		switch op.State {
-		case client.OpSucceeded:
+		case proto.OpSucceeded:
 			p.finish(true, status)
 			return op, nil
-		case client.OpFailed:
+		case proto.OpFailed:
 			p.finish(false, op.Error)
 			return op, failed("%s failed: %s (operation %s)", ws.label, op.Error, op.ID)
 		}
@@ -157,6 +158,6 @@ func (a *app) opStatus(ctx context.Context, cl *client.Client, op client.Operati
 // stalePrimary reports a member whose last report says primary while the
 // cluster's primary is another node: its agent stopped reporting (killed,
 // partitioned) after it lost the leader key.
-func stalePrimary(c client.Cluster, m client.Member) bool {
+func stalePrimary(c client.Cluster, m proto.Member) bool {
 	return m.Role == "primary" && c.Primary != "" && m.Name != c.Primary
 }

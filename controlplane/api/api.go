@@ -92,7 +92,7 @@ func (a *API) routes() {
 		_, _ = w.Write(proto.OpenAPI)
 	})
 	pub("GET /v1/version", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, 200, map[string]string{"version": buildinfo.String(), "api": "v1"})
+		writeJSON(w, 200, proto.ServerVersion{API: "v1", Version: buildinfo.String()})
 	})
 	pub("POST /v1/ingest/events", a.ingest)
 	pub("POST /v1/infra/hosts/enroll", a.enrollHost)
@@ -144,39 +144,31 @@ func (a *API) routes() {
 	auth("POST /v1/infra/hosts/{host}/drain", a.drainHost)
 	auth("GET /v1/infra/operations/{id}", a.getInfraOperation)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, &apiError{Status: 404, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+		writeErr(w, &proto.APIError{Status: 404, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 }
 
 // ---- errors and JSON ----
 
-// apiError is the JSON error body: {"code", "message", "field"}.
-type apiError struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-}
-
-func (e *apiError) Error() string { return e.Message }
-
-func badRequest(field, format string, args ...any) *apiError {
+func badRequest(field, format string, args ...any) *proto.APIError {
 	msg := fmt.Sprintf(format, args...)
 	if field != "" {
 		msg = field + ": " + msg
 	}
-	return &apiError{Status: 400, Code: "invalid_argument", Message: msg, Field: field}
+	return &proto.APIError{Status: 400, Code: "invalid_argument", Message: msg, Field: field}
 }
 
-func notFound(what string) *apiError {
-	return &apiError{Status: 404, Code: "not_found", Message: what + " not found"}
+func notFound(what string) *proto.APIError {
+	return &proto.APIError{Status: 404, Code: "not_found", Message: what + " not found"}
 }
 
-func forbidden(msg string) *apiError {
-	return &apiError{Status: 403, Code: "forbidden", Message: msg}
+func forbidden(msg string) *proto.APIError {
+	return &proto.APIError{Status: 403, Code: "forbidden", Message: msg}
 }
 
-func conflict(msg string) *apiError { return &apiError{Status: 409, Code: "conflict", Message: msg} }
+func conflict(msg string) *proto.APIError {
+	return &proto.APIError{Status: 409, Code: "conflict", Message: msg}
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -185,23 +177,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeErr writes err as the JSON error body; errors that are not
-// *apiError are mapped from store sentinels, else 500.
+// *proto.APIError are mapped from store sentinels, else 500.
 func writeErr(w http.ResponseWriter, err error) {
 	ae := toAPIError(err)
 	writeJSON(w, ae.Status, ae)
 }
 
 // toAPIError maps err to the JSON error it is answered with.
-func toAPIError(err error) *apiError {
-	var ae *apiError
+func toAPIError(err error) *proto.APIError {
+	var ae *proto.APIError
 	switch {
 	case errors.As(err, &ae):
 	case errors.Is(err, store.ErrNotFound):
-		ae = &apiError{Status: 404, Code: "not_found", Message: err.Error()}
+		ae = &proto.APIError{Status: 404, Code: "not_found", Message: err.Error()}
 	case errors.Is(err, store.ErrConflict):
-		ae = &apiError{Status: 409, Code: "conflict", Message: err.Error()}
+		ae = &proto.APIError{Status: 409, Code: "conflict", Message: err.Error()}
 	default:
-		ae = &apiError{Status: 500, Code: "internal", Message: "internal error"}
+		ae = &proto.APIError{Status: 500, Code: "internal", Message: "internal error"}
 	}
 	return ae
 }
@@ -221,7 +213,7 @@ const maxBody = 1 << 20
 // unknown fields, no trailing data; errors name the field.
 func decode(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return &apiError{Status: 415, Code: "unsupported_media_type", Message: "Content-Type must be application/json"}
+		return &proto.APIError{Status: 415, Code: "unsupported_media_type", Message: "Content-Type must be application/json"}
 	}
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 	dec.DisallowUnknownFields()
@@ -232,38 +224,32 @@ func decode(r *http.Request, v any) error {
 		case errors.Is(err, io.EOF):
 			return badRequest("", "request body is empty; a JSON object is required")
 		case errors.As(err, &se):
-			return &apiError{Status: 400, Code: "malformed_json", Message: fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)}
+			return &proto.APIError{Status: 400, Code: "malformed_json", Message: fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)}
 		case errors.As(err, &te):
 			f := te.Field
 			if f == "" {
-				return &apiError{Status: 400, Code: "malformed_json", Message: "request body must be a JSON object"}
+				return &proto.APIError{Status: 400, Code: "malformed_json", Message: "request body must be a JSON object"}
 			}
 			return badRequest(f, "must be a %s (got %s)", te.Type.String(), te.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return &apiError{Status: 400, Code: "unknown_field", Message: f + ": unknown field", Field: f}
+			return &proto.APIError{Status: 400, Code: "unknown_field", Message: f + ": unknown field", Field: f}
 		case errors.Is(err, io.ErrUnexpectedEOF):
-			return &apiError{Status: 400, Code: "malformed_json", Message: "malformed JSON: unexpected end of input"}
+			return &proto.APIError{Status: 400, Code: "malformed_json", Message: "malformed JSON: unexpected end of input"}
 		default:
-			return &apiError{Status: 400, Code: "malformed_json", Message: "malformed JSON: " + err.Error()}
+			return &proto.APIError{Status: 400, Code: "malformed_json", Message: "malformed JSON: " + err.Error()}
 		}
 	}
 	if dec.More() {
-		return &apiError{Status: 400, Code: "malformed_json", Message: "trailing data after the JSON object"}
+		return &proto.APIError{Status: 400, Code: "malformed_json", Message: "trailing data after the JSON object"}
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return &apiError{Status: 400, Code: "malformed_json", Message: "trailing data after the JSON object"}
+		return &proto.APIError{Status: 400, Code: "malformed_json", Message: "trailing data after the JSON object"}
 	}
 	return nil
 }
 
 // ---- pagination ----
-
-// list is the envelope of every list response.
-type list[T any] struct {
-	Items         []T    `json:"items"`
-	NextPageToken string `json:"next_page_token,omitempty"`
-}
 
 // pageOf parses limit (1..1000, default 100) and page_token.
 func pageOf(r *http.Request) (store.Page, error) {

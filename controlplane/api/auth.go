@@ -10,6 +10,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Roles, weakest first.
@@ -118,13 +119,13 @@ func (a *API) authed(h func(http.ResponseWriter, *http.Request, *principal)) htt
 		secret, ok := strings.CutPrefix(authz, "Bearer ")
 		if !ok || secret == "" {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="dbpilot"`)
-			writeErr(rec, &apiError{Status: 401, Code: "unauthenticated", Message: "missing bearer token (Authorization: Bearer <token>)"})
+			writeErr(rec, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "missing bearer token (Authorization: Bearer <token>)"})
 			return
 		}
 		tok, err := a.d.Store.TokenByHash(r.Context(), controlplane.HashSecret(secret))
 		if err != nil {
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="dbpilot", error="invalid_token"`)
-			writeErr(rec, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid or revoked token"})
+			writeErr(rec, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid or revoked token"})
 			return
 		}
 		p = &principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants}

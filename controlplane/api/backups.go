@@ -8,35 +8,11 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
-// BackupJSON is a backup record in the API (the projection of the agents'
-// backup.* events).
-type BackupJSON struct {
-	ID      string `json:"id"`
-	Cluster string `json:"cluster"`
-	Node    string `json:"node"`
-	Job     string `json:"job"`
-	Method  string `json:"method"`
-	// State is running, succeeded or failed.
-	State          string     `json:"state"`
-	RequestID      string     `json:"request_id,omitempty"`
-	StartedAt      *time.Time `json:"started_at,omitempty"`
-	FinishedAt     *time.Time `json:"finished_at,omitempty"`
-	SizeBytes      int64      `json:"size_bytes"`
-	Checksum       string     `json:"checksum,omitempty"`
-	StartLSN       string     `json:"start_lsn,omitempty"`
-	StopLSN        string     `json:"stop_lsn,omitempty"`
-	Timeline       uint32     `json:"timeline,omitempty"`
-	Repository     string     `json:"repository"`
-	RepositoryPath string     `json:"repository_path,omitempty"`
-	Error          string     `json:"error,omitempty"`
-	VerifiedAt     *time.Time `json:"verified_at,omitempty"`
-	VerifyError    string     `json:"verify_error,omitempty"`
-}
-
-func backupJSON(c store.Cluster, b store.Backup) BackupJSON {
-	return BackupJSON{ID: b.ID, Cluster: c.Name, Node: b.Node, Job: b.Job, Method: b.Method, State: b.Status, RequestID: b.RequestID,
+func backupJSON(c store.Cluster, b store.Backup) proto.Backup {
+	return proto.Backup{ID: b.ID, Cluster: c.Name, Node: b.Node, Job: b.Job, Method: b.Method, State: b.Status, RequestID: b.RequestID,
 		StartedAt: ts(b.StartedAt), FinishedAt: ts(b.FinishedAt), SizeBytes: b.SizeBytes, Checksum: b.Checksum, StartLSN: b.StartLSN,
 		StopLSN: b.StopLSN, Timeline: b.Timeline, Repository: b.Repository, RepositoryPath: b.Path, Error: b.Error,
 		VerifiedAt: ts(b.VerifiedAt), VerifyError: b.VerifyError}
@@ -58,7 +34,7 @@ func (a *API) listBackups(w http.ResponseWriter, r *http.Request, p *principal) 
 		writeErr(w, err)
 		return
 	}
-	out := list[BackupJSON]{Items: []BackupJSON{}}
+	out := proto.List[proto.Backup]{Items: []proto.Backup{}}
 	for _, b := range bs {
 		out.Items = append(out.Items, backupJSON(c, b))
 	}
@@ -76,9 +52,7 @@ func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	var req struct {
-		Job string `json:"job"`
-	}
+	var req proto.BackupRunRequest
 	if r.ContentLength != 0 {
 		if err := decode(r, &req); err != nil {
 			writeErr(w, err)
@@ -87,7 +61,7 @@ func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
 	}
 	tpl, ok := a.template(r.Context(), c.Namespace, c.Template)
 	if !ok || tpl.Backup == nil || len(tpl.Backup.Jobs) == 0 {
-		writeErr(w, &apiError{Status: 409, Code: "failed_precondition",
+		writeErr(w, &proto.APIError{Status: 409, Code: "failed_precondition",
 			Message: "cluster " + c.Name + ": its template " + c.Template + " has no backup policy (backup.jobs)"})
 		return
 	}
@@ -104,13 +78,6 @@ func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
 	a.startOperation(w, r, c, controlplane.KindBackup, "", controlplane.OpParams{Job: req.Job})
 }
 
-// restoreRequest is the body of POST …/restore.
-type restoreRequest struct {
-	Target     string     `json:"target"`
-	BackupID   string     `json:"backup_id"`
-	TargetTime *time.Time `json:"target_time"`
-}
-
 // restore creates a new cluster (same template, plan, replicas and
 // project as the source) whose first primary bootstraps from one of the
 // source's backups, replaying its archived WAL to target_time when given.
@@ -120,7 +87,7 @@ func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	var req restoreRequest
+	var req proto.RestoreRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -169,7 +136,7 @@ func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
 			if req.TargetTime != nil {
 				msg += " finished before " + req.TargetTime.UTC().Format(time.RFC3339)
 			}
-			writeErr(w, &apiError{Status: 409, Code: "failed_precondition", Message: msg + "; run `dbpilot backup run " + src.Name + "` first"})
+			writeErr(w, &proto.APIError{Status: 409, Code: "failed_precondition", Message: msg + "; run `dbpilot backup run " + src.Name + "` first"})
 			return
 		}
 	}
@@ -183,7 +150,7 @@ func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
 		Params: mustParams(params), CreatedAt: now, UpdatedAt: now}
 	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, &apiError{Status: 409, Code: "already_exists", Field: "target",
+			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "target",
 				Message: "target: cluster " + src.Project + "/" + req.Target + " already exists; restore into a new name, or delete it first"})
 			return
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 func (a *API) listCatalog(w http.ResponseWriter, _ *http.Request, _ *principal) {
@@ -18,7 +19,7 @@ func (a *API) listCatalog(w http.ResponseWriter, _ *http.Request, _ *principal) 
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, 200, list[catalog.Template]{Items: ts})
+	writeJSON(w, 200, proto.List[catalog.Template]{Items: ts})
 }
 
 func (a *API) getCatalog(w http.ResponseWriter, r *http.Request, _ *principal) {
@@ -52,7 +53,7 @@ func (a *API) listNSTemplates(w http.ResponseWriter, r *http.Request, p *princip
 			out = append(out, t)
 		}
 	}
-	writeJSON(w, 200, list[catalog.Template]{Items: out})
+	writeJSON(w, 200, proto.List[catalog.Template]{Items: out})
 }
 
 func (a *API) getNSTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -83,7 +84,7 @@ func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		return
 	}
 	t.Builtin = false
-	if err := t.Validate(); err != nil {
+	if err := catalog.Validate(t); err != nil {
 		var fe catalog.FieldError
 		if errors.As(err, &fe) {
 			writeErr(w, badRequest(fe.Field, "%s", strings.TrimPrefix(err.Error(), fe.Field+": ")))
@@ -93,13 +94,13 @@ func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		return
 	}
 	if _, ok := catalog.Lookup(t.Name); ok {
-		writeErr(w, &apiError{Status: 409, Code: "already_exists", Field: "name", Message: "name: " + t.Name + " is a shipped template"})
+		writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: " + t.Name + " is a shipped template"})
 		return
 	}
 	body, _ := json.Marshal(t)
 	if err := a.d.Store.PutTemplate(r.Context(), store.Template{Namespace: ns, Name: t.Name, Body: body, CreatedAt: time.Now().UTC()}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, &apiError{Status: 409, Code: "already_exists", Field: "name", Message: "name: template " + t.Name + " exists"})
+			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: template " + t.Name + " exists"})
 			return
 		}
 		writeErr(w, err)
@@ -135,7 +136,7 @@ func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		page.After = cs[len(cs)-1].ID
 	}
 	if len(users) > 0 {
-		writeErr(w, &apiError{Status: 409, Code: "conflict", Field: "name",
+		writeErr(w, &proto.APIError{Status: 409, Code: "conflict", Field: "name",
 			Message: fmt.Sprintf("name: template %s is used by clusters %s; delete those clusters first", name, strings.Join(users, ", "))})
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Limits on cluster sizes.
@@ -21,102 +22,23 @@ const (
 	MaxReplicas = 9
 )
 
-// MemberJSON is one member of a cluster in the API.
-type MemberJSON struct {
-	Name      string `json:"name"`
-	Role      string `json:"role"`
-	State     string `json:"state"`
-	Healthy   bool   `json:"healthy"`
-	Streaming *bool  `json:"streaming,omitempty"`
-	LSN       string `json:"lsn,omitempty"`
-	LagBytes  int64  `json:"lag_bytes"`
-	// LagSeconds is the replica's replay lag in seconds (live from etcd;
-	// omitted when unknown).
-	LagSeconds    *float64   `json:"lag_seconds,omitempty"`
-	Timeline      uint32     `json:"timeline"`
-	Term          uint64     `json:"term"`
-	ProviderState string     `json:"provider_state"`
-	LastUpdated   *time.Time `json:"last_updated,omitempty"`
-}
-
-// ClusterJSON is a cluster in the API.
-type ClusterJSON struct {
-	ID              string       `json:"id"`
-	Namespace       string       `json:"namespace"`
-	Project         string       `json:"project"`
-	Name            string       `json:"name"`
-	Engine          string       `json:"engine"`
-	Version         string       `json:"version"`
-	Template        string       `json:"template"`
-	Plan            string       `json:"plan"`
-	Provider        string       `json:"provider"`
-	Replicas        int          `json:"replicas"`
-	SynchronousMode string       `json:"synchronous_mode"`
-	Phase           string       `json:"phase"`
-	Reason          string       `json:"reason,omitempty"`
-	Primary         string       `json:"primary,omitempty"`
-	Term            uint64       `json:"term"`
-	StaleEvents     int64        `json:"stale_events"`
-	Members         []MemberJSON `json:"members,omitempty"`
-	CreatedAt       time.Time    `json:"created_at"`
-	LastUpdated     *time.Time   `json:"last_updated,omitempty"`
-}
-
-func clusterJSON(c store.Cluster) ClusterJSON {
-	return ClusterJSON{ID: c.ID, Namespace: c.Namespace, Project: c.Project, Name: c.Name, Engine: c.Engine, Version: c.Version,
+func clusterJSON(c store.Cluster) proto.Cluster {
+	return proto.Cluster{ID: c.ID, Namespace: c.Namespace, Project: c.Project, Name: c.Name, Engine: c.Engine, Version: c.Version,
 		Template: c.Template, Plan: c.Plan, Provider: c.Provider, Replicas: c.Replicas, SynchronousMode: c.SynchronousMode,
 		Phase: c.Phase, Reason: c.Reason, Primary: c.Primary, Term: c.Term, StaleEvents: c.StaleEvents, CreatedAt: c.CreatedAt,
 		LastUpdated: ts(c.LastEventAt)}
 }
 
-// OperationJSON is a long-running operation in the API; poll it until
-// state is succeeded or failed.
-type OperationJSON struct {
-	ID        string `json:"id"`
-	Namespace string `json:"namespace"`
-	ClusterID string `json:"cluster_id"`
-	Kind      string `json:"kind"`
-	State     string `json:"state"`
-	Step      string `json:"step,omitempty"`
-	Progress  string `json:"progress,omitempty"`
-	Attempts  int    `json:"attempts"`
-	Error     string `json:"error,omitempty"`
-	// BackupID is the backup a backup operation took, or the one a restore
-	// starts from.
-	BackupID string `json:"backup_id,omitempty"`
-	// Reason is why the operation runs: a switchover's reason, or what
-	// the repair reconciler saw ("node node2 not running (provider status:
-	// …)").
-	Reason string `json:"reason,omitempty"`
-	// Nodes are the nodes a repair operation restarts.
-	Nodes     []string  `json:"nodes,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-func operationJSON(o store.Operation) OperationJSON {
+func operationJSON(o store.Operation) proto.Operation {
 	var p controlplane.OpParams
 	_ = json.Unmarshal(o.Params, &p)
 	bid := p.BackupID
 	if p.Restore != nil {
 		bid = p.Restore.BackupID
 	}
-	return OperationJSON{ID: o.ID, Namespace: o.Namespace, ClusterID: o.ClusterID, Kind: o.Kind, State: o.State, Step: o.Step,
+	return proto.Operation{ID: o.ID, Namespace: o.Namespace, ClusterID: o.ClusterID, Kind: o.Kind, State: o.State, Step: o.Step,
 		Progress: p.Progress, Attempts: o.Attempts, Error: o.Error, BackupID: bid, Reason: p.Reason, Nodes: p.Nodes,
 		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
-}
-
-// clusterRequest is the body of POST …/clusters.
-type clusterRequest struct {
-	Name            string `json:"name"`
-	Project         string `json:"project"`
-	Engine          string `json:"engine"`
-	Version         string `json:"version"`
-	Template        string `json:"template"`
-	Plan            string `json:"plan"`
-	Replicas        *int   `json:"replicas"`
-	SynchronousMode string `json:"synchronous_mode"`
-	Provider        string `json:"provider"`
 }
 
 func (a *API) template(ctx context.Context, ns, name string) (catalog.Template, bool) {
@@ -137,7 +59,7 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
-	var req clusterRequest
+	var req proto.ClusterCreate
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -221,7 +143,7 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 		CreatedAt: now, UpdatedAt: now}
 	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, &apiError{Status: 409, Code: "already_exists", Message: "name: cluster " + req.Project + "/" + req.Name + " already exists", Field: "name"})
+			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Message: "name: cluster " + req.Project + "/" + req.Name + " already exists", Field: "name"})
 			return
 		}
 		writeErr(w, err)
@@ -251,7 +173,7 @@ func (a *API) cluster(r *http.Request, p *principal, role string) (store.Cluster
 	case 1:
 		return cs[0], nil
 	}
-	return store.Cluster{}, &apiError{Status: 409, Code: "ambiguous", Field: "project",
+	return store.Cluster{}, &proto.APIError{Status: 409, Code: "ambiguous", Field: "project",
 		Message: "project: cluster name " + ref + " exists in several projects; add ?project= or use the id"}
 }
 
@@ -271,7 +193,7 @@ func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal)
 		writeErr(w, err)
 		return
 	}
-	out := list[ClusterJSON]{Items: []ClusterJSON{}}
+	out := proto.List[proto.Cluster]{Items: []proto.Cluster{}}
 	for _, c := range cs {
 		out.Items = append(out.Items, clusterJSON(c))
 	}
@@ -283,7 +205,7 @@ func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal)
 
 // members merges the projection's nodes with a live etcd read (bounded; the
 // projection alone is served when etcd does not answer).
-func (a *API) members(ctx context.Context, c store.Cluster) ([]MemberJSON, error) {
+func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, error) {
 	nodes, err := a.d.Store.ListNodes(ctx, c.ID)
 	if err != nil {
 		return nil, err
@@ -294,9 +216,9 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]MemberJSON, error
 		live, _ = controlplane.ReadLive(ectx, a.d.Etcd, c.Namespace, c.Project, c.Name)
 		cancel()
 	}
-	out := []MemberJSON{}
+	out := []proto.Member{}
 	for _, n := range nodes {
-		m := MemberJSON{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
+		m := proto.Member{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
 			Timeline: n.Timeline, Term: n.Term, ProviderState: n.State, LastUpdated: ts(n.UpdatedAt)}
 		if lm, ok := live.Members[n.Name]; ok {
 			// etcd is fresher than the last event: the member key is
@@ -346,7 +268,7 @@ func (a *API) listNodes(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, 200, list[MemberJSON]{Items: ms})
+	writeJSON(w, 200, proto.List[proto.Member]{Items: ms})
 }
 
 // startOperation persists and publishes an operation on c.
@@ -383,9 +305,7 @@ func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal)
 		writeErr(w, err)
 		return
 	}
-	var req struct {
-		Replicas *int `json:"replicas"`
-	}
+	var req proto.ScaleRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -401,12 +321,6 @@ func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal)
 	a.startOperation(w, r, c, controlplane.KindScale, store.PhaseProvisioning, controlplane.OpParams{Replicas: *req.Replicas})
 }
 
-// updateRequest is the body of PATCH …/clusters/{cluster}: the settings
-// that can change on a live cluster (today only synchronous_mode).
-type updateRequest struct {
-	SynchronousMode *string `json:"synchronous_mode"`
-}
-
 // updateCluster changes synchronous_mode on a live cluster (operator): it
 // answers 202 with an operation of kind update that writes the spec key,
 // records the mode and waits until the primary reports it in effect.
@@ -418,7 +332,7 @@ func (a *API) updateCluster(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
-	var req updateRequest
+	var req proto.ClusterUpdate
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -432,12 +346,6 @@ func (a *API) updateCluster(w http.ResponseWriter, r *http.Request, p *principal
 		return
 	}
 	a.startOperation(w, r, c, controlplane.KindUpdate, "", controlplane.OpParams{SynchronousMode: *req.SynchronousMode})
-}
-
-type switchRequest struct {
-	From   string `json:"from"`
-	To     string `json:"to"`
-	Reason string `json:"reason"`
 }
 
 func (a *API) switchover(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -454,7 +362,7 @@ func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
-	var req switchRequest
+	var req proto.SwitchoverRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -529,7 +437,7 @@ func (a *API) listOperations(w http.ResponseWriter, r *http.Request, p *principa
 		writeErr(w, err)
 		return
 	}
-	out := list[OperationJSON]{Items: []OperationJSON{}}
+	out := proto.List[proto.Operation]{Items: []proto.Operation{}}
 	for _, o := range ops {
 		out.Items = append(out.Items, operationJSON(o))
 	}

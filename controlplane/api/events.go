@@ -8,27 +8,11 @@ import (
 	"time"
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
-// EventJSON is a recorded event in the API: the CloudEvent's attributes,
-// its payload and the arrival sequence number (the SSE id).
-type EventJSON struct {
-	Seq       int64           `json:"seq"`
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Namespace string          `json:"namespace"`
-	Project   string          `json:"project"`
-	Cluster   string          `json:"cluster"`
-	Node      string          `json:"node"`
-	Term      uint64          `json:"term"`
-	Revision  int64           `json:"revision"`
-	Time      time.Time       `json:"time"`
-	Stale     bool            `json:"stale"`
-	Data      json.RawMessage `json:"data"`
-}
-
-func eventJSON(e store.Event) EventJSON {
-	return EventJSON{Seq: e.Seq, ID: e.ID, Type: e.Type, Namespace: e.Namespace, Project: e.Project, Cluster: e.Cluster, Node: e.Node,
+func eventJSON(e store.Event) proto.Event {
+	return proto.Event{Seq: e.Seq, ID: e.ID, Type: e.Type, Namespace: e.Namespace, Project: e.Project, Cluster: e.Cluster, Node: e.Node,
 		Term: e.Term, Revision: e.Revision, Time: e.Time, Stale: e.Stale, Data: e.Data}
 }
 
@@ -69,7 +53,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	out := list[EventJSON]{Items: []EventJSON{}}
+	out := proto.List[proto.Event]{Items: []proto.Event{}}
 	for _, e := range es {
 		out.Items = append(out.Items, eventJSON(e))
 	}
@@ -80,7 +64,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request, p *principal) {
 }
 
 // streamEvents is Server-Sent Events: one "event: <type>" with "id: <seq>"
-// and the EventJSON as data per recorded event, starting after the
+// and the proto.Event as data per recorded event, starting after the
 // Last-Event-ID header or ?after=; a comment line every 15 s keeps
 // proxies from closing the stream.
 func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -101,7 +85,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
-		writeErr(w, &apiError{Status: 500, Code: "internal", Message: "streaming unsupported"})
+		writeErr(w, &proto.APIError{Status: 500, Code: "internal", Message: "streaming unsupported"})
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")

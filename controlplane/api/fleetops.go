@@ -10,6 +10,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Fleet host maintenance (cordon, uncordon, drain) and the host runner's
@@ -35,7 +36,7 @@ func (a *API) fleetHost(r *http.Request, p *principal) (store.Host, error) {
 	}
 	h, err := a.d.Store.GetHost(r.Context(), r.PathValue("host"))
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Host{}, &apiError{Status: 404, Code: "not_found", Field: "host", Message: "host: no host with id or name " + r.PathValue("host")}
+		return store.Host{}, &proto.APIError{Status: 404, Code: "not_found", Field: "host", Message: "host: no host with id or name " + r.PathValue("host")}
 	}
 	return h, err
 }
@@ -186,11 +187,7 @@ func (a *API) ackAssignment(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var req struct {
-		RestartGeneration int64  `json:"restart_generation"`
-		ConfigSHA256      string `json:"config_sha256"`
-		ConfigError       string `json:"config_error"`
-	}
+	var req proto.AssignmentAck
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -208,7 +205,7 @@ func (a *API) ackAssignment(w http.ResponseWriter, r *http.Request) {
 	cluster, node := r.PathValue("cluster"), r.PathValue("node")
 	if err := a.d.Store.AckAllocation(r.Context(), h.ID, cluster, node, req.RestartGeneration, req.ConfigSHA256, req.ConfigError); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = &apiError{Status: 404, Code: "not_found", Message: "no assignment " + cluster + "/" + node + " on this host"}
+			err = &proto.APIError{Status: 404, Code: "not_found", Message: "no assignment " + cluster + "/" + node + " on this host"}
 		}
 		writeErr(w, err)
 		return

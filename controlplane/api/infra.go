@@ -20,24 +20,8 @@ import (
 	"github.com/dbpilot/dbpilot/proto"
 )
 
-// HostJSON is a fleet host in the API.
-type HostJSON struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Address   string            `json:"address"`
-	Labels    map[string]string `json:"labels"`
-	Capacity  store.Resources   `json:"capacity"`
-	State     string            `json:"state"`
-	CreatedAt time.Time         `json:"created_at"`
-	// Nodes is the number of nodes allocated on the host (active and
-	// releasing; in lists and cordon/drain answers).
-	Nodes int `json:"nodes"`
-	// Credential is only present in the enrolment response.
-	Credential string `json:"credential,omitempty"`
-}
-
-func hostJSON(h store.Host) HostJSON {
-	return HostJSON{ID: h.ID, Name: h.Name, Address: h.Address, Labels: h.Labels, Capacity: h.Capacity, State: h.State, CreatedAt: h.CreatedAt}
+func hostJSON(h store.Host) proto.Host {
+	return proto.Host{ID: h.ID, Name: h.Name, Address: h.Address, Labels: h.Labels, Capacity: proto.Resources(h.Capacity), State: h.State, CreatedAt: h.CreatedAt}
 }
 
 func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -45,10 +29,7 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *princip
 		writeErr(w, forbidden("fleet enrolment needs the admin role on every namespace (\"*\")"))
 		return
 	}
-	var req struct {
-		Labels     map[string]string `json:"labels"`
-		TTLSeconds int               `json:"ttl_seconds"`
-	}
+	var req proto.JoinTokenCreate
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -67,18 +48,12 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *princip
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, 201, map[string]any{"join_token": secret, "expires_at": exp, "labels": req.Labels})
+	writeJSON(w, 201, proto.JoinToken{ExpiresAt: exp, Secret: secret, Labels: req.Labels})
 }
 
 // enrollHost is called by a host with a one-time join token (no bearer).
 func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		JoinToken string            `json:"join_token"`
-		Name      string            `json:"name"`
-		Address   string            `json:"address"`
-		Labels    map[string]string `json:"labels"`
-		Capacity  store.Resources   `json:"capacity"`
-	}
+	var req proto.EnrollRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -105,11 +80,11 @@ func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
 	}
 	cred := controlplane.NewSecret("dbph_")
 	h, err := a.d.Store.EnrollHost(r.Context(), controlplane.HashSecret(req.JoinToken), store.Host{ID: newID("h"), Name: req.Name,
-		Address: req.Address, Labels: req.Labels, Capacity: req.Capacity, CredentialHash: controlplane.HashSecret(cred)})
+		Address: req.Address, Labels: req.Labels, Capacity: store.Resources(req.Capacity), CredentialHash: controlplane.HashSecret(cred)})
 	status := 201
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = &apiError{Status: 401, Code: "unauthenticated", Field: "join_token", Message: "join_token: unknown, used or expired"}
+			err = &proto.APIError{Status: 401, Code: "unauthenticated", Field: "join_token", Message: "join_token: unknown, used or expired"}
 		}
 		writeErr(w, err)
 		status = toAPIError(err).Status
@@ -140,7 +115,7 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	out := list[HostJSON]{Items: []HostJSON{}}
+	out := proto.List[proto.Host]{Items: []proto.Host{}}
 	for _, h := range hs {
 		hj := hostJSON(h)
 		hj.Nodes = count[h.ID]
@@ -153,34 +128,13 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
 func (a *API) hostFromCredential(r *http.Request) (store.Host, error) {
 	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		return store.Host{}, &apiError{Status: 401, Code: "unauthenticated", Message: "missing host credential"}
+		return store.Host{}, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "missing host credential"}
 	}
 	h, err := a.d.Store.HostByCredential(r.Context(), controlplane.HashSecret(cred))
 	if err != nil {
-		return store.Host{}, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"}
+		return store.Host{}, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"}
 	}
 	return h, nil
-}
-
-// Assignment is one node a fleet host must run (state "active") or stop
-// and acknowledge (state "releasing").
-type Assignment struct {
-	ClusterID   string          `json:"cluster_id"`
-	Node        string          `json:"node"`
-	State       string          `json:"state"`
-	Resources   store.Resources `json:"resources"`
-	AgentConfig string          `json:"agent_config"`
-	// Credentials is the cluster's credentials file (active nodes only).
-	Credentials string `json:"credentials,omitempty"`
-	// RestartGeneration: restart the node's agent when it is above the
-	// generation the host last applied.
-	RestartGeneration int64 `json:"restart_generation"`
-	// AppliedRestartGeneration, AppliedConfigSHA256 and ConfigError are
-	// what the host last acknowledged (POST …/ack); the host acknowledges
-	// again when its own state differs.
-	AppliedRestartGeneration int64  `json:"applied_restart_generation"`
-	AppliedConfigSHA256      string `json:"applied_config_sha256"`
-	ConfigError              string `json:"config_error"`
 }
 
 // hostAssignments returns the agent configurations a fleet host must run
@@ -198,9 +152,9 @@ func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	out := list[Assignment]{Items: []Assignment{}}
+	out := proto.List[proto.Assignment]{Items: []proto.Assignment{}}
 	for _, x := range as {
-		as := Assignment{ClusterID: x.ClusterID, Node: x.Node, State: x.State, Resources: x.Resources, AgentConfig: x.Config,
+		as := proto.Assignment{ClusterID: x.ClusterID, Node: x.Node, State: x.State, Resources: proto.Resources(x.Resources), AgentConfig: x.Config,
 			RestartGeneration: x.RestartGeneration, AppliedRestartGeneration: x.RestartApplied, AppliedConfigSHA256: x.ConfigApplied,
 			ConfigError: x.ConfigError}
 		if x.State == store.AllocActive {
@@ -224,7 +178,7 @@ func (a *API) releaseAssignment(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.d.Store.ReleaseOnHost(r.Context(), h.ID, r.PathValue("cluster"), r.PathValue("node")); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			err = &apiError{Status: 404, Code: "not_found", Message: "no releasing assignment " + r.PathValue("cluster") + "/" + r.PathValue("node") + " on this host"}
+			err = &proto.APIError{Status: 404, Code: "not_found", Message: "no releasing assignment " + r.PathValue("cluster") + "/" + r.PathValue("node") + " on this host"}
 		}
 		writeErr(w, err)
 		return
@@ -279,7 +233,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	id, key, ok := r.BasicAuth()
 	if !ok || controlplane.IngestKey(a.d.IngestSecret, id) != key {
-		writeErr(w, &apiError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"})
+		writeErr(w, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"})
 		return
 	}
 	c, err := a.ingestCluster(r.Context(), id)
@@ -300,7 +254,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if int64(len(body)) > limit {
-		writeErr(w, &apiError{Status: 413, Code: "too_large", Message: fmt.Sprintf("body: larger than %d bytes; send fewer events per batch", limit)})
+		writeErr(w, &proto.APIError{Status: 413, Code: "too_large", Message: fmt.Sprintf("body: larger than %d bytes; send fewer events per batch", limit)})
 		return
 	}
 	if !batch {
@@ -339,7 +293,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.SortFunc(res.Rejected, func(x, y proto.BatchRejection) int { return x.Index - y.Index })
 	if retry > 0 {
-		writeErr(w, &apiError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("%d of %d events not stored; retry the batch", retry, len(events))})
+		writeErr(w, &proto.APIError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("%d of %d events not stored; retry the batch", retry, len(events))})
 		return
 	}
 	writeJSON(w, http.StatusAccepted, res)
@@ -348,7 +302,7 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 // ingestOne handles a single structured-mode event.
 func (a *API) ingestOne(w http.ResponseWriter, r *http.Request, c store.Cluster, body []byte) {
 	if !controlplane.EventBelongsTo(body, c.Namespace, c.Name) {
-		writeErr(w, &apiError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Name})
+		writeErr(w, &proto.APIError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Name})
 		return
 	}
 	if err := a.d.Bus.Publish(r.Context(), controlplane.TopicAgentEvents, body); err != nil {
@@ -357,7 +311,7 @@ func (a *API) ingestOne(w http.ResponseWriter, r *http.Request, c store.Cluster,
 			return
 		}
 		a.d.Log.Warn("ingest: publish failed; the agent retries", zap.Error(err))
-		writeErr(w, &apiError{Status: 503, Code: "unavailable", Message: "event not stored; retry"})
+		writeErr(w, &proto.APIError{Status: 503, Code: "unavailable", Message: "event not stored; retry"})
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -437,11 +391,11 @@ func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal
 		found = found || n.Name == node
 	}
 	if !found {
-		writeErr(w, &apiError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})
+		writeErr(w, &proto.APIError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})
 		return
 	}
 	if a.d.CloudInit == nil {
-		writeErr(w, &apiError{Status: 501, Code: "not_implemented", Message: "cloud-init rendering is not configured on this server"})
+		writeErr(w, &proto.APIError{Status: 501, Code: "not_implemented", Message: "cloud-init rendering is not configured on this server"})
 		return
 	}
 	b, err := a.d.CloudInit(r.Context(), c, node)
@@ -454,5 +408,5 @@ func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal
 		_, _ = w.Write(b)
 		return
 	}
-	writeJSON(w, 200, map[string]string{"cluster": c.Name, "node": node, "user_data": string(b)})
+	writeJSON(w, 200, proto.CloudInit{Cluster: c.Name, Node: node, UserData: string(b)})
 }

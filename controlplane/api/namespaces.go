@@ -3,7 +3,8 @@ package api
 import (
 	"net/http"
 	"regexp"
-	"time"
+
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
@@ -15,21 +16,8 @@ func checkName(field, v string) error {
 	return nil
 }
 
-// NamespaceJSON is a namespace in the API.
-type NamespaceJSON struct {
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
-// ProjectJSON is a project in the API.
-type ProjectJSON struct {
-	Namespace string    `json:"namespace"`
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-}
-
 func (a *API) whoami(w http.ResponseWriter, _ *http.Request, p *principal) {
-	writeJSON(w, 200, map[string]any{"token_id": p.TokenID, "name": p.Name, "grants": p.Grants})
+	writeJSON(w, 200, proto.WhoAmI{Grants: grantsJSON(p.Grants), Name: p.Name, TokenID: p.TokenID})
 }
 
 func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -43,9 +31,9 @@ func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request, p *principa
 		writeErr(w, err)
 		return
 	}
-	out := list[NamespaceJSON]{Items: []NamespaceJSON{}}
+	out := proto.List[proto.Namespace]{Items: []proto.Namespace{}}
 	for _, n := range ns {
-		out.Items = append(out.Items, NamespaceJSON{Name: n.Name, CreatedAt: n.CreatedAt})
+		out.Items = append(out.Items, proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt})
 	}
 	if len(ns) > 0 {
 		out.NextPageToken = nextToken(len(ns), pg.Limit, ns[len(ns)-1].Name)
@@ -58,9 +46,7 @@ func (a *API) createNamespace(w http.ResponseWriter, r *http.Request, p *princip
 		writeErr(w, forbidden("creating namespaces needs the admin role on every namespace (\"*\")"))
 		return
 	}
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req proto.NameRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -74,7 +60,7 @@ func (a *API) createNamespace(w http.ResponseWriter, r *http.Request, p *princip
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, 201, NamespaceJSON{Name: n.Name, CreatedAt: n.CreatedAt})
+	writeJSON(w, 201, proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt})
 }
 
 func (a *API) getNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -88,7 +74,7 @@ func (a *API) getNamespace(w http.ResponseWriter, r *http.Request, p *principal)
 		writeErr(w, notFound("namespace "+ns))
 		return
 	}
-	writeJSON(w, 200, NamespaceJSON{Name: n.Name, CreatedAt: n.CreatedAt})
+	writeJSON(w, 200, proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt})
 }
 
 func (a *API) deleteNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -124,9 +110,9 @@ func (a *API) listProjects(w http.ResponseWriter, r *http.Request, p *principal)
 		writeErr(w, err)
 		return
 	}
-	out := list[ProjectJSON]{Items: []ProjectJSON{}}
+	out := proto.List[proto.Project]{Items: []proto.Project{}}
 	for _, x := range ps {
-		out.Items = append(out.Items, ProjectJSON{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+		out.Items = append(out.Items, proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
 	}
 	if len(ps) > 0 {
 		out.NextPageToken = nextToken(len(ps), pg.Limit, ps[len(ps)-1].Name)
@@ -140,9 +126,7 @@ func (a *API) createProject(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req proto.NameRequest
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -156,7 +140,7 @@ func (a *API) createProject(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
-	writeJSON(w, 201, ProjectJSON{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+	writeJSON(w, 201, proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
 }
 
 func (a *API) getProject(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -170,19 +154,7 @@ func (a *API) getProject(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, notFound("project "+r.PathValue("project")))
 		return
 	}
-	writeJSON(w, 200, ProjectJSON{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
-}
-
-// AuditJSON is an audit entry in the API.
-type AuditJSON struct {
-	Seq       int64     `json:"seq"`
-	At        time.Time `json:"at"`
-	Actor     string    `json:"actor"`
-	Namespace string    `json:"namespace,omitempty"`
-	Action    string    `json:"action"`
-	Resource  string    `json:"resource"`
-	Status    int       `json:"status"`
-	Result    string    `json:"result"`
+	writeJSON(w, 200, proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
 }
 
 func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) {
@@ -200,9 +172,9 @@ func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) {
 		writeErr(w, err)
 		return
 	}
-	out := list[AuditJSON]{Items: []AuditJSON{}}
+	out := proto.List[proto.Audit]{Items: []proto.Audit{}}
 	for _, e := range es {
-		out.Items = append(out.Items, AuditJSON(e))
+		out.Items = append(out.Items, proto.Audit(e))
 	}
 	if len(es) > 0 {
 		out.NextPageToken = nextToken(len(es), pg.Limit, itoa(es[len(es)-1].Seq))

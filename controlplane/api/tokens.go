@@ -6,31 +6,39 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
-// TokenJSON is a token in the API; Token (the secret) is only present in
-// the creation response.
-type TokenJSON struct {
-	ID        string        `json:"id"`
-	Name      string        `json:"name"`
-	Grants    []store.Grant `json:"grants"`
-	CreatedBy string        `json:"created_by"`
-	CreatedAt time.Time     `json:"created_at"`
-	RevokedAt *time.Time    `json:"revoked_at,omitempty"`
-	Token     string        `json:"token,omitempty"`
+func tokenJSON(t store.Token) proto.Token {
+	return proto.Token{ID: t.ID, Name: t.Name, Grants: grantsJSON(t.Grants), CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, RevokedAt: ts(t.RevokedAt)}
 }
 
-func tokenJSON(t store.Token) TokenJSON {
-	return TokenJSON{ID: t.ID, Name: t.Name, Grants: t.Grants, CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, RevokedAt: ts(t.RevokedAt)}
+// grantsJSON returns a token's grants as the API sends them (nil stays
+// nil).
+func grantsJSON(gs []store.Grant) []proto.Grant {
+	if gs == nil {
+		return nil
+	}
+	out := make([]proto.Grant, len(gs))
+	for i, g := range gs {
+		out[i] = proto.Grant(g)
+	}
+	return out
+}
+
+// storeGrants returns requested grants as the store keeps them.
+func storeGrants(gs []proto.Grant) []store.Grant {
+	out := make([]store.Grant, len(gs))
+	for i, g := range gs {
+		out[i] = store.Grant(g)
+	}
+	return out
 }
 
 // createToken issues a token. The caller must be admin of every namespace
 // it grants (platform admin for "*").
 func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) {
-	var req struct {
-		Name   string        `json:"name"`
-		Grants []store.Grant `json:"grants"`
-	}
+	var req proto.TokenCreate
 	if err := decode(r, &req); err != nil {
 		writeErr(w, err)
 		return
@@ -66,13 +74,13 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) 
 		}
 	}
 	secret := controlplane.NewSecret("dbp_")
-	t := store.Token{ID: newID("tok"), Name: req.Name, Hash: controlplane.HashSecret(secret), Grants: req.Grants, CreatedBy: p.TokenID, CreatedAt: time.Now().UTC()}
+	t := store.Token{ID: newID("tok"), Name: req.Name, Hash: controlplane.HashSecret(secret), Grants: storeGrants(req.Grants), CreatedBy: p.TokenID, CreatedAt: time.Now().UTC()}
 	if err := a.d.Store.CreateToken(r.Context(), t); err != nil {
 		writeErr(w, err)
 		return
 	}
 	out := tokenJSON(t)
-	out.Token = secret
+	out.Secret = secret
 	writeJSON(w, 201, out)
 }
 
@@ -91,7 +99,7 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	out := list[TokenJSON]{Items: []TokenJSON{}}
+	out := proto.List[proto.Token]{Items: []proto.Token{}}
 	for _, t := range ts {
 		out.Items = append(out.Items, tokenJSON(t))
 	}

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Sentinel errors. Every store error that means one of these wraps it.
@@ -23,22 +25,22 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// Cluster phases.
+// Cluster phases, stored as the API serves them (proto.Phase*).
 const (
-	PhasePending      = "Pending"
-	PhaseProvisioning = "Provisioning"
-	PhaseReady        = "Ready"
-	PhaseDegraded     = "Degraded"
-	PhaseFailed       = "Failed"
-	PhaseDeleting     = "Deleting"
+	PhasePending      = proto.PhasePending
+	PhaseProvisioning = proto.PhaseProvisioning
+	PhaseReady        = proto.PhaseReady
+	PhaseDegraded     = proto.PhaseDegraded
+	PhaseFailed       = proto.PhaseFailed
+	PhaseDeleting     = proto.PhaseDeleting
 )
 
-// Operation states.
+// Operation states, stored as the API serves them (proto.Op*).
 const (
-	OpPending   = "pending"
-	OpRunning   = "running"
-	OpSucceeded = "succeeded"
-	OpFailed    = "failed"
+	OpPending   = proto.OpPending
+	OpRunning   = proto.OpRunning
+	OpSucceeded = proto.OpSucceeded
+	OpFailed    = proto.OpFailed
 )
 
 // Namespace is a tenant.
@@ -242,19 +244,20 @@ type Allocation struct {
 	ConfigError string
 }
 
-// Host states.
+// Host states, stored as the API serves them (proto.Host*).
 const (
 	// HostReady: the host takes new allocations.
-	HostReady = "ready"
+	HostReady = proto.HostReady
 	// HostCordoned: the host keeps its nodes but takes no new allocation
 	// (SetHostState; a drain cordons first).
-	HostCordoned = "cordoned"
+	HostCordoned = proto.HostCordoned
 )
 
-// Allocation states.
+// Allocation states, stored as the API serves them in a host's
+// assignments (proto.Assignment*).
 const (
-	AllocActive    = "active"
-	AllocReleasing = "releasing"
+	AllocActive    = proto.AssignmentActive
+	AllocReleasing = proto.AssignmentReleasing
 )
 
 // AllocateOptions tune Store.AllocateWith.

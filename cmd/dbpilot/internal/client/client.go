@@ -1,8 +1,9 @@
 // Package client is a small typed client of the dbpilot control plane's
 // REST API (/v1). Every call takes a context first and returns either the
 // decoded object or an *Error carrying the server's status, code, message
-// and field. Objects keep the JSON the server sent (Raw), so callers can
-// print them verbatim.
+// and field. The wire types are package proto's (the server encodes the
+// same ones); the objects returned here embed them and keep the JSON the
+// server sent (Raw), so callers can print them verbatim.
 package client
 
 import (
@@ -18,24 +19,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // ErrNoServer is returned by New when no server URL is configured.
 var ErrNoServer = errors.New("no server configured: run `dbpilot login --server URL`, or set DBPILOT_SERVER or --server")
 
-// Error is an error response from the API.
+// Error is an error response from the API: the HTTP status and the
+// server's code, message and field ([proto.APIError]), and the request
+// that failed.
 type Error struct {
-	// Status is the HTTP status code.
-	Status int `json:"-"`
-	// Code is the API's stable error code ("not_found", "invalid_argument").
-	Code string `json:"code"`
-	// Message is the server's sentence; it names the field when there is one.
-	Message string `json:"message"`
-	// Field is the request field at fault, if any.
-	Field string `json:"field,omitempty"`
+	proto.APIError
 	// Method and Path are the request that failed.
-	Method string `json:"-"`
-	Path   string `json:"-"`
+	Method string
+	Path   string
 }
 
 // Error returns the server's message with the HTTP status.
@@ -129,8 +127,8 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 }
 
 func apiError(status int, method, path string, raw []byte) *Error {
-	e := &Error{Status: status, Method: method, Path: path}
-	if err := json.Unmarshal(raw, e); err != nil || e.Message == "" {
+	e := &Error{Method: method, Path: path}
+	if err := json.Unmarshal(raw, &e.APIError); err != nil || e.Message == "" {
 		e.Message = strings.TrimSpace(string(raw))
 		if e.Message == "" || len(e.Message) > 200 {
 			e.Message = http.StatusText(status)
@@ -201,10 +199,7 @@ func list[T any, PT interface {
 		if err != nil {
 			return nil, err
 		}
-		var page struct {
-			Items         []json.RawMessage `json:"items"`
-			NextPageToken string            `json:"next_page_token"`
-		}
+		var page proto.List[json.RawMessage]
 		if err := json.Unmarshal(raw, &page); err != nil {
 			return nil, fmt.Errorf("decode list %s: %w", path, err)
 		}
@@ -232,30 +227,21 @@ func nsPath(ns string, parts ...string) string {
 
 // ---- server ----
 
-// Version is GET /v1/version.
-type Version struct {
+// ServerVersion is GET /v1/version.
+type ServerVersion struct {
+	proto.ServerVersion
 	Object
-	Version string `json:"version"`
-	API     string `json:"api"`
 }
 
 // Version returns the server's version (no token needed).
-func (c *Client) Version(ctx context.Context) (Version, error) {
-	return get[Version](ctx, c, "/v1/version")
-}
-
-// Grant is a role in a namespace ("*" for every namespace).
-type Grant struct {
-	Namespace string `json:"namespace"`
-	Role      string `json:"role"`
+func (c *Client) Version(ctx context.Context) (ServerVersion, error) {
+	return get[ServerVersion](ctx, c, "/v1/version")
 }
 
 // WhoAmI is GET /v1/whoami: the caller's token.
 type WhoAmI struct {
+	proto.WhoAmI
 	Object
-	TokenID string  `json:"token_id"`
-	Name    string  `json:"name"`
-	Grants  []Grant `json:"grants"`
 }
 
 // WhoAmI checks the token and returns who it belongs to.
@@ -265,105 +251,23 @@ func (c *Client) WhoAmI(ctx context.Context) (WhoAmI, error) {
 
 // ---- clusters ----
 
-// Member is one member of a cluster.
+// Member is one member of a cluster (GET …/nodes).
 type Member struct {
+	proto.Member
 	Object
-	Name      string `json:"name"`
-	Role      string `json:"role"`
-	State     string `json:"state"`
-	Healthy   bool   `json:"healthy"`
-	Streaming *bool  `json:"streaming,omitempty"`
-	LSN       string `json:"lsn,omitempty"`
-	LagBytes  int64  `json:"lag_bytes"`
-	// LagSeconds is shown when the server reports it.
-	LagSeconds    *float64   `json:"lag_seconds,omitempty"`
-	Timeline      uint32     `json:"timeline"`
-	Term          uint64     `json:"term"`
-	ProviderState string     `json:"provider_state"`
-	LastUpdated   *time.Time `json:"last_updated,omitempty"`
 }
 
 // Cluster is a database cluster.
 type Cluster struct {
+	proto.Cluster
 	Object
-	ID              string     `json:"id"`
-	Namespace       string     `json:"namespace"`
-	Project         string     `json:"project"`
-	Name            string     `json:"name"`
-	Engine          string     `json:"engine"`
-	Version         string     `json:"version"`
-	Template        string     `json:"template"`
-	Plan            string     `json:"plan"`
-	Provider        string     `json:"provider"`
-	Replicas        int        `json:"replicas"`
-	SynchronousMode string     `json:"synchronous_mode"`
-	Phase           string     `json:"phase"`
-	Reason          string     `json:"reason,omitempty"`
-	Primary         string     `json:"primary,omitempty"`
-	Term            uint64     `json:"term"`
-	Members         []Member   `json:"members,omitempty"`
-	CreatedAt       time.Time  `json:"created_at"`
-	LastUpdated     *time.Time `json:"last_updated,omitempty"`
-}
-
-// Cluster phases.
-const (
-	PhasePending      = "Pending"
-	PhaseProvisioning = "Provisioning"
-	PhaseReady        = "Ready"
-	PhaseDegraded     = "Degraded"
-	PhaseFailed       = "Failed"
-	PhaseDeleting     = "Deleting"
-)
-
-// ClusterRequest is the body of a cluster creation; empty fields take the
-// server's defaults.
-type ClusterRequest struct {
-	Name            string `json:"name"`
-	Project         string `json:"project,omitempty"`
-	Engine          string `json:"engine,omitempty"`
-	Version         string `json:"version,omitempty"`
-	Template        string `json:"template,omitempty"`
-	Plan            string `json:"plan,omitempty"`
-	Replicas        *int   `json:"replicas,omitempty"`
-	SynchronousMode string `json:"synchronous_mode,omitempty"`
-	Provider        string `json:"provider,omitempty"`
 }
 
 // Operation is a long-running operation; poll it until Done.
 type Operation struct {
+	proto.Operation
 	Object
-	ID        string `json:"id"`
-	Namespace string `json:"namespace"`
-	ClusterID string `json:"cluster_id"`
-	Kind      string `json:"kind"`
-	State     string `json:"state"`
-	Step      string `json:"step,omitempty"`
-	Progress  string `json:"progress,omitempty"`
-	Attempts  int    `json:"attempts"`
-	Error     string `json:"error,omitempty"`
-	// BackupID is the backup a backup operation took, or the one a
-	// restore starts from.
-	BackupID string `json:"backup_id,omitempty"`
-	// Reason is why the operation runs (a switchover's reason, a repair's
-	// "node X not running (provider status: …)").
-	Reason string `json:"reason,omitempty"`
-	// Nodes are the nodes a repair operation restarts.
-	Nodes     []string  `json:"nodes,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
 }
-
-// Operation states.
-const (
-	OpPending   = "pending"
-	OpRunning   = "running"
-	OpSucceeded = "succeeded"
-	OpFailed    = "failed"
-)
-
-// Done reports whether the operation reached a terminal state.
-func (o Operation) Done() bool { return o.State == OpSucceeded || o.State == OpFailed }
 
 // ListClusters lists the clusters of ns (every page).
 func (c *Client) ListClusters(ctx context.Context, ns string) ([]Cluster, error) {
@@ -376,7 +280,7 @@ func (c *Client) GetCluster(ctx context.Context, ns, ref string) (Cluster, error
 }
 
 // CreateCluster starts provisioning a cluster.
-func (c *Client) CreateCluster(ctx context.Context, ns string, req ClusterRequest) (Operation, error) {
+func (c *Client) CreateCluster(ctx context.Context, ns string, req proto.ClusterCreate) (Operation, error) {
 	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters"), req)
 }
 
@@ -387,35 +291,22 @@ func (c *Client) DeleteCluster(ctx context.Context, ns, ref string) (Operation, 
 
 // ScaleCluster starts changing the number of nodes.
 func (c *Client) ScaleCluster(ctx context.Context, ns, ref string, replicas int) (Operation, error) {
-	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "scale"), map[string]int{"replicas": replicas})
-}
-
-// ClusterUpdate is the body of PATCH …/clusters/{cluster}: the settings to
-// change on a live cluster (nil: unchanged).
-type ClusterUpdate struct {
-	SynchronousMode *string `json:"synchronous_mode,omitempty"`
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "scale"), proto.ScaleRequest{Replicas: &replicas})
 }
 
 // UpdateCluster starts changing settings of a live cluster (an operation of
 // kind update).
-func (c *Client) UpdateCluster(ctx context.Context, ns, ref string, req ClusterUpdate) (Operation, error) {
+func (c *Client) UpdateCluster(ctx context.Context, ns, ref string, req proto.ClusterUpdate) (Operation, error) {
 	return send[Operation](ctx, c, http.MethodPatch, nsPath(ns, "clusters", ref), req)
 }
 
-// SwitchRequest is the body of a switchover or failover.
-type SwitchRequest struct {
-	From   string `json:"from,omitempty"`
-	To     string `json:"to,omitempty"`
-	Reason string `json:"reason,omitempty"`
-}
-
 // Switchover starts a planned switchover.
-func (c *Client) Switchover(ctx context.Context, ns, ref string, req SwitchRequest) (Operation, error) {
+func (c *Client) Switchover(ctx context.Context, ns, ref string, req proto.SwitchoverRequest) (Operation, error) {
 	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "switchover"), req)
 }
 
 // Failover starts a manual failover to req.To.
-func (c *Client) Failover(ctx context.Context, ns, ref string, req SwitchRequest) (Operation, error) {
+func (c *Client) Failover(ctx context.Context, ns, ref string, req proto.SwitchoverRequest) (Operation, error) {
 	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "failover"), req)
 }
 
@@ -438,32 +329,8 @@ func (c *Client) GetOperation(ctx context.Context, ns, id string) (Operation, er
 
 // Backup is a backup record of a cluster.
 type Backup struct {
+	proto.Backup
 	Object
-	ID             string     `json:"id"`
-	Cluster        string     `json:"cluster"`
-	Node           string     `json:"node,omitempty"`
-	Job            string     `json:"job,omitempty"`
-	Method         string     `json:"method,omitempty"`
-	State          string     `json:"state"`
-	SizeBytes      int64      `json:"size_bytes"`
-	StartedAt      *time.Time `json:"started_at,omitempty"`
-	FinishedAt     *time.Time `json:"finished_at,omitempty"`
-	StartLSN       string     `json:"start_lsn,omitempty"`
-	StopLSN        string     `json:"stop_lsn,omitempty"`
-	Timeline       uint32     `json:"timeline,omitempty"`
-	RepositoryPath string     `json:"repository_path,omitempty"`
-	Error          string     `json:"error,omitempty"`
-	VerifiedAt     *time.Time `json:"verified_at,omitempty"`
-}
-
-// RestoreRequest restores a backup (or a point in time) into a cluster.
-type RestoreRequest struct {
-	// Target is the cluster to create (or overwrite) from the backup.
-	Target string `json:"target"`
-	// BackupID selects a backup; empty: the newest one before TargetTime.
-	BackupID string `json:"backup_id,omitempty"`
-	// TargetTime is the PITR target; nil: the end of the backup.
-	TargetTime *time.Time `json:"target_time,omitempty"`
 }
 
 // ListBackups lists a cluster's backups.
@@ -473,11 +340,11 @@ func (c *Client) ListBackups(ctx context.Context, ns, ref string) ([]Backup, err
 
 // RunBackup starts a backup now.
 func (c *Client) RunBackup(ctx context.Context, ns, ref string) (Operation, error) {
-	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "backups"), struct{}{})
+	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "backups"), proto.BackupRunRequest{})
 }
 
 // Restore starts a restore of cluster ref's backups into req.Target.
-func (c *Client) Restore(ctx context.Context, ns, ref string, req RestoreRequest) (Operation, error) {
+func (c *Client) Restore(ctx context.Context, ns, ref string, req proto.RestoreRequest) (Operation, error) {
 	return send[Operation](ctx, c, http.MethodPost, nsPath(ns, "clusters", ref, "restore"), req)
 }
 
@@ -485,19 +352,8 @@ func (c *Client) Restore(ctx context.Context, ns, ref string, req RestoreRequest
 
 // Event is a recorded agent or control-plane event.
 type Event struct {
+	proto.Event
 	Object
-	Seq       int64           `json:"seq"`
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Namespace string          `json:"namespace"`
-	Project   string          `json:"project"`
-	Cluster   string          `json:"cluster"`
-	Node      string          `json:"node"`
-	Term      uint64          `json:"term"`
-	Revision  int64           `json:"revision"`
-	Time      time.Time       `json:"time"`
-	Stale     bool            `json:"stale"`
-	Data      json.RawMessage `json:"data"`
 }
 
 // EventFilter selects events; zero fields match everything.
@@ -530,9 +386,7 @@ func (c *Client) ListEvents(ctx context.Context, ns string, f EventFilter) ([]Ev
 		if err != nil {
 			return nil, err
 		}
-		var page struct {
-			Items []json.RawMessage `json:"items"`
-		}
+		var page proto.List[json.RawMessage]
 		if err := json.Unmarshal(raw, &page); err != nil {
 			return nil, fmt.Errorf("decode events: %w", err)
 		}
@@ -635,24 +489,10 @@ func (c *Client) streamOnce(ctx context.Context, ns string, f EventFilter, last 
 
 // ---- catalog ----
 
-// Plan is a resource plan of a template.
-type Plan struct {
-	CPU      int `json:"cpu"`
-	MemoryMB int `json:"memory_mb"`
-	DiskGB   int `json:"disk_gb"`
-}
-
 // Template is a Service Catalog image template.
 type Template struct {
+	proto.Template
 	Object
-	Name          string            `json:"name"`
-	Description   string            `json:"description,omitempty"`
-	Engine        string            `json:"engine"`
-	EngineVersion string            `json:"engine_version"`
-	AgentVersion  string            `json:"agent_version"`
-	Parameters    map[string]string `json:"parameters,omitempty"`
-	Plans         map[string]Plan   `json:"plans"`
-	Builtin       bool              `json:"builtin"`
 }
 
 // ListTemplates lists the shipped templates and, with ns, the namespace's
@@ -674,63 +514,29 @@ func (c *Client) GetTemplate(ctx context.Context, ns, name string) (Template, er
 
 // ---- fleet ----
 
-// Resources are a host's capacity.
-type Resources struct {
-	CPU      int `json:"cpu"`
-	MemoryMB int `json:"memory_mb"`
-	DiskGB   int `json:"disk_gb"`
-}
-
 // Host is an enrolled fleet host.
 type Host struct {
+	proto.Host
 	Object
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Address   string            `json:"address"`
-	Labels    map[string]string `json:"labels"`
-	Capacity  Resources         `json:"capacity"`
-	State     string            `json:"state"`
-	CreatedAt time.Time         `json:"created_at"`
-	// Nodes is the number of nodes allocated on the host.
-	Nodes int `json:"nodes"`
-	// Credential is only present in the enrolment response.
-	Credential string `json:"credential,omitempty"`
 }
-
-// Host states.
-const (
-	HostReady    = "ready"
-	HostCordoned = "cordoned"
-)
 
 // JoinToken is a one-time fleet enrolment token.
 type JoinToken struct {
+	proto.JoinToken
 	Object
-	JoinToken string            `json:"join_token"`
-	ExpiresAt time.Time         `json:"expires_at"`
-	Labels    map[string]string `json:"labels"`
 }
 
 // CreateJoinToken issues a one-time join token (platform admin).
 func (c *Client) CreateJoinToken(ctx context.Context, labels map[string]string, ttl time.Duration) (JoinToken, error) {
-	body := map[string]any{"labels": labels}
+	req := proto.JoinTokenCreate{Labels: labels}
 	if ttl > 0 {
-		body["ttl_seconds"] = int(ttl.Seconds())
+		req.TTLSeconds = int(ttl.Seconds())
 	}
-	return send[JoinToken](ctx, c, http.MethodPost, "/v1/infra/join-tokens", body)
-}
-
-// EnrollRequest is a host's enrolment with a join token.
-type EnrollRequest struct {
-	JoinToken string            `json:"join_token"`
-	Name      string            `json:"name"`
-	Address   string            `json:"address"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Capacity  Resources         `json:"capacity"`
+	return send[JoinToken](ctx, c, http.MethodPost, "/v1/infra/join-tokens", req)
 }
 
 // EnrollHost enrols a host; the response carries its credential once.
-func (c *Client) EnrollHost(ctx context.Context, req EnrollRequest) (Host, error) {
+func (c *Client) EnrollHost(ctx context.Context, req proto.EnrollRequest) (Host, error) {
 	return send[Host](ctx, c, http.MethodPost, "/v1/infra/hosts/enroll", req)
 }
 
@@ -771,19 +577,13 @@ func (c *Client) GetInfraOperation(ctx context.Context, id string) (Operation, e
 
 // Token is an API token; Token (the secret) is only set at creation.
 type Token struct {
+	proto.Token
 	Object
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Grants    []Grant    `json:"grants"`
-	CreatedBy string     `json:"created_by"`
-	CreatedAt time.Time  `json:"created_at"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	Token     string     `json:"token,omitempty"`
 }
 
 // CreateToken issues a token with grants.
-func (c *Client) CreateToken(ctx context.Context, name string, grants []Grant) (Token, error) {
-	return send[Token](ctx, c, http.MethodPost, "/v1/tokens", map[string]any{"name": name, "grants": grants})
+func (c *Client) CreateToken(ctx context.Context, name string, grants []proto.Grant) (Token, error) {
+	return send[Token](ctx, c, http.MethodPost, "/v1/tokens", proto.TokenCreate{Grants: grants, Name: name})
 }
 
 // ListTokens lists every token (platform admin).
