@@ -43,10 +43,13 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		"Audit": Audit{}, "JoinTokenCreate": JoinTokenCreate{}, "Enroll": EnrollRequest{}, "Host": Host{},
 		"Backup": Backup{}, "BackupRun": BackupRunRequest{}, "Restore": RestoreRequest{},
 		"IngestBatchResult": BatchResult{}, "AssignmentAck": AssignmentAck{},
+		"Whoami": WhoAmI{}, "Version": ServerVersion{}, "JoinToken": JoinToken{}, "Assignment": Assignment{},
+		"Plan": Plan{}, "BackupPolicy": BackupPolicy{}, "BackupJob": BackupJob{},
+		"Failover": SwitchoverRequest{}, "Empty": struct{}{},
 	}
-	// Members the document does not describe yet (docs/api.md, "Where
-	// proto/openapi.json is less precise than the code").
-	undocumented := map[string][]string{"Template": {"allow_colocation", "backup", "host_selector"}}
+	// Members of a Go type that a schema leaves out on purpose: a failover
+	// takes the switchover body without "from" (refused with 400).
+	omitted := map[string][]string{"Failover": {"from"}}
 	for name, s := range doc.Components.Schemas {
 		v, ok := types[name]
 		if !ok {
@@ -57,9 +60,9 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		for p := range s.Properties {
 			documented = append(documented, p)
 		}
-		documented = append(documented, undocumented[name]...)
 		slices.Sort(documented)
-		if got := jsonNames(reflect.TypeOf(v)); !slices.Equal(got, documented) {
+		got := slices.DeleteFunc(jsonNames(reflect.TypeOf(v)), func(n string) bool { return slices.Contains(omitted[name], n) })
+		if !slices.Equal(got, documented) {
 			t.Errorf("%T has JSON members %v; OpenAPI schema %s has %v", v, got, name, documented)
 		}
 	}
