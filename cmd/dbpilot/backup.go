@@ -87,13 +87,12 @@ func newBackupRunCmd(a *app) *cobra.Command {
 
 func newBackupRestoreCmd(a *app) *cobra.Command {
 	var target, backupID, at string
-	var yes bool
 	var wf waitFlags
 	cmd := &cobra.Command{
 		Use:   "restore CLUSTER --into TARGET [--backup ID] [--time RFC3339]",
-		Short: "Restore a cluster's backup, or a point in time, into a new cluster (or over an existing one, after confirmation)",
+		Short: "Restore a cluster's backup, or a point in time, into a new cluster",
 		Example: `  dbpilot backup restore demo --into demo-copy --time 2026-01-02T15:04:05Z --wait
-  dbpilot backup restore demo --into demo --backup b-123 --yes`,
+  dbpilot backup restore demo --into demo-b123 --backup b-123`,
 		Args: args(cobra.ExactArgs(1)), ValidArgsFunction: a.completeClusters,
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			req := proto.RestoreRequest{Target: target, BackupID: backupID}
@@ -111,16 +110,16 @@ func newBackupRestoreCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Restoring over an existing cluster destroys its data.
+			// The server restores into a new cluster only: say so before
+			// asking it (and before any confirmation that would suggest
+			// otherwise).
 			ctx, cancel := a.ctx(cmd)
 			_, gerr := cl.GetCluster(ctx, ns, req.Target)
 			cancel()
 			var ae *client.Error
 			switch {
 			case gerr == nil:
-				if err := a.confirm(yes, fmt.Sprintf("Restore over the existing cluster %s, replacing all its data?", req.Target)); err != nil {
-					return err
-				}
+				return usagef("--into: cluster %s already exists; restore into a new cluster name (restoring over an existing cluster is not supported)", req.Target)
 			case errors.As(gerr, &ae) && ae.Status == 404:
 			default:
 				return gerr
@@ -132,10 +131,9 @@ func newBackupRestoreCmd(a *app) *cobra.Command {
 			return unsupported("backup restore", err)
 		},
 	}
-	cmd.Flags().StringVar(&target, "into", "", "cluster to restore into (created if it does not exist)")
+	cmd.Flags().StringVar(&target, "into", "", "new cluster to restore into (must not exist)")
 	cmd.Flags().StringVar(&backupID, "backup", "", "backup id (default: the newest usable one)")
 	cmd.Flags().StringVar(&at, "time", "", "point in time to recover to (RFC 3339; default: the end of the backup)")
-	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask before restoring over an existing cluster")
 	wf.add(cmd)
 	return cmd
 }

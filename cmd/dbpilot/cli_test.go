@@ -209,7 +209,7 @@ func TestCLI(t *testing.T) {
 		t.Errorf("backup list json item: %v", b)
 	}
 	c.exit(1, []string{"backup", "restore", "demo", "--into", "demo-copy", "--time", "2020-01-02T15:04:05Z"}, "no completed physical backup finished before")
-	c.exit(1, []string{"backup", "restore", "demo", "--into", "demo", "--yes"}, "already exists")
+	c.exit(2, []string{"backup", "restore", "demo", "--into", "demo"}, "--into: cluster demo already exists; restore into a new cluster name")
 
 	// Synchronous replication switched on and off on the running cluster.
 	c.exit(2, []string{"cluster", "set", "demo"}, "nothing to change: pass --synchronous-mode on|off")
@@ -231,7 +231,6 @@ func TestCLI(t *testing.T) {
 	}
 	c.exit(1, []string{"cluster", "scale", "demo", "--replicas", "3"}, "another operation on cluster demo is in progress")
 
-	c.exit(2, []string{"backup", "restore", "demo", "--into", "demo", "--time", "2026-01-02T15:04:05Z"}, "refusing without --yes")
 	c.exit(2, []string{"backup", "restore", "demo", "--into", "x", "--time", "yesterday"}, "--time: must be RFC 3339")
 
 	// Fleet.

@@ -68,7 +68,10 @@ func newHostEnrollCmd(a *app) *cobra.Command {
 		Use:   "enroll NAME --address ADDR --cpu N --memory-mb M --disk-gb D [--join-token T]",
 		Short: "Enrol a host into the fleet; without --join-token, issue one first (platform admin)",
 		Long: `Enrol a host with a one-time join token. The answer carries the host's
-credential, shown once: the host's agent uses it to fetch its assignments.
+credential, shown once. Usually the host enrols itself (dbpilot-host run
+--join-token T); to enrol it from here instead, save the JSON answer as the
+runner's identity file, ROOT/host.json (mode 0600), before starting
+dbpilot-host run --root ROOT: the runner reads "id" and "credential" from it.
 Without --join-token the CLI first issues one with your token (platform admin).`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
