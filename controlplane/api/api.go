@@ -271,6 +271,19 @@ func pageOf(r *http.Request) (store.Page, error) {
 	return p, nil
 }
 
+// writePage answers 200 with one page of a list: items converted by conv,
+// and next_page_token (from key of the last item) when the page is full.
+func writePage[S, T any](w http.ResponseWriter, pg store.Page, items []S, conv func(S) T, key func(S) string) {
+	out := proto.List[T]{Items: make([]T, 0, len(items))}
+	for _, x := range items {
+		out.Items = append(out.Items, conv(x))
+	}
+	if len(items) > 0 {
+		out.NextPageToken = nextToken(len(items), pg.Limit, key(items[len(items)-1]))
+	}
+	writeJSON(w, 200, out)
+}
+
 func nextToken(n, limit int, last string) string {
 	if n < limit || last == "" {
 		return ""

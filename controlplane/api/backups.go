@@ -34,14 +34,7 @@ func (a *API) listBackups(w http.ResponseWriter, r *http.Request, p *principal) 
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Backup]{Items: []proto.Backup{}}
-	for _, b := range bs {
-		out.Items = append(out.Items, backupJSON(c, b))
-	}
-	if len(bs) > 0 {
-		out.NextPageToken = nextToken(len(bs), pg.Limit, bs[len(bs)-1].ID)
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, bs, func(b store.Backup) proto.Backup { return backupJSON(c, b) }, func(b store.Backup) string { return b.ID })
 }
 
 // runBackup starts a backup operation: the agents take the request

@@ -193,14 +193,7 @@ func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal)
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Cluster]{Items: []proto.Cluster{}}
-	for _, c := range cs {
-		out.Items = append(out.Items, clusterJSON(c))
-	}
-	if len(cs) > 0 {
-		out.NextPageToken = nextToken(len(cs), pg.Limit, cs[len(cs)-1].ID)
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, cs, func(c store.Cluster) proto.Cluster { return clusterJSON(c) }, func(c store.Cluster) string { return c.ID })
 }
 
 // members merges the projection's nodes with a live etcd read (bounded; the
@@ -437,14 +430,7 @@ func (a *API) listOperations(w http.ResponseWriter, r *http.Request, p *principa
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Operation]{Items: []proto.Operation{}}
-	for _, o := range ops {
-		out.Items = append(out.Items, operationJSON(o))
-	}
-	if len(ops) > 0 {
-		out.NextPageToken = nextToken(len(ops), pg.Limit, ops[len(ops)-1].ID)
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, ops, func(o store.Operation) proto.Operation { return operationJSON(o) }, func(o store.Operation) string { return o.ID })
 }
 
 func (a *API) getOperation(w http.ResponseWriter, r *http.Request, p *principal) {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"regexp"
 
+	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -31,14 +32,7 @@ func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request, p *principa
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Namespace]{Items: []proto.Namespace{}}
-	for _, n := range ns {
-		out.Items = append(out.Items, proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt})
-	}
-	if len(ns) > 0 {
-		out.NextPageToken = nextToken(len(ns), pg.Limit, ns[len(ns)-1].Name)
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, ns, func(n store.Namespace) proto.Namespace { return proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt} }, func(n store.Namespace) string { return n.Name })
 }
 
 func (a *API) createNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -110,14 +104,9 @@ func (a *API) listProjects(w http.ResponseWriter, r *http.Request, p *principal)
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Project]{Items: []proto.Project{}}
-	for _, x := range ps {
-		out.Items = append(out.Items, proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
-	}
-	if len(ps) > 0 {
-		out.NextPageToken = nextToken(len(ps), pg.Limit, ps[len(ps)-1].Name)
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, ps, func(x store.Project) proto.Project {
+		return proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt}
+	}, func(x store.Project) string { return x.Name })
 }
 
 func (a *API) createProject(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -172,14 +161,7 @@ func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) {
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Audit]{Items: []proto.Audit{}}
-	for _, e := range es {
-		out.Items = append(out.Items, proto.Audit(e))
-	}
-	if len(es) > 0 {
-		out.NextPageToken = nextToken(len(es), pg.Limit, itoa(es[len(es)-1].Seq))
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, es, func(e store.AuditEntry) proto.Audit { return proto.Audit(e) }, func(e store.AuditEntry) string { return itoa(e.Seq) })
 }
 
 func (a *API) listNSAudit(w http.ResponseWriter, r *http.Request, p *principal) {

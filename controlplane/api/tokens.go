@@ -99,14 +99,7 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request, p *principal) {
 		writeErr(w, err)
 		return
 	}
-	out := proto.List[proto.Token]{Items: []proto.Token{}}
-	for _, t := range ts {
-		out.Items = append(out.Items, tokenJSON(t))
-	}
-	if len(ts) > 0 {
-		out.NextPageToken = nextToken(len(ts), pg.Limit, ts[len(ts)-1].ID)
-	}
-	writeJSON(w, 200, out)
+	writePage(w, pg, ts, func(t store.Token) proto.Token { return tokenJSON(t) }, func(t store.Token) string { return t.ID })
 }
 
 // revokeToken: a token may revoke itself, tokens it created, or (platform

@@ -2,8 +2,11 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,5 +75,47 @@ func TestIssueTokenOffline(t *testing.T) {
 	}
 	if code := c.do("POST", "/v1/namespaces", map[string]any{"name": "fresh"}, nil); code != 201 {
 		t.Fatalf("the offline admin token cannot create a namespace: %d", code)
+	}
+}
+
+// TestPagination follows next_page_token through a list: every item once,
+// in order, full pages carry a token and the last one does not.
+func TestPagination(t *testing.T) {
+	dir := testDir(t)
+	s, admin := startServer(t, dir)
+	defer s.Close()
+	var want []string
+	for i := range 5 {
+		id := fmt.Sprintf("c-page-%d", i)
+		seedCluster(t, s.Store, id, "acme", fmt.Sprintf("db%d", i))
+		want = append(want, id)
+	}
+	var got []string
+	var sizes []int
+	token := ""
+	for range 10 {
+		var page struct {
+			Items []struct {
+				ID string `json:"id"`
+			} `json:"items"`
+			Next string `json:"next_page_token"`
+		}
+		path := "/v1/namespaces/acme/clusters?limit=2"
+		if token != "" {
+			path += "&page_token=" + url.QueryEscape(token)
+		}
+		if code := admin.do("GET", path, nil, &page); code != 200 {
+			t.Fatalf("GET %s: %d", path, code)
+		}
+		sizes = append(sizes, len(page.Items))
+		for _, c := range page.Items {
+			got = append(got, c.ID)
+		}
+		if token = page.Next; token == "" {
+			break
+		}
+	}
+	if !slices.Equal(got, want) || !slices.Equal(sizes, []int{2, 2, 1}) {
+		t.Fatalf("pages %v of %v, want pages [2 2 1] of %v", sizes, got, want)
 	}
 }
