@@ -196,35 +196,78 @@ func NewOperationRequested(instance string, req OperationRequested) ([]byte, err
 	return newControlEvent(instance, TypeOperationRequested, req)
 }
 
-// EventBelongsTo reports whether raw is an agent event whose source names
-// namespace/cluster (ingest refuses events for other clusters).
-func EventBelongsTo(raw []byte, namespace, cluster string) bool {
-	// A light read of one top-level attribute (the other values are
-	// skipped, not decoded): the consumer's strict decoding rejects
-	// anything malformed (a duplicated "source" included), so this check
-	// need not repeat it.
+// EventBelongsTo reports whether raw is an agent event of cluster
+// namespace/project/cluster: its source names namespace/cluster and its
+// data's project (absent: "default") is project. Ingest refuses events for
+// other clusters, including a same-named cluster of another project.
+func EventBelongsTo(raw []byte, namespace, project, cluster string) bool {
+	// A light read of two members (the other values are skipped, not
+	// decoded): the consumer's strict decoding rejects anything malformed
+	// (a duplicated member included), so this check need not repeat it.
 	dec := jsontext.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return true // malformed: let the consumer reject it with a reason
 	}
+	sourceOK, haveSource := false, false
+	dataProject := "default"
 	for dec.PeekKind() == '"' {
 		name, err := dec.ReadToken()
 		if err != nil {
 			return true
 		}
-		if name.String() != "source" {
+		switch name.String() {
+		case "source":
+			v, err := dec.ReadToken()
+			if err != nil || v.Kind() != '"' {
+				return true
+			}
+			prefix := proto.AgentSourcePrefix + namespace + "/" + cluster + "/"
+			src := v.String()
+			haveSource, sourceOK = true, len(src) > len(prefix) && src[:len(prefix)] == prefix
+		case "data":
+			p, ok := memberString(dec, "project")
+			if !ok {
+				return true
+			}
+			if p != "" {
+				dataProject = p
+			}
+		default:
 			if dec.SkipValue() != nil {
 				return true
 			}
+		}
+	}
+	return haveSource && sourceOK && dataProject == project
+}
+
+// memberString reads the next value from dec, which should be an object,
+// and returns its string member name ("" when absent). ok is false when
+// the value is not an object or not well-formed.
+func memberString(dec *jsontext.Decoder, name string) (string, bool) {
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return "", false
+	}
+	out := ""
+	for dec.PeekKind() == '"' {
+		k, err := dec.ReadToken()
+		if err != nil {
+			return "", false
+		}
+		if k.String() == name && dec.PeekKind() == '"' {
+			v, err := dec.ReadToken()
+			if err != nil {
+				return "", false
+			}
+			out = v.String()
 			continue
 		}
-		v, err := dec.ReadToken()
-		if err != nil || v.Kind() != '"' {
-			return true
+		if dec.SkipValue() != nil {
+			return "", false
 		}
-		prefix := proto.AgentSourcePrefix + namespace + "/" + cluster + "/"
-		src := v.String()
-		return len(src) > len(prefix) && src[:len(prefix)] == prefix
 	}
-	return false // no source: not an event of this cluster
+	if _, err := dec.ReadToken(); err != nil { // the closing '}'
+		return "", false
+	}
+	return out, true
 }

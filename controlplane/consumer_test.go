@@ -182,18 +182,25 @@ func TestEventBelongsTo(t *testing.T) {
 		raw  string
 		want bool
 	}{
-		{`{"id":"1","source":"dbpilot-agent/ns/db/n1","data":{"source":"x"}}`, true},
-		{`{"data":{"source":"dbpilot-agent/ns/db/n1"},"source":"dbpilot-agent/ns/other/n1"}`, false},
-		{`{"source":"dbpilot-agent/ns/db/"}`, false},
-		{`{"source":"dbpilot-agent/ns/dbx/n1"}`, false},
-		{`{"id":"1"}`, false},
+		{`{"id":"1","source":"dbpilot-agent/ns/db/n1","data":{"source":"x","project":"p"}}`, true},
+		{`{"data":{"project":"p","source":"dbpilot-agent/ns/db/n1"},"source":"dbpilot-agent/ns/other/n1"}`, false},
+		{`{"source":"dbpilot-agent/ns/db/n1","data":{"project":"other"}}`, false}, // same cluster name, another project
+		{`{"source":"dbpilot-agent/ns/db/n1","data":{"node":"n1"}}`, false},       // no project: "default", not p
+		{`{"source":"dbpilot-agent/ns/db/","data":{"project":"p"}}`, false},
+		{`{"source":"dbpilot-agent/ns/dbx/n1","data":{"project":"p"}}`, false},
+		{`{"id":"1","data":{"project":"p"}}`, false},
 		{`{"source":7}`, true}, // malformed: left to the consumer
 		{`not json`, true},     // malformed: left to the consumer
-		{`{"source":"dbpilot-agent/ns/db/n1"`, true},
+		{`{"source":"dbpilot-agent/ns/db/n1","data":[1]}`, true},            // malformed: left to the consumer
+		{`{"source":"dbpilot-agent/ns/db/n1","data":{"project":"p"}`, true}, // truncated: left to the consumer
 	} {
-		if got := EventBelongsTo([]byte(tc.raw), "ns", "db"); got != tc.want {
+		if got := EventBelongsTo([]byte(tc.raw), "ns", "p", "db"); got != tc.want {
 			t.Errorf("EventBelongsTo(%s) = %t, want %t", tc.raw, got, tc.want)
 		}
+	}
+	// A cluster of the default project accepts events without data.project.
+	if !EventBelongsTo([]byte(`{"source":"dbpilot-agent/ns/db/n1","data":{"node":"n1"}}`), "ns", "default", "db") {
+		t.Error("event without data.project refused for the default project")
 	}
 }
 

@@ -270,8 +270,8 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	var publish [][]byte
 	var at []int
 	for i, ev := range events {
-		if !controlplane.EventBelongsTo(ev, c.Namespace, c.Name) {
-			res.Rejected = append(res.Rejected, proto.BatchRejection{Index: i, Error: "forbidden: event is not for cluster " + c.Name})
+		if !controlplane.EventBelongsTo(ev, c.Namespace, c.Project, c.Name) {
+			res.Rejected = append(res.Rejected, proto.BatchRejection{Index: i, Error: "forbidden: event is not for cluster " + c.Namespace + "/" + c.Project + "/" + c.Name})
 			continue
 		}
 		publish = append(publish, ev)
@@ -301,8 +301,8 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 
 // ingestOne handles a single structured-mode event.
 func (a *API) ingestOne(w http.ResponseWriter, r *http.Request, c store.Cluster, body []byte) {
-	if !controlplane.EventBelongsTo(body, c.Namespace, c.Name) {
-		writeErr(w, &proto.APIError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Name})
+	if !controlplane.EventBelongsTo(body, c.Namespace, c.Project, c.Name) {
+		writeErr(w, &proto.APIError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Namespace + "/" + c.Project + "/" + c.Name + " (source and data.project must name it)"})
 		return
 	}
 	if err := a.d.Bus.Publish(r.Context(), controlplane.TopicAgentEvents, body); err != nil {
