@@ -271,6 +271,21 @@ func pageOf(r *http.Request) (store.Page, error) {
 	return p, nil
 }
 
+// clusterRequest resolves the cluster a request names (for role; see
+// API.cluster) and then strictly decodes its body into a T. When either
+// fails it has answered with the error and ok is false.
+func clusterRequest[T any](a *API, w http.ResponseWriter, r *http.Request, p *principal, role string) (c store.Cluster, req T, ok bool) {
+	c, err := a.cluster(r, p, role)
+	if err == nil {
+		err = decode(r, &req)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return c, req, false
+	}
+	return c, req, true
+}
+
 // writePage answers 200 with one page of a list: items converted by conv,
 // and next_page_token (from key of the last item) when the page is full.
 func writePage[S, T any](w http.ResponseWriter, pg store.Page, items []S, conv func(S) T, key func(S) string) {

@@ -75,14 +75,8 @@ func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
 // project as the source) whose first primary bootstraps from one of the
 // source's backups, replaying its archived WAL to target_time when given.
 func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
-	src, err := a.cluster(r, p, RoleOperator)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	var req proto.RestoreRequest
-	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+	src, req, ok := clusterRequest[proto.RestoreRequest](a, w, r, p, RoleOperator)
+	if !ok {
 		return
 	}
 	if err := checkName("target", req.Target); err != nil {

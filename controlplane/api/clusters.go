@@ -293,14 +293,8 @@ func (a *API) deleteCluster(w http.ResponseWriter, r *http.Request, p *principal
 }
 
 func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal) {
-	c, err := a.cluster(r, p, RoleOperator)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	var req proto.ScaleRequest
-	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+	c, req, ok := clusterRequest[proto.ScaleRequest](a, w, r, p, RoleOperator)
+	if !ok {
 		return
 	}
 	if req.Replicas == nil {
@@ -320,14 +314,8 @@ func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal)
 // Errors: 400 naming synchronous_mode when it is missing or not "on"/"off";
 // 409 while another operation runs on the cluster.
 func (a *API) updateCluster(w http.ResponseWriter, r *http.Request, p *principal) {
-	c, err := a.cluster(r, p, RoleOperator)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	var req proto.ClusterUpdate
-	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+	c, req, ok := clusterRequest[proto.ClusterUpdate](a, w, r, p, RoleOperator)
+	if !ok {
 		return
 	}
 	if req.SynchronousMode == nil {
@@ -350,14 +338,8 @@ func (a *API) failover(w http.ResponseWriter, r *http.Request, p *principal) {
 }
 
 func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal, kind string) {
-	c, err := a.cluster(r, p, RoleOperator)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	var req proto.SwitchoverRequest
-	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+	c, req, ok := clusterRequest[proto.SwitchoverRequest](a, w, r, p, RoleOperator)
+	if !ok {
 		return
 	}
 	if kind == controlplane.KindFailover {
