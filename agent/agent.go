@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/fenceguard"
 	"github.com/dbpilot/dbpilot/agent/ha"
 	"github.com/dbpilot/dbpilot/agent/httpapi"
 	"github.com/dbpilot/dbpilot/agent/postgres"
@@ -57,6 +59,21 @@ type Agent struct {
 	handlerHealthy atomic.Bool
 	fenced         atomic.Bool
 	isLeader       atomic.Bool // last cycle: we hold the leader key
+	// ownTerm is the term at which our PostgreSQL is the writable primary
+	// holding (or, during an etcd outage, having held) the leader key; 0
+	// when it is not a primary. Failsafe mode keeps it writable on it.
+	ownTerm atomic.Uint64
+	// electMu orders a campaign against failsafe promises: a member never
+	// promises while campaigning, and never campaigns under a promise.
+	electMu sync.Mutex
+	fs      failsafeState
+	// failsafeKey signs failsafe requests between members (the cluster's
+	// replication password: every member has it, nobody else needs it).
+	failsafeKey string
+	httpc       *http.Client
+	// guard is the fencing guard process (nil when it could not start:
+	// the in-process fencer still runs).
+	guard *fenceguard.Guard
 	// etcdRev is the newest etcd revision the agent has read (the events'
 	// dbpilotrevision: consumers order a member's events by term, then by
 	// it). It only grows.
@@ -141,6 +158,8 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
 		lastRole: ha.RoleStopped, bk: bk, syncMode: string(cfg.SynchronousMode),
+		failsafeKey: creds.Replication.Password.Reveal(),
+		httpc:       &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 2}},
 	}
 	a.hooks = handlers.NewRunner(log, cfg.Handlers, handlers.WithOnChangeResult(func(_ handlers.Env, r handlers.Result) { a.handlerResult(r) }))
 	tr, err := newTransport(cfg)
@@ -210,7 +229,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", a.cfg.HTTP.Listen, err)
 		}
-		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg, httpapi.WithFailsafe(failsafeHandler{a})), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 		defer func() {
@@ -226,9 +245,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("backup: %w", err)
 		}
 	}
-	wg.Add(2)
+	a.startGuard()
+	defer a.stopGuard()
+	wg.Add(3)
 	go func() { defer wg.Done(); a.healthLoop(bg) }()
 	go func() { defer wg.Done(); a.fencer(bg) }()
+	go func() { defer wg.Done(); a.failsafeLoop(bg) }()
 	a.hooks.StartOnChange(bg)
 	defer a.hooks.StopOnChange()
 
@@ -357,7 +379,8 @@ func (a *Agent) fenceMargin() time.Duration { return config.FenceMargin(a.cfg.Et
 // fencer is the safety net independent of the HA loop: if the loop is stuck
 // (an etcd call hanging up to its timeout, say) while the proven lease runs
 // out, it stops PostgreSQL immediately, before etcd can expire the lease and
-// another member can be promoted.
+// another member can be promoted. It also keeps the fencing guard's deadline
+// current, which covers the case where this whole process is not scheduled.
 func (a *Agent) fencer(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -367,14 +390,57 @@ func (a *Agent) fencer(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !a.isLeader.Load() || a.fenced.Load() {
-			continue
-		}
-		left := a.dcs.LeaseLeft(time.Now())
-		if left > a.fenceMargin() {
+		holds := (a.isLeader.Load() || a.ownTerm.Load() != 0) && !a.fenced.Load()
+		left := a.writableLeft(time.Now())
+		a.armGuard(holds, left)
+		if !holds || left > a.fenceMargin() {
 			continue
 		}
 		a.fence(ctx, fmt.Sprintf("fencer: proven lease left %s ≤ margin %s", left.Round(time.Millisecond), a.fenceMargin()))
+	}
+}
+
+// guardMargin is how long before the proof runs out the guard kills
+// PostgreSQL if the agent has not moved the deadline: after the in-process
+// fencer (at the full margin) would have acted, well before etcd can
+// expire the lease.
+func (a *Agent) guardMargin() time.Duration { return a.fenceMargin() / 2 }
+
+// startGuard starts the fencing guard process (agent/fenceguard). If it
+// cannot start, the agent runs without it and says so.
+func (a *Agent) startGuard() {
+	exe, err := os.Executable()
+	if err == nil {
+		a.guard, err = fenceguard.Start(exe, a.log.Named("fence-guard"))
+	}
+	if err != nil {
+		a.log.Error("fence guard not started: a frozen agent would not be fenced", zap.Error(err))
+	}
+}
+
+// stopGuard ends the guard once the database is stopped.
+func (a *Agent) stopGuard() {
+	if a.guard != nil {
+		if err := a.guard.Close(); err != nil {
+			a.log.Debug("fence guard close", zap.Error(err))
+		}
+	}
+}
+
+// armGuard hands the guard the deadline of our current proof while we may
+// be a writable primary, and disarms it otherwise.
+func (a *Agent) armGuard(holds bool, left time.Duration) {
+	if a.guard == nil {
+		return
+	}
+	var err error
+	if pid, ok := a.pg.PostmasterPID(); holds && ok {
+		err = a.guard.Arm(pid, left-a.guardMargin())
+	} else {
+		err = a.guard.Disarm()
+	}
+	if err != nil {
+		a.log.Error("fence guard unreachable", zap.Error(err))
 	}
 }
 
@@ -385,6 +451,7 @@ func (a *Agent) fence(ctx context.Context, reason string) {
 		return
 	}
 	a.isLeader.Store(false)
+	a.ownTerm.Store(0)
 	// Not under pgMu: fencing must not wait for an action in progress.
 	err := a.pg.Stop(ctx, postgres.StopImmediate)
 	left := a.dcs.LeaseLeft(time.Now())
@@ -441,7 +508,7 @@ func (a *Agent) Snapshot() httpapi.NodeState {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.state
-	s.HoldsLease = a.isLeader.Load() && a.dcs.LeaseLeft(time.Now()) > a.fenceMargin()
+	s.HoldsLease = (a.isLeader.Load() || a.ownTerm.Load() != 0) && !a.fenced.Load() && a.writableLeft(time.Now()) > a.fenceMargin()
 	return s
 }
 

@@ -36,9 +36,12 @@ func (a *Agent) apply(ctx context.Context, act ha.Action, obs observation, v ha.
 		}
 		a.leaderRev = 0
 		a.isLeader.Store(false)
+		a.ownTerm.Store(0)
 		a.fenced.Store(false)
 		a.log.Info("leader key released", zap.Bool("held", ok))
 		return nil
+	case ha.Reclaim:
+		return a.reclaim(ctx, obs)
 	case ha.Promote:
 		return a.promote(ctx, obs.snap.Leader.Term)
 	case ha.Campaign:
@@ -179,13 +182,39 @@ func (a *Agent) abandonLeadership(ctx context.Context, cause error) error {
 	}
 	a.leaderRev = 0
 	a.isLeader.Store(false)
+	a.ownTerm.Store(0)
 	return cause
+}
+
+// reclaim re-creates our leader key at the unchanged term after it lapsed
+// during an etcd outage that failsafe mode bridged. If another node got
+// there first, the next cycle fences us (writable without the key).
+func (a *Agent) reclaim(ctx context.Context, obs observation) error {
+	term := a.ownTerm.Load()
+	st := obs.pg
+	l := dcs.LeaderRecord{Node: a.cfg.Node.Name, Host: a.cfg.Node.Address, Port: a.cfg.Postgres.Port, APIURL: a.apiURL(), LSN: uint64(st.WriteLSN), Timeline: st.Timeline}
+	rev, ok, err := a.dcs.ReclaimLeader(ctx, l, term)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.log.Warn("failsafe: could not re-take the leader key (another node has it, or the term moved)", zap.Uint64("term", term))
+		return nil
+	}
+	a.leaderRev, a.term = rev, term
+	a.isLeader.Store(true)
+	a.noteRevision(rev)
+	a.log.Info("failsafe: leader key re-taken at the same term after the etcd outage", zap.Uint64("term", term))
+	a.publish(proto.TypeFailsafe, proto.Failsafe{State: proto.FailsafeReclaimed})
+	return nil
 }
 
 // campaign takes the failover lock, re-checks on a fresh observation that we
 // are still the best candidate, claims the leader key at term+1 with its
 // history record, and promotes.
 func (a *Agent) campaign(ctx context.Context, v ha.View) error {
+	a.electMu.Lock()
+	defer a.electMu.Unlock()
 	unlock, err := a.dcs.TryLock(ctx, a.keys.FailoverLock())
 	if errors.Is(err, dcs.ErrLocked) {
 		a.log.Info("failover lock held by another member; waiting for the new primary")
@@ -235,6 +264,7 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	}
 	a.leaderRev, a.term = rev, snap.Term+1
 	a.isLeader.Store(true)
+	a.ownTerm.Store(a.term)
 	a.log.Info("leader key claimed", zap.Uint64("term", a.term), zap.String("reason", reason), zap.String("previous", previous))
 	if err := a.promote(ctx, a.term); err != nil {
 		return err
@@ -308,6 +338,7 @@ func (a *Agent) handover(ctx context.Context, target string, obs observation) er
 	}
 	a.leaderRev = 0
 	a.isLeader.Store(false)
+	a.ownTerm.Store(0)
 	a.log.Info("switchover: handed over", zap.String("to", target), zap.String("final_lsn", cd.CheckpointLSN.String()), zap.Duration("took", time.Since(start)))
 	return nil
 }

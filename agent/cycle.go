@@ -67,9 +67,14 @@ func (a *Agent) renewDuring(ctx context.Context, act ha.Action) func() {
 // returned function is called (which waits for the renewer to stop), so
 // a slow step (initdb, a restore, pg_rewind) does not let the lease, and
 // the proof the fencer relies on, run out. what names the step in logs.
+//
+// While this node holds the leader key the renewals stop after
+// leaderActionBudget: an action that hangs longer is a stuck loop, and the
+// key must lapse so that a healthy replica takes over.
 func (a *Agent) keepLeaseAlive(ctx context.Context, what string) func() {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	start := time.Now()
 	go func() {
 		defer close(done)
 		t := time.NewTicker(a.cfg.Health.Interval)
@@ -79,6 +84,11 @@ func (a *Agent) keepLeaseAlive(ctx context.Context, what string) func() {
 			case <-rctx.Done():
 				return
 			case <-t.C:
+				if a.isLeader.Load() && time.Since(start) > a.leaderActionBudget() {
+					a.log.Error("action still running after its budget while holding the leader key: no longer renewing the lease, leadership will lapse",
+						zap.String("action", what), zap.Duration("budget", a.leaderActionBudget()))
+					return
+				}
 				if err := a.dcs.Renew(rctx); err != nil && rctx.Err() == nil {
 					a.log.Warn("lease renewal during action failed", zap.String("action", what), zap.Error(err))
 				}
@@ -87,6 +97,11 @@ func (a *Agent) keepLeaseAlive(ctx context.Context, what string) func() {
 	}()
 	return func() { cancel(); <-done }
 }
+
+// leaderActionBudget bounds how long one action may keep the HA lease
+// alive while this node holds the leader key: a promotion, a hand-over or
+// a synchronous-standby change, each of whose steps has its own deadline.
+func (a *Agent) leaderActionBudget() time.Duration { return 4*a.cfg.TTL + 10*time.Second }
 
 func (a *Agent) observe(ctx context.Context) observation {
 	obs := observation{now: time.Now()}
@@ -119,6 +134,9 @@ func (a *Agent) observe(ctx context.Context) observation {
 		mine := l != nil && l.Node == a.cfg.Node.Name && obs.snap.LeaderLease == int64(a.dcs.Lease())
 		if mine {
 			a.leaderRev, a.term = obs.snap.LeaderRev, l.Term
+			if !a.fenced.Load() {
+				a.ownTerm.Store(l.Term)
+			}
 		} else {
 			a.leaderRev = 0
 			a.term = obs.snap.Term
@@ -132,6 +150,7 @@ func (a *Agent) observe(ctx context.Context) observation {
 			a.leaderGoneRev = 0
 		}
 		a.noteSpec(obs.snap)
+		a.noteFailsafeView(obs.snap)
 	}
 	return obs
 }
@@ -247,6 +266,11 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 		NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(), Upstream: a.upstream,
 		SynchronousMode: a.syncMode, Synchronous: a.synchronous(obs.pg),
 	}
+	if to := a.promised(obs.now); to != "" {
+		a.fs.mu.Lock()
+		m.FailsafeFor, m.FailsafeUntilMS = to, a.fs.promisedUntil.UnixMilli()
+		a.fs.mu.Unlock()
+	}
 	if err := a.dcs.PutMember(ctx, m); err != nil {
 		a.log.Warn("member key not refreshed", zap.Error(err))
 	}
@@ -281,6 +305,7 @@ func (a *Agent) view(obs observation) ha.View {
 		Streaming: st.Streaming, Upstream: a.upstream, LocalLSN: uint64(st.LSN()),
 		WasPrimary: a.formerPrimary(role, snap.Term), Fenced: a.fenced.Load(),
 		EtcdOK: obs.etcdOK, Initialized: snap.Initialized, IsLeader: a.isLeader.Load(),
+		Term: a.clusterTerm(obs), OwnTerm: a.ownTerm.Load(), FailsafeLeft: a.failsafeLeft(obs.now), Promised: a.promised(obs.now),
 		LeaseLeft: a.dcs.LeaseLeft(obs.now), FenceMargin: a.fenceMargin(), LeaderLSN: snap.OptimeLSN,
 		SyncMode: a.syncOn(obs), PGSyncStandbys: a.pgSync,
 		MaxLag: a.cfg.MaximumLagOnFailover, RejoinAfter: 3 * a.cfg.TTL,
@@ -312,6 +337,7 @@ func (a *Agent) view(obs observation) ha.View {
 			NoFailover: m.NoFailover, Priority: m.Priority, LSN: m.LSN,
 			Fresh: a.leaderGoneRev != 0 && m.Revision > a.leaderGoneRev,
 			Stale: obs.now.Sub(time.UnixMilli(m.UpdatedMS)) > grace && (a.leaderGoneAt.IsZero() || obs.now.Sub(a.leaderGoneAt) > grace),
+			FailsafePromised: m.FailsafeFor != "" && time.UnixMilli(m.FailsafeUntilMS).After(obs.now),
 		})
 	}
 	slices.SortFunc(v.Members, func(x, y ha.Member) int { return compareStrings(x.Name, y.Name) })
@@ -335,6 +361,17 @@ func (a *Agent) view(obs observation) ha.View {
 		}
 	}
 	return v
+}
+
+// clusterTerm is the cluster's term as of obs (the last known one when
+// etcd could not be read).
+func (a *Agent) clusterTerm(obs observation) uint64 {
+	if obs.etcdOK {
+		return obs.snap.Term
+	}
+	a.fs.mu.Lock()
+	defer a.fs.mu.Unlock()
+	return a.fs.term
 }
 
 // formerPrimary reports whether this data directory was writable under an

@@ -21,6 +21,18 @@ const (
 	// TypeHandlerResult: a handler run failed or timed out. Payload:
 	// [HandlerResult]. Term may be 0 (handlers run before any leader exists).
 	TypeHandlerResult = "io.dbpilot.member.handler_failed.v1"
+	// TypeFailsafe: a primary entered or left failsafe mode (etcd
+	// unreachable as a whole, every member confirming it), or re-took its
+	// lapsed leader key at the same term afterwards. Payload: [Failsafe].
+	// Term required.
+	TypeFailsafe = "io.dbpilot.member.failsafe.v1"
+)
+
+// Failsafe states in [Failsafe.State].
+const (
+	FailsafeActive    = "active"    // etcd unreachable; every member confirms the primary; writes continue
+	FailsafeReclaimed = "reclaimed" // etcd back; the lapsed leader key re-taken at the same term
+	FailsafeEnded     = "ended"     // etcd back; the lease proves leadership again
 )
 
 // Roles a member reports in [MemberState.Role].
@@ -135,6 +147,15 @@ type Fenced struct {
 	// LeaseLeftMS is how much of the lease the agent could still prove when
 	// it fenced, in milliseconds (may be <= 0 if it was already gone).
 	LeaseLeftMS int64 `json:"lease_left_ms"`
+}
+
+// Failsafe is the payload of [TypeFailsafe].
+type Failsafe struct {
+	Header
+	// State is FailsafeActive, FailsafeReclaimed or FailsafeEnded.
+	State string `json:"state"`
+	// Members is how many members confirmed the primary (active only).
+	Members int `json:"members"`
 }
 
 // FailoverStarted is the payload of [TypeFailoverStarted]: the emitting

@@ -248,6 +248,12 @@ func (p *HandlerResult) check(v *validator) {
 	v.nonNegative("data.duration_ms", p.DurationMS)
 }
 
+func (p *Failsafe) value() any { return *p }
+func (p *Failsafe) check(v *validator) {
+	v.oneOf("data.state", p.State, FailsafeActive, FailsafeReclaimed, FailsafeEnded)
+	v.nonNegative("data.members", int64(p.Members))
+}
+
 // typeSpec describes one event type.
 type typeSpec struct {
 	// termRequired: the event only exists at a term >= 1.
@@ -270,6 +276,8 @@ func specFor(typ string) (typeSpec, bool) {
 		return typeSpec{termRequired: true, newPayload: func() payload { return new(SwitchoverCompleted) }}, true
 	case TypeHandlerResult:
 		return typeSpec{termRequired: false, newPayload: func() payload { return new(HandlerResult) }}, true
+	case TypeFailsafe:
+		return typeSpec{termRequired: true, newPayload: func() payload { return new(Failsafe) }}, true
 	case TypeBackupStarted:
 		return typeSpec{newPayload: func() payload { return new(BackupStarted) }}, true
 	case TypeBackupCompleted:

@@ -60,6 +60,9 @@ func FenceMargin(requestTimeout time.Duration) time.Duration {
 	return requestTimeout + 500*time.Millisecond
 }
 
+// Failsafe reports whether failsafe mode is on (the default).
+func (c *Config) Failsafe() bool { return c.FailsafeMode != "off" }
+
 // Config is the whole agent configuration file.
 type Config struct {
 	Node                 Node            `yaml:"node"`
@@ -69,6 +72,12 @@ type Config struct {
 	Health               Health          `yaml:"health"`
 	MaximumLagOnFailover int64           `yaml:"maximum_lag_on_failover"`
 	SynchronousMode      SynchronousMode `yaml:"synchronous_mode"`
+	// FailsafeMode "on" (default) keeps a primary writable through an
+	// outage of etcd as a whole, as long as every member of the last known
+	// membership confirms it over the agents' HTTP API; "off" fences the
+	// primary when its lease can no longer be proven. See
+	// docs/architecture.md, "Failsafe mode".
+	FailsafeMode string `yaml:"failsafe_mode"`
 	Tags                 Tags            `yaml:"tags"`
 	StateDir             string          `yaml:"state_dir"`
 	Postgres             Postgres        `yaml:"postgres"`
@@ -264,6 +273,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.SynchronousMode == "" {
 		c.SynchronousMode = SyncOff
 	}
+	if c.FailsafeMode == "" {
+		c.FailsafeMode = "on"
+	}
 	if c.Cluster.Project == "" {
 		c.Cluster.Project = "default"
 	}
@@ -400,6 +412,9 @@ func (c *Config) Validate() error {
 	case SyncOff, SyncOn:
 	default:
 		add("synchronous_mode", "must be \"off\" or \"on\" (got %q)", c.SynchronousMode)
+	}
+	if c.FailsafeMode != "on" && c.FailsafeMode != "off" {
+		add("failsafe_mode", "must be \"on\" or \"off\" (got %q)", c.FailsafeMode)
 	}
 	if p := c.Tags.PriorityValue(); p < 0 || p > 1000 {
 		add("tags.priority", "must be within 0..1000 (got %d)", p)

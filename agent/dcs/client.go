@@ -40,16 +40,26 @@ type Options struct {
 	TTL            time.Duration // lease TTL, whole seconds (etcd granularity)
 }
 
-// Client is one agent's connection to etcd: the client, its session (one
-// lease) and the cluster's keys. Safe for concurrent use.
+// Client is one agent's connection to etcd: the client, its two leases and
+// the cluster's keys. Safe for concurrent use.
+//
+// The HA lease carries the member key and the leader key. Nothing renews it
+// in the background: only Renew does, which the HA loop calls once per cycle
+// (and, bounded, while a slow action runs). A loop that stops making
+// progress therefore loses the leader key after one TTL and a healthy
+// replica takes over (issue 10, item 2). The lock session is a separate
+// concurrency.Session with its own lease, kept alive by the client library,
+// for the short-lived locks and claims (bootstrap and failover locks,
+// backup occurrences), which must not expire in the middle of a long backup.
 type Client struct {
 	cli  *clientv3.Client
 	keys Keys
 	log  *zap.Logger
 	opts Options
 
-	mu   sync.Mutex
-	sess *concurrency.Session
+	mu    sync.Mutex
+	lease clientv3.LeaseID     // HA lease; NoLease when none
+	sess  *concurrency.Session // lock session; nil until first needed
 
 	// validUntil is a lower bound of the lease's expiry on the server, in
 	// unix ns: the send time of the last successful keepalive plus the TTL
@@ -99,53 +109,71 @@ func (c *Client) req(ctx context.Context) (context.Context, context.CancelFunc) 
 // place a TTL crosses the etcd API.
 func (c *Client) TTLSeconds() int64 { return int64(c.opts.TTL / time.Second) }
 
-// Session returns the agent's live session, granting a new lease and session
-// if there is none or the previous lease was lost. The session is built from
-// a granted lease and the client's own context, not the caller's, so
-// cancelling the agent's context cannot keep Close from revoking it.
-func (c *Client) Session(ctx context.Context) (*concurrency.Session, bool, error) {
+// Session makes sure the agent holds an HA lease, granting a new one if
+// there is none or the previous one was lost, and reports whether it is
+// fresh (any leader key bound to the previous lease is gone). It makes one
+// Grant request only when a lease is needed.
+// Errors: the transport error of the grant.
+func (c *Client) Session(ctx context.Context) (lease clientv3.LeaseID, fresh bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess != nil {
-		select {
-		case <-c.sess.Done():
-			c.log.Warn("etcd session ended; granting a new lease", zap.Int64("lease", int64(c.sess.Lease())))
-			c.sess = nil
-			c.validUntil.Store(0)
-		default:
-			return c.sess, false, nil
-		}
+	if c.lease != clientv3.NoLease {
+		return c.lease, false, nil
 	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	sent := time.Now()
 	g, err := c.cli.Grant(rctx, c.TTLSeconds())
 	if err != nil {
-		return nil, false, fmt.Errorf("grant lease: %w", err)
+		return clientv3.NoLease, false, fmt.Errorf("grant lease: %w", err)
+	}
+	c.lease = g.ID
+	c.validUntil.Store(sent.Add(time.Duration(g.TTL) * time.Second).UnixNano())
+	c.log.Info("etcd HA lease granted", zap.Int64("lease", int64(g.ID)), zap.Int64("ttl_s", g.TTL))
+	return g.ID, true, nil
+}
+
+// lockSession returns the lock session, starting a new one (one Grant
+// request) if there is none or the previous one ended. The session is built
+// from the client's own context, not the caller's, so cancelling the agent
+// cannot keep Close from revoking it.
+func (c *Client) lockSession(ctx context.Context) (*concurrency.Session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		select {
+		case <-c.sess.Done():
+			c.log.Warn("etcd lock session ended; starting a new one", zap.Int64("lease", int64(c.sess.Lease())))
+			c.sess = nil
+		default:
+			return c.sess, nil
+		}
+	}
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	g, err := c.cli.Grant(rctx, c.TTLSeconds())
+	if err != nil {
+		return nil, fmt.Errorf("grant lock lease: %w", err)
 	}
 	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(g.ID), concurrency.WithTTL(int(g.TTL)))
 	if err != nil {
-		return nil, false, fmt.Errorf("new session: %w", err)
+		return nil, fmt.Errorf("new lock session: %w", err)
 	}
 	c.sess = s
-	c.validUntil.Store(sent.Add(time.Duration(g.TTL) * time.Second).UnixNano())
-	c.log.Info("etcd session started", zap.Int64("lease", int64(g.ID)), zap.Int64("ttl_s", g.TTL))
-	return s, true, nil
+	return s, nil
 }
 
-// Lease returns the current lease ID or clientv3.NoLease.
+// Lease returns the current HA lease ID or clientv3.NoLease.
 func (c *Client) Lease() clientv3.LeaseID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess == nil {
-		return clientv3.NoLease
-	}
-	return c.sess.Lease()
+	return c.lease
 }
 
-// Renew sends one keepalive for the agent's lease and, on success, moves the
-// proven lower bound of its expiry to send time + granted TTL. It is called
-// from the HA cycle so that leadership is proven by the loop itself.
+// Renew sends one keepalive for the agent's HA lease and, on success, moves
+// the proven lower bound of its expiry to send time + granted TTL. It is the
+// only renewal of that lease: the HA cycle calls it, so leadership is proven
+// by the loop itself and lapses when the loop stops.
 // Errors: ErrLeaseLost when the lease expired, or the transport error.
 func (c *Client) Renew(ctx context.Context) error {
 	lease := c.Lease()
@@ -170,11 +198,10 @@ func (c *Client) Renew(ctx context.Context) error {
 func (c *Client) dropSession(lease clientv3.LeaseID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess != nil && c.sess.Lease() == lease {
-		c.sess.Orphan()
-		c.sess = nil
+	if c.lease == lease {
+		c.lease = clientv3.NoLease
+		c.validUntil.Store(0)
 	}
-	c.validUntil.Store(0)
 }
 
 // LeaseLeft is how long the lease is still provably valid (≤ 0: not proven).
@@ -343,6 +370,44 @@ func (c *Client) ClaimLeader(ctx context.Context, l LeaderRecord, prevTerm uint6
 	return resp.Header.Revision, resp.Succeeded, nil
 }
 
+// ReclaimLeader re-creates the leader key for l on our HA lease at the
+// unchanged term, only if there is no leader key and the term key still
+// reads term. It is the failsafe path of a primary whose key lapsed with its
+// lease during an etcd outage while every member kept confirming it: no
+// election took place, so the term does not move. It returns the key's
+// create revision and whether the claim succeeded.
+func (c *Client) ReclaimLeader(ctx context.Context, l LeaderRecord, term uint64) (int64, bool, error) {
+	lease := c.Lease()
+	if lease == clientv3.NoLease {
+		return 0, false, ErrLeaseLost
+	}
+	l.Term = term
+	if l.Since == 0 {
+		l.Since = nowMS()
+	}
+	rctx, cancel := c.req(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(rctx).If(
+		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
+		clientv3.Compare(clientv3.Value(c.keys.Term()), "=", strconv.FormatUint(term, 10)),
+	).Then(
+		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
+	).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("reclaim leader txn: %w", err)
+	}
+	return resp.Header.Revision, resp.Succeeded, nil
+}
+
+// Probe makes one linearizable read (it needs an etcd quorum) bounded by
+// timeout, and returns its error: nil means etcd is reachable from here.
+func (c *Client) Probe(ctx context.Context, timeout time.Duration) error {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := c.cli.Get(rctx, c.keys.Term())
+	return err
+}
+
 // UpdateLeader refreshes the leader value (LSN, timeline) and the optime key,
 // guarded by the leader key's create revision so only the holder writes.
 // It returns false when we no longer hold the key.
@@ -442,11 +507,11 @@ func (c *Client) DeleteSwitchover(ctx context.Context, rev int64) error {
 }
 
 // TryLock takes the named cluster mutex (BootstrapLock or FailoverLock) on
-// our session without waiting; ErrLocked if another agent holds it. The
+// our lock session without waiting; ErrLocked if another agent holds it. The
 // returned unlock is bounded by the request timeout and never fails the
-// caller (the lock key is on our lease and goes with it anyway).
+// caller (the lock key is on the session's lease and goes with it anyway).
 func (c *Client) TryLock(ctx context.Context, pfx string) (func(), error) {
-	s, _, err := c.Session(ctx)
+	s, err := c.lockSession(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -505,22 +570,30 @@ func (c *Client) Watch(ctx context.Context, relevant func(Event) bool) <-chan st
 	return out
 }
 
-// Close revokes the lease (deleting the member key and, if we still hold it,
-// the leader key) and closes the client. Bounded by ctx.
+// Close revokes both leases (deleting the member key, our locks and, if we
+// still hold it, the leader key) and closes the client. Bounded by ctx.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
-	s := c.sess
-	c.sess = nil
+	s, lease := c.sess, c.lease
+	c.sess, c.lease = nil, clientv3.NoLease
 	c.mu.Unlock()
-	var err error
+	var errs []error
+	revoke := func(id clientv3.LeaseID) {
+		rctx, cancel := c.req(ctx)
+		defer cancel()
+		if _, err := c.cli.Revoke(rctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if lease != clientv3.NoLease {
+		revoke(lease)
+	}
 	if s != nil {
 		s.Orphan()
-		rctx, cancel := c.req(ctx)
-		_, err = c.cli.Revoke(rctx, s.Lease())
-		cancel()
+		revoke(s.Lease())
 	}
 	c.validUntil.Store(0)
-	return errors.Join(err, c.cli.Close())
+	return errors.Join(append(errs, c.cli.Close())...)
 }
 
 // ReadPasswordFile reads an etcd password file, trimming whitespace.
@@ -535,12 +608,12 @@ func ReadPasswordFile(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// Claim creates key with value on our session's lease if it does not exist
+// Claim creates key with value on our lock session's lease if it does not exist
 // (a create-if-absent transaction) and reports whether we created it. While
 // we hold it, no other agent can; if our agent dies the key goes with the
 // lease, so another agent may claim it. Used for backup occurrences.
 func (c *Client) Claim(ctx context.Context, key, value string) (bool, error) {
-	s, _, err := c.Session(ctx)
+	s, err := c.lockSession(ctx)
 	if err != nil {
 		return false, err
 	}

@@ -46,8 +46,14 @@ type Member struct {
 	// Synchronous is true on a primary whose PostgreSQL waits for a standby
 	// on every commit (synchronous_standby_names is not empty). It is set
 	// only after the sync key lists those standbys.
-	Synchronous bool  `json:"synchronous"`
-	UpdatedMS   int64 `json:"updated_ms"`
+	Synchronous bool `json:"synchronous"`
+	// FailsafeFor names the primary this member promised, during an etcd
+	// outage, to stay out of elections for; FailsafeUntilMS (unix ms) is
+	// when that promise ends. Empty/0: no promise in force. Other
+	// candidates wait while a member reports one (failsafe mode).
+	FailsafeFor     string `json:"failsafe_for,omitempty"`
+	FailsafeUntilMS int64  `json:"failsafe_until_ms,omitempty"`
+	UpdatedMS       int64  `json:"updated_ms"`
 	// Revision is the etcd ModRevision this value was read at (not stored).
 	Revision int64 `json:"-"`
 }

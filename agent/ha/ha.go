@@ -41,6 +41,7 @@ const (
 	SyncWiden    Kind = "sync_widen"    // write the sync key as Standbys (before PostgreSQL uses them)
 	SyncApply    Kind = "sync_apply"    // set synchronous_standby_names to Standbys
 	SyncShrink   Kind = "sync_shrink"   // once Standbys have flushed our LSN, write the sync key as Standbys
+	Reclaim      Kind = "reclaim"       // failsafe: re-create our lapsed leader key at the same term
 )
 
 // Action is what the agent does this cycle, and why.
@@ -68,6 +69,10 @@ type Member struct {
 	// period; it is ignored as a competitor (but blocks a synchronous-mode
 	// failover if it belongs to the synchronous set).
 	Stale bool
+	// FailsafePromised: the member reports an unexpired failsafe promise to
+	// the primary of the current term (it answered that primary's failsafe
+	// check during an etcd outage): that primary may still be writable.
+	FailsafePromised bool
 }
 
 // Switchover is a pending planned switchover.
@@ -98,6 +103,19 @@ type View struct {
 	// Cluster, from the last etcd snapshot.
 	EtcdOK      bool
 	Initialized bool
+	// Term is the cluster's term from the last etcd snapshot.
+	Term uint64
+	// OwnTerm is the term at which this node is, or last was, the writable
+	// primary holding the leader key; 0 when it is not a primary.
+	OwnTerm uint64
+	// FailsafeLeft is how much longer every member of the last known
+	// membership has promised to stay out of elections (failsafe mode; ≤ 0
+	// when there is no such confirmation). A primary may stay writable on
+	// it when its lease cannot be proven.
+	FailsafeLeft time.Duration
+	// Promised names the primary this node promised, in failsafe mode, not
+	// to take part in elections for now ("" = no promise in force).
+	Promised    string
 	Leader      string // "" = no leader key
 	IsLeader    bool   // the leader key is ours, bound to our lease
 	LeaseLeft   time.Duration
@@ -124,14 +142,22 @@ type View struct {
 // the policy: fencing first, then leader duties, then following, then
 // elections.
 func Decide(v View) Action {
+	failsafe := v.FailsafeLeft > v.FenceMargin
 	switch {
-	case v.LocalRole == RolePrimary && v.IsLeader && v.LeaseLeft <= v.FenceMargin:
-		return Action{Kind: Fence, Reason: fmt.Sprintf("cannot prove leadership for another cycle (lease left %s ≤ margin %s): fencing", v.LeaseLeft, v.FenceMargin)}
+	case v.LocalRole == RolePrimary && v.IsLeader && v.LeaseLeft <= v.FenceMargin && !failsafe:
+		return Action{Kind: Fence, Reason: fmt.Sprintf("cannot prove leadership for another cycle (lease left %s, failsafe left %s, margin %s): fencing", v.LeaseLeft, v.FailsafeLeft, v.FenceMargin)}
+	case v.LocalRole == RolePrimary && !v.IsLeader && v.EtcdOK && v.Leader == "" && v.OwnTerm != 0 && v.OwnTerm == v.Term && failsafe:
+		return Action{Kind: Reclaim, Reason: fmt.Sprintf("etcd is back and our leader key lapsed during the outage: every member still confirms us (failsafe left %s): re-taking the key at term %d", v.FailsafeLeft, v.Term)}
+	case v.LocalRole == RolePrimary && !v.IsLeader && !v.EtcdOK && v.OwnTerm != 0 && failsafe:
+		return Action{Kind: Noop, Reason: fmt.Sprintf("etcd unreachable; failsafe: every member confirms this primary (left %s)", v.FailsafeLeft)}
 	case v.LocalRole == RolePrimary && !v.IsLeader:
 		return Action{Kind: Fence, Reason: "writable without holding the leader key: fencing"}
 	case !v.EtcdOK:
 		if v.LocalRole == RoleStopped && v.LocalInitialized {
 			return Action{Kind: StartReplica, Reason: "etcd unreachable: starting read-only without upstream"}
+		}
+		if v.LocalRole == RolePrimary && v.IsLeader && v.LeaseLeft <= v.FenceMargin {
+			return Action{Kind: Noop, Reason: fmt.Sprintf("etcd unreachable; failsafe: every member confirms this primary (left %s)", v.FailsafeLeft)}
 		}
 		return Action{Kind: Noop, Reason: "etcd unreachable, retrying"}
 	case v.IsLeader:
@@ -245,6 +271,9 @@ func decideElection(v View) Action {
 		}
 		return Action{Kind: StartReplica, Reason: "no leader: starting read-only to take part in the election"}
 	}
+	if v.Promised != "" {
+		return Action{Kind: Noop, Reason: "no leader; failsafe promise to " + v.Promised + " in force: staying out of the election"}
+	}
 	if sw := v.Switchover; sw != nil && sw.Handover && !sw.Expired {
 		if sw.To != v.Self {
 			return Action{Kind: Noop, Reason: "switchover hand-over to " + sw.To + " in progress"}
@@ -257,6 +286,16 @@ func decideElection(v View) Action {
 	if why := ineligible(v); why != "" {
 		return Action{Kind: Noop, Reason: "no leader; not a candidate: " + why}
 	}
+	for _, m := range v.Members {
+		switch {
+		case m.Stale:
+		case m.FailsafePromised:
+			return Action{Kind: Noop, Reason: "no leader; " + m.Name + " holds a failsafe promise to the primary of this term: waiting for it to re-take its key"}
+		case m.Role == RolePrimary && m.Running:
+			return Action{Kind: Noop, Reason: "no leader; " + m.Name + " still reports a writable primary: waiting for it to re-take its key or fence"}
+		}
+	}
+
 	syncSet := v.SyncMode && len(v.SyncStandbys) > 0
 	for _, m := range v.Members {
 		inSync := syncSet && slices.Contains(v.SyncStandbys, m.Name)

@@ -286,3 +286,72 @@ func TestSyncActionsCarryTheSet(t *testing.T) {
 		t.Fatalf("widen standbys = %v, want [n2 n3]", a.Standbys)
 	}
 }
+
+// TestDecideFailsafe covers failsafe mode: a primary rides out an etcd
+// outage only on a confirmation that outlives the fencing margin, re-takes
+// a lapsed key only at its own term, and promised or waiting members stay
+// out of elections.
+func TestDecideFailsafe(t *testing.T) {
+	outage := func(v View) View {
+		v = asPrimary(v)
+		v.EtcdOK, v.Term, v.OwnTerm, v.LeaseLeft = false, 3, 3, 500*time.Millisecond
+		return v
+	}
+	back := func(v View) View {
+		v = outage(v)
+		v.EtcdOK, v.IsLeader, v.Leader = true, false, ""
+		v.FailsafeLeft = 3 * time.Second
+		return v
+	}
+	tests := []struct {
+		name string
+		mod  func(View) View
+		kind Kind
+		want string
+	}{
+		{"outage, lease gone, no confirmation: fence", outage, Fence, "cannot prove leadership"},
+		{"outage, confirmation within the margin: fence", func(v View) View { v = outage(v); v.FailsafeLeft = time.Second; return v }, Fence, "failsafe left 1s"},
+		{"outage, every member confirms: stay writable", func(v View) View { v = outage(v); v.FailsafeLeft = 4 * time.Second; return v }, Noop, "failsafe"},
+		{"outage, key seen lapsed before etcd went, confirmed: stay writable", func(v View) View {
+			v = outage(v)
+			v.IsLeader, v.FailsafeLeft = false, 4*time.Second
+			return v
+		}, Noop, "failsafe"},
+		{"outage, key lapsed, no confirmation: fence", func(v View) View { v = outage(v); v.IsLeader = false; return v }, Fence, "without holding the leader key"},
+		{"etcd back, key lapsed, confirmed, same term: reclaim", back, Reclaim, "re-taking the key at term 3"},
+		{"etcd back, key lapsed, term moved: fence", func(v View) View { v = back(v); v.Term = 4; return v }, Fence, "without holding the leader key"},
+		{"etcd back, another leader: fence", func(v View) View { v = back(v); v.Leader = "n2"; return v }, Fence, "without holding the leader key"},
+		{"etcd back, confirmation expired: fence", func(v View) View { v = back(v); v.FailsafeLeft = time.Second; return v }, Fence, "without holding the leader key"},
+		{"etcd back, not our term (former primary): fence", func(v View) View { v = back(v); v.OwnTerm = 0; return v }, Fence, "without holding the leader key"},
+		{"promised replica stays out of the election", func(v View) View { v = noLeader(v); v.Promised = "n1"; return v }, Noop, "failsafe promise to n1"},
+		{"member under promise blocks candidates", func(v View) View {
+			v = noLeader(v)
+			v.Members[0].FailsafePromised = true
+			return v
+		}, Noop, "holds a failsafe promise"},
+		{"member still writable blocks candidates", func(v View) View {
+			v = noLeader(v)
+			v.Members = append(v.Members, Member{Name: "n1", Role: RolePrimary, Healthy: true, Running: true, Priority: 100, LSN: 1000, Fresh: true})
+			return v
+		}, Noop, "still reports a writable primary"},
+		{"stale writable member does not block", func(v View) View {
+			v = noLeader(v)
+			v.Members = append(v.Members, Member{Name: "n1", Role: RolePrimary, Running: true, Stale: true})
+			return v
+		}, Campaign, "most advanced"},
+		{"promised switchover target does not campaign either", func(v View) View {
+			v = noLeader(v)
+			v.Promised = "n1"
+			v.Switchover = &Switchover{From: "n1", To: "n2", Handover: true, FinalLSN: 10}
+			return v
+		}, Noop, "failsafe promise"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := Decide(tt.mod(base()))
+			if a.Kind != tt.kind || !strings.Contains(a.Reason, tt.want) {
+				t.Fatalf("Decide = %s (%q), want %s containing %q", a.Kind, a.Reason, tt.kind, tt.want)
+			}
+		})
+	}
+}

@@ -86,10 +86,44 @@ func WithClock(now func() time.Time) Option {
 	return func(h *handler) { h.now = now }
 }
 
+// WithFailsafe mounts fs at POST /failsafe: the member-to-member check of
+// failsafe mode (docs/architecture.md, "Failsafe mode"). Bodies are
+// FailsafeRequest and FailsafeAnswer.
+func WithFailsafe(fs http.Handler) Option {
+	return func(h *handler) { h.failsafe = fs }
+}
+
+// FailsafeAuthHeader carries the hex HMAC-SHA256 of a failsafe request's
+// body, keyed with the cluster's replication password: only members of the
+// cluster can ask for a failsafe promise.
+const FailsafeAuthHeader = "X-Dbpilot-Failsafe-Auth"
+
+// FailsafeRequest is a primary's question to a member while etcd is
+// unreachable: "do you still recognise me as the primary of term Term, and
+// will you stay out of elections for your failsafe period?"
+type FailsafeRequest struct {
+	Cluster string `json:"cluster"` // namespace/project/cluster
+	Leader  string `json:"leader"`  // the asking primary's node name
+	Term    uint64 `json:"term"`
+	SentMS  int64  `json:"sent_ms"` // unix ms, for logs only
+}
+
+// FailsafeAnswer is the member's answer. Ack true is a promise: the member
+// takes part in no election for PromiseMS milliseconds from the moment it
+// answered. Ack false gives the reason (etcd reachable from here, newer
+// term seen, another leader known, election in progress).
+type FailsafeAnswer struct {
+	Node      string `json:"node"`
+	Ack       bool   `json:"ack"`
+	PromiseMS int64  `json:"promise_ms,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
 type handler struct {
-	src    Source
-	maxAge time.Duration
-	now    func() time.Time
+	src      Source
+	maxAge   time.Duration
+	now      func() time.Time
+	failsafe http.Handler
 }
 
 // NewHandler returns the agent's HTTP handler:
@@ -100,6 +134,7 @@ type handler struct {
 //	              ?lag=N (bytes, a non-negative integer) is given, the lag is
 //	              known and at most N bytes; else 503; 400 for a bad lag
 //	GET /metrics  Prometheus exposition of reg (absent when reg is nil)
+//	POST /failsafe  failsafe-mode check between members (WithFailsafe only)
 //
 // Each GET route also answers HEAD (status only) and, for the health and
 // role checks, OPTIONS (HAProxy's default httpchk method) in the same way.
@@ -119,6 +154,9 @@ func NewHandler(src Source, reg *prometheus.Registry, opts ...Option) http.Handl
 		serve := h.serveCheck(check)
 		mux.HandleFunc("GET "+path, serve) // GET patterns also match HEAD
 		mux.HandleFunc("OPTIONS "+path, serve)
+	}
+	if h.failsafe != nil {
+		mux.Handle("POST /failsafe", h.failsafe)
 	}
 	if reg != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{

@@ -217,3 +217,4 @@ func processAlive(pid int, dataDir string) bool {
 	}
 	return true
 }
+

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent"
 	"github.com/dbpilot/dbpilot/agent/config"
+	"github.com/dbpilot/dbpilot/agent/fenceguard"
 	"github.com/dbpilot/dbpilot/internal/buildinfo"
 )
 
@@ -53,7 +54,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(), newValidateCmd(), newVersionCmd(), newClusterCmd(), newWALPushCmd(), newWALFetchCmd(), newBackupCmd())
+	root.AddCommand(newRunCmd(), newValidateCmd(), newVersionCmd(), newClusterCmd(), newWALPushCmd(), newWALFetchCmd(), newBackupCmd(), newFenceGuardCmd())
 	return root
 }
 
@@ -168,4 +169,21 @@ func newLogger(c config.Log) (*zap.Logger, error) {
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	return zc.Build()
+}
+
+// newFenceGuardCmd is the fencing guard the agent runs as its child
+// (agent/fenceguard); not meant to be run by hand. It ignores SIGINT,
+// SIGTERM and SIGHUP: the agent ends it by closing its input, after the
+// database is stopped.
+func newFenceGuardCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    fenceguard.Subcommand,
+		Short:  "Fencing guard run by the agent (internal)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			signal.Ignore(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			return fenceguard.Serve(os.Stdin, os.Stdout)
+		},
+	}
 }
