@@ -31,6 +31,7 @@ type observation struct {
 // faster, since what it waits for (a final LSN, a competitor's report) does
 // not always come with an etcd event.
 func (a *Agent) cycle(ctx context.Context) (transition bool) {
+	a.failpoint(ctx, FailpointStallLoop)
 	obs := a.observe(ctx)
 	a.publishMember(ctx, obs)
 	v := a.view(obs)
