@@ -51,6 +51,8 @@ type failsafeState struct {
 	// confirmed (zero: none), and whether we are currently relying on it.
 	until   time.Time
 	relying bool
+	// refusing: the last round was refused (logged once per episode).
+	refusing bool
 	// Member side: the promise in force.
 	promisedTo    string
 	promisedTerm  uint64
@@ -144,7 +146,7 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 				a.log.Info("failsafe: etcd answers again; leadership proven by the lease")
 				a.publish(proto.TypeFailsafe, proto.Failsafe{State: proto.FailsafeEnded})
 			}
-			a.fs.until, a.fs.relying = time.Time{}, false
+			a.fs.until, a.fs.relying, a.fs.refusing = time.Time{}, false, false
 			a.fs.mu.Unlock()
 			continue
 		}
@@ -191,13 +193,15 @@ func (a *Agent) failsafeRound(ctx context.Context, term uint64) {
 	a.fs.mu.Lock()
 	defer a.fs.mu.Unlock()
 	if len(refused) > 0 {
-		if a.fs.relying || a.fs.until.IsZero() {
+		if !a.fs.refusing {
+			a.fs.refusing = true
 			a.log.Warn("failsafe: not every member confirms this primary; it fences when its proof runs out",
 				zap.Uint64("term", term), zap.Strings("refused", refused))
 		}
 		a.fs.relying = false
 		return
 	}
+	a.fs.refusing = false
 	until := sent.Add(a.cfg.TTL)
 	if until.After(a.fs.until) {
 		a.fs.until = until
