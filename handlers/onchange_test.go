@@ -92,7 +92,7 @@ func exists(path string) bool {
 }
 
 func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	startGated(t, r, t.Context(), dir)
@@ -129,7 +129,7 @@ func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
 }
 
 func TestOnChangeQueuedBeforeStart(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "out")
+	out := filepath.Join(testDir(t), "out")
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: shell(`echo "$DBPILOT_TERM" >> "$OUT"`, "OUT", out)}, WithOnChangeResult(rec.record))
 	notifyAll(t, r, Env{Term: 1}, Env{Term: 2})
@@ -146,7 +146,7 @@ func TestOnChangeQueuedBeforeStart(t *testing.T) {
 }
 
 func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	var rec onChangeRecorder
 	r, logs := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	startGated(t, r, t.Context(), dir)
@@ -202,7 +202,7 @@ func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
 }
 
 func TestOnChangeContextCancelEndsWorker(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	ctx, cancel := context.WithCancel(t.Context())
