@@ -17,8 +17,10 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// DefaultWaitDelay is how long Wait waits, after the handler has exited or
-// been killed, for its stdout and stderr to close before abandoning them.
+// DefaultWaitDelay is how long a run waits, after the handler has exited or
+// been killed and everything it started has been killed, for its stdout and
+// stderr to close before abandoning them (only a process that escaped both
+// the process group and the cgroup can still hold them).
 const DefaultWaitDelay = 2 * time.Second
 
 // Runner runs the configured handlers. It is safe for concurrent use: runs of
@@ -39,9 +41,9 @@ type Runner struct {
 // Option configures a Runner in NewRunner.
 type Option func(*Runner)
 
-// WithWaitDelay sets exec.Cmd.WaitDelay for every run: how long to wait for
-// the output pipes to close after the handler exited or was killed. Values
-// <= 0 are ignored (DefaultWaitDelay stays).
+// WithWaitDelay sets how long every run waits for the output pipes to close
+// after the handler exited or was killed (see DefaultWaitDelay), and
+// exec.Cmd.WaitDelay. Values <= 0 are ignored (DefaultWaitDelay stays).
 func WithWaitDelay(d time.Duration) Option {
 	return func(r *Runner) {
 		if d > 0 {
@@ -138,9 +140,11 @@ func (r *Runner) rawSpecUser(p Phase) (Spec, string, bool) {
 
 // Run runs the handler configured for p once, with env in its environment,
 // and waits for it. The run ends when the handler exits, when Spec.Timeout
-// passes (StatusTimedOut) or when ctx ends (StatusCanceled); in the last two
-// cases the handler's whole process group is killed with SIGKILL. Run returns
-// at most about WaitDelay after that. It returns StatusSkipped without doing
+// passes (StatusTimedOut) or when ctx ends (StatusCanceled). In every case,
+// once the handler's main process has ended, its whole process group and its
+// cgroup (see Isolation) are killed with SIGKILL, so nothing it started
+// outlives the run. Run returns at most about WaitDelay after that. A run
+// that would be root (Set.User) is StatusStartFailed wrapping ErrRunAsRoot. It returns StatusSkipped without doing
 // anything if p is not configured, and StatusStartFailed if the handler could
 // not be started (Err says why). Run logs the handler's output and one
 // "handler finished" event; it never returns an error separately: inspect
