@@ -25,9 +25,9 @@ type hostIsolation struct {
 	// cgroupParent is the cgroup v2 directory run cgroups are created in
 	// (IsolationCgroup).
 	cgroupParent string
-	// systemdRun and systemctl are the programs' paths
+	// systemdRun, systemctl and setpriv are the programs' paths
 	// (IsolationSystemdScope).
-	systemdRun, systemctl string
+	systemdRun, systemctl, setpriv string
 }
 
 // runSeq numbers the runs of this process, for unique cgroup and unit names.
@@ -75,12 +75,18 @@ func probeSystemd() (hostIsolation, error) {
 	if err != nil {
 		return hostIsolation{}, err
 	}
+	// systemd-run must stay root to create the scope; setpriv (util-linux)
+	// then drops to the handler's user.
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return hostIsolation{}, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, run, "--scope", "--quiet", "--collect", "--", "/bin/sh", "-c", ":").CombinedOutput(); err != nil {
 		return hostIsolation{}, fmt.Errorf("systemd-run --scope failed: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	return hostIsolation{kind: IsolationSystemdScope, systemdRun: run, systemctl: ctl}, nil
+	return hostIsolation{kind: IsolationSystemdScope, systemdRun: run, systemctl: ctl, setpriv: setpriv}, nil
 }
 
 // probeCgroup finds the agent's own cgroup v2 directory and checks that a
@@ -155,7 +161,9 @@ type runBox struct {
 
 // prepare sets cmd up to start inside a new container of the host's kind and
 // returns it; release it after the run. u is the user the handler runs as
-// (nil: the agent's); with a systemd scope, systemd-run switches to it.
+// (nil: the agent's); with a systemd scope, systemd-run runs as the agent's
+// user (it must, to create the scope) and execs setpriv, which switches to u
+// (uid, gid, u's groups) and execs the handler: one process, one pid.
 func (h hostIsolation) prepare(cmd *exec.Cmd, p Phase, u *osUser) (*runBox, error) {
 	name := fmt.Sprintf("dbpilot-handler-%d-%d-%s", os.Getpid(), runSeq.Add(1), p)
 	switch h.kind {
@@ -179,11 +187,12 @@ func (h hostIsolation) prepare(cmd *exec.Cmd, p Phase, u *osUser) (*runBox, erro
 		unit := name + ".scope"
 		args := []string{h.systemdRun, "--scope", "--quiet", "--collect", "--unit=" + unit,
 			"--description=dbpilot " + string(p) + " handler"}
+		args = append(args, "--")
 		if u != nil {
-			// systemd-run switches user itself after creating the scope.
-			args = append(args, "--uid="+u.name, "--gid="+strconv.FormatUint(uint64(u.gid), 10))
+			args = append(args, h.setpriv, "--reuid="+strconv.FormatUint(uint64(u.uid), 10),
+				"--regid="+strconv.FormatUint(uint64(u.gid), 10), "--init-groups", "--")
 		}
-		cmd.Args = append(append(args, "--", cmd.Path), cmd.Args[1:]...)
+		cmd.Args = append(append(args, cmd.Path), cmd.Args[1:]...)
 		cmd.Path = h.systemdRun
 		if cmd.SysProcAttr != nil {
 			cmd.SysProcAttr.Credential = nil
