@@ -97,6 +97,7 @@ func probeCgroup() (hostIsolation, error) {
 		return hostIsolation{}, err
 	}
 	h := hostIsolation{kind: IsolationCgroup, cgroupParent: parent}
+	removeStaleCgroups(parent)
 	cmd := exec.Command(ShellPath, "-c", ":")
 	box, err := h.prepare(cmd, "probe", nil)
 	if err != nil {
@@ -107,6 +108,31 @@ func probeCgroup() (hostIsolation, error) {
 		return hostIsolation{}, fmt.Errorf("start a process in %s: %w", box.dir, err)
 	}
 	return h, nil
+}
+
+// removeStaleCgroups kills and removes the run cgroups under parent left by
+// agent processes that no longer exist (an agent killed during a run).
+func removeStaleCgroups(parent string) {
+	entries, _ := os.ReadDir(parent)
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), "dbpilot-handler-")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid == os.Getpid() || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			continue // ours, or its agent still runs (or cannot be told)
+		}
+		box := &runBox{dir: filepath.Join(parent, e.Name())}
+		_ = box.kill()
+		for range 100 {
+			if err := os.Remove(box.dir); err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // selfCgroupDir returns the directory of this process's cgroup in the
@@ -225,7 +251,9 @@ func (b *runBox) release() error {
 	if b.dir == "" {
 		return b.kill()
 	}
-	defer b.fd.Close()
+	if b.fd != nil {
+		defer b.fd.Close()
+	}
 	err := b.kill()
 	// The killed processes leave the cgroup asynchronously.
 	deadline := time.Now().Add(2 * time.Second)

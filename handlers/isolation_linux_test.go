@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSystemdScopeCommandLine checks how a run is wrapped for a systemd scope
@@ -69,5 +71,56 @@ func TestSystemdScopeCommandLine(t *testing.T) {
 	ctlArgs, _ := os.ReadFile(filepath.Join(dir, "ctl.args"))
 	if !strings.HasPrefix(string(ctlArgs), "kill --signal=SIGKILL dbpilot-handler-") {
 		t.Errorf("systemctl arguments %q, want a SIGKILL of the scope", ctlArgs)
+	}
+}
+
+// TestRemoveStaleCgroups: a run cgroup left by an agent that died during the
+// run (its pid is gone) is emptied and removed at detection; one of a live
+// agent is left alone.
+func TestRemoveStaleCgroups(t *testing.T) {
+	parent, err := selfCgroupDir()
+	if err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	staleDir := filepath.Join(parent, "dbpilot-handler-"+strconv.Itoa(dead.Process.Pid)+"-1-health")
+	if err := os.Mkdir(staleDir, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup here: %v", err)
+	}
+	fd, err := os.Open(staleDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box := &runBox{dir: staleDir, fd: fd}
+	sleep := exec.Command("sleep", "1000")
+	sleep.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := sleep.Start(); err != nil {
+		_ = box.release()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sleep.Wait() }()
+	t.Cleanup(func() { _ = sleep.Process.Kill(); _ = box.release() })
+
+	live := filepath.Join(parent, "dbpilot-handler-"+strconv.Itoa(os.Getppid())+"-1-health")
+	if err := os.Mkdir(live, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(live) })
+
+	removeStaleCgroups(parent)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the process in the stale cgroup survived")
+	}
+	if _, err := os.Stat(staleDir); !os.IsNotExist(err) {
+		t.Errorf("stale cgroup %s not removed: %v", staleDir, err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("cgroup of a live agent removed: %v", err)
 	}
 }
