@@ -52,7 +52,7 @@ func waitLog(t *testing.T, n *localcluster.Node, d time.Duration, subs ...string
 // failing health handler and a bad configuration on SIGHUP are each logged,
 // and the running PostgreSQL is never restarted or stopped by them.
 func TestHandlersNeverStopAHealthyDatabase(t *testing.T) {
-	flags := t.TempDir()
+	flags := handlerDir(t) // read by handlers running as the PostgreSQL OS user
 	c := startCluster(t, localcluster.Options{Nodes: 2, Handlers: map[string]any{
 		"onChange": map[string]any{"shell": "sleep 600", "timeout": "1s"},
 		"health":   map[string]any{"shell": "test ! -f " + flags + "/$DBPILOT_NODE.unhealthy", "timeout": "2s", "interval": "200ms", "threshold": 2},

@@ -11,8 +11,14 @@ import (
 	"github.com/dbpilot/dbpilot/handlers"
 )
 
+// onChangeStopBound is how long shutdown waits, once PostgreSQL is stopped,
+// for an onChange run in progress before killing it.
+const onChangeStopBound = 2 * time.Second
+
 // shutdown is the SIGTERM path: preStop → hand over leadership if a replica
-// can take it → stop PostgreSQL → postStop → close the session. If
+// can take it → stop PostgreSQL → stop the onChange queue (a run still in
+// progress after onChangeStopBound is killed) → postStop → close the
+// session. If
 // PostgreSQL will not stop, the leader key is kept until the lease runs out
 // rather than released under a database that may still accept writes.
 func (a *Agent) shutdown(ctx context.Context) error {
@@ -40,6 +46,8 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	if stopErr != nil {
 		a.log.Error("PostgreSQL did not stop; leader key not released", zap.Error(stopErr))
 	}
+	// No onChange run may hold the exit once the database is down.
+	a.hooks.StopOnChangeWithin(onChangeStopBound)
 	if res := a.hooks.Run(ctx, handlers.PostStop, a.env("postStop", "database stopped")); !res.OK() {
 		a.handlerResult(res)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 func TestCheckHealthThreshold(t *testing.T) {
-	state := filepath.Join(t.TempDir(), "exit-code")
+	state := filepath.Join(testDir(t), "exit-code")
 	setExit := func(code string) {
 		t.Helper()
 		if err := os.WriteFile(state, []byte(code), 0o644); err != nil {

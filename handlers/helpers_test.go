@@ -3,9 +3,11 @@
 package handlers
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +17,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
 // newTestRunner returns a Runner logging everything (DEBUG and up) into an
@@ -22,7 +26,39 @@ import (
 func newTestRunner(t *testing.T, set Set, opts ...Option) (*Runner, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
+	if set.User == "" {
+		set.User = testUser(t)
+	}
 	return NewRunner(zap.New(core), set, opts...), logs
+}
+
+// testUser returns the OS user handlers run as in tests: "" (the test's own
+// user) unless the tests run as root, which handlers refuse; then
+// $DBPILOT_TEST_HANDLER_USER or postgres, skipping if it does not exist.
+func testUser(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	name := cmp.Or(os.Getenv("DBPILOT_TEST_HANDLER_USER"), "postgres")
+	if _, err := user.Lookup(name); err != nil {
+		t.Skipf("tests run as root and handler user %q does not exist (%v): set DBPILOT_TEST_HANDLER_USER", name, err)
+	}
+	return name
+}
+
+// testDir returns a new temporary directory the handler user can write to
+// (its parents made traversable).
+func testDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := localhost.MkdirTraversable(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // shell returns a Spec running script with extra environment variables

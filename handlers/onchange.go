@@ -2,10 +2,16 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
+
+// ErrOnChangeStopBound is the cause of the cancellation of an onChange run
+// killed by StopOnChangeWithin because its bound passed.
+var ErrOnChangeStopBound = errors.New("onChange run killed: the stop bound passed")
 
 // onChangeQueue serialises onChange runs on one worker goroutine: an
 // unbounded FIFO of events under a mutex, plus a wake-up channel that is only
@@ -19,6 +25,8 @@ type onChangeQueue struct {
 	wake chan struct{} // capacity 1: "the queue may be non-empty"
 	stop chan struct{} // closed by the first StopOnChange
 	done chan struct{} // closed when the worker has exited
+	// kill cancels the context of the worker's runs (set by StartOnChange).
+	kill context.CancelCauseFunc
 }
 
 // newOnChangeQueue returns an empty, not yet started queue.
@@ -52,6 +60,7 @@ func (r *Runner) StartOnChange(ctx context.Context) {
 		return
 	}
 	q.started = true
+	ctx, q.kill = context.WithCancelCause(ctx)
 	q.mu.Unlock()
 	go r.onChangeWorker(ctx)
 }
@@ -95,14 +104,26 @@ func (r *Runner) OnChangePending() int {
 // and StopOnChange returns once the worker has exited. It is idempotent and
 // safe to call concurrently, and also works if StartOnChange was never
 // called.
-func (r *Runner) StopOnChange() {
+func (r *Runner) StopOnChange() { r.stopOnChange(-1) }
+
+// StopOnChangeWithin is StopOnChange with a bound: when the run in progress
+// has not finished within bound, its process group (and cgroup) is killed
+// (the run ends StatusCanceled, its Err wrapping ErrOnChangeStopBound), which
+// is logged at WARN. It returns at most about bound plus the Runner's wait
+// delay after it was called. The agent calls it once the database has
+// stopped, so that a hanging onChange cannot delay its exit.
+func (r *Runner) StopOnChangeWithin(bound time.Duration) { r.stopOnChange(max(bound, 0)) }
+
+// stopOnChange stops the queue; bound < 0 waits for the run in progress
+// without limit (other than its Timeout).
+func (r *Runner) stopOnChange(bound time.Duration) {
 	q := &r.queue
 	q.mu.Lock()
 	first := !q.stopped
 	q.stopped = true
 	dropped := len(q.items)
 	q.items = nil
-	started := q.started
+	started, kill := q.started, q.kill
 	q.mu.Unlock()
 
 	if first {
@@ -111,7 +132,20 @@ func (r *Runner) StopOnChange() {
 			r.log.Warn("onChange events dropped: queue stopped", zap.Int("dropped", dropped))
 		}
 	}
-	if started {
+	if !started {
+		return
+	}
+	if bound < 0 {
+		<-q.done
+		return
+	}
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	select {
+	case <-q.done:
+	case <-timer.C:
+		r.log.Warn("onChange handler still running at stop; killing it", zap.Duration("bound", bound))
+		kill(ErrOnChangeStopBound)
 		<-q.done
 	}
 }
@@ -137,6 +171,7 @@ func (q *onChangeQueue) pop() (env Env, ok, stopped bool) {
 func (r *Runner) onChangeWorker(ctx context.Context) {
 	q := &r.queue
 	defer close(q.done)
+	defer q.kill(context.Canceled) // releases the worker's context
 	for {
 		if ctx.Err() != nil {
 			r.haltOnChange(ctx)

@@ -4,8 +4,10 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,7 +94,7 @@ func exists(path string) bool {
 }
 
 func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	startGated(t, r, t.Context(), dir)
@@ -129,7 +131,7 @@ func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
 }
 
 func TestOnChangeQueuedBeforeStart(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "out")
+	out := filepath.Join(testDir(t), "out")
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: shell(`echo "$DBPILOT_TERM" >> "$OUT"`, "OUT", out)}, WithOnChangeResult(rec.record))
 	notifyAll(t, r, Env{Term: 1}, Env{Term: 2})
@@ -146,7 +148,7 @@ func TestOnChangeQueuedBeforeStart(t *testing.T) {
 }
 
 func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	var rec onChangeRecorder
 	r, logs := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	startGated(t, r, t.Context(), dir)
@@ -202,7 +204,7 @@ func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
 }
 
 func TestOnChangeContextCancelEndsWorker(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	var rec onChangeRecorder
 	r, _ := newTestRunner(t, Set{OnChange: gatedOnChange(dir)}, WithOnChangeResult(rec.record))
 	ctx, cancel := context.WithCancel(t.Context())
@@ -250,5 +252,54 @@ func TestStopOnChangeWithoutStart(t *testing.T) {
 	}
 	if n := r.OnChangePending(); n != 0 {
 		t.Errorf("OnChangePending = %d, want 0", n)
+	}
+}
+
+// TestStopOnChangeWithinKillsHangingRun: a hanging onChange (sleep 600 with
+// a 60s timeout) does not hold StopOnChangeWithin beyond its bound: the run
+// and its children are killed, the result says why, and a warning is logged.
+func TestStopOnChangeWithinKillsHangingRun(t *testing.T) {
+	dir := testDir(t)
+	pidFile := filepath.Join(dir, "sleep.pid")
+	sp := shell(`sleep 600 & echo $! > "$PID"; wait`, "PID", pidFile)
+	sp.Timeout = time.Minute
+	var rec onChangeRecorder
+	r, logs := newTestRunner(t, Set{OnChange: sp}, WithOnChangeResult(rec.record))
+	r.StartOnChange(t.Context())
+	t.Cleanup(r.StopOnChange)
+
+	r.NotifyChange(Env{Term: 7})
+	waitFor(t, 10*time.Second, "onChange to start its sleep", func() bool {
+		b, err := os.ReadFile(pidFile)
+		return err == nil && strings.HasSuffix(string(b), "\n")
+	})
+	sleepPID := readPID(t, pidFile)
+	killOnCleanup(t, sleepPID)
+
+	const bound = 300 * time.Millisecond
+	start := time.Now()
+	r.StopOnChangeWithin(bound)
+	if took := time.Since(start); took < bound || took > bound+3*time.Second {
+		t.Errorf("StopOnChangeWithin(%s) took %s, want about the bound", bound, took)
+	}
+	if !processGone(sleepPID) {
+		t.Errorf("the onChange's sleep %d survived StopOnChangeWithin", sleepPID)
+	}
+	terms, results := rec.snapshot()
+	if len(results) != 1 || terms[0] != 7 || results[0].Status != StatusCanceled || !errors.Is(results[0].Err, ErrOnChangeStopBound) {
+		t.Fatalf("results = %v %+v, want term 7 StatusCanceled wrapping ErrOnChangeStopBound", terms, results)
+	}
+	if n := logs.FilterMessageSnippet("still running at stop").Len(); n != 1 {
+		t.Errorf("logged %d kill warnings, want 1", n)
+	}
+
+	// A quick onChange is waited for, not killed.
+	r2, _ := newTestRunner(t, Set{OnChange: shell("sleep 0.2")}, WithOnChangeResult(rec.record))
+	r2.StartOnChange(t.Context())
+	r2.NotifyChange(Env{Term: 8})
+	waitFor(t, 5*time.Second, "second runner's run to start", func() bool { return r2.OnChangePending() == 0 })
+	r2.StopOnChangeWithin(10 * time.Second)
+	if _, results := rec.snapshot(); len(results) != 2 || results[1].Status != StatusOK {
+		t.Errorf("results = %+v, want the quick run to finish OK", results)
 	}
 }

@@ -4,6 +4,9 @@ package handlers
 
 import "os/exec"
 
-// setProcessGroup keeps exec's default cancellation (kill the handler
-// process only): process groups are a Unix notion.
-func setProcessGroup(*exec.Cmd) {}
+// setProcessGroup does nothing: process groups and credentials are a Unix
+// notion.
+func setProcessGroup(*exec.Cmd, *osUser) {}
+
+// killGroup does nothing outside Unix.
+func killGroup(int) error { return nil }

@@ -9,18 +9,26 @@ import (
 	"syscall"
 )
 
-// setProcessGroup makes cmd the leader of a new process group and makes
-// cancellation (timeout or caller's context) SIGKILL the whole group, so that
-// background children and grandchildren die with the handler.
-func setProcessGroup(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// With Setpgid the group id is the leader's pid; a negative pid
-		// addresses the whole group.
-		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if errors.Is(err, syscall.ESRCH) {
-			return os.ErrProcessDone
-		}
-		return err
+// setProcessGroup makes cmd the leader of a new process group, so that
+// killGroup reaches its background children and grandchildren, and runs it
+// with u's uid, gid and supplementary groups when u is not nil.
+func setProcessGroup(cmd *exec.Cmd, u *osUser) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
+	cmd.SysProcAttr.Setpgid = true
+	if u != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}
+	}
+}
+
+// killGroup sends SIGKILL to the process group pgid (the group leader's
+// pid). It returns os.ErrProcessDone when the group is empty.
+func killGroup(pgid int) error {
+	// A negative pid addresses the whole group.
+	err := syscall.Kill(-pgid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return err
 }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +19,12 @@ import (
 )
 
 func TestRunDeliversEnvironment(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	out := filepath.Join(dir, "env.out")
-	t.Setenv("DBPILOT_TEST_PARENT", "from-parent")
-	script := `for v in DBPILOT_EVENT DBPILOT_ROLE DBPILOT_CLUSTER DBPILOT_NODE DBPILOT_LEADER DBPILOT_TERM DBPILOT_REASON DBPILOT_TEST_PARENT CUSTOM; do
+	t.Setenv("HANDLERS_TEST_PARENT", "from-parent")
+	// The agent's own DBPILOT_* variables (passwords) stay with the agent.
+	t.Setenv("DBPILOT_SUPERUSER_PASSWORD", "secret")
+	script := `for v in DBPILOT_EVENT DBPILOT_ROLE DBPILOT_CLUSTER DBPILOT_NODE DBPILOT_LEADER DBPILOT_TERM DBPILOT_REASON DBPILOT_SUPERUSER_PASSWORD HANDLERS_TEST_PARENT CUSTOM; do
 	eval "printf '%s=%s\n' $v \"\$$v\""
 done > "$OUT"
 printf 'PWD=%s\n' "$(pwd -P)" >> "$OUT"`
@@ -51,7 +55,8 @@ printf 'PWD=%s\n' "$(pwd -P)" >> "$OUT"`
 		"DBPILOT_LEADER=n1",
 		"DBPILOT_TERM=42",
 		"DBPILOT_REASON=holding the leader key",
-		"DBPILOT_TEST_PARENT=from-parent",
+		"DBPILOT_SUPERUSER_PASSWORD=",
+		"HANDLERS_TEST_PARENT=from-parent",
 		"CUSTOM=from spec",
 		"PWD=" + realDir,
 	}, "\n") + "\n"
@@ -107,7 +112,7 @@ func TestRunExitStatus(t *testing.T) {
 }
 
 func TestRunTimeoutKillsProcessGroup(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	leaderFile, childFile := filepath.Join(dir, "leader.pid"), filepath.Join(dir, "child.pid")
 	// The background sleep is a grandchild of ours that also holds the
 	// stdout pipe: only killing the whole group ends it and lets Wait return
@@ -142,7 +147,7 @@ func TestRunTimeoutKillsProcessGroup(t *testing.T) {
 }
 
 func TestRunCanceledKillsProcessGroup(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	childFile := filepath.Join(dir, "child.pid")
 	sp := shell(`sleep 100 & echo $! > "$CHILD"; sleep 100`, "CHILD", childFile)
 	sp.Timeout = time.Minute
@@ -182,7 +187,7 @@ func TestRunWaitDelayBoundsEscapedOutputHolder(t *testing.T) {
 	if _, err := exec.LookPath("setsid"); err != nil {
 		t.Skip("setsid not installed")
 	}
-	dir := t.TempDir()
+	dir := testDir(t)
 	childFile := filepath.Join(dir, "child.pid")
 	// setsid moves the child out of the handler's process group, so the
 	// group kill misses it, yet it still holds stdout open.
@@ -204,30 +209,99 @@ func TestRunWaitDelayBoundsEscapedOutputHolder(t *testing.T) {
 	}
 }
 
-func TestRunNormalExitWithBackgroundOutputHolder(t *testing.T) {
-	dir := t.TempDir()
+// TestRunNormalExitKillsBackgroundChildren: a handler that backgrounds a
+// child and exits 0 (issue 10: "sleep 1000 & exit 0" leaked one process per
+// health run) leaves nothing behind: the child is gone when Run returns, and
+// Run does not wait for the output pipe the child held.
+func TestRunNormalExitKillsBackgroundChildren(t *testing.T) {
+	dir := testDir(t)
 	childFile := filepath.Join(dir, "child.pid")
-	sp := shell(`sleep 100 & echo $! > "$CHILD"; echo done`, "CHILD", childFile)
-	r, logs := newTestRunner(t, Set{OnChange: sp}, WithWaitDelay(300*time.Millisecond))
+	sp := shell(`sleep 1000 & echo $! > "$CHILD"; echo done; exit 0`, "CHILD", childFile)
+	r, logs := newTestRunner(t, Set{Health: sp}, WithWaitDelay(20*time.Second))
 
-	res := r.Run(t.Context(), OnChange, Env{})
-	killOnCleanup(t, readPID(t, childFile))
+	res := r.Run(t.Context(), Health, Env{})
+	child := readPID(t, childFile)
+	killOnCleanup(t, child)
 	if res.Status != StatusOK || res.ExitCode != 0 {
 		t.Fatalf("Run = %+v, want StatusOK: the handler itself exited 0", res)
 	}
 	if res.Duration > 10*time.Second {
-		t.Errorf("Duration = %s: WaitDelay did not bound the wait for the pipe", res.Duration)
+		t.Errorf("Duration = %s: Run waited for the child's output pipe", res.Duration)
 	}
-	if got := outputLines(logs, OnChange, "stdout"); len(got) != 1 || got[0] != "done" {
+	waitFor(t, 2*time.Second, fmt.Sprintf("background child %d to be gone after the run", child), func() bool { return processGone(child) })
+	if got := outputLines(logs, Health, "stdout"); len(got) != 1 || got[0] != "done" {
 		t.Errorf("stdout lines = %q, want [done]", got)
 	}
-	if n := logs.FilterMessageSnippet("holding its output open").Len(); n != 1 {
-		t.Errorf("got %d warnings about the abandoned output pipe, want 1", n)
+	if n := logs.FilterMessageSnippet("holding its output open").Len(); n != 0 {
+		t.Errorf("got %d warnings about an abandoned output pipe, want 0", n)
+	}
+}
+
+// TestRunCgroupCatchesSetsidChild: a child that leaves the process group
+// (setsid) escapes the group kill; where the host offers a cgroup, the run's
+// cgroup still catches it.
+func TestRunCgroupCatchesSetsidChild(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("setsid not installed")
+	}
+	mode, why := DetectIsolation()
+	if mode == IsolationProcessGroup {
+		t.Skipf("no cgroup isolation on this host: %s", why)
+	}
+	dir := testDir(t)
+	childFile := filepath.Join(dir, "child.pid")
+	sp := shell(`setsid sleep 1000 > /dev/null 2>&1 & echo $! > "$CHILD"; sleep 0.2; exit 0`, "CHILD", childFile)
+	r, _ := newTestRunner(t, Set{OnChange: sp})
+
+	res := r.Run(t.Context(), OnChange, Env{})
+	child := readPID(t, childFile)
+	killOnCleanup(t, child)
+	if res.Status != StatusOK {
+		t.Fatalf("Run = %+v, want StatusOK", res)
+	}
+	waitFor(t, 2*time.Second, fmt.Sprintf("setsid child %d to be gone after the run (isolation %s)", child, mode), func() bool { return processGone(child) })
+}
+
+// TestRunAsUnprivilegedUser: handlers never run as root. When the tests run
+// as root the handler runs as the configured user (uid, gid, HOME, USER);
+// otherwise as the test's own user.
+func TestRunAsUnprivilegedUser(t *testing.T) {
+	dir := testDir(t)
+	out := filepath.Join(dir, "id")
+	r, _ := newTestRunner(t, Set{PreStart: shell(`printf '%s %s %s %s\n' "$(id -u)" "$(id -g)" "$HOME" "$USER" > "$OUT"`, "OUT", out)})
+	if res := r.Run(t.Context(), PreStart, Env{}); res.Status != StatusOK {
+		t.Fatalf("Run = %+v", res)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 || f[0] == "0" || f[1] == "0" {
+		t.Fatalf("handler ran with uid/gid %q, want non-root", b)
+	}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup(testUser(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := u.Uid + " " + u.Gid + " " + u.HomeDir + " " + u.Username; strings.TrimSpace(string(b)) != want {
+			t.Errorf("handler saw %q, want %q", strings.TrimSpace(string(b)), want)
+		}
+		// Explicitly root, or no user at all, is refused before anything starts.
+		for _, name := range []string{"root", ""} {
+			r.Update(Set{User: name, PreStart: shell("true")})
+			if res := r.Run(t.Context(), PreStart, Env{}); res.Status != StatusStartFailed || !errors.Is(res.Err, ErrRunAsRoot) {
+				t.Errorf("user %q: Run = %+v, want StatusStartFailed wrapping ErrRunAsRoot", name, res)
+			}
+		}
+	} else if want := strconv.Itoa(os.Geteuid()); f[0] != want {
+		t.Errorf("handler ran as uid %s, want the test's own %s", f[0], want)
 	}
 }
 
 func TestRunStartFailed(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	notExec := filepath.Join(dir, "not-executable")
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -349,12 +423,13 @@ func TestRunOutputIsBounded(t *testing.T) {
 }
 
 func TestRunHealthLogLevels(t *testing.T) {
-	dir := t.TempDir()
+	dir := testDir(t)
 	state := filepath.Join(dir, "state")
 	if err := os.WriteFile(state, []byte("0"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r, logs := newTestRunner(t, Set{Health: shell(`echo checking; exit "$(cat "$STATE")"`, "STATE", state)})
+	logs.TakeAll() // NewRunner's "handler isolation"
 
 	if res := r.Run(t.Context(), Health, Env{}); res.Status != StatusOK {
 		t.Fatalf("Run = %+v", res)
@@ -381,7 +456,7 @@ func TestRunHealthLogLevels(t *testing.T) {
 }
 
 func TestUpdateChangesSubsequentRuns(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "out")
+	out := filepath.Join(testDir(t), "out")
 	set := Set{PreStart: shell(`echo A > "$OUT"`, "OUT", out)}
 	r, _ := newTestRunner(t, set)
 	set.PreStart.Shell = `echo mutated > "$OUT"` // NewRunner copied set
@@ -399,6 +474,7 @@ func TestUpdateChangesSubsequentRuns(t *testing.T) {
 	}
 
 	r.Update(Set{
+		User:     testUser(t),
 		PreStart: shell(`echo B > "$OUT"`, "OUT", out),
 		Health:   &Spec{Command: []string{"true"}},
 	})
@@ -433,7 +509,7 @@ func TestUpdateConcurrentWithRun(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range 50 {
-			r.Update(Set{PreStop: &Spec{Command: []string{"true"}, Env: map[string]string{"I": fmt.Sprint(i)}}})
+			r.Update(Set{User: testUser(t), PreStop: &Spec{Command: []string{"true"}, Env: map[string]string{"I": fmt.Sprint(i)}}})
 		}
 	}()
 	for range 10 {

@@ -111,14 +111,22 @@ func (s Spec) argv(p Phase) []string {
 	return []string{ShellPath, "-c", s.Shell, "dbpilot-" + string(p)}
 }
 
-// Set holds the five handlers. A nil field means the hook is not configured;
-// running it yields [StatusSkipped].
+// Set holds the five handlers and the OS user they run as. A nil field means
+// the hook is not configured; running it yields [StatusSkipped].
 type Set struct {
-	PreStart *Spec `yaml:"preStart,omitempty"`
-	Health   *Spec `yaml:"health,omitempty"`
-	OnChange *Spec `yaml:"onChange,omitempty"`
-	PreStop  *Spec `yaml:"preStop,omitempty"`
-	PostStop *Spec `yaml:"postStop,omitempty"`
+	// User is the OS user (name, or numeric uid) every handler runs as:
+	// its uid, primary gid and supplementary groups, with HOME, USER and
+	// LOGNAME set to its own. Empty means the agent's own user, which is
+	// refused when the agent runs as root (the agent's config defaults it
+	// to postgres.os_user then). root and uid 0 are always refused:
+	// handlers never run as root. Switching to another user needs the
+	// agent to run as root.
+	User     string `yaml:"user,omitempty"`
+	PreStart *Spec  `yaml:"preStart,omitempty"`
+	Health   *Spec  `yaml:"health,omitempty"`
+	OnChange *Spec  `yaml:"onChange,omitempty"`
+	PreStop  *Spec  `yaml:"preStop,omitempty"`
+	PostStop *Spec  `yaml:"postStop,omitempty"`
 }
 
 // Get returns the spec configured for p, nil when p is not configured or not a
@@ -149,6 +157,7 @@ func (s Set) Clone() Set {
 		return &cp
 	}
 	return Set{
+		User:     s.User,
 		PreStart: c(s.PreStart),
 		Health:   c(s.Health),
 		OnChange: c(s.OnChange),

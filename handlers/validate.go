@@ -34,11 +34,22 @@ const reservedEnvPrefix = "DBPILOT_"
 // It returns nil when the set is valid. Zero durations and thresholds are
 // valid: they select the defaults. Join the result with errors.Join to report
 // it as one error.
+//
+// It also checks User (path prefix.user) when a handler is configured: it
+// must name an existing OS user other than root (uid 0), and may be empty
+// only when the agent does not run as root.
 func (s Set) Validate(prefix string) []error {
 	var errs []error
+	configured := false
 	for _, p := range Phases() {
 		if sp := s.Get(p); sp != nil {
+			configured = true
 			errs = append(errs, sp.validate(joinPath(prefix, string(p)), p)...)
+		}
+	}
+	if configured || s.User != "" {
+		if _, err := resolveUser(s.User); err != nil {
+			errs = append(errs, &FieldError{Path: joinPath(prefix, "user"), Msg: err.Error()})
 		}
 	}
 	return errs

@@ -3,7 +3,9 @@ package handlers
 import (
 	"bytes"
 	"errors"
+	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +118,9 @@ func TestSetValidate(t *testing.T) {
 			if prefix == "" {
 				prefix = "handlers"
 			}
+			if tt.set.User == "" {
+				tt.set.User = testUser(t)
+			}
 			errs := tt.set.Validate(prefix)
 			var got []string
 			for _, err := range errs {
@@ -162,6 +167,7 @@ onChange:
 	if !reflect.DeepEqual(set, want) {
 		t.Errorf("decoded %+v\nwant %+v", set, want)
 	}
+	set.User = testUser(t)
 	if errs := set.Validate("handlers"); errs != nil {
 		t.Errorf("Validate = %v, want nil", errs)
 	}
@@ -181,5 +187,30 @@ func TestPhases(t *testing.T) {
 	}
 	if Phase("health ").Valid() || Phase("").Valid() {
 		t.Error("invalid phase reported valid")
+	}
+}
+
+// TestSetValidateUser: root, uid 0 and unknown users are refused on
+// handlers.user, and so is an empty user when the agent runs as root.
+func TestSetValidateUser(t *testing.T) {
+	set := Set{Health: &Spec{Shell: "true"}}
+	for _, tc := range []struct{ user, want string }{
+		{"root", "handlers never run as root"},
+		{"0", "handlers never run as root"},
+		{"dbpilot-no-such-user", `no OS user "dbpilot-no-such-user"`},
+	} {
+		set.User = tc.user
+		errs := set.Validate("handlers")
+		if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "handlers.user: ") || !strings.Contains(errs[0].Error(), tc.want) {
+			t.Errorf("user %q: Validate = %v, want one handlers.user error containing %q", tc.user, errs, tc.want)
+		}
+	}
+	set.User = ""
+	errs := set.Validate("handlers")
+	if root := os.Geteuid() == 0; root != (len(errs) == 1) {
+		t.Errorf("empty user, running as root=%v: Validate = %v", root, errs)
+	}
+	if errs := (Set{}).Validate("handlers"); errs != nil {
+		t.Errorf("no handlers: Validate = %v, want nil (no user needed)", errs)
 	}
 }

@@ -289,6 +289,11 @@ func (c *Config) applyDefaults(baseDir string) {
 		// PostgreSQL refuses to run as root; Debian's packages create this user.
 		c.Postgres.OSUser = "postgres"
 	}
+	if c.Handlers.User == "" && os.Geteuid() == 0 {
+		// Handlers never run as root (handlers.Set.User refuses it): by
+		// default they run as PostgreSQL's OS user.
+		c.Handlers.User = c.Postgres.OSUser
+	}
 	if c.Postgres.BinDir == "" {
 		c.Postgres.BinDir = DetectBinDir()
 	}

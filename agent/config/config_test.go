@@ -173,3 +173,23 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatalf("example has unknown keys: %v", err)
 	}
 }
+
+// TestHandlersUser: handlers never run as root. As root the default is
+// postgres.os_user; root, uid 0 and unknown users are refused naming
+// handlers.user.
+func TestHandlersUser(t *testing.T) {
+	y, dir := validYAML(t)
+	c, err := Parse([]byte(y), dir)
+	if err != nil {
+		t.Fatalf("valid config rejected: %v", err)
+	}
+	if os.Geteuid() == 0 && (c.Handlers.User == "" || c.Handlers.User != c.Postgres.OSUser) {
+		t.Errorf("running as root: handlers.user = %q, want postgres.os_user %q", c.Handlers.User, c.Postgres.OSUser)
+	}
+	for _, bad := range []string{"root", "0", "dbpilot-no-such-user"} {
+		_, err := Parse([]byte(y+"  user: \""+bad+"\"\n"), dir)
+		if err == nil || !strings.Contains(err.Error(), "handlers.user: ") {
+			t.Errorf("handlers.user %q: err = %v, want an error naming handlers.user", bad, err)
+		}
+	}
+}

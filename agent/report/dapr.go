@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	dapr "github.com/dapr/go-sdk/client"
 	"google.golang.org/grpc/codes"
@@ -28,19 +29,30 @@ import (
 // wrap ErrPermanent, since retrying the same event cannot succeed before an
 // operator acts; they are logged per event and counted as dropped. Every
 // other error (sidecar unreachable, broker failure, deadline) is retryable.
+//
+// The sidecar may be down when the transport is made, or restart later: the
+// connection is made by the first Send that finds none (and kept; gRPC
+// reconnects it by itself), so a missing sidecar only makes Send fail with a
+// retryable error and the Reporter queue the events until it is back.
 type DaprTransport struct {
+	address string
+	pubsub  string
+	topic   string
+
+	mu     sync.Mutex // guards client and closed; held while connecting
 	client dapr.Client
-	pubsub string
-	topic  string
+	closed bool
 }
 
-// NewDaprTransport connects to the Dapr sidecar at grpcAddress ("host:port",
-// or "unix://" path) and returns a transport publishing to topic of the
-// pub/sub component pubsubName. The connection attempt blocks until the
-// sidecar answers, for at most DAPR_CLIENT_TIMEOUT_SECONDS (default 5 s) or
-// until ctx is done. The DAPR_API_TOKEN environment variable, when set, is
-// sent with every call. Errors: an empty argument, or no sidecar reachable.
-func NewDaprTransport(ctx context.Context, grpcAddress, pubsubName, topic string) (*DaprTransport, error) {
+// NewDaprTransport returns a transport publishing to topic of the pub/sub
+// component pubsubName through the Dapr sidecar at grpcAddress ("host:port",
+// or "unix://" path). It does not connect: it never blocks and does not fail
+// when the sidecar is down (see DaprTransport); ctx is not used and is kept
+// for compatibility. Each connection attempt (in Send) lasts at most
+// DAPR_CLIENT_TIMEOUT_SECONDS (default 5 s) or Send's context. The
+// DAPR_API_TOKEN environment variable, when set, is sent with every call.
+// Errors: an empty argument.
+func NewDaprTransport(_ context.Context, grpcAddress, pubsubName, topic string) (*DaprTransport, error) {
 	var errs []error
 	if grpcAddress == "" {
 		errs = append(errs, errors.New("dapr grpc address: required"))
@@ -54,11 +66,30 @@ func NewDaprTransport(ctx context.Context, grpcAddress, pubsubName, topic string
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("new dapr transport: %w", err)
 	}
-	c, err := dapr.NewClientWithAddressContext(ctx, grpcAddress)
-	if err != nil {
-		return nil, fmt.Errorf("connect to dapr sidecar at %s: %w", grpcAddress, err)
+	return &DaprTransport{address: grpcAddress, pubsub: pubsubName, topic: topic}, nil
+}
+
+// errClosed is returned by Send after Close.
+var errClosed = errors.New("dapr transport closed")
+
+// connect returns the client, connecting first if there is none. Errors:
+// the sidecar did not answer within the SDK's timeout or ctx (retryable), or
+// the transport is closed (permanent).
+func (t *DaprTransport) connect(ctx context.Context) (dapr.Client, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, fmt.Errorf("%w: %w", ErrPermanent, errClosed)
 	}
-	return &DaprTransport{client: c, pubsub: pubsubName, topic: topic}, nil
+	if t.client != nil {
+		return t.client, nil
+	}
+	c, err := dapr.NewClientWithAddressContext(ctx, t.address)
+	if err != nil {
+		return nil, fmt.Errorf("connect to dapr sidecar at %s: %w", t.address, err)
+	}
+	t.client = c
+	return c, nil
 }
 
 // Send publishes e (see DaprTransport for how errors are classified).
@@ -67,7 +98,11 @@ func (t *DaprTransport) Send(ctx context.Context, e proto.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("%w: encode event %s: %w", ErrPermanent, e.ID, err)
 	}
-	err = t.client.PublishEvent(ctx, t.pubsub, t.topic, body,
+	c, err := t.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("publish event %s: %w", e.ID, err)
+	}
+	err = c.PublishEvent(ctx, t.pubsub, t.topic, body,
 		dapr.PublishEventWithContentType(proto.MediaType))
 	if err == nil {
 		return nil
@@ -80,8 +115,15 @@ func (t *DaprTransport) Send(ctx context.Context, e proto.Envelope) error {
 	}
 }
 
-// Close closes the connection to the sidecar. It returns nil.
+// Close closes the connection to the sidecar, if any; later Sends fail
+// permanently. It returns nil.
 func (t *DaprTransport) Close() error {
-	t.client.Close()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.client != nil {
+		t.client.Close()
+		t.client = nil
+	}
+	t.closed = true
 	return nil
 }

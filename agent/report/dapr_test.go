@@ -20,6 +20,7 @@ import (
 	"time"
 
 	runtimev1 "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -296,5 +297,113 @@ func TestNewDaprTransportArguments(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+}
+
+// serveSidecar serves a fake Dapr sidecar on addr until the returned stop
+// function is called.
+func serveSidecar(t *testing.T, addr string, sc *sidecar) (stop func()) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if l, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	srv := grpc.NewServer()
+	runtimev1.RegisterDaprServer(srv, sc)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(l)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { srv.Stop(); <-served }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestDaprTransportSidecarDownThenRestarted: the sidecar is down when the
+// transport is made (issue 10: the agent must start and run anyway), so
+// NewDaprTransport returns at once without error and events queue; they are
+// delivered in order once the sidecar comes up, and again across a sidecar
+// restart.
+func TestDaprTransportSidecarDownThenRestarted(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+
+	start := time.Now()
+	tr, err := NewDaprTransport(t.Context(), addr, testPubsub, testTopic)
+	if err != nil {
+		t.Fatalf("NewDaprTransport with the sidecar down: %v, want a transport", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("NewDaprTransport blocked %s with the sidecar down", took)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+
+	r := NewReporter(tr, zap.NewNop(), WithBackoff(50*time.Millisecond, 300*time.Millisecond), WithSendTimeout(2*time.Second))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	es := events(t, 8)
+	for _, e := range es[:4] {
+		r.Publish(e)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for r.Stats().Retries < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed delivery attempts with the sidecar down: %+v", r.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := r.Stats(); s.Delivered != 0 || s.Queued != 4 {
+		t.Fatalf("stats with the sidecar down = %+v, want 4 queued, none delivered", s)
+	}
+
+	sc := &sidecar{}
+	stop := serveSidecar(t, addr, sc)
+	fctx, fcancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer fcancel()
+	if err := r.Flush(fctx); err != nil {
+		t.Fatalf("events not delivered after the sidecar came up: %v", err)
+	}
+
+	// The sidecar restarts: events published meanwhile wait for it.
+	stop()
+	for _, e := range es[4:] {
+		r.Publish(e)
+	}
+	time.Sleep(300 * time.Millisecond)
+	serveSidecar(t, addr, sc)
+	if err := r.Flush(fctx); err != nil {
+		t.Fatalf("events not delivered after the sidecar restarted: %v", err)
+	}
+
+	sc.mu.Lock()
+	var got []string
+	for _, req := range sc.reqs {
+		e, err := proto.DecodeEnvelope(req.GetData())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 || got[len(got)-1] != e.ID { // at least once: a retry may repeat the last
+			got = append(got, e.ID)
+		}
+	}
+	sc.mu.Unlock()
+	if want := ids(es); !reflect.DeepEqual(got, want) {
+		t.Errorf("sidecar received %q,\nwant in order %q", got, want)
 	}
 }
