@@ -16,7 +16,7 @@ import (
 )
 
 // nsIDOf is an SQL expression for the id of the namespace named by the
-// next ? argument ('' when there is none).
+// next ? argument (the empty string when there is none).
 const nsIDOf = `COALESCE((SELECT id FROM namespaces WHERE name = ?), '')`
 
 // nextSeqSQL draws the next number of the sequence scope ? (1 first).
