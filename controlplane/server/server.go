@@ -451,8 +451,9 @@ func (s *Server) CreateToken(ctx context.Context, name string, grants ...store.G
 // applying pending migrations) and creates an API token with grants,
 // without a running server: how the first admin token of a `serve`
 // deployment is made. It returns the token's secret (shown once; only its
-// hash is stored). Errors: the store's, or a grant with an unknown role
-// (admin, operator, viewer) or an empty namespace.
+// hash is stored). Errors: the store's (store.ErrNotFound for a grant of a
+// namespace that does not exist), or a grant with an unknown role (admin,
+// operator, viewer) or an empty namespace.
 func IssueToken(ctx context.Context, cfg Config, name string, grants []store.Grant) (string, error) {
 	if name == "" {
 		return "", errors.New("name: required, e.g. --name ops-admin")

@@ -37,9 +37,10 @@ func newNamespaceID() string {
 	return "ns-" + hex.EncodeToString(b)
 }
 
-// lockSequences takes, on PostgreSQL, the row locks of the event
+// lockSequences takes, on PostgreSQL, the row locks of the existing event
 // sequences a batch draws from in one (sorted) order, so two server
-// replicas applying batches of the same namespaces cannot deadlock.
+// replicas applying batches of the same namespaces cannot deadlock (a
+// namespace's first event creates its row in applyEvent).
 func (s *Store) lockSequences(ctx context.Context, tx *txStmts, batch []EventApply) error {
 	if s.dialect != Postgres {
 		return nil // one writer
@@ -50,8 +51,9 @@ func (s *Store) lockSequences(ctx context.Context, tx *txStmts, batch []EventApp
 	}
 	slices.Sort(scopes)
 	for _, sc := range slices.Compact(scopes) {
-		if _, err := tx.exec(ctx, `INSERT INTO sequences (scope, last) VALUES (?, 0)
- ON CONFLICT (scope) DO UPDATE SET last = sequences.last`, sc); err != nil {
+		var last int64
+		err := tx.queryRow(ctx, `SELECT last FROM sequences WHERE scope = ? FOR UPDATE`, sc).Scan(&last)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 	}
