@@ -133,7 +133,22 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 	defer keepalive.Stop()
 	recheck := time.NewTicker(StreamRecheckInterval)
 	defer recheck.Stop()
+	closed := func() bool {
+		why := a.streamRevoked(r.Context(), p, cur)
+		if why != "" {
+			_, _ = fmt.Fprintf(w, ": stream closed: %s\n\n", why)
+			fl.Flush()
+		}
+		return why != ""
+	}
 	for {
+		select { // also while a backlog is sent page by page, or events keep coming
+		case <-recheck.C:
+			if closed() {
+				return
+			}
+		default:
+		}
 		changed := a.d.Projection.Changed()
 		es, err := a.d.Store.ListEvents(r.Context(), f)
 		if err != nil {
@@ -150,21 +165,26 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 		if len(es) == f.Limit {
 			continue
 		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-changed:
-		case <-time.After(time.Second): // events recorded by another server replica
-		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+		// Wait for new events; the token checks in between do not list.
+		poll := time.After(time.Second) // events recorded by another server replica
+	wait:
+		for {
+			select {
+			case <-r.Context().Done():
 				return
-			}
-			fl.Flush()
-		case <-recheck.C:
-			if why := a.streamRevoked(r.Context(), p, cur); why != "" {
-				_, _ = fmt.Fprintf(w, ": stream closed: %s\n\n", why)
+			case <-changed:
+				break wait
+			case <-poll:
+				break wait
+			case <-keepalive.C:
+				if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+					return
+				}
 				fl.Flush()
-				return
+			case <-recheck.C:
+				if closed() {
+					return
+				}
 			}
 		}
 	}
