@@ -20,6 +20,9 @@ const (
 	// bulk of the history (one per member per health or lag change), for
 	// 2 days.
 	DefaultStateEventRetention = 48 * time.Hour
+	// DefaultAuditRetention keeps audit log entries for 90 days (server
+	// config audit_retention).
+	DefaultAuditRetention = 90 * 24 * time.Hour
 	// pruneChunk is how many events one delete transaction removes.
 	pruneChunk = 5000
 )
@@ -33,6 +36,9 @@ type EventRetention struct {
 	Events time.Duration
 	// StateEvents applies to member state_changed events.
 	StateEvents time.Duration
+	// Audit applies to audit log entries (by their time); zero keeps them
+	// forever.
+	Audit time.Duration
 }
 
 // PruneEvents deletes the events older than r allows (by their time
@@ -65,8 +71,25 @@ func PruneEvents(ctx context.Context, st *store.Store, r EventRetention, now tim
 	return total, nil
 }
 
-// RunEventPruner prunes the event history every interval until ctx ends,
-// logging what it removed. Several server replicas may run it against one
+// PruneAudit deletes the audit entries older than r.Audit (none when it
+// is zero), in chunks of pruneChunk, and returns how many went. Errors:
+// the store's; what was deleted before an error stays deleted.
+func PruneAudit(ctx context.Context, st *store.Store, r EventRetention, now time.Time) (int64, error) {
+	if r.Audit <= 0 {
+		return 0, nil
+	}
+	var total int64
+	for {
+		n, err := st.PruneAudit(ctx, now.Add(-r.Audit), pruneChunk)
+		total += n
+		if err != nil || n < pruneChunk {
+			return total, err
+		}
+	}
+}
+
+// RunEventPruner prunes the event history and the audit log every
+// interval until ctx ends, logging what it removed. Several server replicas may run it against one
 // store: the deletes are idempotent.
 func RunEventPruner(ctx context.Context, st *store.Store, r EventRetention, interval time.Duration, log *zap.Logger) {
 	log = log.Named("retention")
@@ -80,6 +103,13 @@ func RunEventPruner(ctx context.Context, st *store.Store, r EventRetention, inte
 		case n > 0:
 			log.Info("old events pruned", zap.Int64("deleted", n),
 				zap.Duration("event_retention", r.Events), zap.Duration("state_event_retention", r.StateEvents))
+		}
+		n, err = PruneAudit(ctx, st, r, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("audit pruning failed; retrying at the next interval", zap.Int64("deleted", n), zap.Error(err))
+		case n > 0:
+			log.Info("old audit entries pruned", zap.Int64("deleted", n), zap.Duration("audit_retention", r.Audit))
 		}
 		select {
 		case <-ctx.Done():

@@ -11,8 +11,9 @@ import (
 // the CloudEvent's attributes (see [Envelope]) and adds the order of
 // arrival.
 type Event struct {
-	// Seq is the arrival sequence number, increasing across the server;
-	// ?after= and Last-Event-ID resume after it.
+	// Seq is the event's number in its namespace (1, 2, … in arrival
+	// order; other namespaces' events take no numbers of it); ?after= and
+	// Last-Event-ID resume after it.
 	Seq int64 `json:"seq"`
 	// ID is the CloudEvent id (the idempotency key).
 	ID string `json:"id"`
@@ -44,15 +45,19 @@ type Event struct {
 
 // Audit is an audit log entry (OpenAPI schema Audit), in GET /v1/audit
 // and GET /v1/namespaces/{ns}/audit: one per mutating request, refused
-// ones included, and one per action the control plane takes on its own
-// (a repair).
+// ones included, one per request refused for a missing or invalid token
+// (within the per-address failure limit), and one per action the control
+// plane takes on its own (a repair). Text fields hold at most 256 bytes.
 type Audit struct {
-	// Seq orders the entries (increasing).
+	// Seq orders the entries (increasing): the entry's number in its
+	// namespace in a namespace's audit log, the server-wide number in
+	// GET /v1/audit.
 	Seq int64 `json:"seq"`
 	// At is when the request was answered.
 	At time.Time `json:"at"`
 	// Actor is "{token id} ({token name})", "host {name}" for an
-	// enrolment, "dbpilot-server/{instance} (repair)", or "anonymous".
+	// enrolment, "dbpilot-server/{instance} (repair)", or "anonymous from
+	// {client IP} ({User-Agent})".
 	Actor string `json:"actor"`
 	// Namespace is the namespace in the path; omitted when none is.
 	Namespace string `json:"namespace,omitempty"`

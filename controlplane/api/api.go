@@ -44,6 +44,11 @@ type Deps struct {
 	// endpoint answers 501).
 	CloudInit func(ctx context.Context, c store.Cluster, node string) ([]byte, error)
 	Log       *zap.Logger
+	// FailedAuthRate and FailedAuthBurst limit, per client IP, the
+	// requests that fail authentication (per second, at once; <= 0:
+	// DefaultFailedAuthRate, DefaultFailedAuthBurst).
+	FailedAuthRate  float64
+	FailedAuthBurst int
 }
 
 // API serves /v1.
@@ -59,6 +64,8 @@ type API struct {
 	// (the rest wait, not runnable); group commit still batches up to this
 	// many events per transaction.
 	ingestSlots chan struct{}
+	// failures limits failed authentications per client IP.
+	failures *clientLimiter
 }
 
 // maxConcurrentIngest is the size of ingestSlots.
@@ -66,7 +73,8 @@ const maxConcurrentIngest = 64
 
 // New returns the API handler.
 func New(d Deps) *API {
-	a := &API{d: d, mux: http.NewServeMux(), ingestSlots: make(chan struct{}, maxConcurrentIngest)}
+	a := &API{d: d, mux: http.NewServeMux(), ingestSlots: make(chan struct{}, maxConcurrentIngest),
+		failures: newClientLimiter(d.FailedAuthRate, d.FailedAuthBurst)}
 	a.routes()
 	return a
 }

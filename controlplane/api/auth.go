@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,8 @@ type principal struct {
 	TokenID string
 	Name    string
 	Grants  []store.Grant
+	// hash is the token's hash (streams look the token up again).
+	hash string
 }
 
 // rank returns the caller's role rank in ns (0: no access).
@@ -107,34 +111,56 @@ func (s *statusRecorder) Flush() {
 }
 
 // authed authenticates the bearer token and audits every mutation (who,
-// what, when, result), including refused ones.
+// what, when, result), including refused ones, and every request that
+// fails authentication. A client IP whose failed requests exceed the
+// failure limit gets 429 with Retry-After, and those answers are not
+// audited.
 func (a *API) authed(h func(http.ResponseWriter, *http.Request, *principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		var p *principal
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			defer func() { a.audit(r, p, rec.status) }()
+		limited := false
+		defer func() {
+			if !limited && (rec.status == http.StatusUnauthorized || (r.Method != http.MethodGet && r.Method != http.MethodHead)) {
+				a.audit(r, p, rec.status)
+			}
+		}()
+		refuse := func(challenge, msg string) {
+			if ok, wait := a.failures.fail(clientIP(r)); !ok {
+				limited = true
+				secs := max(1, int(math.Ceil(wait.Seconds())))
+				rec.Header().Set("Retry-After", strconv.Itoa(secs))
+				writeErr(rec, &proto.APIError{Status: http.StatusTooManyRequests, Code: "rate_limited",
+					Message: "too many requests with a missing or invalid token from this address; retry after " + strconv.Itoa(secs) + " s"})
+				return
+			}
+			rec.Header().Set("WWW-Authenticate", challenge)
+			writeErr(rec, &proto.APIError{Status: 401, Code: "unauthenticated", Message: msg})
 		}
 		authz := r.Header.Get("Authorization")
 		secret, ok := strings.CutPrefix(authz, "Bearer ")
 		if !ok || secret == "" {
-			rec.Header().Set("WWW-Authenticate", `Bearer realm="dbpilot"`)
-			writeErr(rec, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "missing bearer token (Authorization: Bearer <token>)"})
+			refuse(`Bearer realm="dbpilot"`, "missing bearer token (Authorization: Bearer <token>)")
 			return
 		}
-		tok, err := a.d.Store.TokenByHash(r.Context(), controlplane.HashSecret(secret))
+		hash := controlplane.HashSecret(secret)
+		tok, err := a.d.Store.TokenByHash(r.Context(), hash)
 		if err != nil {
-			rec.Header().Set("WWW-Authenticate", `Bearer realm="dbpilot", error="invalid_token"`)
-			writeErr(rec, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid or revoked token"})
+			refuse(`Bearer realm="dbpilot", error="invalid_token"`, "invalid or revoked token")
 			return
 		}
-		p = &principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants}
+		p = &principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants, hash: hash}
 		h(rec, r, p)
 	}
 }
 
+// audit records one request. Every text field is bounded (MaxAuditField);
+// an anonymous actor names the client address and User-Agent.
 func (a *API) audit(r *http.Request, p *principal, status int) {
-	actor := "anonymous"
+	actor := "anonymous from " + clientIP(r)
+	if ua := r.UserAgent(); ua != "" {
+		actor += " (" + ua + ")"
+	}
 	if p != nil {
 		actor = p.TokenID + " (" + p.Name + ")"
 	}
@@ -142,11 +168,11 @@ func (a *API) audit(r *http.Request, p *principal, status int) {
 	if status >= 400 {
 		result = http.StatusText(status)
 	}
-	e := store.AuditEntry{At: time.Now().UTC(), Actor: actor, Namespace: r.PathValue("ns"), Action: auditAction(r),
-		Resource: r.URL.Path, Status: status, Result: result}
+	e := store.AuditEntry{At: time.Now().UTC(), Actor: bounded(actor), Namespace: bounded(r.PathValue("ns")), Action: bounded(auditAction(r)),
+		Resource: bounded(r.URL.Path), Status: status, Result: bounded(result)}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	if err := a.d.Store.Audit(ctx, e); err != nil {
-		a.d.Log.Error("audit record lost", zap.String("actor", actor), zap.String("action", e.Action), zap.Error(err))
+		a.d.Log.Error("audit record lost", zap.String("actor", e.Actor), zap.String("action", e.Action), zap.Error(err))
 	}
 }

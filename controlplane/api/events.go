@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -63,10 +65,40 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request, p *principal) {
 	writeJSON(w, 200, out)
 }
 
+// StreamRecheckInterval is how often an event stream checks that its
+// token is still valid, still grants the namespace, and that the
+// namespace was not deleted (or deleted and created again); the stream
+// ends when not.
+const StreamRecheckInterval = 250 * time.Millisecond
+
+// streamRevoked says why p may no longer read ns's stream ("" when it
+// still may): its token was revoked, lost its grant, or ns is not the
+// namespace the stream was opened on any more.
+func (a *API) streamRevoked(ctx context.Context, p *principal, ns store.Namespace) string {
+	tok, err := a.d.Store.TokenByHash(ctx, p.hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return "token revoked"
+	}
+	if err != nil {
+		return "" // a store hiccup: check again next tick
+	}
+	now := principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants, hash: p.hash}
+	if now.rank(ns.Name) < roleRank[RoleViewer] {
+		return "token no longer grants namespace " + ns.Name
+	}
+	cur, err := a.d.Store.GetNamespace(ctx, ns.Name)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && cur.ID != ns.ID) {
+		return "namespace " + ns.Name + " deleted"
+	}
+	return ""
+}
+
 // streamEvents is Server-Sent Events: one "event: <type>" with "id: <seq>"
 // and the proto.Event as data per recorded event, starting after the
 // Last-Event-ID header or ?after=; a comment line every 15 s keeps
-// proxies from closing the stream.
+// proxies from closing the stream. The stream ends (after a comment
+// saying why) within StreamRecheckInterval of its token being revoked or
+// losing the namespace, or of the namespace being deleted.
 func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal) {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
@@ -83,6 +115,11 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 			f.AfterSeq = v
 		}
 	}
+	cur, err := a.d.Store.GetNamespace(r.Context(), ns)
+	if err != nil {
+		writeErr(w, notFound("namespace "+ns))
+		return
+	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeErr(w, &proto.APIError{Status: 500, Code: "internal", Message: "streaming unsupported"})
@@ -94,7 +131,24 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 	fl.Flush()
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
+	recheck := time.NewTicker(StreamRecheckInterval)
+	defer recheck.Stop()
+	closed := func() bool {
+		why := a.streamRevoked(r.Context(), p, cur)
+		if why != "" {
+			_, _ = fmt.Fprintf(w, ": stream closed: %s\n\n", why)
+			fl.Flush()
+		}
+		return why != ""
+	}
 	for {
+		select { // also while a backlog is sent page by page, or events keep coming
+		case <-recheck.C:
+			if closed() {
+				return
+			}
+		default:
+		}
 		changed := a.d.Projection.Changed()
 		es, err := a.d.Store.ListEvents(r.Context(), f)
 		if err != nil {
@@ -111,16 +165,27 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 		if len(es) == f.Limit {
 			continue
 		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-changed:
-		case <-time.After(time.Second): // events recorded by another server replica
-		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+		// Wait for new events; the token checks in between do not list.
+		poll := time.After(time.Second) // events recorded by another server replica
+	wait:
+		for {
+			select {
+			case <-r.Context().Done():
 				return
+			case <-changed:
+				break wait
+			case <-poll:
+				break wait
+			case <-keepalive.C:
+				if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
+					return
+				}
+				fl.Flush()
+			case <-recheck.C:
+				if closed() {
+					return
+				}
 			}
-			fl.Flush()
 		}
 	}
 }

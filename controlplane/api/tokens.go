@@ -21,7 +21,7 @@ func grantsJSON(gs []store.Grant) []proto.Grant {
 	}
 	out := make([]proto.Grant, len(gs))
 	for i, g := range gs {
-		out[i] = proto.Grant(g)
+		out[i] = proto.Grant{Namespace: g.Namespace, Role: g.Role}
 	}
 	return out
 }
@@ -30,7 +30,7 @@ func grantsJSON(gs []store.Grant) []proto.Grant {
 func storeGrants(gs []proto.Grant) []store.Grant {
 	out := make([]store.Grant, len(gs))
 	for i, g := range gs {
-		out[i] = store.Grant(g)
+		out[i] = store.Grant{Namespace: g.Namespace, Role: g.Role}
 	}
 	return out
 }

@@ -24,6 +24,9 @@ func TestLoadConfigNamesTheField(t *testing.T) {
 		{"bad bus", "data_dir: /tmp/x\nbus: {kind: kafka}\n", "bus.kind: must be embedded or dapr"},
 		{"retention too short", "data_dir: /tmp/x\nstate_event_retention: 10m\n", "state_event_retention: must be at least 1h"},
 		{"negative prune interval", "data_dir: /tmp/x\nprune_interval: -1m\n", "prune_interval: must be > 0"},
+		{"abuse bounds ok", "data_dir: /tmp/x\naudit_retention: 720h\nfailed_auth_rate: 0.5\nfailed_auth_burst: 10\n", ""},
+		{"audit retention too short", "data_dir: /tmp/x\naudit_retention: 10m\n", "audit_retention: must be at least 1h"},
+		{"negative failed auth rate", "data_dir: /tmp/x\nfailed_auth_rate: -1\n", "failed_auth_rate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.yaml")

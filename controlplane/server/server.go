@@ -67,7 +67,17 @@ type Config struct {
 	// StateEventRetention is how long member state_changed events (the
 	// bulk of the history) are kept; default 48h; negative: forever.
 	StateEventRetention time.Duration `yaml:"state_event_retention"`
-	// PruneInterval is how often old events are deleted; default 1m.
+	// AuditRetention is how long audit log entries are kept; default 2160h
+	// (90 days); a negative value keeps them forever.
+	AuditRetention time.Duration `yaml:"audit_retention"`
+	// FailedAuthRate is how many requests failing authentication (missing,
+	// unknown or revoked token) one client IP may make per second before
+	// it gets 429; default 1. FailedAuthBurst is how many it may make at
+	// once; default 30.
+	FailedAuthRate  float64 `yaml:"failed_auth_rate"`
+	FailedAuthBurst int     `yaml:"failed_auth_burst"`
+	// PruneInterval is how often old events and audit entries are deleted;
+	// default 1m.
 	PruneInterval time.Duration `yaml:"prune_interval"`
 	// RepairInterval is how often the repair reconciler asks the providers
 	// whether the nodes of Ready and Degraded clusters run, and restarts
@@ -139,10 +149,13 @@ func LoadConfig(path string) (Config, error) {
 	for _, r := range []struct {
 		name string
 		v    time.Duration
-	}{{"event_retention", c.EventRetention}, {"state_event_retention", c.StateEventRetention}} {
+	}{{"event_retention", c.EventRetention}, {"state_event_retention", c.StateEventRetention}, {"audit_retention", c.AuditRetention}} {
 		if r.v > 0 && r.v < time.Hour {
-			return Config{}, fmt.Errorf("config %s: %s: must be at least 1h, or negative to keep events forever (got %s)", path, r.name, r.v)
+			return Config{}, fmt.Errorf("config %s: %s: must be at least 1h, or negative to keep forever (got %s)", path, r.name, r.v)
 		}
+	}
+	if c.FailedAuthRate < 0 || c.FailedAuthBurst < 0 {
+		return Config{}, fmt.Errorf("config %s: failed_auth_rate, failed_auth_burst: must be > 0 (0: the defaults 1 and 30)", path)
 	}
 	if c.PruneInterval < 0 {
 		return Config{}, fmt.Errorf("config %s: prune_interval: must be > 0, e.g. 1m (got %s)", path, c.PruneInterval)
@@ -193,7 +206,9 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
 
 func (s *Server) start(ctx context.Context) error {
 	cfg := &s.cfg
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	// Private to the server's user (the process provider adds o+x so that
+	// PostgreSQL's OS user can reach its nodes' folders).
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if cfg.Store == "" {
@@ -303,7 +318,7 @@ func (s *Server) start(ctx context.Context) error {
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
 		IngestSecret: secret, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
-		CloudInit: s.cloudInit})
+		CloudInit: s.cloudInit, FailedAuthRate: cfg.FailedAuthRate, FailedAuthBurst: cfg.FailedAuthBurst})
 	s.api = a
 	repairEvery := DefaultRepairInterval
 	if cfg.RepairInterval != nil {
@@ -436,8 +451,9 @@ func (s *Server) CreateToken(ctx context.Context, name string, grants ...store.G
 // applying pending migrations) and creates an API token with grants,
 // without a running server: how the first admin token of a `serve`
 // deployment is made. It returns the token's secret (shown once; only its
-// hash is stored). Errors: the store's, or a grant with an unknown role
-// (admin, operator, viewer) or an empty namespace.
+// hash is stored). Errors: the store's (store.ErrNotFound for a grant of a
+// namespace that does not exist), or a grant with an unknown role (admin,
+// operator, viewer) or an empty namespace.
 func IssueToken(ctx context.Context, cfg Config, name string, grants []store.Grant) (string, error) {
 	if name == "" {
 		return "", errors.New("name: required, e.g. --name ops-admin")
@@ -480,7 +496,8 @@ func retention(cfg Config) controlplane.EventRetention {
 		return v
 	}
 	return controlplane.EventRetention{Events: pick(cfg.EventRetention, controlplane.DefaultEventRetention),
-		StateEvents: pick(cfg.StateEventRetention, controlplane.DefaultStateEventRetention)}
+		StateEvents: pick(cfg.StateEventRetention, controlplane.DefaultStateEventRetention),
+		Audit:       pick(cfg.AuditRetention, controlplane.DefaultAuditRetention)}
 }
 
 // ingestSecret loads or creates DataDir/ingest.key (0600).

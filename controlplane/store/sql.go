@@ -59,6 +59,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db, err = sql.Open("pgx", dsn)
 		rdb = db
 	default:
+		if err := secureSQLiteFile(dsn); err != nil {
+			return nil, fmt.Errorf("open %s store: %w", d, err)
+		}
 		// WAL lets readers proceed while the single writer commits;
 		// busy_timeout makes concurrent writers wait instead of failing.
 		db, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate")
@@ -222,15 +225,17 @@ func limit(n, def, maxN int) int {
 
 // ---- namespaces and projects ----
 
-// CreateNamespace creates a namespace and its "default" project.
+// CreateNamespace creates a namespace, with a new immutable id, and its
+// "default" project.
 func (s *Store) CreateNamespace(ctx context.Context, name string) (Namespace, error) {
 	now := time.Now().UTC()
+	id := newNamespaceID()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO namespaces (name, created_at) VALUES (?, ?)`), name, ms(now)); err != nil {
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO namespaces (id, name, created_at) VALUES (?, ?, ?)`), id, name, ms(now)); err != nil {
 		if isUnique(err) {
 			return Namespace{}, fmt.Errorf("create namespace %s: %w", name, ErrConflict)
 		}
@@ -242,14 +247,14 @@ func (s *Store) CreateNamespace(ctx context.Context, name string) (Namespace, er
 	if err := tx.Commit(); err != nil {
 		return Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
 	}
-	return Namespace{Name: name, CreatedAt: fromMS(ms(now))}, nil
+	return Namespace{ID: id, Name: name, CreatedAt: fromMS(ms(now))}, nil
 }
 
 // GetNamespace returns one namespace.
 func (s *Store) GetNamespace(ctx context.Context, name string) (Namespace, error) {
 	var n Namespace
 	var at int64
-	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT name, created_at FROM namespaces WHERE name = ?`), name).Scan(&n.Name, &at)
+	err := s.readRow(ctx, `SELECT id, name, created_at FROM namespaces WHERE name = ?`, name).Scan(&n.ID, &n.Name, &at)
 	if err != nil {
 		return Namespace{}, notFound("namespace "+name, err)
 	}
@@ -260,7 +265,7 @@ func (s *Store) GetNamespace(ctx context.Context, name string) (Namespace, error
 // ListNamespaces lists namespaces by name. names, when non-nil, restricts
 // the result to those names.
 func (s *Store) ListNamespaces(ctx context.Context, p Page, names []string) ([]Namespace, error) {
-	query := `SELECT name, created_at FROM namespaces WHERE name > ?`
+	query := `SELECT id, name, created_at FROM namespaces WHERE name > ?`
 	args := []any{p.After}
 	if names != nil {
 		if len(names) == 0 {
@@ -282,36 +287,13 @@ func (s *Store) ListNamespaces(ctx context.Context, p Page, names []string) ([]N
 	for rows.Next() {
 		var n Namespace
 		var at int64
-		if err := rows.Scan(&n.Name, &at); err != nil {
+		if err := rows.Scan(&n.ID, &n.Name, &at); err != nil {
 			return nil, fmt.Errorf("list namespaces: %w", err)
 		}
 		n.CreatedAt = fromMS(at)
 		out = append(out, n)
 	}
 	return out, rows.Err()
-}
-
-// DeleteNamespace deletes an empty namespace (no clusters), with its
-// projects. It fails with ErrConflict while clusters remain.
-func (s *Store) DeleteNamespace(ctx context.Context, name string) error {
-	var n int
-	if err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM clusters WHERE namespace = ?`), name).Scan(&n); err != nil {
-		return fmt.Errorf("delete namespace %s: %w", name, err)
-	}
-	if n > 0 {
-		return fmt.Errorf("delete namespace %s: %d clusters remain: %w", name, n, ErrConflict)
-	}
-	if _, err := s.exec(ctx, `DELETE FROM projects WHERE namespace = ?`, name); err != nil {
-		return fmt.Errorf("delete namespace %s: %w", name, err)
-	}
-	res, err := s.exec(ctx, `DELETE FROM namespaces WHERE name = ?`, name)
-	if err != nil {
-		return fmt.Errorf("delete namespace %s: %w", name, err)
-	}
-	if c, _ := res.RowsAffected(); c == 0 {
-		return fmt.Errorf("delete namespace %s: %w", name, ErrNotFound)
-	}
-	return nil
 }
 
 // CreateProject creates a project in an existing namespace.
@@ -365,8 +347,16 @@ func (s *Store) ListProjects(ctx context.Context, namespace string, p Page) ([]P
 // ---- tokens ----
 
 // CreateToken stores a token (its hash, never the secret).
+//
+// Each grant of a namespace (not "*") is bound to the namespace's current
+// id; a grant of a namespace that does not exist fails with ErrNotFound.
 func (s *Store) CreateToken(ctx context.Context, t Token) error {
-	_, err := s.exec(ctx, `INSERT INTO tokens (id, name, hash, grants, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+	grants, err := s.bindGrants(ctx, t.Grants)
+	if err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	t.Grants = grants
+	_, err = s.exec(ctx, `INSERT INTO tokens (id, name, hash, grants, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Name, t.Hash, mustJSON(t.Grants), t.CreatedBy, ms(t.CreatedAt))
 	if isUnique(err) {
 		return fmt.Errorf("create token %s: %w", t.ID, ErrConflict)
@@ -393,11 +383,17 @@ func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 	return t, nil
 }
 
-// TokenByHash returns the active (not revoked) token with this hash.
+// TokenByHash returns the active (not revoked) token with this hash,
+// with only its live grants: a grant bound to a namespace id that is not
+// the current id of its namespace name (deleted, maybe created again) is
+// left out.
 func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
 	t, err := scanToken(s.readRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND revoked_at = 0`, hash))
 	if err != nil {
 		return Token{}, notFound("token", err)
+	}
+	if t.Grants, err = s.liveGrants(ctx, t.Grants); err != nil {
+		return Token{}, fmt.Errorf("token: %w", err)
 	}
 	return t, nil
 }
@@ -743,6 +739,9 @@ func (s *Store) ApplyEvents(ctx context.Context, batch []EventApply) ([]ApplyRes
 	defer tx.Rollback()
 	st := &txStmts{s: s, tx: tx, m: map[string]*sql.Stmt{}}
 	defer st.close()
+	if err := s.lockSequences(ctx, st, batch); err != nil {
+		return nil, fmt.Errorf("apply events: %w", err)
+	}
 	rs := make([]ApplyResult, len(batch))
 	for i, b := range batch {
 		if rs[i], err = s.applyEvent(ctx, st, b.Event, b.Projection); err != nil {
@@ -833,9 +832,15 @@ func (s *Store) applyEvent(ctx context.Context, tx *txStmts, ev Event, p Project
 	now := ms(time.Now())
 	// Dedup on the event id: a unique violation would abort a PostgreSQL
 	// transaction (and the rest of a batch), so do nothing and count rows.
-	res, err := tx.exec(ctx, `INSERT INTO events (id, namespace, project, cluster, node, type, term, revision, time, stale, data)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		ev.ID, ev.Namespace, ev.Project, ev.Cluster, ev.Node, ev.Type, int64(ev.Term), ev.Revision, ms(ev.Time), stale, string(ev.Data))
+	// The event's number in its namespace (a duplicate below uses one up:
+	// a gap only the namespace's own duplicates explain).
+	var nsSeq int64
+	if err := tx.queryRow(ctx, nextSeqSQL, eventsScope(ev.Namespace)).Scan(&nsSeq); err != nil {
+		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
+	}
+	res, err := tx.exec(ctx, `INSERT INTO events (id, namespace, project, cluster, node, type, term, revision, time, stale, data, ns_seq)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		ev.ID, ev.Namespace, ev.Project, ev.Cluster, ev.Node, ev.Type, int64(ev.Term), ev.Revision, ms(ev.Time), stale, string(ev.Data), nsSeq)
 	if err != nil {
 		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
@@ -1013,9 +1018,15 @@ func (s *Store) PruneEvents(ctx context.Context, cutoff time.Time, types, keep [
 	return n, nil
 }
 
-// ListEvents lists events in arrival order (by seq) matching f.
+// ListEvents lists events in arrival order matching f: with f.Namespace
+// by the per-namespace number (Event.Seq is that number), else by the
+// store-wide one.
 func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
-	query := `SELECT seq, id, namespace, project, cluster, node, type, term, revision, time, stale, data FROM events WHERE seq > ?`
+	seqCol := "seq"
+	if f.Namespace != "" {
+		seqCol = "ns_seq"
+	}
+	query := `SELECT ` + seqCol + `, id, namespace, project, cluster, node, type, term, revision, time, stale, data FROM events WHERE ` + seqCol + ` > ?`
 	args := []any{f.AfterSeq}
 	for _, c := range []struct{ col, v string }{{"namespace", f.Namespace}, {"cluster", f.Cluster}, {"node", f.Node}, {"type", f.Type}} {
 		if c.v != "" {
@@ -1023,7 +1034,7 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) 
 			args = append(args, c.v)
 		}
 	}
-	query += ` ORDER BY seq LIMIT ?`
+	query += ` ORDER BY ` + seqCol + ` LIMIT ?`
 	args = append(args, limit(f.Limit, 100, 1000))
 	rows, err := s.rdb.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
@@ -1280,7 +1291,8 @@ func (s *Store) asOwner(ctx context.Context, claim Claim, what string, fn func(t
 
 // PutTemplate creates a user template (ErrConflict if the name exists).
 func (s *Store) PutTemplate(ctx context.Context, t Template) error {
-	_, err := s.exec(ctx, `INSERT INTO templates (namespace, name, body, created_at) VALUES (?, ?, ?, ?)`, t.Namespace, t.Name, string(t.Body), ms(t.CreatedAt))
+	_, err := s.exec(ctx, `INSERT INTO templates (namespace, namespace_id, name, body, created_at) VALUES (?, `+nsIDOf+`, ?, ?, ?)`,
+		t.Namespace, t.Namespace, t.Name, string(t.Body), ms(t.CreatedAt))
 	if isUnique(err) {
 		return fmt.Errorf("create template %s: %w", t.Name, ErrConflict)
 	}
@@ -1295,7 +1307,7 @@ func (s *Store) GetTemplate(ctx context.Context, namespace, name string) (Templa
 	t := Template{Namespace: namespace, Name: name}
 	var body string
 	var at int64
-	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT body, created_at FROM templates WHERE namespace = ? AND name = ?`), namespace, name).Scan(&body, &at)
+	err := s.rdb.QueryRowContext(ctx, s.q(`SELECT body, created_at FROM templates WHERE namespace = ? AND namespace_id = `+nsIDOf+` AND name = ?`), namespace, namespace, name).Scan(&body, &at)
 	if err != nil {
 		return Template{}, notFound("template "+name, err)
 	}
@@ -1305,7 +1317,7 @@ func (s *Store) GetTemplate(ctx context.Context, namespace, name string) (Templa
 
 // ListTemplates lists a namespace's user templates by name.
 func (s *Store) ListTemplates(ctx context.Context, namespace string) ([]Template, error) {
-	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT name, body, created_at FROM templates WHERE namespace = ? ORDER BY name`), namespace)
+	rows, err := s.rdb.QueryContext(ctx, s.q(`SELECT name, body, created_at FROM templates WHERE namespace = ? AND namespace_id = `+nsIDOf+` ORDER BY name`), namespace, namespace)
 	if err != nil {
 		return nil, fmt.Errorf("list templates: %w", err)
 	}
@@ -1326,7 +1338,7 @@ func (s *Store) ListTemplates(ctx context.Context, namespace string) ([]Template
 
 // DeleteTemplate deletes a user template.
 func (s *Store) DeleteTemplate(ctx context.Context, namespace, name string) error {
-	res, err := s.exec(ctx, `DELETE FROM templates WHERE namespace = ? AND name = ?`, namespace, name)
+	res, err := s.exec(ctx, `DELETE FROM templates WHERE namespace = ? AND namespace_id = `+nsIDOf+` AND name = ?`, namespace, namespace, name)
 	if err != nil {
 		return fmt.Errorf("delete template %s: %w", name, err)
 	}
@@ -1543,25 +1555,52 @@ func (s *Store) Release(ctx context.Context, clusterID, node string) error {
 
 // ---- audit ----
 
-// Audit appends an audit entry.
+// Audit appends an audit entry. An entry of an existing namespace is
+// bound to the namespace's id and numbered in it (ListAudit).
 func (s *Store) Audit(ctx context.Context, a AuditEntry) error {
-	if _, err := s.exec(ctx, `INSERT INTO audit (at, actor, namespace, action, resource, status, result) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		ms(a.At), a.Actor, a.Namespace, a.Action, a.Resource, a.Status, a.Result); err != nil {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	defer tx.Rollback()
+	var nsID string
+	var nsSeq int64
+	if a.Namespace != "" {
+		err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM namespaces WHERE name = ?`), a.Namespace).Scan(&nsID)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if nsID != "" {
+		if err := tx.QueryRowContext(ctx, s.q(nextSeqSQL), auditScope(nsID)).Scan(&nsSeq); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO audit (at, actor, namespace, namespace_id, ns_seq, action, resource, status, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		ms(a.At), a.Actor, a.Namespace, nsID, nsSeq, a.Action, a.Resource, a.Status, a.Result); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	return nil
 }
 
-// ListAudit lists audit entries after seq afterSeq, oldest first
-// (namespace "" = all).
+// ListAudit lists audit entries after afterSeq, oldest first. With a
+// namespace, the entries of the namespace that has that name now (not of
+// an earlier one of the same name), by their number in it; with namespace
+// "", every entry by the store-wide number.
 func (s *Store) ListAudit(ctx context.Context, namespace string, afterSeq int64, n int) ([]AuditEntry, error) {
 	query := `SELECT seq, at, actor, namespace, action, resource, status, result FROM audit WHERE seq > ?`
 	args := []any{afterSeq}
+	order := `seq`
 	if namespace != "" {
-		query += ` AND namespace = ?`
-		args = append(args, namespace)
+		query = `SELECT ns_seq, at, actor, namespace, action, resource, status, result FROM audit
+ WHERE namespace_id = (SELECT id FROM namespaces WHERE name = ?) AND ns_seq > ?`
+		args = []any{namespace, afterSeq}
+		order = `ns_seq`
 	}
-	rows, err := s.rdb.QueryContext(ctx, s.q(query+` ORDER BY seq LIMIT ?`), append(args, limit(n, 100, 1000))...)
+	rows, err := s.rdb.QueryContext(ctx, s.q(query+` ORDER BY `+order+` LIMIT ?`), append(args, limit(n, 100, 1000))...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}

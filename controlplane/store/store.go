@@ -43,8 +43,11 @@ const (
 	OpFailed    = proto.OpFailed
 )
 
-// Namespace is a tenant.
+// Namespace is a tenant. ID is immutable and never reused: grants,
+// templates and audit entries name it, so a namespace deleted and created
+// again under the same Name starts empty.
 type Namespace struct {
+	ID        string
 	Name      string
 	CreatedAt time.Time
 }
@@ -57,10 +60,14 @@ type Project struct {
 }
 
 // Grant gives a token a role in a namespace; Namespace "*" means every
-// namespace (the platform administrator).
+// namespace (the platform administrator). NamespaceID is the id of the
+// namespace the grant was made for (CreateToken fills it in): a grant
+// whose NamespaceID is not the current id of Namespace (the namespace was
+// deleted, maybe created again) grants nothing, and TokenByHash drops it.
 type Grant struct {
-	Namespace string `json:"namespace"`
-	Role      string `json:"role"`
+	Namespace   string `json:"namespace"`
+	Role        string `json:"role"`
+	NamespaceID string `json:"namespace_id,omitempty"`
 }
 
 // Token is an API bearer token. Only the SHA-256 hash of the secret is kept.
@@ -126,6 +133,9 @@ type Node struct {
 
 // Event is one received CloudEvent, kept for the events API.
 type Event struct {
+	// Seq is the event's number in its namespace (1, 2, …, in arrival
+	// order; ListEvents with a namespace) or, listed across namespaces,
+	// the store-wide arrival number.
 	Seq       int64
 	ID        string
 	Namespace string
@@ -140,7 +150,8 @@ type Event struct {
 	Data      json.RawMessage
 }
 
-// EventFilter selects events; zero fields match everything.
+// EventFilter selects events; zero fields match everything. AfterSeq is a
+// per-namespace Seq when Namespace is set, else a store-wide one.
 type EventFilter struct {
 	Namespace string
 	Cluster   string
@@ -275,8 +286,11 @@ type JoinToken struct {
 	CreatedAt time.Time
 }
 
-// AuditEntry records one mutation: who, what, when, result.
+// AuditEntry records one mutation or refused request: who, what, when,
+// result.
 type AuditEntry struct {
+	// Seq is the entry's number in its namespace (ListAudit with a
+	// namespace) or the store-wide number (ListAudit of every namespace).
 	Seq       int64
 	At        time.Time
 	Actor     string

@@ -66,6 +66,8 @@ func suite(t *testing.T, newStore func(t *testing.T) *store.Store) {
 	t.Run("fleet", func(t *testing.T) { testFleet(t, newStore(t)) })
 	t.Run("templates_audit", func(t *testing.T) { testTemplatesAudit(t, newStore(t)) })
 	t.Run("backups", func(t *testing.T) { testBackups(t, newStore(t)) })
+	t.Run("tenant_lifecycle", func(t *testing.T) { testTenantLifecycle(t, newStore(t)) })
+	t.Run("per_namespace_seq", func(t *testing.T) { testPerNamespaceSeq(t, newStore(t)) })
 	t.Run("migrations_idempotent", func(t *testing.T) {
 		s := newStore(t)
 		// Opening again re-runs goose Up: nothing to do, no error.
@@ -120,6 +122,9 @@ func testNamespaces(t *testing.T, s *store.Store) {
 
 func testTokens(t *testing.T, s *store.Store) {
 	ctx := context.Background()
+	if _, err := s.CreateNamespace(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
 	tok := store.Token{ID: "t1", Name: "ci", Hash: "h1", Grants: []store.Grant{{Namespace: "a", Role: "viewer"}}, CreatedBy: "root", CreatedAt: time.Now()}
 	if err := s.CreateToken(ctx, tok); err != nil {
 		t.Fatal(err)
@@ -610,6 +615,9 @@ func testFleet(t *testing.T, s *store.Store) {
 
 func testTemplatesAudit(t *testing.T, s *store.Store) {
 	ctx := context.Background()
+	if _, err := s.CreateNamespace(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.PutTemplate(ctx, store.Template{Namespace: "a", Name: "pg", Body: json.RawMessage(`{"engine":"postgres"}`), CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
