@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -61,7 +62,14 @@ type RestoreSource struct {
 // AgentSettings are the cluster-wide parts of every node's agent
 // configuration.
 type AgentSettings struct {
-	EtcdEndpoints   []string
+	EtcdEndpoints []string
+	// EtcdUsername and EtcdPassword are the cluster's own etcd user, whose
+	// role covers only the cluster's prefix (docs/security-etcd.md); empty:
+	// etcd without authentication. The password never goes into the
+	// config: the provider writes it to NodeLayout.EtcdPasswordFile (0600)
+	// and the config names that file (etcd.password_file).
+	EtcdUsername    string
+	EtcdPassword    string
 	SynchronousMode string // on | off
 	// EventsURL is where the agent posts events over HTTP ("" with Dapr).
 	EventsURL string
@@ -144,7 +152,7 @@ func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {
 	cfg := map[string]any{
 		"node":             map[string]any{"name": spec.Node, "address": l.Address},
 		"cluster":          map[string]any{"namespace": spec.Namespace, "project": spec.Project, "name": spec.Cluster},
-		"etcd":             map[string]any{"endpoints": spec.Agent.EtcdEndpoints},
+		"etcd":             etcdSection(spec, l),
 		"synchronous_mode": orDefault(spec.Agent.SynchronousMode, "off"),
 		"state_dir":        l.StateDir,
 		"postgres":         pg,
@@ -195,6 +203,9 @@ type NodeLayout struct {
 	// SourceRepository is the restore source cluster's repository (with
 	// NodeSpec.Restore).
 	SourceRepository string
+	// EtcdPasswordFile is where the provider writes the cluster's etcd
+	// password (with AgentSettings.EtcdUsername set).
+	EtcdPasswordFile string
 	// ArchiveSocket overrides the agent's default WAL archive socket path
 	// ("": default, next to the data directory).
 	ArchiveSocket string
@@ -265,6 +276,32 @@ func backupSection(spec NodeSpec, l NodeLayout) map[string]any {
 		b["archive_socket"] = l.ArchiveSocket
 	}
 	return b
+}
+
+// etcdSection renders the agent's etcd section: the endpoints and, when
+// the cluster has its own etcd user, its name and password file.
+func etcdSection(spec NodeSpec, l NodeLayout) map[string]any {
+	e := map[string]any{"endpoints": spec.Agent.EtcdEndpoints}
+	if spec.Agent.EtcdUsername != "" && l.EtcdPasswordFile != "" {
+		e["username"], e["password_file"] = spec.Agent.EtcdUsername, l.EtcdPasswordFile
+	}
+	return e
+}
+
+// WriteEtcdPassword writes spec's etcd password to l.EtcdPasswordFile
+// (0600, replaced atomically); nothing when the cluster has no etcd user.
+func WriteEtcdPassword(spec NodeSpec, l NodeLayout) error {
+	if spec.Agent.EtcdUsername == "" || l.EtcdPasswordFile == "" {
+		return nil
+	}
+	tmp := l.EtcdPasswordFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(spec.Agent.EtcdPassword+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write etcd password: %w", err)
+	}
+	if err := os.Rename(tmp, l.EtcdPasswordFile); err != nil {
+		return fmt.Errorf("write etcd password: %w", err)
+	}
+	return nil
 }
 
 func orDefault(s, d string) string {
