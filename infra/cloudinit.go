@@ -54,7 +54,7 @@ type CloudInitOptions struct {
 func CloudInitLayout() NodeLayout {
 	return NodeLayout{Address: CloudInitAddress, PGPort: 5432, HTTPPort: 8008, DataDir: "/var/lib/dbpilot/data",
 		StateDir: "/var/lib/dbpilot/state", CredentialsFile: "/etc/dbpilot/credentials.yaml", OSUser: "postgres",
-		EtcdPasswordFile: "/etc/dbpilot/etcd-password"}
+		EtcdPasswordFile: "/etc/dbpilot/etcd-password", EtcdCAFile: "/etc/dbpilot/etcd-ca.pem"}
 }
 
 type cloudFile struct {
@@ -96,6 +96,9 @@ func RenderCloudInit(spec NodeSpec, credentials string, opts CloudInitOptions) (
 		// The cluster's own etcd user (its role covers only the cluster's
 		// prefix), never a shared one.
 		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: l.EtcdPasswordFile, Owner: "root:root", Permissions: "0600", Content: spec.Agent.EtcdPassword + "\n"})
+	}
+	if l := CloudInitLayout(); spec.Agent.EtcdCAPEM != "" {
+		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: l.EtcdCAFile, Owner: "root:root", Permissions: "0644", Content: spec.Agent.EtcdCAPEM})
 	}
 	run := func(args ...string) { cc.RunCmd = append(cc.RunCmd, args) }
 	if opts.AgentURL != "" {

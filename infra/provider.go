@@ -68,8 +68,12 @@ type AgentSettings struct {
 	// etcd without authentication. The password never goes into the
 	// config: the provider writes it to NodeLayout.EtcdPasswordFile (0600)
 	// and the config names that file (etcd.password_file).
-	EtcdUsername    string
-	EtcdPassword    string
+	EtcdUsername string
+	EtcdPassword string
+	// EtcdCAPEM, when set, is the CA bundle the agents verify etcd's TLS
+	// certificate with; the provider writes it to NodeLayout.EtcdCAFile and
+	// the config names that file (etcd.tls.ca_file).
+	EtcdCAPEM       string
 	SynchronousMode string // on | off
 	// EventsURL is where the agent posts events over HTTP ("" with Dapr).
 	EventsURL string
@@ -206,6 +210,8 @@ type NodeLayout struct {
 	// EtcdPasswordFile is where the provider writes the cluster's etcd
 	// password (with AgentSettings.EtcdUsername set).
 	EtcdPasswordFile string
+	// EtcdCAFile is where the provider writes AgentSettings.EtcdCAPEM.
+	EtcdCAFile string
 	// ArchiveSocket overrides the agent's default WAL archive socket path
 	// ("": default, next to the data directory).
 	ArchiveSocket string
@@ -285,21 +291,32 @@ func etcdSection(spec NodeSpec, l NodeLayout) map[string]any {
 	if spec.Agent.EtcdUsername != "" && l.EtcdPasswordFile != "" {
 		e["username"], e["password_file"] = spec.Agent.EtcdUsername, l.EtcdPasswordFile
 	}
+	if spec.Agent.EtcdCAPEM != "" && l.EtcdCAFile != "" {
+		e["tls"] = map[string]any{"ca_file": l.EtcdCAFile}
+	}
 	return e
 }
 
-// WriteEtcdPassword writes spec's etcd password to l.EtcdPasswordFile
-// (0600, replaced atomically); nothing when the cluster has no etcd user.
-func WriteEtcdPassword(spec NodeSpec, l NodeLayout) error {
-	if spec.Agent.EtcdUsername == "" || l.EtcdPasswordFile == "" {
-		return nil
+// WriteEtcdFiles writes spec's etcd password to l.EtcdPasswordFile (0600)
+// and its etcd CA bundle to l.EtcdCAFile (0644), each replaced atomically,
+// when the cluster has them.
+func WriteEtcdFiles(spec NodeSpec, l NodeLayout) error {
+	write := func(path, content string, mode os.FileMode) error {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), mode); err != nil {
+			return err
+		}
+		return os.Rename(tmp, path)
 	}
-	tmp := l.EtcdPasswordFile + ".tmp"
-	if err := os.WriteFile(tmp, []byte(spec.Agent.EtcdPassword+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write etcd password: %w", err)
+	if spec.Agent.EtcdUsername != "" && l.EtcdPasswordFile != "" {
+		if err := write(l.EtcdPasswordFile, spec.Agent.EtcdPassword+"\n", 0o600); err != nil {
+			return fmt.Errorf("write etcd password: %w", err)
+		}
 	}
-	if err := os.Rename(tmp, l.EtcdPasswordFile); err != nil {
-		return fmt.Errorf("write etcd password: %w", err)
+	if spec.Agent.EtcdCAPEM != "" && l.EtcdCAFile != "" {
+		if err := write(l.EtcdCAFile, spec.Agent.EtcdCAPEM, 0o644); err != nil {
+			return fmt.Errorf("write etcd CA: %w", err)
+		}
 	}
 	return nil
 }
