@@ -108,21 +108,30 @@ func TestPrefixUserIsConfinedToItsCluster(t *testing.T) {
 
 	// Everything else: refused.
 	for name, op := range map[string]func() error{
-		"get other cluster key":    func() error { _, err := a.Get(ctx, prefixB+"leader"); return err },
-		"range other cluster":      func() error { _, err := a.Get(ctx, prefixB, clientv3.WithPrefix()); return err },
-		"put other cluster":        func() error { _, err := a.Put(ctx, prefixB+"leader", "evil"); return err },
-		"delete other cluster":     func() error { _, err := a.Delete(ctx, prefixB, clientv3.WithPrefix()); return err },
-		"range the namespace":      func() error { _, err := a.Get(ctx, "/dbpilot/v1/clusters/acme/", clientv3.WithPrefix()); return err },
-		"range everything":         func() error { _, err := a.Get(ctx, "", clientv3.WithFromKey()); return err },
-		"get control plane key":    func() error { _, err := a.Get(ctx, "/dbpilot/control/secret"); return err },
-		"put outside":              func() error { _, err := a.Put(ctx, "/dbpilot/v1/clusters/acme/default/billing", "x"); return err },
-		"txn touching other":       func() error { _, err := a.Txn(ctx).Then(clientv3.OpPut(prefixA+"x", "1"), clientv3.OpPut(prefixB+"x", "1")).Commit(); return err },
-		"list users":               func() error { _, err := a.UserList(ctx); return err },
-		"add user":                 func() error { _, err := a.UserAdd(ctx, "mallory", "x"); return err },
-		"grant itself more":        func() error { _, err := a.RoleGrantPermission(ctx, "agent-a", "", "\x00", clientv3.PermissionType(clientv3.PermReadWrite)); return err },
-		"disable auth":             func() error { _, err := a.AuthDisable(ctx); return err },
-		"watch other cluster":      func() error { return watchErr(ctx, a, prefixB) },
-		"compare on other cluster": func() error { _, err := a.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(prefixB+"leader"), "=", 0)).Commit(); return err },
+		"get other cluster key": func() error { _, err := a.Get(ctx, prefixB+"leader"); return err },
+		"range other cluster":   func() error { _, err := a.Get(ctx, prefixB, clientv3.WithPrefix()); return err },
+		"put other cluster":     func() error { _, err := a.Put(ctx, prefixB+"leader", "evil"); return err },
+		"delete other cluster":  func() error { _, err := a.Delete(ctx, prefixB, clientv3.WithPrefix()); return err },
+		"range the namespace":   func() error { _, err := a.Get(ctx, "/dbpilot/v1/clusters/acme/", clientv3.WithPrefix()); return err },
+		"range everything":      func() error { _, err := a.Get(ctx, "", clientv3.WithFromKey()); return err },
+		"get control plane key": func() error { _, err := a.Get(ctx, "/dbpilot/control/secret"); return err },
+		"put outside":           func() error { _, err := a.Put(ctx, "/dbpilot/v1/clusters/acme/default/billing", "x"); return err },
+		"txn touching other": func() error {
+			_, err := a.Txn(ctx).Then(clientv3.OpPut(prefixA+"x", "1"), clientv3.OpPut(prefixB+"x", "1")).Commit()
+			return err
+		},
+		"list users": func() error { _, err := a.UserList(ctx); return err },
+		"add user":   func() error { _, err := a.UserAdd(ctx, "mallory", "x"); return err },
+		"grant itself more": func() error {
+			_, err := a.RoleGrantPermission(ctx, "agent-a", "", "\x00", clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		"disable auth":        func() error { _, err := a.AuthDisable(ctx); return err },
+		"watch other cluster": func() error { return watchErr(ctx, a, prefixB) },
+		"compare on other cluster": func() error {
+			_, err := a.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(prefixB+"leader"), "=", 0)).Commit()
+			return err
+		},
 	} {
 		if err := op(); !denied(err) {
 			t.Errorf("%s as agent-a: err %v, want permission denied", name, err)
