@@ -294,8 +294,10 @@ func (s *Server) start(ctx context.Context) error {
 		agent.EtcdCAPEM = string(ca)
 	}
 	var etcdAuth *controlplane.AgentEtcdAuth
+	var agentEtcdPassword func(string) string
 	if s.etcdAuth {
 		etcdAuth = &controlplane.AgentEtcdAuth{Secret: secret}
+		agentEtcdPassword = func(clusterID string) string { return controlplane.AgentEtcdPassword(secret, clusterID) }
 	}
 	if cfg.Bus.Kind == BusDapr {
 		d := &cfg.Bus.Dapr
@@ -353,7 +355,7 @@ func (s *Server) start(ctx context.Context) error {
 	}
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
-		IngestSecret: secret, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
+		IngestSecret: secret, AgentEtcdPassword: agentEtcdPassword, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
 		CloudInit: s.cloudInit})
 	s.api = a
 	repairEvery := DefaultRepairInterval
