@@ -284,12 +284,20 @@ func backupSection(spec NodeSpec, l NodeLayout) map[string]any {
 	return b
 }
 
+// AgentEtcdDialTimeout is the etcd.dial_timeout of agents that log in to
+// etcd: the agent's default (2s) covers a TCP connect, not a login on a
+// loaded etcd.
+const AgentEtcdDialTimeout = 10 * time.Second
+
 // etcdSection renders the agent's etcd section: the endpoints and, when
 // the cluster has its own etcd user, its name and password file.
 func etcdSection(spec NodeSpec, l NodeLayout) map[string]any {
 	e := map[string]any{"endpoints": spec.Agent.EtcdEndpoints}
 	if spec.Agent.EtcdUsername != "" && l.EtcdPasswordFile != "" {
 		e["username"], e["password_file"] = spec.Agent.EtcdUsername, l.EtcdPasswordFile
+		// With a username, connecting includes a login (etcd checks the
+		// password with bcrypt) that must fit in the dial timeout.
+		e["dial_timeout"] = AgentEtcdDialTimeout.String()
 	}
 	if spec.Agent.EtcdCAPEM != "" && l.EtcdCAFile != "" {
 		e["tls"] = map[string]any{"ca_file": l.EtcdCAFile}

@@ -47,6 +47,12 @@ func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duratio
 	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
+	// bcrypt's minimum cost (golang.org/x/crypto/bcrypt.MinCost): every
+	// password dbpilot gives this etcd is 128 or 256 random bits, which no
+	// cost factor makes harder to guess, while the default cost (10) makes
+	// each login (clientv3.New with a username) take up to seconds on a
+	// loaded machine, longer than an agent's etcd.dial_timeout.
+	cfg.BcryptCost = 4
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
 	e, err := embed.StartEtcd(cfg)
