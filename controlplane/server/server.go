@@ -387,7 +387,8 @@ const EtcdRootPasswordFile = "etcd-root.password"
 // startEtcd connects to the external etcd (as etcd_username over etcd_tls
 // when configured), or starts the embedded one and turns its
 // authentication on at the first start (root, password in
-// DataDir/etcd-root.password), then connects as root.
+// DataDir/etcd-root.password), then connects as root. An embedded etcd
+// created by an older server without authentication is left open.
 func (s *Server) startEtcd(ctx context.Context) error {
 	ccfg := clientv3.Config{DialTimeout: 5 * time.Second, Logger: s.log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))}
 	if len(s.cfg.EtcdEndpoints) > 0 {
@@ -417,7 +418,15 @@ func (s *Server) startEtcd(ctx context.Context) error {
 				cp = p
 			}
 		}
-		e, u, err := embedetcd.Start(filepath.Join(s.cfg.DataDir, "etcd"), "dbpilot-server", cp, s.log, 60*time.Second)
+		etcdDir := filepath.Join(s.cfg.DataDir, "etcd")
+		rootFile := filepath.Join(s.cfg.DataDir, EtcdRootPasswordFile)
+		// An etcd made before authentication existed serves agents whose
+		// configs have no etcd credentials: turning auth on would cut
+		// them off. Only a new etcd, or one we secured, gets it.
+		_, statMember := os.Stat(filepath.Join(etcdDir, "member"))
+		_, statRoot := os.Stat(rootFile)
+		secure := statMember != nil || statRoot == nil
+		e, u, err := embedetcd.Start(etcdDir, "dbpilot-server", cp, s.log, 60*time.Second)
 		if err != nil {
 			return err
 		}
@@ -428,14 +437,19 @@ func (s *Server) startEtcd(ctx context.Context) error {
 			return fmt.Errorf("etcd port file: %w", err)
 		}
 		s.EtcdURL = u
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		pw, err := embedetcd.EnableAuth(actx, u, filepath.Join(s.cfg.DataDir, EtcdRootPasswordFile), s.log)
-		cancel()
-		if err != nil {
-			return err
-		}
 		ccfg.Endpoints = []string{u}
-		ccfg.Username, ccfg.Password = etcdauth.RootUser, pw
+		if secure {
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			pw, err := embedetcd.EnableAuth(actx, u, rootFile, s.log)
+			cancel()
+			if err != nil {
+				return err
+			}
+			ccfg.Username, ccfg.Password = etcdauth.RootUser, pw
+		} else {
+			s.log.Warn("the embedded etcd predates etcd authentication and stays open (its agents have no etcd credentials); start from a new data_dir to secure it (docs/security-etcd.md)",
+				zap.String("etcd_dir", etcdDir))
+		}
 	}
 	cli, err := clientv3.New(ccfg)
 	if err != nil {
