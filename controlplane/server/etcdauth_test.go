@@ -17,6 +17,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/internal/embedetcd"
 	"github.com/dbpilot/dbpilot/internal/etcdauth"
 )
 
@@ -190,5 +191,56 @@ func TestClusterEtcdCredentials(t *testing.T) {
 	}
 	if r, err := s.Etcd.AuthStatus(ctx); err != nil || !r.Enabled {
 		t.Fatalf("etcd auth status after restart: %+v %v", r, err)
+	}
+}
+
+// TestEmbeddedEtcdFromBeforeAuthStaysOpen: an embedded etcd an older
+// server created without authentication (its agents have no etcd
+// credentials) is not secured behind their back; a new one is.
+func TestEmbeddedEtcdFromBeforeAuthStaysOpen(t *testing.T) {
+	dir := testDir(t)
+	e, _, err := embedetcd.Start(filepath.Join(dir, "etcd"), "dbpilot-server", 0, zap.NewNop(), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	s, _ := startServer(t, dir)
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(dir, server.EtcdRootPasswordFile)); !os.IsNotExist(err) {
+		t.Fatalf("root password file of a pre-auth etcd: %v, want none", err)
+	}
+	anon, err := clientv3.New(clientv3.Config{Endpoints: []string{s.EtcdURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := anon.Get(ctx, "/dbpilot/", clientv3.WithPrefix()); err != nil {
+		t.Fatalf("pre-auth etcd refuses an anonymous read: %v", err)
+	}
+}
+
+// TestLoadConfigEtcdAuth: the etcd login keys are checked together.
+func TestLoadConfigEtcdAuth(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"ok", "data_dir: /tmp/x\netcd_endpoints: [https://e:2379]\netcd_username: root\netcd_password_file: /p\netcd_tls: {ca_file: /ca}\n", ""},
+		{"user without password", "data_dir: /tmp/x\netcd_endpoints: [http://e:2379]\netcd_username: root\n", "etcd_username and etcd_password_file go together"},
+		{"user on embedded", "data_dir: /tmp/x\netcd_username: root\netcd_password_file: /p\n", "only with etcd_endpoints"},
+		{"cert without key", "data_dir: /tmp/x\netcd_endpoints: [https://e:2379]\netcd_tls: {cert_file: /c}\n", "cert_file and key_file go together"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "server.yaml")
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := server.LoadConfig(p)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("LoadConfig: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("LoadConfig error %v, want it to contain %q", err, tc.want)
+			}
+		})
 	}
 }
