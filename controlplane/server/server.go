@@ -43,10 +43,10 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Store is a SQLite path or a postgres:// URL; default DataDir/dbpilot.db.
 	Store string `yaml:"store"`
-	// EtcdEndpoints of an external etcd; empty runs an embedded one. The
-	// embedded etcd always runs with authentication: its root password is
+	// EtcdEndpoints of an external etcd; empty runs an embedded one. A new
+	// embedded etcd runs with authentication: its root password is
 	// generated at the first start and kept in DataDir/etcd-root.password
-	// (0600).
+	// (0600); one created by an older server without it stays open.
 	EtcdEndpoints []string `yaml:"etcd_endpoints"`
 	// EtcdUsername is the external etcd user the control plane connects
 	// as: root, or a user whose role may manage users and roles and read
@@ -99,7 +99,10 @@ type Config struct {
 
 // EtcdTLSConfig names PEM files for the control plane's etcd client.
 type EtcdTLSConfig struct {
-	CAFile   string `yaml:"ca_file"`
+	// CAFile verifies etcd's server certificates.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate and its key, for
+	// etcd's client-certificate authentication (both or neither).
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 }
