@@ -87,6 +87,11 @@ type EngineConfig struct {
 	StepAttempts int
 	// Agent holds the cluster-independent agent settings.
 	Agent infra.AgentSettings
+	// EtcdAuth, when set, gives each cluster's agents their own etcd user
+	// whose role covers only the cluster's prefix (created before its
+	// nodes, deleted with the cluster); nil: agents get no etcd
+	// credentials (etcd without authentication).
+	EtcdAuth *AgentEtcdAuth
 	// EventsURL returns the events URL of a cluster's agents ("" with Dapr).
 	EventsURL func(clusterID string) string
 	// Record stores a control-plane event for the events API (the repair
@@ -581,6 +586,7 @@ type clusterCtx struct {
 func (x *clusterCtx) spec(node string) infra.NodeSpec {
 	a := x.w.e.cfg.Agent
 	a.SynchronousMode = x.c.SynchronousMode
+	a.EtcdUsername, a.EtcdPassword = x.w.e.agentEtcdCredentials(x.c.ID)
 	if x.w.e.cfg.EventsURL != nil && a.Dapr == nil {
 		a.EventsURL = x.w.e.cfg.EventsURL(x.c.ID)
 	}
@@ -621,6 +627,9 @@ func (x *clusterCtx) nodes(ctx context.Context) (map[string]store.Node, error) {
 
 // ensureNodes creates every node in want (idempotently, recording handles).
 func (x *clusterCtx) ensureNodes(ctx context.Context, want []string) error {
+	if err := x.ensureAgentUser(ctx); err != nil {
+		return err
+	}
 	have, err := x.nodes(ctx)
 	if err != nil {
 		return err
@@ -1007,7 +1016,7 @@ func (x *clusterCtx) moveLeadershipFor(ctx context.Context, node string, keep []
 	}
 }
 
-var deleteSteps = []string{"", "nodes", "keyspace", "record"}
+var deleteSteps = []string{"", "nodes", "keyspace", "etcd-user", "record"}
 
 func (x *clusterCtx) delete(ctx context.Context) error {
 	if err := x.w.step(ctx, "nodes", deleteSteps, func(ctx context.Context) error {
@@ -1030,6 +1039,9 @@ func (x *clusterCtx) delete(ctx context.Context) error {
 	if err := x.w.step(ctx, "keyspace", deleteSteps, func(ctx context.Context) error {
 		return deletePrefix(ctx, x.w.e.etcd, x.prefix)
 	}); err != nil {
+		return err
+	}
+	if err := x.w.step(ctx, "etcd-user", deleteSteps, x.deleteAgentUser); err != nil {
 		return err
 	}
 	return x.w.step(ctx, "record", deleteSteps, func(ctx context.Context) error { return x.w.owned(x.w.e.st.DeleteClusterAs(ctx, x.w.claim, x.c.ID)) })

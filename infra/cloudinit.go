@@ -53,7 +53,8 @@ type CloudInitOptions struct {
 // CloudInitLayout is where a cloud-init node keeps its files.
 func CloudInitLayout() NodeLayout {
 	return NodeLayout{Address: CloudInitAddress, PGPort: 5432, HTTPPort: 8008, DataDir: "/var/lib/dbpilot/data",
-		StateDir: "/var/lib/dbpilot/state", CredentialsFile: "/etc/dbpilot/credentials.yaml", OSUser: "postgres"}
+		StateDir: "/var/lib/dbpilot/state", CredentialsFile: "/etc/dbpilot/credentials.yaml", OSUser: "postgres",
+		EtcdPasswordFile: "/etc/dbpilot/etcd-password", EtcdCAFile: "/etc/dbpilot/etcd-ca.pem"}
 }
 
 type cloudFile struct {
@@ -72,8 +73,9 @@ type cloudConfig struct {
 
 // RenderCloudInit renders #cloud-config user-data that turns a fresh IaaS
 // machine of the spec's image template into the node: it installs the
-// template's packages, writes /etc/dbpilot/agent.yaml and the cluster
-// credentials (both 0600), installs the agent binary and its systemd unit,
+// template's packages, writes /etc/dbpilot/agent.yaml, the cluster
+// credentials and, with per-cluster etcd users, the cluster's etcd password
+// (/etc/dbpilot/etcd-password; all 0600), installs the agent binary and its systemd unit,
 // puts the machine's address into the config and starts the agent.
 // credentials is the credentials file content (the cluster's).
 func RenderCloudInit(spec NodeSpec, credentials string, opts CloudInitOptions) ([]byte, error) {
@@ -89,6 +91,14 @@ func RenderCloudInit(spec NodeSpec, credentials string, opts CloudInitOptions) (
 			{Path: "/etc/dbpilot/credentials.yaml", Owner: "root:root", Permissions: "0600", Content: credentials},
 			{Path: "/etc/systemd/system/dbpilot-agent.service", Owner: "root:root", Permissions: "0644", Content: AgentUnit},
 		},
+	}
+	if l := CloudInitLayout(); spec.Agent.EtcdUsername != "" {
+		// The cluster's own etcd user (its role covers only the cluster's
+		// prefix), never a shared one.
+		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: l.EtcdPasswordFile, Owner: "root:root", Permissions: "0600", Content: spec.Agent.EtcdPassword + "\n"})
+	}
+	if l := CloudInitLayout(); spec.Agent.EtcdCAPEM != "" {
+		cc.WriteFiles = append(cc.WriteFiles, cloudFile{Path: l.EtcdCAFile, Owner: "root:root", Permissions: "0644", Content: spec.Agent.EtcdCAPEM})
 	}
 	run := func(args ...string) { cc.RunCmd = append(cc.RunCmd, args) }
 	if opts.AgentURL != "" {

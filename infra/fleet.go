@@ -63,7 +63,8 @@ func (f *Fleet) Name() string { return "fleet" }
 func FleetLayout(spec NodeSpec) NodeLayout {
 	dir := filepath.Join("/var/lib/dbpilot", spec.ClusterID, spec.Node)
 	return NodeLayout{Address: "0.0.0.0", PGPort: 5432, HTTPPort: 8008, DataDir: filepath.Join(dir, "data"),
-		StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: "postgres"}
+		StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: "postgres",
+		EtcdPasswordFile: filepath.Join(dir, "etcd.password")}
 }
 
 // Selector is the labels a host must carry for spec: the template's

@@ -303,6 +303,12 @@ func (r *HostRunner) start(ctx context.Context, a proto.Assignment, dir string, 
 	if err := os.WriteFile(filepath.Join(dir, "credentials.yaml"), []byte(a.Credentials), 0o600); err != nil {
 		return err
 	}
+	if a.EtcdPassword != "" {
+		// The cluster's own etcd user (docs/security-etcd.md).
+		if err := os.WriteFile(filepath.Join(dir, "etcd.password"), []byte(a.EtcdPassword+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
 	if sum != h.ConfigSHA256 || !fileExists(h.Config) {
 		_, hadConfig := os.Stat(h.Config)
 		if _, err := r.writeConfig(ctx, a, dir, h, sum, hadConfig == nil && h.ConfigSHA256 != ""); err != nil {
@@ -322,7 +328,8 @@ func (r *HostRunner) start(ctx context.Context, a proto.Assignment, dir string, 
 // refusal in h and returns false.
 func (r *HostRunner) writeConfig(ctx context.Context, a proto.Assignment, dir string, h *hostNode, sum string, validate bool) (bool, error) {
 	cfg, err := relayout([]byte(a.AgentConfig), NodeLayout{Address: r.cfg.Address, PGPort: h.PGPort, HTTPPort: h.HTTPPort,
-		DataDir: filepath.Join(dir, "data"), StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: r.proc.osUser})
+		DataDir: filepath.Join(dir, "data"), StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: r.proc.osUser,
+		EtcdPasswordFile: filepath.Join(dir, "etcd.password")})
 	if err != nil {
 		return false, err
 	}
@@ -402,6 +409,9 @@ func relayout(cfg []byte, l NodeLayout) ([]byte, error) {
 		delete(pg, "os_user")
 	}
 	doc["state_dir"] = l.StateDir
+	if e, _ := doc["etcd"].(map[string]any); e != nil && e["password_file"] != nil && l.EtcdPasswordFile != "" {
+		e["password_file"] = l.EtcdPasswordFile
+	}
 	sub("http")["listen"] = net.JoinHostPort(l.Address, strconv.Itoa(l.HTTPPort))
 	return yaml.Marshal(doc)
 }

@@ -128,7 +128,11 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 	}
 	h.Config = filepath.Join(h.Dir, "agent.yaml")
 	layout := NodeLayout{Address: "127.0.0.1", PGPort: h.PGPort, HTTPPort: h.HTTPPort,
-		DataDir: filepath.Join(h.Dir, "data"), StateDir: filepath.Join(h.Dir, "state"), CredentialsFile: cred, OSUser: p.osUser}
+		DataDir: filepath.Join(h.Dir, "data"), StateDir: filepath.Join(h.Dir, "state"), CredentialsFile: cred, OSUser: p.osUser,
+		EtcdPasswordFile: filepath.Join(cdir, "etcd.password"), EtcdCAFile: filepath.Join(cdir, "etcd-ca.pem")}
+	if err := WriteEtcdFiles(spec, layout); err != nil {
+		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
+	}
 	if repo := p.BackupRepository(spec.ClusterID); repo != "" && (spec.Template.Backup != nil || spec.Restore != nil) {
 		if err := localhost.MkdirTraversable(repo); err != nil {
 			return nil, fmt.Errorf("create node %s: backup repository: %w", spec.Node, err)

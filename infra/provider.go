@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -61,7 +62,18 @@ type RestoreSource struct {
 // AgentSettings are the cluster-wide parts of every node's agent
 // configuration.
 type AgentSettings struct {
-	EtcdEndpoints   []string
+	EtcdEndpoints []string
+	// EtcdUsername and EtcdPassword are the cluster's own etcd user, whose
+	// role covers only the cluster's prefix (docs/security-etcd.md); empty:
+	// etcd without authentication. The password never goes into the
+	// config: the provider writes it to NodeLayout.EtcdPasswordFile (0600)
+	// and the config names that file (etcd.password_file).
+	EtcdUsername string
+	EtcdPassword string
+	// EtcdCAPEM, when set, is the CA bundle the agents verify etcd's TLS
+	// certificate with; the provider writes it to NodeLayout.EtcdCAFile and
+	// the config names that file (etcd.tls.ca_file).
+	EtcdCAPEM       string
 	SynchronousMode string // on | off
 	// EventsURL is where the agent posts events over HTTP ("" with Dapr).
 	EventsURL string
@@ -144,7 +156,7 @@ func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {
 	cfg := map[string]any{
 		"node":             map[string]any{"name": spec.Node, "address": l.Address},
 		"cluster":          map[string]any{"namespace": spec.Namespace, "project": spec.Project, "name": spec.Cluster},
-		"etcd":             map[string]any{"endpoints": spec.Agent.EtcdEndpoints},
+		"etcd":             etcdSection(spec, l),
 		"synchronous_mode": orDefault(spec.Agent.SynchronousMode, "off"),
 		"state_dir":        l.StateDir,
 		"postgres":         pg,
@@ -195,6 +207,11 @@ type NodeLayout struct {
 	// SourceRepository is the restore source cluster's repository (with
 	// NodeSpec.Restore).
 	SourceRepository string
+	// EtcdPasswordFile is where the provider writes the cluster's etcd
+	// password (with AgentSettings.EtcdUsername set).
+	EtcdPasswordFile string
+	// EtcdCAFile is where the provider writes AgentSettings.EtcdCAPEM.
+	EtcdCAFile string
 	// ArchiveSocket overrides the agent's default WAL archive socket path
 	// ("": default, next to the data directory).
 	ArchiveSocket string
@@ -265,6 +282,51 @@ func backupSection(spec NodeSpec, l NodeLayout) map[string]any {
 		b["archive_socket"] = l.ArchiveSocket
 	}
 	return b
+}
+
+// AgentEtcdDialTimeout is the etcd.dial_timeout of agents that log in to
+// etcd: the agent's default (2s) covers a TCP connect, not a login on a
+// loaded etcd.
+const AgentEtcdDialTimeout = 10 * time.Second
+
+// etcdSection renders the agent's etcd section: the endpoints and, when
+// the cluster has its own etcd user, its name and password file.
+func etcdSection(spec NodeSpec, l NodeLayout) map[string]any {
+	e := map[string]any{"endpoints": spec.Agent.EtcdEndpoints}
+	if spec.Agent.EtcdUsername != "" && l.EtcdPasswordFile != "" {
+		e["username"], e["password_file"] = spec.Agent.EtcdUsername, l.EtcdPasswordFile
+		// With a username, connecting includes a login (etcd checks the
+		// password with bcrypt) that must fit in the dial timeout.
+		e["dial_timeout"] = AgentEtcdDialTimeout.String()
+	}
+	if spec.Agent.EtcdCAPEM != "" && l.EtcdCAFile != "" {
+		e["tls"] = map[string]any{"ca_file": l.EtcdCAFile}
+	}
+	return e
+}
+
+// WriteEtcdFiles writes spec's etcd password to l.EtcdPasswordFile (0600)
+// and its etcd CA bundle to l.EtcdCAFile (0644), each replaced atomically,
+// when the cluster has them.
+func WriteEtcdFiles(spec NodeSpec, l NodeLayout) error {
+	write := func(path, content string, mode os.FileMode) error {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), mode); err != nil {
+			return err
+		}
+		return os.Rename(tmp, path)
+	}
+	if spec.Agent.EtcdUsername != "" && l.EtcdPasswordFile != "" {
+		if err := write(l.EtcdPasswordFile, spec.Agent.EtcdPassword+"\n", 0o600); err != nil {
+			return fmt.Errorf("write etcd password: %w", err)
+		}
+	}
+	if spec.Agent.EtcdCAPEM != "" && l.EtcdCAFile != "" {
+		if err := write(l.EtcdCAFile, spec.Agent.EtcdCAPEM, 0o644); err != nil {
+			return fmt.Errorf("write etcd CA: %w", err)
+		}
+	}
+	return nil
 }
 
 func orDefault(s, d string) string {

@@ -117,6 +117,11 @@ type Assignment struct {
 	AgentConfig string `json:"agent_config"`
 	// Credentials is the cluster's credentials file (active nodes only).
 	Credentials string `json:"credentials,omitempty"`
+	// EtcdPassword is the password of the cluster's own etcd user (named
+	// in AgentConfig's etcd.username; active nodes of servers with etcd
+	// authentication only). The host writes it to the node's password
+	// file (0600), which etcd.password_file names.
+	EtcdPassword string `json:"etcd_password,omitempty"`
 	// RestartGeneration asks for an agent restart when it is above the
 	// generation the host last applied.
 	RestartGeneration int64 `json:"restart_generation"`

@@ -27,6 +27,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/dcs"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/etcdauth"
 	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
@@ -58,7 +59,13 @@ type Options struct {
 	Events map[string]any
 	// Env are extra environment variables (KEY=value) for every agent.
 	Env []string
-	Log *zap.Logger
+	// EtcdAuth turns on etcd authentication (off by default): the root
+	// password is kept in Dir/etcd-root.password, Cluster.Cli logs in as
+	// root, and the agents log in as the cluster's own user (EtcdUser),
+	// whose role covers only the cluster's prefix, as the control plane
+	// provisions them (docs/security-etcd.md).
+	EtcdAuth bool
+	Log      *zap.Logger
 }
 
 // Node is one agent + PostgreSQL.
@@ -86,7 +93,13 @@ type Cluster struct {
 	Nodes []*Node
 	// Superuser and its password for connecting to any node.
 	Superuser, Password string
+	// EtcdUser and EtcdPassword are the agents' etcd login with
+	// Options.EtcdAuth ("" otherwise); RootPassword is etcd root's.
+	EtcdUser, EtcdPassword, RootPassword string
 }
+
+// EtcdUserName is the agents' etcd user with Options.EtcdAuth.
+const EtcdUserName = "dbpilot-agent-local"
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -157,13 +170,35 @@ func (c *Cluster) startEtcd() error {
 		return err
 	}
 	c.Etcd, c.URL = e, u
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.URL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	ccfg := clientv3.Config{Endpoints: []string{c.URL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()}
+	if c.Opts.EtcdAuth {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c.RootPassword, err = embedetcd.EnableAuth(ctx, u, filepath.Join(c.Opts.Dir, "etcd-root.password"), c.Opts.Log); err != nil {
+			return err
+		}
+		ccfg.Username, ccfg.Password = etcdauth.RootUser, c.RootPassword
+	}
+	cli, err := clientv3.New(ccfg)
 	if err != nil {
 		return err
 	}
 	c.Cli = cli
+	if c.Opts.EtcdAuth {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c.EtcdPassword, err = etcdauth.LoadOrCreatePassword(c.etcdPasswordPath()); err != nil {
+			return err
+		}
+		c.EtcdUser = EtcdUserName
+		if err := etcdauth.EnsurePrefixUser(ctx, cli, c.EtcdUser, c.EtcdPassword, c.Keys.Prefix()); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+func (c *Cluster) etcdPasswordPath() string { return filepath.Join(c.Opts.Dir, "etcd-agent.password") }
 
 func (c *Cluster) credentialsPath() string { return filepath.Join(c.Opts.Dir, "credentials.yaml") }
 
@@ -214,6 +249,9 @@ func (c *Cluster) addNode(i int) error {
 		},
 		"http": map[string]any{"listen": "127.0.0.1:" + strconv.Itoa(n.HTTPPort)},
 		"log":  map[string]any{"level": c.Opts.LogLevel},
+	}
+	if c.EtcdUser != "" {
+		cfg["etcd"] = map[string]any{"endpoints": []string{"http://" + n.Proxy.Addr()}, "username": c.EtcdUser, "password_file": c.etcdPasswordPath()}
 	}
 	if c.Opts.TTL > 0 {
 		cfg["ttl"] = c.Opts.TTL.String()

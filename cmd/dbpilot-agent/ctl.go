@@ -18,17 +18,23 @@ import (
 // for operators without the control plane.
 func newClusterCmd() *cobra.Command {
 	var endpoints []string
-	var id string
+	var id, user, passwordFile string
 	cmd := &cobra.Command{Use: "cluster", Short: "Inspect a cluster or request a switchover, straight from etcd"}
 	cmd.PersistentFlags().StringSliceVar(&endpoints, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints")
 	cmd.PersistentFlags().StringVar(&id, "cluster", "demo/default/local", "namespace/project/cluster")
+	cmd.PersistentFlags().StringVar(&user, "user", "", "etcd user, for an etcd with authentication (the cluster's agent user or root)")
+	cmd.PersistentFlags().StringVar(&passwordFile, "password-file", "", "file holding --user's password")
 	// withStatus connects, reads the cluster and hands both to fn.
 	withStatus := func(ctx context.Context, fn func(*clientv3.Client, dcs.Keys, clusterview.Status) error) error {
 		parts := strings.Split(id, "/")
 		if len(parts) != 3 {
 			return &exitError{code: 2, err: fmt.Errorf("--cluster: want namespace/project/cluster (got %q)", id)}
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+		pw, err := dcs.ReadPasswordFile(passwordFile)
+		if err != nil {
+			return err
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Username: user, Password: pw, Logger: zap.NewNop()})
 		if err != nil {
 			return err
 		}

@@ -38,6 +38,9 @@ type Deps struct {
 	Instance string
 	// IngestSecret derives the per-cluster agent ingest keys.
 	IngestSecret []byte
+	// AgentEtcdPassword returns the password of a cluster's own etcd user
+	// for fleet assignments (nil: etcd without authentication).
+	AgentEtcdPassword func(clusterID string) string
 	// Providers lists the configured provider names; the first is the default.
 	Providers []string
 	// CloudInit renders a node's #cloud-config user-data (nil: the

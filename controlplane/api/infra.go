@@ -162,6 +162,9 @@ func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
 				writeErr(w, err)
 				return
 			}
+			if a.d.AgentEtcdPassword != nil {
+				as.EtcdPassword = a.d.AgentEtcdPassword(x.ClusterID)
+			}
 		}
 		out.Items = append(out.Items, as)
 	}

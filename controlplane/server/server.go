@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -29,6 +31,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/etcdauth"
 )
 
 // Config is the server configuration (YAML, strict).
@@ -40,8 +43,26 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Store is a SQLite path or a postgres:// URL; default DataDir/dbpilot.db.
 	Store string `yaml:"store"`
-	// EtcdEndpoints of an external etcd; empty runs an embedded one.
+	// EtcdEndpoints of an external etcd; empty runs an embedded one. A new
+	// embedded etcd runs with authentication: its root password is
+	// generated at the first start and kept in DataDir/etcd-root.password
+	// (0600); one created by an older server without it stays open.
 	EtcdEndpoints []string `yaml:"etcd_endpoints"`
+	// EtcdUsername is the external etcd user the control plane connects
+	// as: root, or a user whose role may manage users and roles and read
+	// and write /dbpilot/v1/. When set, every cluster's agents get their
+	// own etcd user whose role covers only the cluster's prefix
+	// (docs/security-etcd.md); empty: no authentication, and agents get no
+	// etcd credentials.
+	EtcdUsername string `yaml:"etcd_username"`
+	// EtcdPasswordFile holds EtcdUsername's password (required with it).
+	EtcdPasswordFile string `yaml:"etcd_password_file"`
+	// EtcdTLS are the control plane's client TLS files for an external
+	// etcd (https:// endpoints).
+	EtcdTLS EtcdTLSConfig `yaml:"etcd_tls"`
+	// AgentEtcdCAFile, when set, is a PEM CA bundle rendered into every
+	// node (etcd.tls.ca_file): the agents verify etcd's certificate with it.
+	AgentEtcdCAFile string `yaml:"agent_etcd_ca_file"`
 	// AgentBin is the dbpilot-agent binary the process provider runs;
 	// default: next to this executable, else on PATH.
 	AgentBin string `yaml:"agent_bin"`
@@ -84,6 +105,16 @@ type Config struct {
 	// those that do not (operation kind repair); nil: DefaultRepairInterval;
 	// 0 disables it.
 	RepairInterval *time.Duration `yaml:"repair_interval"`
+}
+
+// EtcdTLSConfig names PEM files for the control plane's etcd client.
+type EtcdTLSConfig struct {
+	// CAFile verifies etcd's server certificates.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate and its key, for
+	// etcd's client-certificate authentication (both or neither).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // DefaultRepairInterval is the repair reconciler's interval when the
@@ -160,6 +191,15 @@ func LoadConfig(path string) (Config, error) {
 	if c.PruneInterval < 0 {
 		return Config{}, fmt.Errorf("config %s: prune_interval: must be > 0, e.g. 1m (got %s)", path, c.PruneInterval)
 	}
+	if (c.EtcdUsername == "") != (c.EtcdPasswordFile == "") {
+		return Config{}, fmt.Errorf("config %s: etcd_username and etcd_password_file go together; set both or neither", path)
+	}
+	if c.EtcdUsername != "" && len(c.EtcdEndpoints) == 0 {
+		return Config{}, fmt.Errorf("config %s: etcd_username: only with etcd_endpoints (the embedded etcd makes its own root password)", path)
+	}
+	if (c.EtcdTLS.CertFile == "") != (c.EtcdTLS.KeyFile == "") {
+		return Config{}, fmt.Errorf("config %s: etcd_tls: cert_file and key_file go together; set both or neither", path)
+	}
 	if c.RepairInterval != nil && *c.RepairInterval < 0 {
 		return Config{}, fmt.Errorf("config %s: repair_interval: must be >= 0 (0 disables repairs; got %s)", path, *c.RepairInterval)
 	}
@@ -187,6 +227,9 @@ type Server struct {
 	daprBus  *controlplane.DaprBus
 	daprSub  *controlplane.DaprSubscriber
 	embedded *embed.Etcd
+	// etcdAuth: the control plane authenticates to etcd, so every
+	// cluster's agents get their own etcd user.
+	etcdAuth bool
 	http     *http.Server
 	ln       net.Listener
 	cancel   context.CancelFunc
@@ -229,7 +272,7 @@ func (s *Server) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.startEtcd(); err != nil {
+	if err := s.startEtcd(ctx); err != nil {
 		return err
 	}
 	agentBin := cfg.AgentBin
@@ -261,6 +304,19 @@ func (s *Server) start(ctx context.Context) error {
 	s.Projection = controlplane.NewProjection(s.Store, s.log)
 	base := s.URL
 	agent := infra.AgentSettings{EtcdEndpoints: []string{s.EtcdURL}, TTL: cfg.AgentTTL, Interval: cfg.AgentInterval, LogLevel: cfg.AgentLogLevel}
+	if cfg.AgentEtcdCAFile != "" {
+		ca, err := os.ReadFile(cfg.AgentEtcdCAFile)
+		if err != nil {
+			return fmt.Errorf("agent_etcd_ca_file: %w", err)
+		}
+		agent.EtcdCAPEM = string(ca)
+	}
+	var etcdAuth *controlplane.AgentEtcdAuth
+	var agentEtcdPassword func(string) string
+	if s.etcdAuth {
+		etcdAuth = &controlplane.AgentEtcdAuth{Secret: secret}
+		agentEtcdPassword = func(clusterID string) string { return controlplane.AgentEtcdPassword(secret, clusterID) }
+	}
 	if cfg.Bus.Kind == BusDapr {
 		d := &cfg.Bus.Dapr
 		if d.GRPCAddress == "" {
@@ -279,7 +335,7 @@ func (s *Server) start(ctx context.Context) error {
 	providers := map[string]infra.Provider{"process": s.Process, "fleet": s.Fleet}
 	s.Engine = controlplane.NewEngine(controlplane.EngineConfig{
 		Instance: cfg.Instance, ReadyTimeout: cfg.ReadyTimeout, BackupTimeout: cfg.BackupTimeout,
-		Agent: agent,
+		Agent: agent, EtcdAuth: etcdAuth,
 		EventsURL: func(clusterID string) string {
 			u, _ := url.Parse(base + "/v1/ingest/events")
 			u.User = url.UserPassword(clusterID, controlplane.IngestKey(secret, clusterID))
@@ -317,7 +373,7 @@ func (s *Server) start(ctx context.Context) error {
 	}
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
-		IngestSecret: secret, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
+		IngestSecret: secret, AgentEtcdPassword: agentEtcdPassword, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
 		CloudInit: s.cloudInit, FailedAuthRate: cfg.FailedAuthRate, FailedAuthBurst: cfg.FailedAuthBurst})
 	s.api = a
 	repairEvery := DefaultRepairInterval
@@ -342,9 +398,35 @@ func (s *Server) start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) startEtcd() error {
+// EtcdRootPasswordFile is where the embedded etcd's root password is kept
+// (0600), under the data folder.
+const EtcdRootPasswordFile = "etcd-root.password"
+
+// startEtcd connects to the external etcd (as etcd_username over etcd_tls
+// when configured), or starts the embedded one and turns its
+// authentication on at the first start (root, password in
+// DataDir/etcd-root.password), then connects as root. An embedded etcd
+// created by an older server without authentication is left open.
+func (s *Server) startEtcd(ctx context.Context) error {
+	ccfg := clientv3.Config{DialTimeout: 5 * time.Second, Logger: s.log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))}
 	if len(s.cfg.EtcdEndpoints) > 0 {
 		s.EtcdURL = s.cfg.EtcdEndpoints[0]
+		ccfg.Endpoints = s.cfg.EtcdEndpoints
+		if t := s.cfg.EtcdTLS; t.CAFile != "" || t.CertFile != "" {
+			tc, err := (transport.TLSInfo{TrustedCAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}).ClientConfig()
+			if err != nil {
+				return fmt.Errorf("etcd_tls: %w", err)
+			}
+			tc.MinVersion = tls.VersionTLS12
+			ccfg.TLS = tc
+		}
+		if s.cfg.EtcdUsername != "" {
+			b, err := os.ReadFile(s.cfg.EtcdPasswordFile)
+			if err != nil {
+				return fmt.Errorf("etcd_password_file: %w", err)
+			}
+			ccfg.Username, ccfg.Password = s.cfg.EtcdUsername, strings.TrimSpace(string(b))
+		}
 	} else {
 		// Keep the client port across restarts: agents have it in their config.
 		portFile := filepath.Join(s.cfg.DataDir, "etcd.port")
@@ -354,7 +436,15 @@ func (s *Server) startEtcd() error {
 				cp = p
 			}
 		}
-		e, u, err := embedetcd.Start(filepath.Join(s.cfg.DataDir, "etcd"), "dbpilot-server", cp, s.log, 60*time.Second)
+		etcdDir := filepath.Join(s.cfg.DataDir, "etcd")
+		rootFile := filepath.Join(s.cfg.DataDir, EtcdRootPasswordFile)
+		// An etcd made before authentication existed serves agents whose
+		// configs have no etcd credentials: turning auth on would cut
+		// them off. Only a new etcd, or one we secured, gets it.
+		_, statMember := os.Stat(filepath.Join(etcdDir, "member"))
+		_, statRoot := os.Stat(rootFile)
+		secure := statMember != nil || statRoot == nil
+		e, u, err := embedetcd.Start(etcdDir, "dbpilot-server", cp, s.log, 60*time.Second)
 		if err != nil {
 			return err
 		}
@@ -365,12 +455,35 @@ func (s *Server) startEtcd() error {
 			return fmt.Errorf("etcd port file: %w", err)
 		}
 		s.EtcdURL = u
+		ccfg.Endpoints = []string{u}
+		if secure {
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			pw, err := embedetcd.EnableAuth(actx, u, rootFile, s.log)
+			cancel()
+			if err != nil {
+				return err
+			}
+			ccfg.Username, ccfg.Password = etcdauth.RootUser, pw
+		} else {
+			s.log.Warn("the embedded etcd predates etcd authentication and stays open (its agents have no etcd credentials); start from a new data_dir to secure it (docs/security-etcd.md)",
+				zap.String("etcd_dir", etcdDir))
+		}
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.EtcdURL}, DialTimeout: 5 * time.Second, Logger: s.log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))})
+	cli, err := clientv3.New(ccfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
 	s.Etcd = cli
+	s.etcdAuth = ccfg.Username != ""
+	if !s.etcdAuth {
+		s.log.Warn("etcd without authentication: every agent config grants the whole keyspace; set etcd_username and etcd_password_file (docs/security-etcd.md)")
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if st, err := cli.AuthStatus(sctx); err == nil && !st.Enabled {
+		s.log.Warn("etcd authentication is not enabled on the server: per-cluster agent users are created but not enforced; run `etcdctl auth enable` (docs/security-etcd.md)")
+	}
 	return nil
 }
 

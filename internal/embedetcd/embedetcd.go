@@ -4,6 +4,7 @@
 package embedetcd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,9 +13,11 @@ import (
 	"strconv"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/internal/etcdauth"
 	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
@@ -44,6 +47,12 @@ func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duratio
 	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
+	// bcrypt's minimum cost (golang.org/x/crypto/bcrypt.MinCost): every
+	// password dbpilot gives this etcd is 128 or 256 random bits, which no
+	// cost factor makes harder to guess, while the default cost (10) makes
+	// each login (clientv3.New with a username) take up to seconds on a
+	// loaded machine, longer than an agent's etcd.dial_timeout.
+	cfg.BcryptCost = 4
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
 	e, err := embed.StartEtcd(cfg)
@@ -57,4 +66,39 @@ func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duratio
 		return nil, "", errors.New("embedded etcd not ready after " + ready.String())
 	}
 	return e, cu.String(), nil
+}
+
+// EnableAuth turns on authentication (simple tokens, etcd's default) on the
+// etcd at clientURL, typically one Start returned: the root user's password
+// is kept in passwordFile (created with mode 0600 and a random password on
+// the first call). On a later start, when authentication is on already,
+// it checks that the password in the file still authenticates as root.
+// It returns the root password. Production etcd clusters should use JWT
+// tokens (--auth-token jwt,…) instead of simple tokens; see
+// docs/security-etcd.md.
+func EnableAuth(ctx context.Context, clientURL, passwordFile string, log *zap.Logger) (string, error) {
+	pw, err := etcdauth.LoadOrCreatePassword(passwordFile)
+	if err != nil {
+		return "", err
+	}
+	quiet := log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: quiet})
+	if err != nil {
+		return "", fmt.Errorf("etcd client: %w", err)
+	}
+	_, err = etcdauth.EnableAuth(ctx, cli, pw, log)
+	cli.Close()
+	if err != nil {
+		return "", err
+	}
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: quiet,
+		Username: etcdauth.RootUser, Password: pw})
+	if err != nil {
+		return "", fmt.Errorf("etcd root login with the password in %s: %w", passwordFile, err)
+	}
+	defer root.Close()
+	if _, err := root.UserList(ctx); err != nil {
+		return "", fmt.Errorf("etcd root login with the password in %s: %w", passwordFile, err)
+	}
+	return pw, nil
 }
