@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,7 @@ import (
 // the slot metrics) when nothing it plans from has changed.
 const slotRefresh = 10 * time.Second
 
-// slotTimeout bounds one round of slot upkeep in the HA loop.
+// slotTimeout bounds one round of slot upkeep.
 const slotTimeout = 3 * time.Second
 
 // slotPlan is the change planSlots asks for.
@@ -105,9 +106,13 @@ func planSlots(self string, members, specNodes []string, existing []postgres.Rep
 	return p
 }
 
-// slotKeeper is the HA loop's state for slot upkeep and the slot metrics.
+// slotKeeper is the state of the primary's slot upkeep and the slot
+// metrics. The HA loop starts at most one upkeep round at a time, in its
+// own goroutine, so a slow PostgreSQL never delays the loop (and with it
+// the lease renewal the fencer watches).
 type slotKeeper struct {
 	once sync.Once
+	busy atomic.Bool // an upkeep round is running
 	// active is dbpilot_replication_slot_active{slot}: 1 while a WAL
 	// sender streams from the slot, else 0.
 	active *prometheus.GaugeVec
@@ -119,6 +124,7 @@ type slotKeeper struct {
 	// for the slot's wal_status (reserved, extended, unreserved, lost).
 	walStatus *prometheus.GaugeVec
 
+	mu         sync.Mutex
 	lastKey    string    // what the last successful round planned from
 	lastRun    time.Time // when it ran
 	lastShared string    // collisions last logged
@@ -152,7 +158,9 @@ func (k *slotKeeper) init(reg *prometheus.Registry, log *zap.Logger) {
 
 // show sets the slot metrics from st (managed physical slots only).
 func (k *slotKeeper) show(st postgres.SlotState) {
-	k.clear()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.clearLocked()
 	for _, s := range st.Slots {
 		if !postgres.ManagedSlot(s.Name) || s.Type != "physical" || s.Temporary {
 			continue
@@ -170,7 +178,7 @@ func (k *slotKeeper) show(st postgres.SlotState) {
 	}
 }
 
-func (k *slotKeeper) clear() {
+func (k *slotKeeper) clearLocked() {
 	if !k.shown {
 		return
 	}
@@ -180,18 +188,22 @@ func (k *slotKeeper) clear() {
 	k.shown = false
 }
 
-// keepSlots is the primary's slot upkeep, run by the HA loop after each
-// cycle: while this node holds the leader key and is not fenced, it reads
-// pg_replication_slots and creates and drops slots as planSlots says. It
-// runs again as soon as the members, the spec's nodes or the term change,
-// and every slotRefresh otherwise. Failures are logged and retried next
-// cycle; they never affect the HA decision.
+// keepSlots is the primary's slot upkeep, called by the HA loop after each
+// cycle: while this node holds the leader key and is not fenced, it starts
+// a round (upkeepSlots) as soon as the members, the spec's nodes or the
+// term changed, and every slotRefresh otherwise, unless one is still
+// running. It never waits for PostgreSQL; failures are logged and retried
+// next cycle, and never affect the HA decision.
 func (a *Agent) keepSlots(ctx context.Context, obs observation) {
 	k := &a.slots
 	k.init(a.reg, a.log)
 	if !obs.etcdOK || !a.isLeader.Load() || a.fenced.Load() {
-		k.clear()
+		k.mu.Lock()
 		k.lastKey = ""
+		if !k.busy.Load() {
+			k.clearLocked()
+		}
+		k.mu.Unlock()
 		return
 	}
 	members := make([]string, 0, len(obs.snap.Members))
@@ -201,32 +213,59 @@ func (a *Agent) keepSlots(ctx context.Context, obs observation) {
 	slices.Sort(members)
 	var spec []string
 	if obs.snap.Spec != nil {
-		spec = obs.snap.Spec.Nodes
+		spec = slices.Clone(obs.snap.Spec.Nodes)
 	}
 	key := fmt.Sprintf("%d|%s|%s", a.term, strings.Join(members, ","), strings.Join(spec, ","))
-	if key == k.lastKey && time.Since(k.lastRun) < slotRefresh {
+	k.mu.Lock()
+	fresh := key == k.lastKey && time.Since(k.lastRun) < slotRefresh
+	k.mu.Unlock()
+	if fresh || !k.busy.CompareAndSwap(false, true) {
 		return
 	}
+	go func() {
+		defer k.busy.Store(false)
+		if a.upkeepSlots(ctx, members, spec) {
+			k.mu.Lock()
+			k.lastKey, k.lastRun = key, time.Now()
+			k.mu.Unlock()
+		}
+	}()
+}
+
+// upkeepSlots is one round of slot upkeep on the primary: read
+// pg_replication_slots, apply planSlots, refresh the metrics. It reports
+// whether the slots are as planned.
+func (a *Agent) upkeepSlots(ctx context.Context, members, spec []string) bool {
+	k := &a.slots
 	ctx, cancel := context.WithTimeout(ctx, slotTimeout)
 	defer cancel()
 	st, err := a.pg.ReplicationSlots(ctx)
 	if err != nil {
 		a.log.Warn("replication slots not read", zap.Error(err))
-		return
+		return false
 	}
 	if st.InRecovery {
-		return // not promoted (yet): the next cycle tries again
+		return false // not promoted (yet): the next cycle tries again
 	}
 	plan := planSlots(a.cfg.Node.Name, members, spec, st.Slots)
-	if shared := fmt.Sprint(plan.Shared); len(plan.Shared) > 0 && shared != k.lastShared {
-		a.log.Error("node names map to the same replication slot; those nodes share one slot (rename a node)", zap.Any("slots", plan.Shared))
+	if len(plan.Shared) > 0 {
+		shared := fmt.Sprint(plan.Shared)
+		k.mu.Lock()
+		logIt := shared != k.lastShared
 		k.lastShared = shared
+		k.mu.Unlock()
+		if logIt {
+			a.log.Error("node names map to the same replication slot; those nodes share one slot (rename a node)", zap.Any("slots", plan.Shared))
+		}
 	}
 	if len(plan.Foreign) > 0 {
 		a.log.Warn("a logical or temporary slot has the name of a member's slot; left alone", zap.Strings("slots", plan.Foreign))
 	}
 	ok := true
 	if len(plan.Create) > 0 || len(plan.Drop) > 0 {
+		if !a.isLeader.Load() || a.fenced.Load() {
+			return false // leadership lost meanwhile
+		}
 		done, err := a.pg.ApplySlots(ctx, plan.Create, plan.Drop)
 		if err != nil {
 			ok = false
@@ -240,8 +279,8 @@ func (a *Agent) keepSlots(ctx context.Context, obs observation) {
 			st = again
 		}
 	}
-	k.show(st)
-	if ok {
-		k.lastKey, k.lastRun = key, time.Now()
+	if a.isLeader.Load() {
+		k.show(st)
 	}
+	return ok
 }
