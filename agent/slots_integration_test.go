@@ -284,3 +284,74 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestSlotsBound: max_slot_wal_keep_size bounds what a dead replica's slot
+// retains. With a 32MB bound, a replica that stays down while the primary
+// writes and checkpoints well past it loses its slot's WAL (PostgreSQL
+// invalidates the slot at the checkpoint) and the primary's pg_wal no
+// longer holds that WAL; once the spec lists the node, the agent replaces
+// the lost slot by a fresh one that reserves WAL from now on.
+func TestSlotsBound(t *testing.T) {
+	c := startCluster(t, localcluster.Options{Nodes: 2, Parameters: map[string]string{"wal_keep_size": "0", "max_slot_wal_keep_size": "32MB"}})
+	s := waitFor(t, c, 90*time.Second, "one primary, one streaming replica", healthy(c, false))
+	li := c.Index(s.Leader)
+	down := c.Nodes[1-li].Name
+	waitSlots(t, c, li, 20*time.Second, "after bootstrap", wantSlots(map[string]bool{down: true}))
+	if got := show(t, c, li, "max_slot_wal_keep_size"); got != "32MB" {
+		t.Fatalf("max_slot_wal_keep_size = %q, want the configured 32MB", got)
+	}
+	if err := c.Stop(1-li, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := waitSlots(t, c, li, 10*time.Second, down+" stopped", wantSlots(map[string]bool{down: false}))
+	oldFile := before[postgres.SlotName(down)].walFile
+	commit(t, c, li, "CREATE TABLE bound (n int)")
+	for k := 1; k <= 5; k++ { // 5 segments of 16 MB: past the 32 MB bound
+		commit(t, c, li, fmt.Sprintf("INSERT INTO bound SELECT %d FROM generate_series(1, 1000)", k), "SELECT pg_switch_wal()")
+	}
+	commit(t, c, li, "CHECKPOINT")
+	// Lost: the slot no longer retains anything, and the primary dropped the
+	// WAL. With an empty spec the slot of a member that is down is kept as
+	// it is (nothing says it left).
+	waitSlots(t, c, li, 10*time.Second, "the slot lost", func(got map[string]slotRow) error {
+		if r, ok := got[postgres.SlotName(down)]; !ok || r.walStatus != "lost" {
+			return fmt.Errorf("slot of %s: %+v, want lost", down, r)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.Connect(ctx, li)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var kept bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_ls_waldir() WHERE name = $1)", oldFile).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept {
+		t.Errorf("the primary still keeps %s, past max_slot_wal_keep_size", oldFile)
+	}
+	// Once the spec lists the node, its lost slot is replaced by one that
+	// reserves WAL from now on.
+	if err := c.PutSpec(ctx, dcs.Spec{Replicas: 2, Nodes: []string{c.Nodes[0].Name, c.Nodes[1].Name}}); err != nil {
+		t.Fatal(err)
+	}
+	got := waitSlots(t, c, li, 30*time.Second, "the lost slot replaced", func(got map[string]slotRow) error {
+		r, ok := got[postgres.SlotName(down)]
+		switch {
+		case !ok:
+			return fmt.Errorf("no slot for %s", down)
+		case r.walStatus != "reserved" || !r.walPresent || r.active:
+			return fmt.Errorf("slot of %s: %+v, want reserved with its WAL, inactive", down, r)
+		case r.walFile == oldFile:
+			return fmt.Errorf("slot of %s still retains %s", down, oldFile)
+		}
+		return nil
+	})
+	t.Logf("slot of %s: %s before, %+v after", down, oldFile, got[postgres.SlotName(down)])
+	if !logContains(t, c.Nodes[li], "replication slots changed") {
+		t.Errorf("the primary did not log replacing the lost slot")
+	}
+}
