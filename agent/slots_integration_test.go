@@ -189,6 +189,11 @@ func TestSlotsIntegration(t *testing.T) {
 	if r := got[postgres.SlotName(down)]; !r.walPresent || (r.walStatus != "reserved" && r.walStatus != "extended") {
 		t.Fatalf("slot of %s while down: %+v; want its restart WAL file kept", down, r)
 	}
+	// A marker in the data directory survives only if it is not re-cloned.
+	marker := filepath.Join(c.Nodes[di].Dir, "data", "dbpilot_test_marker")
+	if err := os.WriteFile(marker, []byte("kept\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	off := logSize(c.Nodes[di].LogPath)
 	pglog := filepath.Join(c.Nodes[li].Dir, "postgres.log")
 	pgOff := logSize(pglog)
@@ -206,6 +211,9 @@ func TestSlotsIntegration(t *testing.T) {
 		if l := logSince(t, c.Nodes[di].LogPath, off); strings.Contains(l, bad) {
 			t.Errorf("%s's agent log after its restart contains %q: it did not catch up by streaming", down, bad)
 		}
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("%s's data directory was replaced: %v", down, err)
 	}
 	if l := logSince(t, pglog, pgOff); strings.Contains(l, "has already been removed") {
 		t.Errorf("the primary removed WAL the restarted replica needed:\n%s", grepLines(l, "removed"))
