@@ -84,6 +84,10 @@ func TestSlotRender(t *testing.T) {
 		strings.Count(conf, "max_slot_wal_keep_size") != 1 {
 		t.Errorf("max_slot_wal_keep_size not overridable:\n%s", conf)
 	}
+	c.Parameters = map[string]string{"max_replication_slots": "0"}
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "max_replication_slots") {
+		t.Errorf("max_replication_slots = 0 accepted: %v", err)
+	}
 	c.Parameters = map[string]string{"primary_slot_name": "x"}
 	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "primary_slot_name") {
 		t.Errorf("primary_slot_name in Parameters accepted: %v", err)
