@@ -123,6 +123,10 @@ type slotKeeper struct {
 	// walStatus is dbpilot_replication_slot_wal_status{slot,wal_status}: 1
 	// for the slot's wal_status (reserved, extended, unreserved, lost).
 	walStatus *prometheus.GaugeVec
+	// xminAge is dbpilot_replication_slot_xmin_age{slot}: age(xmin) of
+	// the slot in transactions, how far it holds back VACUUM; -1 when
+	// the slot has no xmin.
+	xminAge *prometheus.GaugeVec
 
 	mu         sync.Mutex
 	lastKey    string    // what the last successful round planned from
@@ -145,10 +149,14 @@ func (k *slotKeeper) init(reg *prometheus.Registry, log *zap.Logger) {
 			Name: "dbpilot_replication_slot_wal_status",
 			Help: "On the primary, 1 for the managed replication slot's wal_status (reserved, extended, unreserved, lost).",
 		}, []string{"slot", "wal_status"})
+		k.xminAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dbpilot_replication_slot_xmin_age",
+			Help: "On the primary, age(xmin) of the managed replication slot in transactions (how far it holds back VACUUM); -1 when it has none.",
+		}, []string{"slot"})
 		if reg == nil {
 			return
 		}
-		for _, c := range []prometheus.Collector{k.active, k.retained, k.walStatus} {
+		for _, c := range []prometheus.Collector{k.active, k.retained, k.walStatus, k.xminAge} {
 			if err := reg.Register(c); err != nil {
 				log.Warn("replication slot metric not registered", zap.Error(err))
 			}
@@ -171,6 +179,7 @@ func (k *slotKeeper) show(st postgres.SlotState) {
 		}
 		k.active.WithLabelValues(s.Name).Set(v)
 		k.retained.WithLabelValues(s.Name).Set(float64(s.RetainedBytes(st.WriteLSN)))
+		k.xminAge.WithLabelValues(s.Name).Set(float64(s.XminAge))
 		if s.WALStatus != "" {
 			k.walStatus.WithLabelValues(s.Name, s.WALStatus).Set(1)
 		}
@@ -185,6 +194,7 @@ func (k *slotKeeper) clearLocked() {
 	k.active.Reset()
 	k.retained.Reset()
 	k.walStatus.Reset()
+	k.xminAge.Reset()
 	k.shown = false
 }
 

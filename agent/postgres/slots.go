@@ -117,6 +117,10 @@ type ReplicationSlot struct {
 	// written before the slot is at risk of becoming "lost"; -1 when
 	// unbounded (max_slot_wal_keep_size = -1) or unknown.
 	SafeWALSize int64
+	// XminAge is age(xmin) in transactions: how far the slot holds back
+	// VACUUM's horizon (set by a standby's hot_standby_feedback, and kept
+	// while it is disconnected); -1 when the slot has no xmin.
+	XminAge int64
 }
 
 // SlotState is the replication slots of the local server.
@@ -170,7 +174,7 @@ func readSlots(ctx context.Context, conn *pgx.Conn) (SlotState, error) {
 		return st, err
 	}
 	rows, err := conn.Query(ctx, `SELECT slot_name::text, slot_type, temporary, active, restart_lsn::text,
-		coalesce(wal_status, ''), coalesce(safe_wal_size, -1)
+		coalesce(wal_status, ''), coalesce(safe_wal_size, -1), coalesce(age(xmin), -1)::int8
 		FROM pg_replication_slots ORDER BY slot_name`)
 	if err != nil {
 		return st, fmt.Errorf("pg_replication_slots: %w", err)
@@ -179,7 +183,7 @@ func readSlots(ctx context.Context, conn *pgx.Conn) (SlotState, error) {
 	for rows.Next() {
 		var s ReplicationSlot
 		var restart *string
-		if err := rows.Scan(&s.Name, &s.Type, &s.Temporary, &s.Active, &restart, &s.WALStatus, &s.SafeWALSize); err != nil {
+		if err := rows.Scan(&s.Name, &s.Type, &s.Temporary, &s.Active, &restart, &s.WALStatus, &s.SafeWALSize, &s.XminAge); err != nil {
 			return st, fmt.Errorf("pg_replication_slots: %w", err)
 		}
 		if s.RestartLSN, err = parseNullLSN(restart); err != nil {

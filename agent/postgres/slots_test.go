@@ -166,6 +166,16 @@ func TestSlotsRealPostgres(t *testing.T) {
 		}
 		return nil
 	})
+	// hot_standby_feedback (on by default) gives the slot an xmin.
+	eventually(t, 20*time.Second, "the slot's xmin from hot_standby_feedback", func() error {
+		if s, _ := slot(SlotName("n2")); s.XminAge < 0 {
+			return fmt.Errorf("slot %+v", s)
+		}
+		return nil
+	})
+	if a, _ := slot("dbpilot_a"); a.XminAge != -1 {
+		t.Errorf("unused slot dbpilot_a: xmin age %d, want -1", a.XminAge)
+	}
 	if done, err := n1.ApplySlots(ctx, nil, []string{SlotName("n2")}); err != nil || len(done.Dropped) != 0 {
 		t.Fatalf("drop of an active slot: %+v, %v; want skipped", done, err)
 	}
