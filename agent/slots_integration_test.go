@@ -215,6 +215,11 @@ func TestSlotsIntegration(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("%s's data directory was replaced: %v", down, err)
 	}
+	// Root-owned and unreadable to PostgreSQL: it must not be copied by a
+	// later pg_rewind or pg_basebackup from this node.
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
 	if l := logSince(t, pglog, pgOff); strings.Contains(l, "has already been removed") {
 		t.Errorf("the primary removed WAL the restarted replica needed:\n%s", grepLines(l, "removed"))
 	}
