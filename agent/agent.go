@@ -99,6 +99,8 @@ type Agent struct {
 	syncMode string
 	// specRev is the spec key revision last reported in the log (0: none).
 	specRev int64
+	// slots is the primary's replication slot upkeep (slots.go).
+	slots slotKeeper
 
 	mu    sync.Mutex
 	state httpapi.NodeState

@@ -49,6 +49,7 @@ func (a *Agent) cycle(ctx context.Context) (transition bool) {
 		a.log.Error("ha action failed", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Error(err))
 	}
 	a.record(ctx, obs, act)
+	a.keepSlots(ctx, obs)
 	return obs.etcdOK && v.Initialized && v.Leader == "" && !a.isLeader.Load()
 }
 

@@ -60,7 +60,9 @@ func (p *Instance) Initdb(ctx context.Context) error {
 // BaseBackup clones the data directory from the primary up with
 // pg_basebackup -X stream --checkpoint=fast as Config.Replication (password
 // through a temporary PGPASSFILE). The data directory must be absent or
-// empty; it is created 0700 and owned by the OS user. pg_basebackup removes
+// empty; it is created 0700 and owned by the OS user. This node's
+// replication slot is created on up first if missing (best effort, see
+// [SlotName]). pg_basebackup removes
 // what it wrote if it fails. The copied configuration files are replaced at
 // Start. See https://www.postgresql.org/docs/15/app-pgbasebackup.html.
 //
@@ -81,6 +83,9 @@ func (p *Instance) BaseBackup(ctx context.Context, up Upstream) error {
 	if err := p.ensureDataDir(); err != nil {
 		return fmt.Errorf("base backup from %s: %w", up.Name, err)
 	}
+	// The slot first: it retains the WAL from before the backup's
+	// checkpoint until the new replica streams through it.
+	p.ensureUpstreamSlot(ctx, up)
 	passfile, remove, err := p.writeSecretFile("pgpass", passfileLine(p.cfg.Replication.Username, p.cfg.Replication.Password))
 	if err != nil {
 		return fmt.Errorf("base backup from %s: %w", up.Name, err)

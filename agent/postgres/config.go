@@ -235,6 +235,8 @@ func (c Config) validate() error {
 			bad("Parameters."+k, "value contains control characters")
 		case name == "wal_level" && strings.EqualFold(v, "minimal"):
 			bad("Parameters."+k, "must be replica or logical for replication (got %q)", v)
+		case name == "max_replication_slots" && strings.TrimSpace(v) == "0":
+			bad("Parameters."+k, "must be at least 1: replicas stream through replication slots (got %q)", v)
 		}
 		if prev, dup := seen[name]; dup {
 			bad("Parameters."+k, "duplicates %q (names are case-insensitive)", prev)

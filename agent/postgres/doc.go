@@ -28,6 +28,15 @@
 // a primary never keeps accepting writes after the agent that holds (or held)
 // the leader lease is gone.
 //
+// # Replication slots
+//
+// A replica streams through a physical replication slot named after its
+// node ([SlotName]; primary_slot_name), which it creates on its upstream
+// before it clones, starts or is re-pointed. The primary's agent keeps the
+// slots of all members with [Instance.ReplicationSlots] and
+// [Instance.ApplySlots]; max_slot_wal_keep_size (1GB by default) bounds
+// the WAL they retain. Only slots named with [SlotPrefix] are touched.
+//
 // # Running as root
 //
 // PostgreSQL refuses to run as root. When the agent's effective uid is 0,

@@ -26,7 +26,10 @@ import (
 //
 // For RoleReplica, up is the primary to stream from; nil starts a standby
 // without primary_conninfo that replays local WAL only (to be pointed at a
-// primary with Follow, or promoted). up is ignored for RolePrimary.
+// primary with Follow, or promoted). up is ignored for RolePrimary. A
+// replica streams through its replication slot (primary_slot_name =
+// [SlotName] of NodeName), which Start first creates on up if it is missing
+// (best effort, at most 3 s).
 //
 // A data directory whose pg_control says it was last a standby ("in archive
 // recovery", "shut down in recovery", also the state pg_rewind leaves) is
@@ -54,6 +57,9 @@ func (p *Instance) Start(ctx context.Context, role Role, up *Upstream) error {
 	}
 	if !p.IsInitialized() {
 		return fmt.Errorf("start postgres as %s: %w", role, ErrNotInitialized)
+	}
+	if up != nil && !p.Running() {
+		p.ensureUpstreamSlot(ctx, *up)
 	}
 	if role == RolePrimary && !p.Running() {
 		cd, err := p.ControlData(ctx)

@@ -12,9 +12,10 @@ import (
 // defaultParameters are the postgresql.conf settings [Config.Parameters] may
 // override. They keep PostgreSQL small (shared_buffers, max_connections),
 // make every node a valid primary or standby (wal_level, max_wal_senders,
-// max_replication_slots, wal_keep_size), make pg_rewind possible
-// (wal_log_hints; data checksums also suffice), and send the server log to
-// stderr, which Start redirects to Config.LogFile.
+// max_replication_slots, wal_keep_size), bound the WAL the agent's
+// replication slots may retain (max_slot_wal_keep_size, see [SlotName]),
+// make pg_rewind possible (wal_log_hints; data checksums also suffice), and
+// send the server log to stderr, which Start redirects to Config.LogFile.
 func defaultParameters() map[string]string {
 	return map[string]string{
 		"unix_socket_directories":    "", // TCP only: the packaged default dir may not exist or be writable
@@ -22,6 +23,7 @@ func defaultParameters() map[string]string {
 		"max_wal_senders":            "10",
 		"max_replication_slots":      "10",
 		"wal_keep_size":              "512MB",
+		"max_slot_wal_keep_size":     "1GB",
 		"wal_log_hints":              "on",
 		"hot_standby_feedback":       "on",
 		"shared_buffers":             "32MB",
@@ -136,6 +138,7 @@ func renderPostgresqlConf(c Config, role Role, conninfo string, syncNames []stri
 	if role == RoleReplica {
 		if conninfo != "" {
 			line("primary_conninfo", conninfo)
+			line("primary_slot_name", SlotName(c.NodeName))
 		}
 		line("recovery_target_timeline", "latest")
 	}

@@ -211,7 +211,10 @@ func waitSetting(ctx context.Context, conn *pgx.Conn, name, want string) error {
 // (primary_conninfo is reloadable since PostgreSQL 13: the WAL receiver
 // restarts with the new settings; see
 // https://www.postgresql.org/docs/15/runtime-config-replication.html#GUC-PRIMARY-CONNINFO),
-// then waits until the server reports the new value. On a stopped instance
+// then waits until the server reports the new value. Before that it creates
+// this node's replication slot on up if it is missing (best effort, at most
+// 3 s; see [SlotName]), so the WAL receiver finds it on its first
+// connection. On a stopped instance
 // it only renders the replica configuration (if the data directory exists);
 // the next Start renders again from its own arguments.
 //
@@ -221,6 +224,7 @@ func (p *Instance) Follow(ctx context.Context, up Upstream) error {
 	if err := validUpstream(&up); err != nil {
 		return fmt.Errorf("follow: %w", err)
 	}
+	p.ensureUpstreamSlot(ctx, up)
 	if !p.Running() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
