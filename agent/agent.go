@@ -86,14 +86,17 @@ type Agent struct {
 	term              uint64
 	upstream          string
 	notStreamingSince time.Time
-	leaderGoneRev     int64
-	leaderGoneAt      time.Time
-	lastLeader        string
-	lastRole          ha.Role
-	lastMemberState   string
-	syncAppliedLSN    uint64
-	pgSync            []string
-	lastDocHash       string
+	// rewoundNotStreaming: a rejoin for not streaming ran and the replica
+	// has not streamed since (ha.View.RewoundNotStreaming).
+	rewoundNotStreaming bool
+	leaderGoneRev       int64
+	leaderGoneAt        time.Time
+	lastLeader          string
+	lastRole            ha.Role
+	lastMemberState     string
+	syncAppliedLSN      uint64
+	pgSync              []string
+	lastDocHash         string
 	// syncMode is the effective synchronous_mode ("on" | "off") as of the
 	// last etcd read: the spec key's, else the local configuration's.
 	syncMode string

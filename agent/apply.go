@@ -61,7 +61,15 @@ func (a *Agent) apply(ctx context.Context, act ha.Action, obs observation, v ha.
 		return nil
 	case ha.Rejoin:
 		a.fenced.Store(false)
+		if !v.WasPrimary && v.NotStreamingFor > 0 {
+			a.rewoundNotStreaming = true
+			a.notStreamingSince = time.Time{} // give the rewound replica a full period
+		}
 		return a.rejoin(ctx, act.Target, obs.snap)
+	case ha.Reclone:
+		a.rewoundNotStreaming = false
+		a.notStreamingSince = time.Time{}
+		return a.reclone(ctx, act.Target, obs.snap)
 	case ha.Handover:
 		return a.handover(ctx, act.Target, obs)
 	case ha.SyncWiden:
@@ -312,6 +320,34 @@ func (a *Agent) rejoin(ctx context.Context, target string, snap dcs.Snapshot) er
 	}
 	a.upstream = target
 	a.log.Info("rejoined as replica", zap.String("leader", target))
+	return nil
+}
+
+// reclone replaces a replica's data directory with a fresh clone of
+// target. Only for a node that is not a former primary (its data holds
+// nothing the primary lacks).
+func (a *Agent) reclone(ctx context.Context, target string, snap dcs.Snapshot) error {
+	up, err := upstreamOf(snap, target)
+	if err != nil {
+		return err
+	}
+	if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
+		return fmt.Errorf("stop before re-clone: %w", err)
+	}
+	if err := a.pg.RemoveDataDir(); err != nil {
+		return fmt.Errorf("remove data dir for re-clone: %w", err)
+	}
+	if err := a.pg.BaseBackup(ctx, up); err != nil {
+		return fmt.Errorf("re-clone from %s: %w", target, err)
+	}
+	if err := a.local.setWasPrimary(false, snap.Term); err != nil {
+		return err
+	}
+	if err := a.pg.Start(ctx, postgres.RoleReplica, &up); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
+		return fmt.Errorf("start after re-clone: %w", err)
+	}
+	a.upstream = target
+	a.log.Info("re-cloned as replica", zap.String("leader", target))
 	return nil
 }
 

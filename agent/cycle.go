@@ -322,7 +322,11 @@ func (a *Agent) view(obs observation) ha.View {
 		v.NotStreamingFor = obs.now.Sub(a.notStreamingSince)
 	} else {
 		a.notStreamingSince = time.Time{}
+		if st.Streaming {
+			a.rewoundNotStreaming = false
+		}
 	}
+	v.RewoundNotStreaming = a.rewoundNotStreaming
 	if snap.Spec != nil {
 		v.SpecNodes = snap.Spec.Nodes
 	}
@@ -337,8 +341,8 @@ func (a *Agent) view(obs observation) ha.View {
 		v.Members = append(v.Members, ha.Member{
 			Name: name, Role: ha.Role(m.Role), Healthy: m.Healthy, Running: m.Running, Streaming: m.Streaming,
 			NoFailover: m.NoFailover, Priority: m.Priority, LSN: m.LSN,
-			Fresh: a.leaderGoneRev != 0 && m.Revision > a.leaderGoneRev,
-			Stale: obs.now.Sub(time.UnixMilli(m.UpdatedMS)) > grace && (a.leaderGoneAt.IsZero() || obs.now.Sub(a.leaderGoneAt) > grace),
+			Fresh:            a.leaderGoneRev != 0 && m.Revision > a.leaderGoneRev,
+			Stale:            obs.now.Sub(time.UnixMilli(m.UpdatedMS)) > grace && (a.leaderGoneAt.IsZero() || obs.now.Sub(a.leaderGoneAt) > grace),
 			FailsafePromised: m.FailsafeFor != "" && time.UnixMilli(m.FailsafeUntilMS).After(obs.now),
 		})
 	}

@@ -77,13 +77,13 @@ type Config struct {
 	// membership confirms it over the agents' HTTP API; "off" fences the
 	// primary when its lease can no longer be proven. See
 	// docs/architecture.md, "Failsafe mode".
-	FailsafeMode string `yaml:"failsafe_mode"`
-	Tags                 Tags            `yaml:"tags"`
-	StateDir             string          `yaml:"state_dir"`
-	Postgres             Postgres        `yaml:"postgres"`
-	HTTP                 HTTP            `yaml:"http"`
-	Events               Events          `yaml:"events"`
-	Handlers             handlers.Set    `yaml:"handlers"`
+	FailsafeMode string       `yaml:"failsafe_mode"`
+	Tags         Tags         `yaml:"tags"`
+	StateDir     string       `yaml:"state_dir"`
+	Postgres     Postgres     `yaml:"postgres"`
+	HTTP         HTTP         `yaml:"http"`
+	Events       Events       `yaml:"events"`
+	Handlers     handlers.Set `yaml:"handlers"`
 	// Backup configures agent-side backups; nil disables them.
 	Backup *Backup `yaml:"backup"`
 	Log    Log     `yaml:"log"`

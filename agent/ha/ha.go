@@ -42,6 +42,7 @@ const (
 	SyncApply    Kind = "sync_apply"    // set synchronous_standby_names to Standbys
 	SyncShrink   Kind = "sync_shrink"   // once Standbys have flushed our LSN, write the sync key as Standbys
 	Reclaim      Kind = "reclaim"       // failsafe: re-create our lapsed leader key at the same term
+	Reclone      Kind = "reclone"       // replace the data directory with a fresh clone of Target
 )
 
 // Action is what the agent does this cycle, and why.
@@ -98,7 +99,10 @@ type View struct {
 	NotStreamingFor  time.Duration
 	LocalLSN         uint64
 	WasPrimary       bool // this data directory was last writable under another term: rewind before following
-	Fenced           bool // we fenced ourselves since we last held the leader key
+	// RewoundNotStreaming: a rewind for not streaming already ran and the
+	// replica has not streamed since (e.g. the WAL it needs is gone).
+	RewoundNotStreaming bool
+	Fenced              bool // we fenced ourselves since we last held the leader key
 
 	// Cluster, from the last etcd snapshot.
 	EtcdOK      bool
@@ -255,6 +259,8 @@ func decideFollower(v View) Action {
 		return Action{Kind: Rejoin, Target: v.Leader, Reason: "former primary: rewinding before following " + v.Leader}
 	case v.Upstream != v.Leader:
 		return Action{Kind: Follow, Target: v.Leader, Reason: "new leader " + v.Leader}
+	case !v.Streaming && v.RejoinAfter > 0 && v.NotStreamingFor >= v.RejoinAfter && v.RewoundNotStreaming:
+		return Action{Kind: Reclone, Target: v.Leader, Reason: fmt.Sprintf("still not streaming from %s %s after a rewind (the WAL it needs may be gone): re-cloning", v.Leader, v.NotStreamingFor)}
 	case !v.Streaming && v.RejoinAfter > 0 && v.NotStreamingFor >= v.RejoinAfter:
 		return Action{Kind: Rejoin, Target: v.Leader, Reason: fmt.Sprintf("not streaming from %s for %s: rewinding", v.Leader, v.NotStreamingFor)}
 	}

@@ -355,3 +355,25 @@ func TestDecideFailsafe(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideReclone: a replica that does not stream rewinds first, and
+// re-clones only if a rewind did not bring streaming back.
+func TestDecideReclone(t *testing.T) {
+	v := base()
+	v.Streaming, v.NotStreamingFor = false, 20*time.Second
+	if a := Decide(v); a.Kind != Rejoin {
+		t.Fatalf("first: %s (%s), want rejoin", a.Kind, a.Reason)
+	}
+	v.RewoundNotStreaming = true
+	if a := Decide(v); a.Kind != Reclone || a.Target != "n1" {
+		t.Fatalf("after a rewind: %s %s (%s), want reclone n1", a.Kind, a.Target, a.Reason)
+	}
+	v.NotStreamingFor = 5 * time.Second
+	if a := Decide(v); a.Kind != Noop {
+		t.Fatalf("within the period: %s (%s), want noop", a.Kind, a.Reason)
+	}
+	v.NotStreamingFor, v.WasPrimary = 20*time.Second, true
+	if a := Decide(v); a.Kind != Rejoin {
+		t.Fatalf("former primary: %s (%s), want rejoin (never a blind re-clone)", a.Kind, a.Reason)
+	}
+}

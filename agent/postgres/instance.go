@@ -217,4 +217,3 @@ func processAlive(pid int, dataDir string) bool {
 	}
 	return true
 }
-
