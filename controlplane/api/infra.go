@@ -134,6 +134,9 @@ func (a *API) hostFromCredential(r *http.Request) (store.Host, error) {
 	if err != nil {
 		return store.Host{}, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"}
 	}
+	if err := checkPathNames(r); err != nil {
+		return store.Host{}, err
+	}
 	return h, nil
 }
 
