@@ -19,6 +19,7 @@ import (
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Operation kinds.
@@ -614,6 +615,14 @@ func (x *clusterCtx) nodes(ctx context.Context) (map[string]store.Node, error) {
 	}
 	out := map[string]store.Node{}
 	for _, n := range ns {
+		// Only nodes the control plane provisioned, under a valid name:
+		// whatever else a row names (a legacy "external" member learnt
+		// from an event) is never scaled, moved, repaired or handed to
+		// a provider's Delete.
+		if !n.Provisioned() || !proto.ValidName(n.Name) {
+			x.w.log.Warn("ignoring a node the control plane did not provision", zap.String("node", proto.Quote(n.Name, 64)), zap.String("state", n.State))
+			continue
+		}
 		out[n.Name] = n
 	}
 	return out, nil
@@ -626,6 +635,14 @@ func (x *clusterCtx) ensureNodes(ctx context.Context, want []string) error {
 		return err
 	}
 	for _, n := range want {
+		if !proto.ValidName(n) {
+			return backoff.Permanent(proto.CheckName("node", n))
+		}
+		// Recorded before the provider starts the agent: its first
+		// events must find their node (ingest refuses unknown nodes).
+		if err := x.w.e.st.ReserveNode(ctx, x.c.ID, n); err != nil {
+			return err
+		}
 		prev := have[n].Handle
 		h, err := x.p.Create(ctx, x.spec(n), prev)
 		if err != nil {

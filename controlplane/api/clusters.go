@@ -357,20 +357,22 @@ func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
+	// Only nodes the control plane provisioned: a member that merely
+	// appeared in etcd or in an event is never a target.
 	has := func(n string) bool {
 		for _, x := range nodes {
-			if x.Name == n {
+			if x.Name == n && x.Provisioned() {
 				return true
 			}
 		}
 		return false
 	}
 	if req.To != "" && !has(req.To) {
-		writeErr(w, badRequest("to", "cluster %s has no node %q", c.Name, req.To))
+		writeErr(w, badRequest("to", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.To, 64)))
 		return
 	}
 	if req.From != "" && !has(req.From) {
-		writeErr(w, badRequest("from", "cluster %s has no node %q", c.Name, req.From))
+		writeErr(w, badRequest("from", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.From, 64)))
 		return
 	}
 	if len(req.Reason) > 200 {
