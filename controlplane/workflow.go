@@ -566,7 +566,10 @@ func (w *workflow) template(ctx context.Context, c store.Cluster) (catalog.Templ
 	if err != nil {
 		return catalog.Template{}, fmt.Errorf("template %s: %w", c.Template, err)
 	}
-	return catalog.FromJSON(ut.Body)
+	// Checked again at every use: a namespace template stored before the
+	// current rules, or without a platform admin's approval of its
+	// privileged fields, never reaches a provider.
+	return catalog.FromStored(ut.Body)
 }
 
 type clusterCtx struct {

@@ -53,6 +53,24 @@ func (a *API) template(ctx context.Context, ns, name string) (catalog.Template, 
 	return t, err == nil
 }
 
+// usableTemplate is template for creating clusters: a namespace template
+// must still validate and, when it has platform-admin-only fields, have
+// been created by a platform admin (catalog.FromStored).
+func (a *API) usableTemplate(ctx context.Context, ns, name string) (catalog.Template, error) {
+	if t, ok := catalog.Lookup(name); ok {
+		return t, nil
+	}
+	ut, err := a.d.Store.GetTemplate(ctx, ns, name)
+	if err != nil {
+		return catalog.Template{}, badRequest("template", "no catalog template %s", proto.Quote(name, 64))
+	}
+	t, err := catalog.FromStored(ut.Body)
+	if err != nil {
+		return catalog.Template{}, &proto.APIError{Status: 403, Code: "forbidden", Field: "template", Message: "template: " + err.Error()}
+	}
+	return t, nil
+}
+
 func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal) {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleOperator); err != nil {
@@ -78,9 +96,9 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 	if req.Template == "" {
 		req.Template = "postgres-15"
 	}
-	tpl, ok := a.template(r.Context(), ns, req.Template)
-	if !ok {
-		writeErr(w, badRequest("template", "no catalog template %q", req.Template))
+	tpl, err := a.usableTemplate(r.Context(), ns, req.Template)
+	if err != nil {
+		writeErr(w, err)
 		return
 	}
 	if req.Engine == "" {
