@@ -135,11 +135,12 @@ func writeTemplate(w io.Writer, text string, raw json.RawMessage) error {
 	return err
 }
 
-// row writes tab-separated cells.
+// row writes tab-separated cells, each with its control characters
+// (tabs and newlines included) escaped: a server string stays in its cell.
 func row(w io.Writer, cells ...any) {
 	s := make([]string, len(cells))
 	for i, c := range cells {
-		s[i] = fmt.Sprint(c)
+		s[i] = escapeControl(fmt.Sprint(c))
 	}
 	fmt.Fprintln(w, strings.Join(s, "\t"))
 }

@@ -246,7 +246,12 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	batch := isBatchMediaType(r.Header.Get("Content-Type"))
+	batch, ok := ingestMediaType(r.Header.Get("Content-Type"))
+	if !ok {
+		writeErr(w, &proto.APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: fmt.Sprintf("Content-Type must be %s (one event) or %s (a batch) (got %s)", proto.MediaType, proto.BatchMediaType, proto.Quote(r.Header.Get("Content-Type"), 64))})
+		return
+	}
 	limit := int64(maxBody)
 	if batch {
 		limit = maxIngestBatchBody
@@ -328,10 +333,23 @@ const (
 	maxIngestBatchBody = 8 << 20
 )
 
-// isBatchMediaType reports whether ct is application/cloudevents-batch+json.
-func isBatchMediaType(ct string) bool {
+// ingestMediaType reads an ingest request's Content-Type: ok only for the
+// CloudEvents HTTP binding's structured (application/cloudevents+json)
+// and batched (application/cloudevents-batch+json) modes, which are what
+// agents send; batch tells which. (Dapr does not deliver here: the
+// control plane's Dapr subscription has its own route, DaprSubscriber.)
+func ingestMediaType(ct string) (batch, ok bool) {
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && mt == proto.BatchMediaType
+	if err != nil {
+		return false, false
+	}
+	switch mt {
+	case proto.BatchMediaType:
+		return true, true
+	case proto.MediaType:
+		return false, true
+	}
+	return false, false
 }
 
 // splitBatch splits a JSON array into its elements (copies), each of
