@@ -312,8 +312,8 @@ func (p *Projection) account(ctx context.Context, pr prepared, res store.ApplyRe
 		p.log.Info("stale event dropped", zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term), zap.Int64("revision", e.Revision))
 	case store.UnknownNode:
 		p.unknownNode.Add(1)
-		p.log.Warn("event for a node the control plane did not provision refused", zap.String("id", proto.Quote(e.ID, 64)), zap.String("type", e.Type),
-			zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster), zap.String("node", proto.Quote(h.Node, 64)))
+		p.log.Warn("event for a node the control plane did not provision refused", zap.String("id", proto.Truncate([]byte(e.ID), 64)), zap.String("type", e.Type),
+			zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster), zap.String("node", proto.Truncate([]byte(h.Node), 64)))
 	case store.UnknownCluster:
 		p.unknown.Add(1)
 		p.log.Debug("event for unknown cluster", zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster))
