@@ -214,8 +214,8 @@ func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal)
 	writePage(w, pg, cs, func(c store.Cluster) proto.Cluster { return clusterJSON(c) }, func(c store.Cluster) string { return c.ID })
 }
 
-// members merges the projection's nodes with a live etcd read (bounded; the
-// projection alone is served when etcd does not answer).
+// members merges the projection's provisioned nodes with a live etcd read
+// (bounded; the projection alone is served when etcd does not answer).
 func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, error) {
 	nodes, err := a.d.Store.ListNodes(ctx, c.ID)
 	if err != nil {
@@ -229,6 +229,9 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, err
 	}
 	out := []proto.Member{}
 	for _, n := range nodes {
+		if !n.Provisioned() || !proto.ValidName(n.Name) {
+			continue // a legacy row learnt from an event: not a member
+		}
 		m := proto.Member{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
 			Timeline: n.Timeline, Term: n.Term, ProviderState: n.State, LastUpdated: ts(n.UpdatedAt)}
 		if lm, ok := live.Members[n.Name]; ok {
