@@ -15,6 +15,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/proto"
@@ -37,6 +38,10 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *princip
 	if req.TTLSeconds == 0 {
 		req.TTLSeconds = 3600
 	}
+	if err := checkLabels(req.Labels); err != nil {
+		writeErr(w, err)
+		return
+	}
 	if req.TTLSeconds < 60 || req.TTLSeconds > 7*24*3600 {
 		writeErr(w, badRequest("ttl_seconds", "must be in [60, 604800] (got %d)", req.TTLSeconds))
 		return
@@ -49,6 +54,17 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *princip
 		return
 	}
 	writeJSON(w, 201, proto.JoinToken{ExpiresAt: exp, Secret: secret, Labels: req.Labels})
+}
+
+// checkLabels applies the host label syntax (catalog.ValidLabel, the
+// rule of templates' host_selector) to labels.
+func checkLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if err := catalog.ValidLabel(k, v); err != nil {
+			return badRequest("labels", "%v", err)
+		}
+	}
+	return nil
 }
 
 // enrollHost is called by a host with a one-time join token (no bearer).
@@ -65,8 +81,11 @@ func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
 	case checkName("name", req.Name) != nil:
 		writeErr(w, checkName("name", req.Name))
 		return
-	case req.Address == "":
-		writeErr(w, badRequest("address", "required"))
+	case req.Address == "" || len(req.Address) > 255 || proto.HasControl(req.Address) || strings.ContainsAny(req.Address, " /\\"):
+		writeErr(w, badRequest("address", "required: a host name or IP address (got %s)", proto.Quote(req.Address, 64)))
+		return
+	case checkLabels(req.Labels) != nil:
+		writeErr(w, checkLabels(req.Labels))
 		return
 	case req.Capacity.CPU < 1:
 		writeErr(w, badRequest("capacity.cpu", "must be >= 1 (got %d)", req.Capacity.CPU))
