@@ -50,10 +50,14 @@ func TestValidateFields(t *testing.T) {
 		{"parameter value long", func(t *Template) { t.Parameters = map[string]string{"work_mem": strings.Repeat("1", 2000)} }, "parameters.work_mem"},
 		{"parameter command", func(t *Template) { t.Parameters = map[string]string{"archive_command": "sh"} }, "parameters.archive_command"},
 		{"parameter include", func(t *Template) { t.Parameters = map[string]string{"include_dir": "/etc"} }, "parameters.include_dir"},
-		{"selector ok", func(t *Template) { t.HostSelector = map[string]string{"zone": "eu-1", "example.com/disk": "nvme", "empty": ""} }, ""},
+		{"selector ok", func(t *Template) {
+			t.HostSelector = map[string]string{"zone": "eu-1", "example.com/disk": "nvme", "empty": ""}
+		}, ""},
 		{"selector key", func(t *Template) { t.HostSelector = map[string]string{"zone;x": "a"} }, "host_selector"},
 		{"selector value", func(t *Template) { t.HostSelector = map[string]string{"zone": "a b"} }, "host_selector"},
-		{"plan selector", func(t *Template) { t.Plans["s"] = Plan{CPU: 1, MemoryMB: 512, DiskGB: 1, HostSelector: map[string]string{"d": "$x"}} }, "plans.s.host_selector"},
+		{"plan selector", func(t *Template) {
+			t.Plans["s"] = Plan{CPU: 1, MemoryMB: 512, DiskGB: 1, HostSelector: map[string]string{"d": "$x"}}
+		}, "plans.s.host_selector"},
 		{"handlers ok", func(t *Template) {
 			t.Handlers = map[string]any{"preStart": map[string]any{"command": []any{"/bin/true"}, "timeout": "10s"}}
 		}, ""},
