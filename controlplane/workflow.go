@@ -517,7 +517,14 @@ func (w *workflow) execute(ctx context.Context) error {
 		return fmt.Errorf("provider %q is not configured on this server", c.Provider)
 	}
 	tpl, err := w.template(ctx, c)
-	if err != nil {
+	switch {
+	case err != nil && w.op.Kind == KindDelete:
+		// Deleting renders nothing from the template: a cluster whose
+		// template is refused now (unapproved, or invalid under today's
+		// rules) can still be deleted.
+		w.log.Warn("template refused; deleting without it", zap.String("template", c.Template), zap.Error(err))
+		tpl = catalog.Template{Name: c.Template}
+	case err != nil:
 		return err
 	}
 	x := &clusterCtx{w: w, c: c, p: p, tpl: tpl, prefix: clusterPrefix(c.Namespace, c.Project, c.Name)}

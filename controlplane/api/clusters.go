@@ -396,8 +396,8 @@ func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, badRequest("from", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.From, 64)))
 		return
 	}
-	if len(req.Reason) > 200 {
-		writeErr(w, badRequest("reason", "must be at most 200 characters (got %d)", len(req.Reason)))
+	if len(req.Reason) > 200 || proto.HasControl(req.Reason) {
+		writeErr(w, badRequest("reason", "must be at most 200 characters without control characters (got %d)", len(req.Reason)))
 		return
 	}
 	a.startOperation(w, r, c, kind, "", controlplane.OpParams{From: req.From, To: req.To, Reason: req.Reason})

@@ -307,6 +307,24 @@ func TestSecurityTemplatesAndPrivilege(t *testing.T) {
 		t.Errorf("cluster from an unapproved template: %d %+v, want 403 naming template", code, e)
 	}
 
+	// A cluster created from it before the fix can still be deleted.
+	now := time.Now()
+	lc := store.Cluster{ID: "c-legacy", Namespace: "acme", Project: "default", Name: "legacy", Engine: "postgres", Version: "15", Template: "legacy",
+		Plan: "small", Provider: "process", Replicas: 1, SynchronousMode: "off", Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now}
+	if err := s.Store.CreateCluster(ctx, lc, store.Operation{ID: "op-c-legacy", Namespace: "acme", ClusterID: lc.ID, Kind: "create",
+		State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	var op struct {
+		ID string `json:"id"`
+	}
+	if code := tenant.do("DELETE", "/v1/namespaces/acme/clusters/legacy", nil, &op); code != 202 {
+		t.Fatalf("delete the legacy cluster: %d", code)
+	}
+	if o := tenant.waitOp("acme", op.ID, time.Minute); o.State != store.OpSucceeded {
+		t.Errorf("delete of a cluster whose template is now refused: %+v", o)
+	}
+
 	// Token names: no control characters.
 	for _, name := range []string{"evil\x1b[2J", "two\nlines", "bell\a", "c1\u009b31m"} {
 		if code := admin.do("POST", "/v1/tokens", map[string]any{"name": name, "grants": []map[string]string{{"namespace": "acme", "role": "viewer"}}}, &e); code != 400 || e.Field != "name" {
