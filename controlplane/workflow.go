@@ -788,6 +788,10 @@ func (x *clusterCtx) claimStatus(ctx context.Context, prefix, id string) (node, 
 		return "", "", err
 	}
 	node, status, _ = strings.Cut(string(resp.Kvs[0].Value), " ")
+	if !proto.ValidName(node) || len(status) > 64 || proto.HasControl(status) {
+		// Not written by one of the cluster's agents: nobody took it.
+		return "", "", nil
+	}
 	return node, status, nil
 }
 
