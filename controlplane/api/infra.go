@@ -428,7 +428,7 @@ func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	found := false
 	for _, n := range nodes {
-		found = found || n.Name == node
+		found = found || (n.Name == node && n.Provisioned())
 	}
 	if !found {
 		writeErr(w, &proto.APIError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})
