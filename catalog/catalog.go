@@ -123,6 +123,7 @@ func Validate(t Template) error {
 	if t.Backup != nil {
 		validateBackup(t.Backup, add)
 	}
+	validateFields(t, add)
 	return errors.Join(errs...)
 }
 

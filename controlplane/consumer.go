@@ -17,8 +17,18 @@ import (
 
 // ProjectionStats count what the projection consumer did with events.
 type ProjectionStats struct {
-	Applied, Duplicate, Stale, UnknownCluster, Malformed uint64
+	Applied, Duplicate, Stale, UnknownCluster, UnknownNode, Malformed uint64
 }
+
+// MaxLoggedInput bounds, in bytes, how much of an untrusted input (an
+// event, a name, a decoding error quoting it) goes into one log field or
+// error message.
+const MaxLoggedInput = 512
+
+// ErrUnknownNode: an agent event names a node the control plane did not
+// provision for the event's cluster. Such an event is refused for good
+// (it wraps ErrMalformed: never worth a retry).
+var ErrUnknownNode = fmt.Errorf("%w: node not provisioned for this cluster", ErrMalformed)
 
 // Projection consumes agent events (TopicAgentEvents) into the store:
 // idempotent on the event id, order-aware by (term, revision) per subject
@@ -28,7 +38,7 @@ type Projection struct {
 	st  *store.Store
 	log *zap.Logger
 
-	applied, duplicate, stale, unknown, malformed atomic.Uint64
+	applied, duplicate, stale, unknown, unknownNode, malformed atomic.Uint64
 
 	mu      sync.Mutex
 	waiters []chan struct{} // woken when a new event is recorded
@@ -143,7 +153,7 @@ func NewProjection(st *store.Store, log *zap.Logger) *Projection {
 // Stats returns the counters since start.
 func (p *Projection) Stats() ProjectionStats {
 	return ProjectionStats{Applied: p.applied.Load(), Duplicate: p.duplicate.Load(), Stale: p.stale.Load(),
-		UnknownCluster: p.unknown.Load(), Malformed: p.malformed.Load()}
+		UnknownCluster: p.unknown.Load(), UnknownNode: p.unknownNode.Load(), Malformed: p.malformed.Load()}
 }
 
 // Changed returns a channel closed at the next recorded event (for SSE).
@@ -171,7 +181,7 @@ func (p *Projection) notify() {
 // The cluster (ev.Namespace, ev.Project, ev.Cluster) must exist:
 // store.ErrNotFound otherwise.
 func (p *Projection) Record(ctx context.Context, ev store.Event) error {
-	res, err := p.st.ApplyEvent(ctx, ev, store.Projection{Scope: store.ScopeUnordered})
+	res, err := p.st.ApplyEvent(ctx, ev, store.Projection{Scope: store.ScopeUnordered, AnyNode: true})
 	if err != nil {
 		return fmt.Errorf("record event %s: %w", ev.Type, err)
 	}
@@ -225,6 +235,10 @@ func (p *Projection) HandleBatch(ctx context.Context, raws [][]byte) []error {
 			errs[idx[i]] = fmt.Errorf("project event %s: %w", pr.e.ID, aerrs[i])
 			continue
 		}
+		if res[i] == store.UnknownNode {
+			errs[idx[i]] = fmt.Errorf("event %s: node %s of cluster %s/%s/%s: %w", proto.Quote(pr.e.ID, 64), proto.Quote(pr.h.Node, 64),
+				pr.h.Namespace, pr.project, pr.h.Cluster, ErrUnknownNode)
+		}
 		p.account(ctx, pr, res[i])
 		recorded = recorded || res[i] == store.Applied || res[i] == store.Stale
 	}
@@ -240,8 +254,9 @@ func (p *Projection) prepare(raw []byte) (prepared, error) {
 	e, payload, err := proto.DecodeEvent(raw)
 	if err != nil {
 		p.malformed.Add(1)
-		p.log.Warn("malformed event dropped", zap.Error(err))
-		return prepared{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+		p.log.Warn("malformed event dropped", zap.String("error", proto.Truncate([]byte(err.Error()), MaxLoggedInput)),
+			zap.String("event", proto.Truncate(raw, MaxLoggedInput)))
+		return prepared{}, fmt.Errorf("%w: %s", ErrMalformed, proto.Truncate([]byte(err.Error()), MaxLoggedInput))
 	}
 	var h proto.Header
 	var proj store.Projection
@@ -295,6 +310,10 @@ func (p *Projection) account(ctx context.Context, pr prepared, res store.ApplyRe
 	case store.Stale:
 		p.stale.Add(1)
 		p.log.Info("stale event dropped", zap.String("id", e.ID), zap.String("type", e.Type), zap.Uint64("term", e.Term), zap.Int64("revision", e.Revision))
+	case store.UnknownNode:
+		p.unknownNode.Add(1)
+		p.log.Warn("event for a node the control plane did not provision refused", zap.String("id", proto.Truncate([]byte(e.ID), 64)), zap.String("type", e.Type),
+			zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster), zap.String("node", proto.Truncate([]byte(h.Node), 64)))
 	case store.UnknownCluster:
 		p.unknown.Add(1)
 		p.log.Debug("event for unknown cluster", zap.String("cluster", h.Namespace+"/"+project+"/"+h.Cluster))

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 func TestProjectionThroughEmbeddedBus(t *testing.T) {
 	ctx := context.Background()
 	st := storeWithCluster(t, 2)
+	recordNodes(t, st, "n1", "n2")
 	p := NewProjection(st, zaptest.NewLogger(t))
 	bus := NewEmbeddedBus()
 	bus.Subscribe(TopicAgentEvents, p.Handle)
@@ -66,6 +68,7 @@ func TestProjectionThroughEmbeddedBus(t *testing.T) {
 func TestProjectionGroupCommitConcurrent(t *testing.T) {
 	ctx := context.Background()
 	st := storeWithCluster(t, 3)
+	recordNodes(t, st, "n0", "n1", "n2")
 	now := time.Now()
 	p := NewProjection(st, zaptest.NewLogger(t))
 	const nodes, perNode = 3, 100
@@ -123,6 +126,7 @@ func TestProjectionGroupCommitConcurrent(t *testing.T) {
 func TestProjectionBatchKeepsOrder(t *testing.T) {
 	ctx := context.Background()
 	st := storeWithCluster(t, 3)
+	recordNodes(t, st, "n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "r")
 	p := NewProjection(st, zaptest.NewLogger(t))
 	bus := NewEmbeddedBus()
 	bus.SubscribeBatch(TopicAgentEvents, p.HandleBatch)
@@ -210,6 +214,7 @@ func TestEventBelongsTo(t *testing.T) {
 func TestPruneEventsPolicy(t *testing.T) {
 	ctx := context.Background()
 	st := storeWithCluster(t, 3)
+	recordNodes(t, st, "n1")
 	now := time.Now()
 	var evs []store.EventApply
 	add := func(n int, typ string, age time.Duration) {
@@ -263,4 +268,66 @@ func storeWithCluster(t *testing.T, replicas int) *store.Store {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// recordNodes records names as provisioned nodes of c1: the projection
+// applies events only of such nodes.
+func recordNodes(t *testing.T, st *store.Store, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := st.UpsertNode(context.Background(), store.Node{ClusterID: "c1", Name: n, State: store.NodeCreated}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// memberEvent is a member_state event of ns/p/db whose node (in source
+// and data) is node, written as raw JSON so that invalid names get through
+// to the consumer.
+func memberEvent(t *testing.T, node string) []byte {
+	t.Helper()
+	const ph = "placeholder0node"
+	h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "p", Cluster: "db"}, Node: ph, Term: 1, Revision: 1, TimestampMS: time.Now().UnixMilli()}
+	e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource("ns", "db", ph), h, proto.MemberState{Role: proto.RolePrimary, State: proto.StateRunning, Healthy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(e)
+	q, _ := json.Marshal(node)
+	return bytes.ReplaceAll(b, []byte(ph), q[1:len(q)-1])
+}
+
+// TestProjectionRefusesUnprovisionedNodes: an event of a node the control
+// plane never provisioned for the cluster (what a leaked ingest key would
+// send) is refused for good (ErrUnknownNode, an ErrMalformed), records
+// nothing and creates no node row; a name that is not a valid name never
+// gets that far (the strict decoding refuses it).
+func TestProjectionRefusesUnprovisionedNodes(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithCluster(t, 3)
+	p := NewProjection(st, zaptest.NewLogger(t))
+	for _, node := range []string{"n99", "intruder"} {
+		raw := memberEvent(t, node)
+		if err := p.Handle(ctx, raw); !errors.Is(err, ErrUnknownNode) || !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrUnknownNode (malformed: never retried)", node, err)
+		}
+	}
+	for _, node := range []string{"..", "../../x", "/etc", "%2e%2e", "a\nb", "N1", ""} {
+		raw := memberEvent(t, node)
+		if err := p.Handle(ctx, raw); !errors.Is(err, ErrMalformed) || errors.Is(err, ErrUnknownNode) {
+			t.Errorf("%q: %v, want a malformed-event error from validation", node, err)
+		}
+	}
+	nodes, _ := st.ListNodes(ctx, "c1")
+	for _, n := range nodes {
+		if !n.Provisioned() {
+			t.Errorf("node row %+v created by an event", n)
+		}
+	}
+	if evs, _ := st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Limit: 100}); len(evs) != 0 {
+		t.Errorf("%d events recorded, want none", len(evs))
+	}
+	if s := p.Stats(); s.UnknownNode != 2 || s.Applied != 0 {
+		t.Errorf("stats %+v, want 2 unknown-node events, none applied", s)
+	}
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
@@ -87,6 +89,10 @@ func NewDaprSubscriber(address, pubsub string, log *zap.Logger) *DaprSubscriber 
 	mux := chi.NewRouter()
 	mux.Use(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/events/") && !daprDeliveryMediaType(r.Header.Get("Content-Type")) {
+				http.Error(w, "Content-Type must be "+proto.MediaType+" (Dapr's pub/sub delivery)", http.StatusUnsupportedMediaType)
+				return
+			}
 			if r.Method == http.MethodPost && r.Body != nil {
 				body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 				if err != nil {
@@ -101,6 +107,15 @@ func NewDaprSubscriber(address, pubsub string, log *zap.Logger) *DaprSubscriber 
 	})
 	return &DaprSubscriber{pubsub: pubsub, addr: address, svc: daprhttp.NewServiceWithMux(address, mux),
 		log: log.Named("dapr-subscriber")}
+}
+
+// daprDeliveryMediaType reports whether ct is what daprd sends a
+// subscription route: application/cloudevents+json for one message (daprd's
+// publishMessageHTTP), application/json or the CloudEvents batch type for
+// bulk deliveries.
+func daprDeliveryMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == proto.MediaType || mt == proto.BatchMediaType || mt == "application/json")
 }
 
 // Subscribe routes topic's events to h (route /events/{topic}).

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // keyRoot is the agents' keyspace root (docs/keyspace.md). The control
@@ -89,16 +91,22 @@ func readLive(ctx context.Context, cli *clientv3.Client, prefix string) (Live, e
 		switch {
 		case rest == "leader":
 			var ld LiveLeader
-			if json.Unmarshal(kv.Value, &ld) == nil {
+			// A leader naming no valid node is no leader: node names
+			// from etcd are as untrusted as any agent's input.
+			if json.Unmarshal(kv.Value, &ld) == nil && proto.ValidName(ld.Node) {
 				l.Leader = &ld
 			}
 		case rest == "switchover":
 			l.Switchover = true
 		case strings.HasPrefix(rest, "members/"):
 			var m LiveMember
-			if json.Unmarshal(kv.Value, &m) == nil {
+			name := strings.TrimPrefix(rest, "members/")
+			// Only members whose key and value name the same valid node:
+			// a name that could not have been provisioned never reaches
+			// the workflow, the API or a provider.
+			if json.Unmarshal(kv.Value, &m) == nil && proto.ValidName(name) && (m.Node == "" || m.Node == name) {
 				m.ModRevision = kv.ModRevision
-				l.Members[strings.TrimPrefix(rest, "members/")] = m
+				l.Members[name] = m
 			}
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Operation kinds.
@@ -521,7 +522,14 @@ func (w *workflow) execute(ctx context.Context) error {
 		return fmt.Errorf("provider %q is not configured on this server", c.Provider)
 	}
 	tpl, err := w.template(ctx, c)
-	if err != nil {
+	switch {
+	case err != nil && w.op.Kind == KindDelete:
+		// Deleting renders nothing from the template: a cluster whose
+		// template is refused now (unapproved, or invalid under today's
+		// rules) can still be deleted.
+		w.log.Warn("template refused; deleting without it", zap.String("template", c.Template), zap.Error(err))
+		tpl = catalog.Template{Name: c.Template}
+	case err != nil:
 		return err
 	}
 	x := &clusterCtx{w: w, c: c, p: p, tpl: tpl, prefix: clusterPrefix(c.Namespace, c.Project, c.Name)}
@@ -570,7 +578,10 @@ func (w *workflow) template(ctx context.Context, c store.Cluster) (catalog.Templ
 	if err != nil {
 		return catalog.Template{}, fmt.Errorf("template %s: %w", c.Template, err)
 	}
-	return catalog.FromJSON(ut.Body)
+	// Checked again at every use: a namespace template stored before the
+	// current rules, or without a platform admin's approval of its
+	// privileged fields, never reaches a provider.
+	return catalog.FromStored(ut.Body)
 }
 
 type clusterCtx struct {
@@ -620,6 +631,14 @@ func (x *clusterCtx) nodes(ctx context.Context) (map[string]store.Node, error) {
 	}
 	out := map[string]store.Node{}
 	for _, n := range ns {
+		// Only nodes the control plane provisioned, under a valid name:
+		// whatever else a row names (a legacy "external" member learnt
+		// from an event) is never scaled, moved, repaired or handed to
+		// a provider's Delete.
+		if !n.Provisioned() || !proto.ValidName(n.Name) {
+			x.w.log.Warn("ignoring a node the control plane did not provision", zap.String("node", proto.Quote(n.Name, 64)), zap.String("state", n.State))
+			continue
+		}
 		out[n.Name] = n
 	}
 	return out, nil
@@ -635,6 +654,14 @@ func (x *clusterCtx) ensureNodes(ctx context.Context, want []string) error {
 		return err
 	}
 	for _, n := range want {
+		if !proto.ValidName(n) {
+			return backoff.Permanent(proto.CheckName("node", n))
+		}
+		// Recorded before the provider starts the agent: its first
+		// events must find their node (ingest refuses unknown nodes).
+		if err := x.w.e.st.ReserveNode(ctx, x.c.ID, n); err != nil {
+			return err
+		}
 		prev := have[n].Handle
 		h, err := x.p.Create(ctx, x.spec(n), prev)
 		if err != nil {
@@ -770,6 +797,10 @@ func (x *clusterCtx) claimStatus(ctx context.Context, prefix, id string) (node, 
 		return "", "", err
 	}
 	node, status, _ = strings.Cut(string(resp.Kvs[0].Value), " ")
+	if !proto.ValidName(node) || len(status) > 64 || proto.HasControl(status) {
+		// Not written by one of the cluster's agents: nobody took it.
+		return "", "", nil
+	}
 	return node, status, nil
 }
 

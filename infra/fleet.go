@@ -134,6 +134,10 @@ func matches(labels, sel map[string]string) bool {
 // signals the agent to reload it (SIGHUP; the agent applies handler
 // settings at once, the rest at its next restart).
 func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
+	// The names become the host's folder Root/nodes/{cluster}/{node}.
+	if _, err := nodeRel(spec.ClusterID, spec.Node); err != nil {
+		return nil, fmt.Errorf("create node: %w", err)
+	}
 	if _, err := f.st.ClusterCredentials(ctx, spec.ClusterID, NewCredentials); err != nil {
 		return nil, err
 	}
@@ -195,6 +199,9 @@ func (f *Fleet) NodeHost(handle json.RawMessage) string {
 // acknowledged (folder removed, capacity freed). A host that stopped
 // polling is presumed dead and the allocation is released without it.
 func (f *Fleet) Delete(ctx context.Context, spec NodeSpec, _ json.RawMessage) error {
+	if _, err := nodeRel(spec.ClusterID, spec.Node); err != nil {
+		return fmt.Errorf("delete node: %w", err)
+	}
 	if err := f.st.MarkReleasing(ctx, spec.ClusterID, spec.Node); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil

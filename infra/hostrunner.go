@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -170,12 +171,22 @@ type hostNode struct {
 // maxConfigError bounds the validation output a runner reports, in bytes.
 const maxConfigError = 2000
 
-func (r *HostRunner) nodeDir(clusterID, node string) string {
-	return filepath.Join(r.proc.Root(), clusterID, node)
+// nodeDir returns the node's folder (absolute) after checking that the
+// cluster id and node name are valid names, so the folder is
+// Root/nodes/{cluster}/{node} and nothing else.
+func (r *HostRunner) nodeDir(clusterID, node string) (string, error) {
+	rel, err := nodeRel(clusterID, node)
+	if err != nil {
+		return "", err
+	}
+	return r.proc.abs(rel), nil
 }
 
 // reconcile polls once and acts on every assignment, then stops any local
 // node that is no longer assigned (e.g. force-released while we were away).
+// An assignment whose cluster id or node name is not a valid name is
+// refused and logged (truncated): the server never sends one, so it is an
+// attack or a bug, and it never reaches the filesystem.
 func (r *HostRunner) reconcile(ctx context.Context) error {
 	var out proto.List[proto.Assignment]
 	if err := r.call(ctx, "GET", "/v1/infra/hosts/self/assignments", nil, 200, &out); err != nil {
@@ -184,7 +195,12 @@ func (r *HostRunner) reconcile(ctx context.Context) error {
 	assigned := map[string]bool{}
 	var errs []error
 	for _, a := range out.Items {
-		dir := r.nodeDir(a.ClusterID, a.Node)
+		dir, err := r.nodeDir(a.ClusterID, a.Node)
+		if err != nil {
+			r.log.Warn("assignment refused", zap.String("cluster", proto.Quote(a.ClusterID, 64)), zap.String("node", proto.Quote(a.Node, 64)), zap.Error(err))
+			errs = append(errs, err)
+			continue
+		}
 		assigned[dir] = true
 		switch a.State {
 		case proto.AssignmentActive:
@@ -198,32 +214,45 @@ func (r *HostRunner) reconcile(ctx context.Context) error {
 			r.log.Info("node released", zap.String("cluster", a.ClusterID), zap.String("node", a.Node))
 		}
 	}
-	clusters, _ := os.ReadDir(r.proc.Root())
+	clusters, _ := fs.ReadDir(r.proc.fs.FS(), ".")
 	for _, c := range clusters {
-		nodes, _ := os.ReadDir(filepath.Join(r.proc.Root(), c.Name()))
+		if !c.IsDir() || !proto.ValidName(c.Name()) {
+			continue // not a folder this runner made
+		}
+		nodes, _ := fs.ReadDir(r.proc.fs.FS(), c.Name())
 		for _, n := range nodes {
-			if dir := r.nodeDir(c.Name(), n.Name()); !assigned[dir] {
+			dir, err := r.nodeDir(c.Name(), n.Name())
+			if err != nil || !n.IsDir() {
+				continue
+			}
+			if !assigned[dir] {
 				r.log.Info("stopping unassigned node", zap.String("dir", dir))
 				errs = append(errs, r.remove(ctx, dir))
 			}
 		}
-		if left, _ := os.ReadDir(filepath.Join(r.proc.Root(), c.Name())); len(left) == 0 {
-			_ = os.Remove(filepath.Join(r.proc.Root(), c.Name()))
+		if left, _ := fs.ReadDir(r.proc.fs.FS(), c.Name()); len(left) == 0 {
+			_ = r.proc.fs.Remove(c.Name())
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// remove stops the node of folder dir and removes the folder, through the
+// provider root.
 func (r *HostRunner) remove(ctx context.Context, dir string) error {
+	rel, err := r.proc.relOf(dir)
+	if err != nil {
+		return err
+	}
 	var h ProcessHandle
-	if b, err := os.ReadFile(filepath.Join(dir, "node.json")); err == nil {
+	if b, err := r.proc.fs.ReadFile(filepath.Join(rel, "node.json")); err == nil {
 		_ = json.Unmarshal(b, &h)
 	}
 	h.Dir = dir
 	if err := r.proc.stop(ctx, h); err != nil {
 		return err
 	}
-	return os.RemoveAll(dir)
+	return r.proc.fs.RemoveAll(rel)
 }
 
 // ensure keeps one active node in line with its assignment, then
@@ -241,7 +270,7 @@ func (r *HostRunner) remove(ctx context.Context, dir string) error {
 // The server's config gets this host's layout; the ports are picked once
 // and kept in node.json.
 func (r *HostRunner) ensure(ctx context.Context, a proto.Assignment, dir string) error {
-	h := loadHostNode(dir)
+	h := r.loadHostNode(dir)
 	sum := ConfigSHA256(a.AgentConfig)
 	log := r.log.With(zap.String("cluster", a.ClusterID), zap.String("node", a.Node))
 	var err error
@@ -267,7 +296,7 @@ func (r *HostRunner) ensure(ctx context.Context, a proto.Assignment, dir string)
 			}
 		}
 		if err == nil {
-			err = saveHostNode(dir, h)
+			err = r.saveHostNode(dir, h)
 		}
 	}
 	if err != nil {
@@ -288,10 +317,13 @@ func (r *HostRunner) ensure(ctx context.Context, a proto.Assignment, dir string)
 // validation while an earlier one exists is refused: the agent starts with
 // the earlier one.
 func (r *HostRunner) start(ctx context.Context, a proto.Assignment, dir string, h *hostNode, sum string) error {
-	if err := localhost.MkdirTraversable(dir); err != nil {
+	rel, err := r.proc.relOf(dir)
+	if err != nil {
 		return err
 	}
-	var err error
+	if err := r.proc.mkdirTraversable(rel); err != nil {
+		return err
+	}
 	h.Dir, h.Config = dir, filepath.Join(dir, "agent.yaml")
 	for _, p := range []*int{&h.PGPort, &h.HTTPPort} {
 		if *p == 0 {
@@ -300,17 +332,16 @@ func (r *HostRunner) start(ctx context.Context, a proto.Assignment, dir string, 
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "credentials.yaml"), []byte(a.Credentials), 0o600); err != nil {
+	if err := r.proc.fs.WriteFile(filepath.Join(rel, "credentials.yaml"), []byte(a.Credentials), 0o600); err != nil {
 		return err
 	}
 	if a.EtcdPassword != "" {
-		// The cluster's own etcd user (docs/security-etcd.md).
-		if err := os.WriteFile(filepath.Join(dir, "etcd.password"), []byte(a.EtcdPassword+"\n"), 0o600); err != nil {
+		// The cluster's own etcd user (docs/security.md, "etcd").
+		if err := r.proc.fs.WriteFile(filepath.Join(rel, "etcd.password"), []byte(a.EtcdPassword+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
-	if sum != h.ConfigSHA256 || !fileExists(h.Config) {
-		_, hadConfig := os.Stat(h.Config)
+	if _, hadConfig := r.proc.fs.Stat(filepath.Join(rel, "agent.yaml")); sum != h.ConfigSHA256 || hadConfig != nil {
 		if _, err := r.writeConfig(ctx, a, dir, h, sum, hadConfig == nil && h.ConfigSHA256 != ""); err != nil {
 			return err
 		}
@@ -319,7 +350,7 @@ func (r *HostRunner) start(ctx context.Context, a proto.Assignment, dir string, 
 		return err
 	}
 	h.RestartGeneration = a.RestartGeneration
-	return saveHostNode(dir, *h)
+	return r.saveHostNode(dir, *h)
 }
 
 // writeConfig renders the assignment's config with this host's layout
@@ -333,8 +364,13 @@ func (r *HostRunner) writeConfig(ctx context.Context, a proto.Assignment, dir st
 	if err != nil {
 		return false, err
 	}
-	tmp := h.Config + ".new"
-	if err := os.WriteFile(tmp, cfg, 0o600); err != nil {
+	rel, err := r.proc.relOf(dir)
+	if err != nil {
+		return false, err
+	}
+	tmpRel := filepath.Join(rel, "agent.yaml.new")
+	tmp := filepath.Join(dir, "agent.yaml.new")
+	if err := r.proc.fs.WriteFile(tmpRel, cfg, 0o600); err != nil {
 		return false, err
 	}
 	if validate {
@@ -342,7 +378,7 @@ func (r *HostRunner) writeConfig(ctx context.Context, a proto.Assignment, dir st
 		out, err := exec.CommandContext(vctx, r.proc.agentBin, "validate", "--config", tmp).CombinedOutput()
 		cancel()
 		if err != nil {
-			_ = os.Remove(tmp)
+			_ = r.proc.fs.Remove(tmpRel)
 			msg := strings.TrimSpace(string(out))
 			if msg == "" {
 				msg = err.Error()
@@ -356,33 +392,35 @@ func (r *HostRunner) writeConfig(ctx context.Context, a proto.Assignment, dir st
 			return false, nil
 		}
 	}
-	if err := os.Rename(tmp, h.Config); err != nil {
+	if err := r.proc.fs.Rename(tmpRel, filepath.Join(rel, "agent.yaml")); err != nil {
 		return false, err
 	}
 	h.ConfigSHA256, h.RejectedSHA256, h.ConfigError = sum, "", ""
 	return true, nil
 }
 
-func loadHostNode(dir string) hostNode {
+// loadHostNode reads dir's node.json (through the provider root; zero
+// when absent).
+func (r *HostRunner) loadHostNode(dir string) hostNode {
 	var h hostNode
-	if b, err := os.ReadFile(filepath.Join(dir, "node.json")); err == nil {
+	rel, err := r.proc.relOf(dir)
+	if err != nil {
+		return h
+	}
+	if b, err := r.proc.fs.ReadFile(filepath.Join(rel, "node.json")); err == nil {
 		_ = json.Unmarshal(b, &h)
 	}
 	return h
 }
 
-func saveHostNode(dir string, h hostNode) error {
-	b, _ := json.Marshal(h)
-	tmp := filepath.Join(dir, "node.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+// saveHostNode writes dir's node.json (through the provider root).
+func (r *HostRunner) saveHostNode(dir string, h hostNode) error {
+	rel, err := r.proc.relOf(dir)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(dir, "node.json"))
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+	b, _ := json.Marshal(h)
+	return r.proc.writeFileAtomic(filepath.Join(rel, "node.json"), b, 0o600)
 }
 
 // relayout replaces the host-specific parts of a rendered agent config

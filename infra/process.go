@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dbpilot/dbpilot/internal/localhost"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dbpilot/dbpilot/internal/localhost"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // ProcessHandle is the process provider's handle of one node.
@@ -34,7 +36,12 @@ type ProcessHandle struct {
 // under Root/{cluster id}/{node}. Processes outlive the server: a restarted
 // server adopts them through the pid in the handle.
 type Process struct {
-	root     string
+	root string
+	// fs is root opened as an os.Root: every file operation on a node's
+	// or cluster's folder goes through it, so a name that slipped past
+	// validation still cannot reach outside root (no "..", absolute
+	// path or symlink escapes).
+	fs       *os.Root
 	agentBin string
 	osUser   string
 	log      *zap.Logger
@@ -62,9 +69,9 @@ func (p *Process) SetBackupRoot(dir string) error {
 }
 
 // BackupRepository returns cluster clusterID's repository folder ("" when
-// backups are off).
+// backups are off, or clusterID is not a valid name).
 func (p *Process) BackupRepository(clusterID string) string {
-	if p.backups == "" {
+	if p.backups == "" || !proto.ValidName(clusterID) {
 		return ""
 	}
 	return filepath.Join(p.backups, clusterID)
@@ -81,7 +88,11 @@ func NewProcess(root, agentBin string, log *zap.Logger) (*Process, error) {
 	if err := localhost.MkdirTraversable(abs); err != nil {
 		return nil, fmt.Errorf("process provider root: %w", err)
 	}
-	p := &Process{root: abs, agentBin: agentBin, log: log.Named("process"), waits: map[int]chan struct{}{}}
+	fsroot, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("process provider root: %w", err)
+	}
+	p := &Process{root: abs, fs: fsroot, agentBin: agentBin, log: log.Named("process"), waits: map[int]chan struct{}{}}
 	if os.Geteuid() == 0 {
 		p.osUser = "postgres"
 	}
@@ -96,6 +107,67 @@ func (p *Process) Root() string { return p.root }
 
 func (p *Process) clusterDir(id string) string { return filepath.Join(p.root, id) }
 
+// clusterRel returns cluster id's folder relative to the root, or an error
+// when id is not a valid name (a single local path element).
+func clusterRel(id string) (string, error) {
+	if err := proto.CheckName("cluster id", id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// nodeRel returns node's folder relative to the root ({cluster id}/{node}),
+// or an error when either is not a valid name.
+func nodeRel(clusterID, node string) (string, error) {
+	c, err := clusterRel(clusterID)
+	if err != nil {
+		return "", err
+	}
+	if err := proto.CheckName("node", node); err != nil {
+		return "", err
+	}
+	rel := filepath.Join(c, node)
+	if !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("node folder %s is not below the provider root", proto.Quote(rel, 128))
+	}
+	return rel, nil
+}
+
+// abs returns the absolute path of rel below the root.
+func (p *Process) abs(rel string) string { return filepath.Join(p.root, rel) }
+
+// mkdirTraversable creates rel below the root (0755) and makes each of its
+// elements searchable by others (o+x), so PostgreSQL running as its own OS
+// user reaches a data directory below it (the root itself is made so by
+// NewProcess).
+func (p *Process) mkdirTraversable(rel string) error {
+	if err := p.fs.MkdirAll(rel, 0o755); err != nil {
+		return err
+	}
+	for d := rel; d != "." && d != ""; d = filepath.Dir(d) {
+		st, err := p.fs.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := p.fs.Chmod(d, st.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("make %s traversable: %w", d, err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeFileAtomic writes b to rel below the root through a temporary file
+// and a rename.
+func (p *Process) writeFileAtomic(rel string, b []byte, perm os.FileMode) error {
+	tmp := rel + ".tmp"
+	if err := p.fs.WriteFile(tmp, b, perm); err != nil {
+		return err
+	}
+	return p.fs.Rename(tmp, rel)
+}
+
 // Create writes the node's agent config (once; ports are kept across
 // attempts) and starts its agent unless the recorded process still runs.
 func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessage) (json.RawMessage, error) {
@@ -106,16 +178,19 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 	if h.PID > 0 && p.alive(h) {
 		return mustHandle(h), nil
 	}
+	rel, err := nodeRel(spec.ClusterID, spec.Node)
+	if err != nil {
+		return nil, fmt.Errorf("create node: %w", err)
+	}
 	cdir := p.clusterDir(spec.ClusterID)
-	h.Dir = filepath.Join(cdir, spec.Node)
-	if err := localhost.MkdirTraversable(h.Dir); err != nil {
+	h.Dir = p.abs(rel)
+	if err := p.mkdirTraversable(rel); err != nil {
 		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
 	}
 	cred := filepath.Join(cdir, "credentials.yaml")
-	if err := writeCredentials(cred); err != nil {
+	if err := p.writeCredentials(filepath.Join(spec.ClusterID, "credentials.yaml")); err != nil {
 		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
 	}
-	var err error
 	if h.PGPort == 0 {
 		if h.PGPort, err = localhost.FreePort(""); err != nil {
 			return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
@@ -150,7 +225,7 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(h.Config, b, 0o600); err != nil {
+	if err := p.fs.WriteFile(filepath.Join(rel, "agent.yaml"), b, 0o600); err != nil {
 		return nil, fmt.Errorf("create node %s: %w", spec.Node, err)
 	}
 	if h.PID, err = p.start(h); err != nil {
@@ -161,7 +236,11 @@ func (p *Process) Create(ctx context.Context, spec NodeSpec, prev json.RawMessag
 }
 
 func (p *Process) start(h ProcessHandle) (int, error) {
-	logf, err := os.OpenFile(filepath.Join(h.Dir, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	rel, err := p.relOf(h.Dir)
+	if err != nil {
+		return 0, err
+	}
+	logf, err := p.fs.OpenFile(filepath.Join(rel, "agent.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return 0, err
 	}
@@ -226,20 +305,35 @@ func (p *Process) pidReused(h ProcessHandle) bool {
 	return !p.alive(h)
 }
 
+// relOf returns dir relative to the root when dir is a node folder
+// ({cluster id}/{node}, both valid names) below it.
+func (p *Process) relOf(dir string) (string, error) {
+	rel, err := filepath.Rel(p.root, dir)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("node folder %s is not below the provider root %s", proto.Quote(dir, 128), p.root)
+	}
+	c, n := filepath.Split(rel)
+	return nodeRel(filepath.Clean(c), n)
+}
+
 // Delete stops the node's agent (SIGTERM: it stops PostgreSQL), kills what
-// is left of its process group and removes its folder.
+// is left of its process group and removes its folder. The folder is the
+// one the spec's cluster id and node name (both valid names) place below
+// the root, whatever the handle says; the removal goes through the root.
 func (p *Process) Delete(ctx context.Context, spec NodeSpec, handle json.RawMessage) error {
+	rel, err := nodeRel(spec.ClusterID, spec.Node)
+	if err != nil {
+		return fmt.Errorf("delete node: %w", err)
+	}
 	var h ProcessHandle
 	if len(handle) > 0 {
 		_ = json.Unmarshal(handle, &h)
 	}
-	if h.Dir == "" {
-		h.Dir = filepath.Join(p.clusterDir(spec.ClusterID), spec.Node)
-	}
+	h.Dir = p.abs(rel)
 	if err := p.stop(ctx, h); err != nil {
 		return fmt.Errorf("delete node %s: %w", spec.Node, err)
 	}
-	if err := os.RemoveAll(h.Dir); err != nil {
+	if err := p.fs.RemoveAll(rel); err != nil {
 		return fmt.Errorf("delete node %s: %w", spec.Node, err)
 	}
 	p.log.Info("node deleted", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node))
@@ -278,6 +372,13 @@ func (p *Process) Restart(ctx context.Context, spec NodeSpec, handle json.RawMes
 	if err := json.Unmarshal(handle, &h); err != nil || h.Config == "" {
 		return nil, fmt.Errorf("restart node %s: no process handle", spec.Node)
 	}
+	rel, err := nodeRel(spec.ClusterID, spec.Node)
+	if err != nil {
+		return nil, fmt.Errorf("restart node: %w", err)
+	}
+	if h.Dir != p.abs(rel) || h.Config != filepath.Join(h.Dir, "agent.yaml") {
+		return nil, fmt.Errorf("restart node %s: its handle names %s, not its folder %s", spec.Node, proto.Quote(h.Dir, 128), p.abs(rel))
+	}
 	if err := p.stop(ctx, h); err != nil {
 		return nil, fmt.Errorf("restart node %s: %w", spec.Node, err)
 	}
@@ -313,13 +414,18 @@ func (p *Process) Status(_ context.Context, handle json.RawMessage) (Status, err
 	return Status{Running: false, Detail: "agent not running"}, nil
 }
 
-// DeleteCluster removes the cluster folder (credentials and any leftovers).
+// DeleteCluster removes the cluster folder (credentials and any leftovers),
+// through the root.
 func (p *Process) DeleteCluster(ctx context.Context, clusterID string) error {
-	dir := p.clusterDir(clusterID)
+	rel, err := clusterRel(clusterID)
+	if err != nil {
+		return fmt.Errorf("delete cluster: %w", err)
+	}
+	dir := p.abs(rel)
 	if err := p.stop(ctx, ProcessHandle{Dir: dir}); err != nil {
 		return fmt.Errorf("delete cluster %s: %w", clusterID, err)
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := p.fs.RemoveAll(rel); err != nil {
 		return fmt.Errorf("delete cluster %s: %w", clusterID, err)
 	}
 	return nil
@@ -376,10 +482,10 @@ func mustHandle(h ProcessHandle) json.RawMessage {
 	return b
 }
 
-// writeCredentials creates the cluster's credentials file (0600) with
-// random passwords, unless it exists.
-func writeCredentials(path string) error {
-	if _, err := os.Stat(path); err == nil {
+// writeCredentials creates the cluster's credentials file (0600, rel
+// below the root) with random passwords, unless it exists.
+func (p *Process) writeCredentials(rel string) error {
+	if _, err := p.fs.Stat(rel); err == nil {
 		return nil
 	}
 	doc := map[string]any{
@@ -390,16 +496,19 @@ func writeCredentials(path string) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := p.writeFileAtomic(rel, b, 0o600); err != nil {
 		return fmt.Errorf("write credentials: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 // Credentials returns the credentials file of a process cluster.
 func (p *Process) Credentials(clusterID string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(p.clusterDir(clusterID), "credentials.yaml"))
+	rel, err := clusterRel(clusterID)
+	if err != nil {
+		return "", err
+	}
+	b, err := p.fs.ReadFile(filepath.Join(rel, "credentials.yaml"))
 	if err != nil {
 		return "", fmt.Errorf("read credentials: %w", err)
 	}
@@ -409,7 +518,11 @@ func (p *Process) Credentials(clusterID string) (string, error) {
 // ReadSuperuser returns the superuser name and password of a process
 // cluster (for tests and `psql` walkthroughs).
 func (p *Process) ReadSuperuser(clusterID string) (user, password string, err error) {
-	b, err := os.ReadFile(filepath.Join(p.clusterDir(clusterID), "credentials.yaml"))
+	rel, err := clusterRel(clusterID)
+	if err != nil {
+		return "", "", err
+	}
+	b, err := p.fs.ReadFile(filepath.Join(rel, "credentials.yaml"))
 	if err != nil {
 		return "", "", fmt.Errorf("read credentials: %w", err)
 	}

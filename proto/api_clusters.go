@@ -104,8 +104,9 @@ type Member struct {
 	Timeline uint32 `json:"timeline"`
 	// Term is the term of the node's last applied member event.
 	Term uint64 `json:"term"`
-	// ProviderState is how the node came to be known: "created" (by a
-	// provider) or "external" (first seen in an agent event).
+	// ProviderState is the node's provisioning state: "provisioning"
+	// (recorded, the provider is creating it) or "created" (by a
+	// provider). Only such nodes are members.
 	ProviderState string `json:"provider_state"`
 	// LastUpdated is when the node's row last changed (provider action or
 	// applied member event).

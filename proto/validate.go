@@ -134,6 +134,20 @@ func (v *validator) required(field, value string) {
 	}
 }
 
+// name checks a namespace, project, cluster or node name against
+// NamePattern (an empty value is left to required).
+func (v *validator) name(field, value string) {
+	if value != "" && !ValidName(value) {
+		v.addf(field, "must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit (got %s)", Quote(value, 64))
+	}
+}
+
+// requiredName is required and name.
+func (v *validator) requiredName(field, value string) {
+	v.required(field, value)
+	v.name(field, value)
+}
+
 func (v *validator) oneOf(field, value string, allowed ...string) {
 	for _, a := range allowed {
 		if value == a {
@@ -166,9 +180,12 @@ func (v *validator) checkHeader(e Envelope, h Header) {
 		switch {
 		case f.value == "":
 			v.add(f.name, "required")
-		case strings.Contains(f.value, "/"):
-			v.addf(f.name, "must not contain \"/\" (got %q)", f.value)
+		default:
+			v.name(f.name, f.value)
 		}
+	}
+	if h.Project != "" {
+		v.name("data.project", h.Project)
 	}
 	if h.Namespace != "" && h.Cluster != "" && h.Node != "" && e.Source != "" {
 		if want := AgentSource(h.Namespace, h.Cluster, h.Node); e.Source != want {
@@ -203,7 +220,7 @@ func (h *Header) setHead(x Header) { *h = x }
 
 func (p *PrimaryChanged) value() any { return *p }
 func (p *PrimaryChanged) check(v *validator) {
-	v.required("data.primary", p.Primary)
+	v.requiredName("data.primary", p.Primary)
 	v.oneOf("data.reason", p.Reason, ReasonBootstrap, ReasonFailover, ReasonSwitchover)
 	v.lsn("data.lsn", p.LSN)
 	v.nonNegative("data.duration_ms", p.DurationMS)
@@ -226,15 +243,15 @@ func (p *Fenced) check(v *validator) {
 
 func (p *FailoverStarted) value() any { return *p }
 func (p *FailoverStarted) check(v *validator) {
-	v.required("data.failed_primary", p.FailedPrimary)
-	v.required("data.candidate", p.Candidate)
+	v.requiredName("data.failed_primary", p.FailedPrimary)
+	v.requiredName("data.candidate", p.Candidate)
 	v.required("data.reason", p.Reason)
 }
 
 func (p *SwitchoverCompleted) value() any { return *p }
 func (p *SwitchoverCompleted) check(v *validator) {
-	v.required("data.from", p.From)
-	v.required("data.to", p.To)
+	v.requiredName("data.from", p.From)
+	v.requiredName("data.to", p.To)
 	if p.From != "" && p.From == p.To {
 		v.addf("data.to", "must differ from data.from (both %q)", p.To)
 	}

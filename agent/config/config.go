@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dbpilot/dbpilot/handlers"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Defaults applied by Load before validation. They are the values the
@@ -349,7 +350,10 @@ func versionLess(a, b string) bool {
 	return va < vb
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+// nameRE is the one name rule of dbpilot (proto.NamePattern): the
+// control plane, its events contract and the etcd keyspace all hold names
+// to it, so an agent refuses a name its events could not carry.
+var nameRE = regexp.MustCompile(proto.NamePattern)
 
 // Validate returns every problem joined, each as "path: problem (got …); fix".
 func (c *Config) Validate() error {
@@ -362,7 +366,7 @@ func (c *Config) Validate() error {
 		case v == "":
 			add(path, "required; set a lowercase name like \"db-node-1\"")
 		case !nameRE.MatchString(v):
-			add(path, "must match %s (got %q); use lowercase letters, digits, '-', '_' or '.'", nameRE, v)
+			add(path, "must match %s (got %q); use 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit", nameRE, v)
 		}
 	}
 	checkName("node.name", c.Node.Name)

@@ -121,6 +121,13 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 			st.Close()
 			return err
 		}
+		// The control plane applies events only for nodes it provisioned.
+		for n := range o.Nodes {
+			if err := st.UpsertNode(ctx, store.Node{ClusterID: ids[i], Name: "node" + strconv.Itoa(n+1), State: store.NodeCreated}); err != nil {
+				st.Close()
+				return err
+			}
+		}
 	}
 	token := controlplane.NewSecret("dbp_")
 	if err := st.CreateToken(ctx, store.Token{ID: "tok-bench", Name: "bench", Hash: controlplane.HashSecret(token),

@@ -19,7 +19,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 func main() {
@@ -48,10 +50,20 @@ func newHostCmd() *cobra.Command {
 				if !ok || k == "" {
 					return fmt.Errorf("--label %q: want key=value", l)
 				}
+				if err := catalog.ValidLabel(k, v); err != nil {
+					return fmt.Errorf("--label %q: %w", l, err)
+				}
 				c.Labels[k] = v
 			}
 			if c.Name == "" {
 				c.Name, _ = os.Hostname()
+			}
+			// The server applies the one name rule to host names; say so
+			// before enrolling.
+			if c.JoinToken != "" {
+				if err := proto.CheckName("--name", c.Name); err != nil {
+					return err
+				}
 			}
 			if c.AgentBin == "" {
 				self, _ := os.Executable()

@@ -85,9 +85,9 @@ func exitCode(err error) int {
 func printError(w io.Writer, err error) {
 	var ae *client.Error
 	if errors.As(err, &ae) {
-		fmt.Fprintln(w, "error:", ae.Error())
+		fmt.Fprintln(w, "error:", escapeMessage(ae.Error()))
 		if ae.Field != "" {
-			fmt.Fprintln(w, "  field:", ae.Field)
+			fmt.Fprintln(w, "  field:", escapeControl(ae.Field))
 		}
 		switch ae.Status {
 		case http.StatusUnauthorized:
@@ -98,10 +98,10 @@ func printError(w io.Writer, err error) {
 		return
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		fmt.Fprintln(w, "error:", err, "(raise --timeout)")
+		fmt.Fprintln(w, "error:", escapeMessage(err.Error()), "(raise --timeout)")
 		return
 	}
-	fmt.Fprintln(w, "error:", err)
+	fmt.Fprintln(w, "error:", escapeMessage(err.Error()))
 }
 
 // unsupported turns "the server has no such endpoint" into a clear

@@ -88,8 +88,12 @@ func writeYAML(w io.Writer, raw json.RawMessage) error {
 var yaml11Bool = map[string]bool{"y": true, "n": true, "yes": true, "no": true, "on": true, "off": true, "true": true, "false": true}
 
 func toYAML(raw json.RawMessage) ([]byte, error) {
+	// encoding/json leaves DEL and C1 controls raw inside strings, which
+	// the YAML parser refuses: escape them (\u00XX) first.
+	var esc bytes.Buffer
+	_, _ = (&safeWriter{w: &esc}).Write(raw)
 	var n yaml.Node
-	if err := yaml.Unmarshal(raw, &n); err != nil {
+	if err := yaml.Unmarshal(esc.Bytes(), &n); err != nil {
 		return nil, fmt.Errorf("print YAML: %w", err)
 	}
 	var plain func(*yaml.Node)
@@ -135,11 +139,12 @@ func writeTemplate(w io.Writer, text string, raw json.RawMessage) error {
 	return err
 }
 
-// row writes tab-separated cells.
+// row writes tab-separated cells, each with its control characters
+// (tabs and newlines included) escaped: a server string stays in its cell.
 func row(w io.Writer, cells ...any) {
 	s := make([]string, len(cells))
 	for i, c := range cells {
-		s[i] = fmt.Sprint(c)
+		s[i] = escapeControl(fmt.Sprint(c))
 	}
 	fmt.Fprintln(w, strings.Join(s, "\t"))
 }

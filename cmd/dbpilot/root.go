@@ -64,6 +64,9 @@ func run(ctx context.Context, args []string, d deps) int {
 }
 
 func newRootCmd(d deps) *cobra.Command {
+	// Standard output carries server strings: never a raw control
+	// character (escape.go).
+	d.stdout = &safeWriter{w: d.stdout}
 	a := &app{deps: d, stdin: bufio.NewReader(d.stdin)}
 	root := &cobra.Command{
 		Use:   "dbpilot",

@@ -35,6 +35,7 @@ func (p *progress) elapsed() string { return p.now().Sub(p.start).Round(time.Sec
 // update shows status (redrawn on a terminal; printed when it changed
 // otherwise).
 func (p *progress) update(status string) {
+	status = escapeControl(status)
 	if p.tty {
 		p.spin++
 		fmt.Fprintf(p.w, "\r\033[K%s %s: %s (%s)", spinner[p.spin%len(spinner)], p.label, status, p.elapsed())
@@ -48,6 +49,7 @@ func (p *progress) update(status string) {
 
 // finish ends the display with a final line.
 func (p *progress) finish(ok bool, status string) {
+	status = escapeControl(status)
 	mark := "done"
 	if !ok {
 		mark = "FAILED"

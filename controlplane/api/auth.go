@@ -150,6 +150,10 @@ func (a *API) authed(h func(http.ResponseWriter, *http.Request, *principal)) htt
 			return
 		}
 		p = &principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants, hash: hash}
+		if err := checkPathNames(r); err != nil {
+			writeErr(rec, err)
+			return
+		}
 		h(rec, r, p)
 	}
 }

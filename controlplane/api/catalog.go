@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -84,6 +83,19 @@ func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		return
 	}
 	t.Builtin = false
+	// Templates choose what runs on the database hosts as the agent's
+	// user: only a platform admin may set the fields that decide it
+	// (docs/security.md, "Templates and privilege"). Tenants pick
+	// approved templates and set only validated fields.
+	approvedBy := ""
+	if priv := catalog.PrivilegedFields(t); len(priv) > 0 {
+		if !p.platformAdmin() {
+			writeErr(w, &proto.APIError{Status: 403, Code: "forbidden", Field: priv[0],
+				Message: fmt.Sprintf("%s: only a platform admin (admin on every namespace, \"*\") may set %s in a template: they decide what runs on the database hosts; remove them, or ask a platform admin to create the template", priv[0], strings.Join(priv, ", "))})
+			return
+		}
+		approvedBy = p.TokenID
+	}
 	if err := catalog.Validate(t); err != nil {
 		var fe catalog.FieldError
 		if errors.As(err, &fe) {
@@ -97,7 +109,11 @@ func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: " + t.Name + " is a shipped template"})
 		return
 	}
-	body, _ := json.Marshal(t)
+	body, err := catalog.ToStored(t, approvedBy)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	if err := a.d.Store.PutTemplate(r.Context(), store.Template{Namespace: ns, Name: t.Name, Body: body, CreatedAt: time.Now().UTC()}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: template " + t.Name + " exists"})

@@ -53,6 +53,24 @@ func (a *API) template(ctx context.Context, ns, name string) (catalog.Template, 
 	return t, err == nil
 }
 
+// usableTemplate is template for creating clusters: a namespace template
+// must still validate and, when it has platform-admin-only fields, have
+// been created by a platform admin (catalog.FromStored).
+func (a *API) usableTemplate(ctx context.Context, ns, name string) (catalog.Template, error) {
+	if t, ok := catalog.Lookup(name); ok {
+		return t, nil
+	}
+	ut, err := a.d.Store.GetTemplate(ctx, ns, name)
+	if err != nil {
+		return catalog.Template{}, badRequest("template", "no catalog template %s", proto.Quote(name, 64))
+	}
+	t, err := catalog.FromStored(ut.Body)
+	if err != nil {
+		return catalog.Template{}, &proto.APIError{Status: 403, Code: "forbidden", Field: "template", Message: "template: " + err.Error()}
+	}
+	return t, nil
+}
+
 func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal) {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleOperator); err != nil {
@@ -78,9 +96,9 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 	if req.Template == "" {
 		req.Template = "postgres-15"
 	}
-	tpl, ok := a.template(r.Context(), ns, req.Template)
-	if !ok {
-		writeErr(w, badRequest("template", "no catalog template %q", req.Template))
+	tpl, err := a.usableTemplate(r.Context(), ns, req.Template)
+	if err != nil {
+		writeErr(w, err)
 		return
 	}
 	if req.Engine == "" {
@@ -196,8 +214,8 @@ func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal)
 	writePage(w, pg, cs, func(c store.Cluster) proto.Cluster { return clusterJSON(c) }, func(c store.Cluster) string { return c.ID })
 }
 
-// members merges the projection's nodes with a live etcd read (bounded; the
-// projection alone is served when etcd does not answer).
+// members merges the projection's provisioned nodes with a live etcd read
+// (bounded; the projection alone is served when etcd does not answer).
 func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, error) {
 	nodes, err := a.d.Store.ListNodes(ctx, c.ID)
 	if err != nil {
@@ -211,6 +229,9 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, err
 	}
 	out := []proto.Member{}
 	for _, n := range nodes {
+		if !n.Provisioned() || !proto.ValidName(n.Name) {
+			continue // a legacy row learnt from an event: not a member
+		}
 		m := proto.Member{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
 			Timeline: n.Timeline, Term: n.Term, ProviderState: n.State, LastUpdated: ts(n.UpdatedAt)}
 		if lm, ok := live.Members[n.Name]; ok {
@@ -357,24 +378,26 @@ func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal
 		writeErr(w, err)
 		return
 	}
+	// Only nodes the control plane provisioned: a member that merely
+	// appeared in etcd or in an event is never a target.
 	has := func(n string) bool {
 		for _, x := range nodes {
-			if x.Name == n {
+			if x.Name == n && x.Provisioned() {
 				return true
 			}
 		}
 		return false
 	}
 	if req.To != "" && !has(req.To) {
-		writeErr(w, badRequest("to", "cluster %s has no node %q", c.Name, req.To))
+		writeErr(w, badRequest("to", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.To, 64)))
 		return
 	}
 	if req.From != "" && !has(req.From) {
-		writeErr(w, badRequest("from", "cluster %s has no node %q", c.Name, req.From))
+		writeErr(w, badRequest("from", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.From, 64)))
 		return
 	}
-	if len(req.Reason) > 200 {
-		writeErr(w, badRequest("reason", "must be at most 200 characters (got %d)", len(req.Reason)))
+	if len(req.Reason) > 200 || proto.HasControl(req.Reason) {
+		writeErr(w, badRequest("reason", "must be at most 200 characters without control characters (got %d)", len(req.Reason)))
 		return
 	}
 	a.startOperation(w, r, c, kind, "", controlplane.OpParams{From: req.From, To: req.To, Reason: req.Reason})

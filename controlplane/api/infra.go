@@ -15,6 +15,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/proto"
@@ -37,6 +38,10 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *princip
 	if req.TTLSeconds == 0 {
 		req.TTLSeconds = 3600
 	}
+	if err := checkLabels(req.Labels); err != nil {
+		writeErr(w, err)
+		return
+	}
 	if req.TTLSeconds < 60 || req.TTLSeconds > 7*24*3600 {
 		writeErr(w, badRequest("ttl_seconds", "must be in [60, 604800] (got %d)", req.TTLSeconds))
 		return
@@ -49,6 +54,17 @@ func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *princip
 		return
 	}
 	writeJSON(w, 201, proto.JoinToken{ExpiresAt: exp, Secret: secret, Labels: req.Labels})
+}
+
+// checkLabels applies the host label syntax (catalog.ValidLabel, the
+// rule of templates' host_selector) to labels.
+func checkLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if err := catalog.ValidLabel(k, v); err != nil {
+			return badRequest("labels", "%v", err)
+		}
+	}
+	return nil
 }
 
 // enrollHost is called by a host with a one-time join token (no bearer).
@@ -65,8 +81,11 @@ func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
 	case checkName("name", req.Name) != nil:
 		writeErr(w, checkName("name", req.Name))
 		return
-	case req.Address == "":
-		writeErr(w, badRequest("address", "required"))
+	case req.Address == "" || len(req.Address) > 255 || proto.HasControl(req.Address) || strings.ContainsAny(req.Address, " /\\"):
+		writeErr(w, badRequest("address", "required: a host name or IP address (got %s)", proto.Quote(req.Address, 64)))
+		return
+	case checkLabels(req.Labels) != nil:
+		writeErr(w, checkLabels(req.Labels))
 		return
 	case req.Capacity.CPU < 1:
 		writeErr(w, badRequest("capacity.cpu", "must be >= 1 (got %d)", req.Capacity.CPU))
@@ -133,6 +152,9 @@ func (a *API) hostFromCredential(r *http.Request) (store.Host, error) {
 	h, err := a.d.Store.HostByCredential(r.Context(), controlplane.HashSecret(cred))
 	if err != nil {
 		return store.Host{}, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid host credential"}
+	}
+	if err := checkPathNames(r); err != nil {
+		return store.Host{}, err
 	}
 	return h, nil
 }
@@ -246,7 +268,12 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	batch := isBatchMediaType(r.Header.Get("Content-Type"))
+	batch, ok := ingestMediaType(r.Header.Get("Content-Type"))
+	if !ok {
+		writeErr(w, &proto.APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: fmt.Sprintf("Content-Type must be %s (one event) or %s (a batch) (got %s)", proto.MediaType, proto.BatchMediaType, proto.Quote(r.Header.Get("Content-Type"), 64))})
+		return
+	}
 	limit := int64(maxBody)
 	if batch {
 		limit = maxIngestBatchBody
@@ -328,10 +355,23 @@ const (
 	maxIngestBatchBody = 8 << 20
 )
 
-// isBatchMediaType reports whether ct is application/cloudevents-batch+json.
-func isBatchMediaType(ct string) bool {
+// ingestMediaType reads an ingest request's Content-Type: ok only for the
+// CloudEvents HTTP binding's structured (application/cloudevents+json)
+// and batched (application/cloudevents-batch+json) modes, which are what
+// agents send; batch tells which. (Dapr does not deliver here: the
+// control plane's Dapr subscription has its own route, DaprSubscriber.)
+func ingestMediaType(ct string) (batch, ok bool) {
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && mt == proto.BatchMediaType
+	if err != nil {
+		return false, false
+	}
+	switch mt {
+	case proto.BatchMediaType:
+		return true, true
+	case proto.MediaType:
+		return false, true
+	}
+	return false, false
 }
 
 // splitBatch splits a JSON array into its elements (copies), each of
@@ -391,7 +431,7 @@ func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	found := false
 	for _, n := range nodes {
-		found = found || n.Name == node
+		found = found || (n.Name == node && n.Provisioned())
 	}
 	if !found {
 		writeErr(w, &proto.APIError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})

@@ -2,17 +2,34 @@ package api
 
 import (
 	"net/http"
-	"regexp"
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
-
+// checkName applies the one name rule (proto.NamePattern) to a request
+// field.
 func checkName(field, v string) error {
-	if !nameRE.MatchString(v) {
-		return badRequest(field, "must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit (got %q)", v)
+	if !proto.ValidName(v) {
+		return badRequest(field, "must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit (got %s)", proto.Quote(v, 64))
+	}
+	return nil
+}
+
+// namePathValues are the path wildcards that carry a namespace, project,
+// cluster (name or id) or node name.
+var namePathValues = []string{"ns", "project", "cluster", "node"}
+
+// checkPathNames applies the name rule to every name wildcard of r's path:
+// a name that could never have been created is refused before any store,
+// etcd or provider call sees it.
+func checkPathNames(r *http.Request) error {
+	for _, k := range namePathValues {
+		if v := r.PathValue(k); v != "" {
+			if err := checkName(k, v); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

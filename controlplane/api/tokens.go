@@ -43,8 +43,8 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) 
 		writeErr(w, err)
 		return
 	}
-	if req.Name == "" || len(req.Name) > 100 {
-		writeErr(w, badRequest("name", "required, at most 100 characters"))
+	if req.Name == "" || len(req.Name) > 100 || proto.HasControl(req.Name) {
+		writeErr(w, badRequest("name", "required, at most 100 characters, no control characters (newlines, tabs, escapes)"))
 		return
 	}
 	if len(req.Grants) == 0 {

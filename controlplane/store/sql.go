@@ -682,6 +682,18 @@ func (s *Store) UpsertNode(ctx context.Context, n Node) error {
 	return nil
 }
 
+// ReserveNode records node name of cluster clusterID as being provisioned
+// (state NodeProvisioning) unless a row exists: called before the
+// provider's Create, so that the new agent's first events find their node.
+func (s *Store) ReserveNode(ctx context.Context, clusterID, name string) error {
+	_, err := s.exec(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?, ?, '', ?, '', '', FALSE, '', -1, 0, 0, 0, '{}', ?)
+ ON CONFLICT (cluster_id, name) DO NOTHING`, clusterID, name, NodeProvisioning, ms(time.Now()))
+	if err != nil {
+		return fmt.Errorf("reserve node %s/%s: %w", clusterID, name, err)
+	}
+	return nil
+}
+
 // DeleteNode removes one node row.
 func (s *Store) DeleteNode(ctx context.Context, clusterID, name string) error {
 	if _, err := s.exec(ctx, `DELETE FROM nodes WHERE cluster_id = ? AND name = ?`, clusterID, name); err != nil {
@@ -817,15 +829,22 @@ func (s *Store) applyEvent(ctx context.Context, tx *txStmts, ev Event, p Project
 	if err != nil {
 		return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
-	// The subject's position.
+	// The subject's position; only provisioned nodes speak.
 	hterm, hrev := cterm, crev
-	nodeKnown := true
-	if p.Scope == ScopeMember {
-		err := tx.queryRow(ctx, `SELECT term, revision FROM nodes WHERE cluster_id = ? AND name = ?`, clusterID, ev.Node).Scan(&hterm, &hrev)
-		if errors.Is(err, sql.ErrNoRows) {
-			nodeKnown, hterm, hrev = false, 0, 0
-		} else if err != nil {
+	if !p.AnyNode || p.Scope == ScopeMember {
+		var nterm, nrev int64
+		var state string
+		err := tx.queryRow(ctx, `SELECT term, revision, state FROM nodes WHERE cluster_id = ? AND name = ?`, clusterID, ev.Node).Scan(&nterm, &nrev, &state)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return UnknownNode, nil
+		case err != nil:
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
+		case !p.AnyNode && !(Node{State: state}).Provisioned():
+			return UnknownNode, nil
+		}
+		if p.Scope == ScopeMember {
+			hterm, hrev = nterm, nrev
 		}
 	}
 	stale := p.Scope != ScopeUnordered && (ev.Term < uint64(hterm) || (ev.Term == uint64(hterm) && ev.Revision < hrev))
@@ -867,14 +886,6 @@ func (s *Store) applyEvent(ctx context.Context, tx *txStmts, ev Event, p Project
 			return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
 		}
 	case ScopeMember:
-		if !nodeKnown {
-			// A member the provider did not create (a fleet host, or an
-			// event racing the provider's insert).
-			if _, err := tx.exec(ctx, `INSERT INTO nodes (`+nodeCols+`) VALUES (?, ?, '', 'external', '', '', FALSE, '', -1, 0, 0, 0, '{}', ?)`,
-				clusterID, ev.Node, now); err != nil {
-				return 0, fmt.Errorf("apply event %s: %w", ev.ID, err)
-			}
-		}
 		query := `UPDATE nodes SET term = ?, revision = ?, updated_at = ?`
 		args := []any{int64(ev.Term), ev.Revision, now}
 		if m := p.Member; m != nil {

@@ -118,7 +118,7 @@ type Node struct {
 	ClusterID   string
 	Name        string
 	Host        string
-	State       string // provider state: created (by a provider) | external (first seen in an agent event)
+	State       string // provider state: provisioning (recorded before the provider's Create) | created (by a provider) | external (legacy: first seen in an agent event)
 	Role        string
 	MemberState string
 	Healthy     bool
@@ -130,6 +130,20 @@ type Node struct {
 	Handle      json.RawMessage // provider-specific, opaque
 	UpdatedAt   time.Time
 }
+
+// Node provider states.
+const (
+	// NodeProvisioning: recorded by the control plane before the
+	// provider's Create (so the new agent's first events are accepted).
+	NodeProvisioning = "provisioning"
+	// NodeCreated: the provider created the node.
+	NodeCreated = "created"
+)
+
+// Provisioned reports whether the control plane provisioned (or is
+// provisioning) n: only such nodes' events are applied, only they are
+// switchover or failover targets and only they reach a provider's Delete.
+func (n Node) Provisioned() bool { return n.State == NodeCreated || n.State == NodeProvisioning }
 
 // Event is one received CloudEvent, kept for the events API.
 type Event struct {
@@ -385,6 +399,11 @@ type Projection struct {
 	Member *MemberUpdate
 	// Backup, when set (ScopeUnordered), changes a backup record.
 	Backup *BackupUpdate
+	// AnyNode skips the node check: for the control plane's own events
+	// (Projection.Record). Without it an event whose node is not a
+	// provisioned node of its cluster (Node.Provisioned) is refused
+	// (UnknownNode): a leaked ingest key cannot invent nodes.
+	AnyNode bool
 }
 
 // MemberUpdate is the member part of a projection change.
@@ -411,6 +430,9 @@ const (
 	Stale
 	// UnknownCluster: no such cluster; nothing recorded.
 	UnknownCluster
+	// UnknownNode: the event's node is not a node the control plane
+	// provisioned for the cluster; nothing recorded.
+	UnknownNode
 )
 
 func (r ApplyResult) String() string {
@@ -423,6 +445,8 @@ func (r ApplyResult) String() string {
 		return "stale"
 	case UnknownCluster:
 		return "unknown_cluster"
+	case UnknownNode:
+		return "unknown_node"
 	}
 	return "invalid"
 }

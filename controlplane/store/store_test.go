@@ -204,10 +204,26 @@ func testClusters(t *testing.T, s *store.Store) {
 	}
 }
 
+// recordNodes records names as created nodes of cluster clusterID.
+func recordNodes(t *testing.T, s *store.Store, clusterID string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := s.UpsertNode(context.Background(), store.Node{ClusterID: clusterID, Name: n, State: store.NodeCreated}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func testEvents(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	c, op := newCluster("c1", "a", "billing")
 	if err := s.CreateCluster(ctx, c, op); err != nil {
+		t.Fatal(err)
+	}
+	// Only provisioned nodes' events apply: record node1-3 (node9 is
+	// not, node8 is a legacy "external" row).
+	recordNodes(t, s, "c1", "node1", "node2", "node3")
+	if err := s.UpsertNode(ctx, store.Node{ClusterID: "c1", Name: "node8", State: "external"}); err != nil {
 		t.Fatal(err)
 	}
 	ev := func(id string, term uint64, rev int64, node string) store.Event {
@@ -231,6 +247,14 @@ func testEvents(t *testing.T, s *store.Store) {
 		{ev("m2", 2, 19, "node2"), member("replica"), store.Stale},
 		{ev("m3", 1, 5, "node1"), member("replica"), store.Applied}, // its own subject
 		{store.Event{ID: "x", Namespace: "a", Project: "default", Cluster: "nope", Time: time.Now(), Data: json.RawMessage(`{}`)}, store.Projection{}, store.UnknownCluster},
+		// Never provisioned: refused whatever the scope; nothing recorded.
+		{ev("u1", 3, 1, "node9"), member("primary"), store.UnknownNode},
+		{ev("u2", 3, 1, "node9"), store.Projection{Scope: store.ScopeCluster, Primary: "node9"}, store.UnknownNode},
+		{ev("u3", 3, 1, "node9"), store.Projection{Scope: store.ScopeUnordered}, store.UnknownNode},
+		{ev("u4", 3, 1, "node8"), member("primary"), store.UnknownNode},
+		{ev("u5", 3, 1, ".."), member("primary"), store.UnknownNode},
+		// The control plane's own events need no node.
+		{ev("cp1", 0, 0, ""), store.Projection{Scope: store.ScopeUnordered, AnyNode: true}, store.Applied},
 	}
 	for i, st := range steps {
 		got, err := s.ApplyEvent(ctx, st.ev, st.p)
@@ -243,11 +267,11 @@ func testEvents(t *testing.T, s *store.Store) {
 		t.Fatalf("projection: primary=%s term=%d rev=%d stale=%d", cl.Primary, cl.Term, cl.Revision, cl.StaleEvents)
 	}
 	nodes, _ := s.ListNodes(ctx, "c1")
-	if len(nodes) != 2 || nodes[0].Name != "node1" || nodes[0].Role != "replica" || nodes[1].Role != "primary" || !nodes[1].Healthy {
+	if len(nodes) != 4 || nodes[0].Name != "node1" || nodes[0].Role != "replica" || nodes[1].Role != "primary" || !nodes[1].Healthy || nodes[3].Role != "" {
 		t.Fatalf("nodes: %+v", nodes)
 	}
 	all, err := s.ListEvents(ctx, store.EventFilter{Namespace: "a"})
-	if err != nil || len(all) != 8 {
+	if err != nil || len(all) != 9 {
 		t.Fatalf("events: %d %v", len(all), err)
 	}
 	page, _ := s.ListEvents(ctx, store.EventFilter{Namespace: "a", AfterSeq: all[2].Seq, Node: "node2"})
@@ -648,6 +672,7 @@ func testBackups(t *testing.T, s *store.Store) {
 	if err := s.CreateCluster(ctx, c, op); err != nil {
 		t.Fatal(err)
 	}
+	recordNodes(t, s, "c1", "node2")
 	// Member events put the node at a high term: backup events (term 0)
 	// must still apply.
 	if _, err := s.ApplyEvent(ctx, store.Event{ID: "m1", Namespace: "a", Project: "default", Cluster: "billing", Node: "node2", Type: "t",
@@ -720,6 +745,7 @@ func testPruneEvents(t *testing.T, s *store.Store) {
 	if err := s.CreateCluster(ctx, c, op); err != nil {
 		t.Fatal(err)
 	}
+	recordNodes(t, s, "c1", "node1")
 	now := time.Now()
 	var evs []store.EventApply
 	for i := range 10 {
