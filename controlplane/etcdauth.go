@@ -13,7 +13,7 @@ import (
 )
 
 // AgentEtcdAuth turns on per-cluster etcd credentials for agents
-// (docs/security-etcd.md). The control plane's own etcd client must then
+// (docs/security.md). The control plane's own etcd client must then
 // be root (or hold a role that may manage users and roles): provisioning a
 // cluster creates its agents' etcd user and role, deleting it deletes them.
 type AgentEtcdAuth struct {

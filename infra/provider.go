@@ -64,7 +64,7 @@ type RestoreSource struct {
 type AgentSettings struct {
 	EtcdEndpoints []string
 	// EtcdUsername and EtcdPassword are the cluster's own etcd user, whose
-	// role covers only the cluster's prefix (docs/security-etcd.md); empty:
+	// role covers only the cluster's prefix (docs/security.md); empty:
 	// etcd without authentication. The password never goes into the
 	// config: the provider writes it to NodeLayout.EtcdPasswordFile (0600)
 	// and the config names that file (etcd.password_file).

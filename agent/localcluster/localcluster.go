@@ -63,7 +63,7 @@ type Options struct {
 	// password is kept in Dir/etcd-root.password, Cluster.Cli logs in as
 	// root, and the agents log in as the cluster's own user (EtcdUser),
 	// whose role covers only the cluster's prefix, as the control plane
-	// provisions them (docs/security-etcd.md).
+	// provisions them (docs/security.md).
 	EtcdAuth bool
 	Log      *zap.Logger
 }

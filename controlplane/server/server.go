@@ -52,7 +52,7 @@ type Config struct {
 	// as: root, or a user whose role may manage users and roles and read
 	// and write /dbpilot/v1/. When set, every cluster's agents get their
 	// own etcd user whose role covers only the cluster's prefix
-	// (docs/security-etcd.md); empty: no authentication, and agents get no
+	// (docs/security.md); empty: no authentication, and agents get no
 	// etcd credentials.
 	EtcdUsername string `yaml:"etcd_username"`
 	// EtcdPasswordFile holds EtcdUsername's password (required with it).
@@ -465,7 +465,7 @@ func (s *Server) startEtcd(ctx context.Context) error {
 			}
 			ccfg.Username, ccfg.Password = etcdauth.RootUser, pw
 		} else {
-			s.log.Warn("the embedded etcd predates etcd authentication and stays open (its agents have no etcd credentials); start from a new data_dir to secure it (docs/security-etcd.md)",
+			s.log.Warn("the embedded etcd predates etcd authentication and stays open (its agents have no etcd credentials); start from a new data_dir to secure it (docs/security.md)",
 				zap.String("etcd_dir", etcdDir))
 		}
 	}
@@ -476,13 +476,13 @@ func (s *Server) startEtcd(ctx context.Context) error {
 	s.Etcd = cli
 	s.etcdAuth = ccfg.Username != ""
 	if !s.etcdAuth {
-		s.log.Warn("etcd without authentication: every agent config grants the whole keyspace; set etcd_username and etcd_password_file (docs/security-etcd.md)")
+		s.log.Warn("etcd without authentication: every agent config grants the whole keyspace; set etcd_username and etcd_password_file (docs/security.md)")
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if st, err := cli.AuthStatus(sctx); err == nil && !st.Enabled {
-		s.log.Warn("etcd authentication is not enabled on the server: per-cluster agent users are created but not enforced; run `etcdctl auth enable` (docs/security-etcd.md)")
+		s.log.Warn("etcd authentication is not enabled on the server: per-cluster agent users are created but not enforced; run `etcdctl auth enable` (docs/security.md)")
 	}
 	return nil
 }

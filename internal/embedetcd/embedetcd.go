@@ -75,7 +75,7 @@ func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duratio
 // it checks that the password in the file still authenticates as root.
 // It returns the root password. Production etcd clusters should use JWT
 // tokens (--auth-token jwt,…) instead of simple tokens; see
-// docs/security-etcd.md.
+// docs/security.md.
 func EnableAuth(ctx context.Context, clientURL, passwordFile string, log *zap.Logger) (string, error) {
 	pw, err := etcdauth.LoadOrCreatePassword(passwordFile)
 	if err != nil {

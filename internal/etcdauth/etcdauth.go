@@ -1,7 +1,7 @@
 // Package etcdauth turns on etcd authentication and manages the per-cluster
 // agent users of dbpilot: one etcd user and one role of the same name per
 // cluster, the role holding read/write permission on exactly that cluster's
-// key prefix (docs/security-etcd.md).
+// key prefix (docs/security.md).
 //
 // etcd's RBAC model (https://etcd.io/docs/v3.5/op-guide/authentication/rbac/):
 // a user holds roles, a role holds permissions, a permission is READ, WRITE
