@@ -81,7 +81,14 @@ func benchFailover(ctx context.Context, runs int, dir string, modes []string) er
 }
 
 func steady(ctx context.Context, c *localcluster.Cluster, syncMode string) (localcluster.Status, error) {
-	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	return steadyWithin(ctx, c, syncMode, 90*time.Second)
+}
+
+// steadyWithin waits up to d for one primary holding the leader key and
+// every other node streaming (in synchronous mode also the sync key
+// settled).
+func steadyWithin(ctx context.Context, c *localcluster.Cluster, syncMode string, d time.Duration) (localcluster.Status, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return c.WaitFor(wctx, "a primary and every other node streaming", func(s localcluster.Status) bool {
 		ok := s.Leader != "" && len(s.Primaries()) == 1 && s.Primaries()[0] == s.Leader && len(s.Streaming()) == len(c.Nodes)-1
