@@ -41,6 +41,7 @@ func newChaosCmd() *cobra.Command {
 		modes    []string
 		dir      string
 		logLevel string
+		kinds    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "chaos",
@@ -54,13 +55,14 @@ state. The last line is the campaign's summary (docs/benchmarks.md).`,
 			if !cmd.Flags().Changed("seed") {
 				seed = uint64(time.Now().UnixNano())
 			}
-			return runChaos(cmd.Context(), chaosOptions{Seed: seed, Faults: faults, Modes: modes, Dir: dir, LogLevel: logLevel})
+			return runChaos(cmd.Context(), chaosOptions{Seed: seed, Faults: faults, Modes: modes, Dir: dir, LogLevel: logLevel, Kinds: kinds})
 		},
 	}
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed of the fault plan (default: time-based; printed first, and again on failure)")
 	cmd.Flags().IntVar(&faults, "faults", 50, "faults per mode")
 	cmd.Flags().StringSliceVar(&modes, "modes", []string{"sync", "async"}, "modes to run: sync (synchronous_mode on), async (off)")
 	cmd.Flags().StringVar(&dir, "dir", ".dbpilot/bench-chaos", "work folder (wiped per mode; agent logs stay there)")
+	cmd.Flags().StringSliceVar(&kinds, "kinds", nil, "draw only these fault kinds (default: all; to replay or debug a few kinds)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "progress log level on stderr (debug, info, warn, error)")
 	return cmd
 }
@@ -71,6 +73,7 @@ type chaosOptions struct {
 	Modes    []string
 	Dir      string
 	LogLevel string
+	Kinds    []string
 }
 
 func syncModeOf(mode string) (string, error) {
@@ -110,6 +113,13 @@ type modeOutcome struct {
 func runChaos(ctx context.Context, o chaosOptions) error {
 	fmt.Printf("chaos: seed=%d faults_per_mode=%d modes=%s\n", o.Seed, o.Faults, strings.Join(o.Modes, ","))
 	replay := fmt.Sprintf("replay: dbpilot-bench chaos --seed %d --faults %d --modes %s", o.Seed, o.Faults, strings.Join(o.Modes, ","))
+	if len(o.Kinds) > 0 {
+		replay += " --kinds " + strings.Join(o.Kinds, ",")
+	}
+	kinds, err := selectKinds(o.Kinds)
+	if err != nil {
+		return err
+	}
 	log, err := chaosLogger(o.LogLevel)
 	if err != nil {
 		return err
@@ -133,7 +143,7 @@ func runChaos(ctx context.Context, o chaosOptions) error {
 	start := time.Now()
 	var outs []modeOutcome
 	for _, m := range o.Modes {
-		out := chaosMode(ctx, log, o, agentBin, m)
+		out := chaosMode(ctx, log, o, kinds, agentBin, m)
 		outs = append(outs, out)
 		if ctx.Err() != nil {
 			break
@@ -204,10 +214,10 @@ type chaosRun struct {
 	ttl      time.Duration
 }
 
-func chaosMode(ctx context.Context, log *zap.Logger, o chaosOptions, agentBin, mode string) (out modeOutcome) {
+func chaosMode(ctx context.Context, log *zap.Logger, o chaosOptions, kinds []kindSpec, agentBin, mode string) (out modeOutcome) {
 	out.mode = mode
 	syncMode, _ := syncModeOf(mode)
-	plan := drawPlan(o.Seed, mode, o.Faults)
+	plan := drawPlanOf(kinds, o.Seed, mode, o.Faults)
 	dir := filepath.Join(o.Dir, mode)
 	if err := os.RemoveAll(dir); err != nil {
 		out.setupError = err

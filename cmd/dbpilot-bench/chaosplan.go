@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dbpilot/dbpilot/agent/localcluster"
@@ -76,6 +77,28 @@ var faultKinds = []kindSpec{
 	{kindDataLost, mustStay, 0, 0},
 }
 
+// selectKinds resolves a --kinds list (empty: every kind).
+func selectKinds(names []string) ([]kindSpec, error) {
+	if len(names) == 0 {
+		return faultKinds, nil
+	}
+	var out []kindSpec
+	for _, n := range names {
+		i := slices.IndexFunc(faultKinds, func(k kindSpec) bool { return k.name == n })
+		if i < 0 {
+			var all []string
+			for _, k := range faultKinds {
+				all = append(all, k.name)
+			}
+			return nil, fmt.Errorf("--kinds: unknown kind %q (kinds: %s)", n, strings.Join(all, ", "))
+		}
+		if !slices.ContainsFunc(out, func(k kindSpec) bool { return k.name == n }) {
+			out = append(out, faultKinds[i])
+		}
+	}
+	return out, nil
+}
+
 func specOf(kind string) kindSpec {
 	i := slices.IndexFunc(faultKinds, func(k kindSpec) bool { return k.name == kind })
 	if i < 0 {
@@ -118,12 +141,18 @@ func modeStream(seed uint64, mode string) *rand.Rand {
 // ±1 in a random order), durations uniform in the kind's range, offsets
 // uniform in [offsetMin, offsetMax).
 func drawPlan(seed uint64, mode string, n int) []plannedFault {
+	return drawPlanOf(faultKinds, seed, mode, n)
+}
+
+// drawPlanOf draws from the given kinds only (--kinds, to replay or debug
+// a few kinds).
+func drawPlanOf(kinds []kindSpec, seed uint64, mode string, n int) []plannedFault {
 	rng := modeStream(seed, mode)
 	var bag []kindSpec
 	plan := make([]plannedFault, 0, n)
 	for i := 0; i < n; i++ {
 		if len(bag) == 0 {
-			bag = slices.Clone(faultKinds)
+			bag = slices.Clone(kinds)
 			rng.Shuffle(len(bag), func(a, b int) { bag[a], bag[b] = bag[b], bag[a] })
 		}
 		k := bag[0]
