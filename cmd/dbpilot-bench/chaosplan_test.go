@@ -130,7 +130,7 @@ func TestTotals(t *testing.T) {
 		rec(kindAgentFreeze, 6*time.Second, 100*time.Millisecond, 1),
 		rec(kindAgentFreeze, 0, 50*time.Millisecond, 0), // short freeze absorbed: no RTO sample
 		rec(kindCutPrimary, 9*time.Second, 9*time.Second, 1),
-		rec(kindEtcdDown, 0, 27*time.Second, 1),           // outage and needless failover
+		rec(kindEtcdDown, 0, 27*time.Second, 1), // outage and needless failover
 		rec(kindHostKillReplica, 0, 300*time.Millisecond, 0),
 		rec(kindSwitchover, 0, 4*time.Second, 1), // planned: neither needless nor an outage
 	}
