@@ -55,6 +55,8 @@ state. The last line is the campaign's summary (docs/benchmarks.md).`,
 			if !cmd.Flags().Changed("seed") {
 				seed = uint64(time.Now().UnixNano())
 			}
+			// A failed campaign has already said why; its last line stays last.
+			cmd.SilenceErrors = true
 			return runChaos(cmd.Context(), chaosOptions{Seed: seed, Faults: faults, Modes: modes, Dir: dir, LogLevel: logLevel, Kinds: kinds})
 		},
 	}
@@ -253,12 +255,28 @@ func chaosMode(ctx context.Context, log *zap.Logger, o chaosOptions, kinds []kin
 		if ctx.Err() != nil {
 			break
 		}
+		// The random offset lands the fault anywhere in the lease renewal
+		// cycle; the steady state is checked after it, right before the
+		// injection.
+		sleepCtx(ctx, pf.Offset)
 		s, err := steadyWithin(ctx, c, syncMode, chaosSteadyWithin)
 		if err != nil {
 			// The previous fault's recovery already counted a timeout and
 			// repaired; one more means the cluster is stuck.
 			out.aborted = fmt.Sprintf("no steady state before fault %d: %v", pf.Seq, err)
 			break
+		}
+		if n := len(out.recs); n > 0 {
+			// A primary change after the previous fault's window (none was
+			// injected since) still belongs to that fault.
+			prev := &out.recs[n-1]
+			if prev.NewPrimary != "" && s.Leader != prev.NewPrimary {
+				prev.Changes++
+				prev.Moved = true
+				fmt.Printf("fault %d/%d: late primary change %s -> %s (term %d), counted for fault %d (%s)\n",
+					prev.Plan.Seq, len(plan), prev.NewPrimary, s.Leader, s.Term, prev.Plan.Seq, prev.Plan.Kind)
+				prev.NewPrimary = s.Leader
+			}
 		}
 		rec := r.oneFault(ctx, pf, s)
 		out.recs = append(out.recs, rec)
@@ -436,7 +454,6 @@ func (r *chaosRun) repair() error {
 func (r *chaosRun) oneFault(ctx context.Context, pf plannedFault, s localcluster.Status) faultRecord {
 	spec := specOf(pf.Kind)
 	rec := faultRecord{Plan: pf, Mode: r.mode, Class: spec.class, OldPrimary: s.Leader, TermBefore: s.Term}
-	sleepCtx(ctx, pf.Offset)
 	splitBefore, _ := r.probe.SplitBrain()
 	log := r.log.With(zap.Int("fault", pf.Seq), zap.String("kind", pf.Kind))
 	log.Info("inject", zap.Duration("dur", pf.Dur), zap.String("primary", s.Leader))
@@ -455,21 +472,18 @@ func (r *chaosRun) oneFault(ctx context.Context, pf plannedFault, s localcluster
 	}
 	healed := time.Now()
 	log.Info("healed; waiting for the steady state")
-	st, err := steadyWithin(ctx, r.c, r.syncMode, chaosSteadyWithin)
-	if err != nil && ctx.Err() == nil {
-		msg := fmt.Sprintf("no steady state %s after healing", chaosSteadyWithin)
-		log.Warn(msg+"; repairing", zap.Error(err))
-		rec.Failure = strings.TrimPrefix(rec.Failure+"; "+msg, "; ")
-		if rerr := r.repair(); rerr != nil {
-			log.Warn("repair", zap.Error(rerr))
-		}
-		if st, err = steadyWithin(ctx, r.c, r.syncMode, chaosSteadyWithin); err != nil {
-			rec.Failure = "stuck: " + rec.Failure + "; still none after repairing: " + firstLine(err.Error())
-			fmt.Fprintln(os.Stderr, err)
-		}
+	st, err := r.recoverSteady(ctx, log, &rec)
+	rec.Recovery = time.Since(healed)
+	if err == nil {
+		// Keys on leases that nobody renews any more (an agent that fenced
+		// or lost its session during the fault; leases survive an etcd
+		// restart with their TTL refreshed) can show a steady state that
+		// is not: look again once any such lease has expired, so that a
+		// failover it triggers belongs to this fault.
+		sleepCtx(ctx, time.Until(healed.Add(r.ttl+2*time.Second)))
+		st, err = r.recoverSteady(ctx, log, &rec)
 	}
 	end := time.Now()
-	rec.Recovery = end.Sub(healed)
 	if err == nil {
 		rec.NewPrimary, rec.TermAfter = st.Leader, st.Term
 		// Writes must resume: the gap that crosses end is part of the fault.
@@ -496,6 +510,27 @@ func (r *chaosRun) oneFault(ctx context.Context, pf plannedFault, s localcluster
 		}
 	}
 	return rec
+}
+
+// recoverSteady waits for the steady state; when it does not come within
+// chaosSteadyWithin it records a failure, repairs everything and waits
+// once more ("stuck" when that fails too: the mode is aborted).
+func (r *chaosRun) recoverSteady(ctx context.Context, log *zap.Logger, rec *faultRecord) (localcluster.Status, error) {
+	st, err := steadyWithin(ctx, r.c, r.syncMode, chaosSteadyWithin)
+	if err == nil || ctx.Err() != nil {
+		return st, err
+	}
+	msg := fmt.Sprintf("no steady state within %s", chaosSteadyWithin)
+	log.Warn(msg+"; repairing", zap.Error(err))
+	rec.Failure = strings.TrimPrefix(rec.Failure+"; "+msg, "; ")
+	if rerr := r.repair(); rerr != nil {
+		log.Warn("repair", zap.Error(rerr))
+	}
+	if st, err = steadyWithin(ctx, r.c, r.syncMode, chaosSteadyWithin); err != nil {
+		rec.Failure = "stuck: " + rec.Failure + "; still none after repairing: " + firstLine(err.Error())
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return st, err
 }
 
 func firstLine(s string) string {
