@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dbpilot/dbpilot/agent/config"
+	"github.com/dbpilot/dbpilot/agent/dcs"
 	"github.com/dbpilot/dbpilot/agent/localcluster"
 )
 
@@ -472,16 +473,16 @@ func (r *chaosRun) oneFault(ctx context.Context, pf plannedFault, s localcluster
 	}
 	healed := time.Now()
 	log.Info("healed; waiting for the steady state")
-	st, err := r.recoverSteady(ctx, log, &rec)
+	st, err := r.recoverSteady(ctx, log, &rec, healed)
 	rec.Recovery = time.Since(healed)
-	if err == nil {
-		// Keys on leases that nobody renews any more (an agent that fenced
-		// or lost its session during the fault; leases survive an etcd
+	if err == nil && spec.settle {
+		// A leader key on a lease that nobody renews any more (an agent
+		// that lost its session during the fault; leases survive an etcd
 		// restart with their TTL refreshed) can show a steady state that
 		// is not: look again once any such lease has expired, so that a
 		// failover it triggers belongs to this fault.
 		sleepCtx(ctx, time.Until(healed.Add(r.ttl+2*time.Second)))
-		st, err = r.recoverSteady(ctx, log, &rec)
+		st, err = r.recoverSteady(ctx, log, &rec, healed)
 	}
 	end := time.Now()
 	if err == nil {
@@ -512,11 +513,31 @@ func (r *chaosRun) oneFault(ctx context.Context, pf plannedFault, s localcluster
 	return rec
 }
 
-// recoverSteady waits for the steady state; when it does not come within
-// chaosSteadyWithin it records a failure, repairs everything and waits
-// once more ("stuck" when that fails too: the mode is aborted).
-func (r *chaosRun) recoverSteady(ctx context.Context, log *zap.Logger, rec *faultRecord) (localcluster.Status, error) {
-	st, err := steadyWithin(ctx, r.c, r.syncMode, chaosSteadyWithin)
+// steadySince waits up to chaosSteadyWithin for the steady state as seen
+// in member keys written after since: until ttl + 2 s after since, a key
+// written before (on a lease that may be dead but not yet expired) does
+// not count; after that, any steady state does (should an agent not
+// refresh its member key every cycle).
+func (r *chaosRun) steadySince(ctx context.Context, since time.Time) (localcluster.Status, error) {
+	wctx, cancel := context.WithTimeout(ctx, chaosSteadyWithin)
+	defer cancel()
+	sinceMS, trustAll := since.UnixMilli(), since.Add(r.ttl+2*time.Second)
+	return r.c.WaitFor(wctx, "a primary and every other node streaming", func(s localcluster.Status) bool {
+		if !isSteady(s, len(r.c.Nodes), r.syncMode) {
+			return false
+		}
+		if time.Now().After(trustAll) {
+			return true
+		}
+		return !slices.ContainsFunc(s.Members, func(m dcs.Member) bool { return m.UpdatedMS < sinceMS })
+	})
+}
+
+// recoverSteady waits for the steady state (steadySince); when it does not
+// come within chaosSteadyWithin it records a failure, repairs everything
+// and waits once more ("stuck" when that fails too: the mode is aborted).
+func (r *chaosRun) recoverSteady(ctx context.Context, log *zap.Logger, rec *faultRecord, since time.Time) (localcluster.Status, error) {
+	st, err := r.steadySince(ctx, since)
 	if err == nil || ctx.Err() != nil {
 		return st, err
 	}
@@ -526,7 +547,7 @@ func (r *chaosRun) recoverSteady(ctx context.Context, log *zap.Logger, rec *faul
 	if rerr := r.repair(); rerr != nil {
 		log.Warn("repair", zap.Error(rerr))
 	}
-	if st, err = steadyWithin(ctx, r.c, r.syncMode, chaosSteadyWithin); err != nil {
+	if st, err = r.steadySince(ctx, time.Now()); err != nil {
 		rec.Failure = "stuck: " + rec.Failure + "; still none after repairing: " + firstLine(err.Error())
 		fmt.Fprintln(os.Stderr, err)
 	}
