@@ -102,15 +102,17 @@ func chaosLogger(level string) (*zap.Logger, error) {
 
 // modeOutcome is what a mode's end-of-run checks found.
 type modeOutcome struct {
-	mode       string
-	acks       int
-	lost       int
-	lostOK     bool // Missing could run on a final primary
-	split      time.Duration
-	maxWrite   int
-	aborted    string
-	recs       []faultRecord
-	setupError error
+	mode     string
+	acks     int
+	lost     int
+	lostOK   bool // Missing could run on a final primary
+	split    time.Duration
+	maxWrite int
+	aborted  string
+	// lateFailures: steady state lost between faults (repaired).
+	lateFailures []string
+	recs         []faultRecord
+	setupError   error
 }
 
 func runChaos(ctx context.Context, o chaosOptions) error {
@@ -162,6 +164,9 @@ func runChaos(ctx context.Context, o chaosOptions) error {
 		split += out.split
 		if out.setupError != nil {
 			notes = append(notes, fmt.Sprintf("mode %s: %v", out.mode, out.setupError))
+		}
+		for _, f := range out.lateFailures {
+			notes = append(notes, fmt.Sprintf("mode %s: %s", out.mode, f))
 		}
 		if out.aborted != "" {
 			notes = append(notes, fmt.Sprintf("mode %s aborted: %s", out.mode, out.aborted))
@@ -261,10 +266,19 @@ func chaosMode(ctx context.Context, log *zap.Logger, o chaosOptions, kinds []kin
 		// injection.
 		sleepCtx(ctx, pf.Offset)
 		s, err := steadyWithin(ctx, c, syncMode, chaosSteadyWithin)
+		if err != nil && ctx.Err() == nil {
+			// Lost after the previous fault's window: a failure; repair
+			// and try once more, then give up on this mode.
+			out.lateFailures = append(out.lateFailures, fmt.Sprintf("steady state lost before fault %d: %s", pf.Seq, firstLine(err.Error())))
+			log.Warn("steady state lost before the fault; repairing", zap.Int("fault", pf.Seq), zap.Error(err))
+			if rerr := r.repair(); rerr != nil {
+				log.Warn("repair", zap.Error(rerr))
+			}
+			s, err = steadyWithin(ctx, c, syncMode, chaosSteadyWithin)
+		}
 		if err != nil {
-			// The previous fault's recovery already counted a timeout and
-			// repaired; one more means the cluster is stuck.
-			out.aborted = fmt.Sprintf("no steady state before fault %d: %v", pf.Seq, err)
+			out.aborted = fmt.Sprintf("no steady state before fault %d: %s", pf.Seq, firstLine(err.Error()))
+			fmt.Fprintln(os.Stderr, err)
 			break
 		}
 		if n := len(out.recs); n > 0 {
