@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -106,14 +107,23 @@ func (c *Cluster) etcdIndexes(idx []int) ([]*EtcdMember, error) {
 }
 
 // StopEtcd stops the etcd members with the given indexes (none = all) at
-// once, keeping their data dirs; members already stopped are skipped.
+// once, as a crash does, keeping their data dirs; members already stopped
+// are skipped. The agents' connections to them are cut first and the
+// servers stop without a leadership transfer, so the members are gone at
+// once rather than after etcd's graceful shutdown (seconds while clients
+// hold watch streams).
 func (c *Cluster) StopEtcd(idx ...int) error {
-	ms, err := c.etcdIndexes(idx)
-	if err != nil {
+	if len(idx) == 0 {
+		for i := range c.EtcdMembers {
+			idx = append(idx, i)
+		}
+	}
+	if _, err := c.etcdIndexes(idx); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
-	for _, m := range ms {
+	for _, i := range idx {
+		m := c.EtcdMembers[i]
 		m.mu.Lock()
 		e := m.e
 		m.e = nil
@@ -121,8 +131,15 @@ func (c *Cluster) StopEtcd(idx ...int) error {
 		if e == nil {
 			continue
 		}
+		for _, n := range c.Nodes {
+			n.Proxy.CutTarget(i, true)
+		}
 		wg.Add(1)
-		go func() { defer wg.Done(); e.Close() }()
+		go func() {
+			defer wg.Done()
+			e.Server.HardStop()
+			e.Close()
+		}()
 	}
 	wg.Wait()
 	return nil
@@ -138,6 +155,17 @@ func (c *Cluster) StartEtcd(idx ...int) error {
 		return err
 	}
 	var started []*embed.Etcd
+	defer func() {
+		// Let the agents reach the members again (a member that did not
+		// start refuses connections by itself).
+		for _, n := range c.Nodes {
+			for i, m := range c.EtcdMembers {
+				if slices.Contains(ms, m) {
+					n.Proxy.CutTarget(i, false)
+				}
+			}
+		}
+	}()
 	for _, m := range ms {
 		m.mu.Lock()
 		if m.e != nil {

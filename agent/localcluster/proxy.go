@@ -16,10 +16,11 @@ type Proxy struct {
 	lns     []net.Listener
 	targets []string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	cut       bool
+	targetCut []bool
+	conns     map[net.Conn]int // connection → target index
+	wg        sync.WaitGroup
 }
 
 // NewProxy listens on one free 127.0.0.1 port per target (host:port) and
@@ -28,7 +29,7 @@ func NewProxy(targets ...string) (*Proxy, error) {
 	if len(targets) == 0 {
 		return nil, errors.New("proxy: no target")
 	}
-	p := &Proxy{targets: targets, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{targets: targets, targetCut: make([]bool, len(targets)), conns: map[net.Conn]int{}}
 	for range targets {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -41,7 +42,7 @@ func NewProxy(targets ...string) (*Proxy, error) {
 	}
 	for i := range p.lns {
 		p.wg.Add(1)
-		go p.serve(p.lns[i], p.targets[i])
+		go p.serve(i)
 	}
 	return p, nil
 }
@@ -71,6 +72,22 @@ func (p *Proxy) Cut(cut bool) {
 	}
 }
 
+// CutTarget cuts (true) or heals (false) the link to target i only, as
+// if that etcd member were gone: its connections are closed and new ones
+// refused, the other targets are untouched. Cut overrides it.
+func (p *Proxy) CutTarget(i int, cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.targetCut[i] = cut
+	if cut {
+		for c, t := range p.conns {
+			if t == i {
+				c.Close()
+			}
+		}
+	}
+}
+
 // IsCut reports whether the link is cut.
 func (p *Proxy) IsCut() bool {
 	p.mu.Lock()
@@ -87,13 +104,13 @@ func (p *Proxy) Close() {
 	p.wg.Wait()
 }
 
-func (p *Proxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn, target int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cut {
+	if p.cut || p.targetCut[target] {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[c] = target
 	return true
 }
 
@@ -104,19 +121,19 @@ func (p *Proxy) untrack(c net.Conn) {
 	c.Close()
 }
 
-func (p *Proxy) serve(ln net.Listener, target string) {
+func (p *Proxy) serve(i int) {
 	defer p.wg.Done()
 	for {
-		in, err := ln.Accept()
+		in, err := p.lns[i].Accept()
 		if err != nil {
 			return
 		}
-		if !p.track(in) {
+		if !p.track(in, i) {
 			in.Close()
 			continue
 		}
-		out, err := net.Dial("tcp", target)
-		if err != nil || !p.track(out) {
+		out, err := net.Dial("tcp", p.targets[i])
+		if err != nil || !p.track(out, i) {
 			p.untrack(in)
 			if out != nil {
 				out.Close()
