@@ -77,6 +77,7 @@ type chaosOptions struct {
 	Dir      string
 	LogLevel string
 	Kinds    []string
+	start    time.Time // campaign start, for the per-fault elapsed time
 }
 
 func syncModeOf(mode string) (string, error) {
@@ -146,6 +147,7 @@ func runChaos(ctx context.Context, o chaosOptions) error {
 		return fmt.Errorf("dbpilot-agent must sit next to dbpilot-bench (make build): %w", err)
 	}
 	start := time.Now()
+	o.start = start
 	var outs []modeOutcome
 	for _, m := range o.Modes {
 		out := chaosMode(ctx, log, o, kinds, agentBin, m)
@@ -220,6 +222,7 @@ type chaosRun struct {
 	w        *localcluster.Writer
 	probe    *localcluster.WritableProbe
 	ttl      time.Duration
+	start    time.Time
 }
 
 func chaosMode(ctx context.Context, log *zap.Logger, o chaosOptions, kinds []kindSpec, agentBin, mode string) (out modeOutcome) {
@@ -239,7 +242,7 @@ func chaosMode(ctx context.Context, log *zap.Logger, o chaosOptions, kinds []kin
 		return out
 	}
 	defer c.Close()
-	r := &chaosRun{log: log, mode: mode, syncMode: syncMode, c: c, ttl: config.DefaultTTL}
+	r := &chaosRun{log: log, mode: mode, syncMode: syncMode, c: c, ttl: config.DefaultTTL, start: o.start}
 	if _, err := steadyWithin(ctx, c, syncMode, chaosSteadyWithin); err != nil {
 		out.setupError = fmt.Errorf("initial steady state: %w", err)
 		return out
@@ -478,6 +481,7 @@ func (r *chaosRun) oneFault(ctx context.Context, pf plannedFault, s localcluster
 	if t0.IsZero() {
 		t0 = time.Now()
 	}
+	rec.At = t0.Sub(r.start)
 	if err != nil {
 		rec.Failure = "inject: " + err.Error()
 		log.Warn("injection failed; repairing", zap.Error(err))

@@ -253,6 +253,7 @@ type faultRecord struct {
 	Recovery   time.Duration // heal → steady state again
 	Missed     bool          // a mustMove fault longer than the lease that did not move the primary
 	Failure    string        // a failure of the run itself (steady state not reached, injection error)
+	At         time.Duration // injection, since the campaign started
 }
 
 // needless is the fault's contribution to needless_failovers.
@@ -272,8 +273,8 @@ func (r faultRecord) line(total int) string {
 	if r.HasRTO {
 		rto = strconv.FormatInt(r.RTO.Milliseconds(), 10)
 	}
-	s := fmt.Sprintf("fault %d/%d mode=%s kind=%s class=%s target=%s dur=%s offset=%s old=%s new=%s term=%d->%d moved=%s rto_ms=%s gap_ms=%d split_ms=%d changes=%d recovery_ms=%d",
-		r.Plan.Seq, total, r.Mode, r.Plan.Kind, r.Class, r.Target, fmtDur(r.Plan.Dur), fmtDur(r.Plan.Offset), r.OldPrimary, orDash(r.NewPrimary),
+	s := fmt.Sprintf("fault %d/%d at=%s mode=%s kind=%s class=%s target=%s dur=%s offset=%s old=%s new=%s term=%d->%d moved=%s rto_ms=%s gap_ms=%d split_ms=%d changes=%d recovery_ms=%d",
+		r.Plan.Seq, total, r.At.Round(time.Second), r.Mode, r.Plan.Kind, r.Class, r.Target, fmtDur(r.Plan.Dur), fmtDur(r.Plan.Offset), r.OldPrimary, orDash(r.NewPrimary),
 		r.TermBefore, r.TermAfter, moved, rto, r.Gap.Milliseconds(), r.Split.Milliseconds(), r.Changes, r.Recovery.Milliseconds())
 	if r.Missed {
 		s += " MISSED-FAILOVER"
