@@ -194,7 +194,7 @@ func runChaos(ctx context.Context, o chaosOptions) error {
 		fmt.Printf("note: %d must-move fault(s) longer than ttl+2s left the primary in place (MISSED-FAILOVER above)\n", t.Missed)
 	}
 	if !t.HasRTO {
-		fmt.Println("note: no must-move fault moved the primary: failover_rto_ms_p50 has no sample (NaN)")
+		fmt.Println("note: failover_rto_ms_p50 has no sample (NaN): no must-move fault was drawn, or none moved the primary")
 	}
 	fmt.Printf("elapsed: %s\n", time.Since(start).Round(time.Second))
 	fails := t.failures()
