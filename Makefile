@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps test-deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane clean walkthrough
+.PHONY: all deps test-deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane chaos clean walkthrough
 
 all: build
 
@@ -49,6 +49,11 @@ lint:
 ## bench-failover: RTO, switchover write gap, lost acknowledged writes, split brain (docs/benchmarks.md)
 bench-failover: deps build
 	./$(BIN)/dbpilot-bench failover --runs 5
+
+## chaos: randomised fault campaign, 50 faults per mode in sync and async (docs/benchmarks.md); not part of test/CI.
+## CHAOS_ARGS adds flags, e.g. make chaos CHAOS_ARGS="--seed 42" to replay a seed.
+chaos: deps build
+	./$(BIN)/dbpilot-bench chaos --faults 50 --modes sync,async $(CHAOS_ARGS)
 
 ## bench-agent: RSS and CPU of one idle agent over 60 s
 bench-agent: deps build

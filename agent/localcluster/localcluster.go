@@ -1,8 +1,12 @@
 // Package localcluster runs a real dbpilot cluster on one machine: an
-// embedded etcd (go.etcd.io/etcd/server/v3/embed), one dbpilot-agent process
-// per node (each with its own PostgreSQL on a loopback port) and a TCP proxy
-// per agent in front of etcd to simulate partitions. It is the engine of
-// `dbpilot-demo` (make demo-agents), the integration tests and the benchmarks.
+// embedded etcd (go.etcd.io/etcd/server/v3/embed; one member by default, or
+// several on loopback), one dbpilot-agent process per node (each with its
+// own PostgreSQL on a loopback port) and a TCP proxy per agent in front of
+// the whole etcd cluster to simulate partitions. It also injects the faults
+// of the chaos campaign: host kill, agent kill, agent freeze, a node cut
+// from etcd, etcd members stopped and restarted, a lost data directory. It
+// is the engine of `dbpilot-demo` (make demo-agents), the integration tests
+// and the benchmarks.
 package localcluster
 
 import (
@@ -16,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,7 +70,11 @@ type Options struct {
 	// whose role covers only the cluster's prefix, as the control plane
 	// provisions them (docs/security.md).
 	EtcdAuth bool
-	Log      *zap.Logger
+	// EtcdMembers is the size of the embedded etcd cluster: 0 or 1 = one
+	// member (the default), 3 = three members on loopback, each stoppable
+	// and restartable (StopEtcd, StartEtcd). Every agent lists every member.
+	EtcdMembers int
+	Log         *zap.Logger
 }
 
 // Node is one agent + PostgreSQL.
@@ -74,20 +83,29 @@ type Node struct {
 	Dir        string
 	ConfigPath string
 	LogPath    string
+	DataDir    string // PostgreSQL data directory
 	PGPort     int
 	HTTPPort   int
-	Proxy      *Proxy
+	// Proxy stands between the agent and every etcd member; Proxy.Cut
+	// partitions the agent from the whole etcd cluster.
+	Proxy *Proxy
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	frozen bool
 }
 
 // Cluster is a running local cluster.
 type Cluster struct {
-	Opts  Options
-	Etcd  *embed.Etcd
-	URL   string // etcd client URL
+	Opts Options
+	// Etcd is the first etcd member's server as Start started it (a
+	// member restarted by StartEtcd has a new one; see EtcdMembers).
+	Etcd *embed.Etcd
+	URL  string // the first etcd member's client URL
+	// EtcdMembers are the embedded etcd's members (one by default).
+	EtcdMembers []*EtcdMember
+	// Cli is a client of every etcd member (directly, not through a proxy).
 	Cli   *clientv3.Client
 	Keys  dcs.Keys
 	Nodes []*Node
@@ -143,6 +161,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	c := &Cluster{Opts: o, Keys: dcs.NewKeys(o.Namespace, o.Project, o.Cluster), Superuser: "postgres"}
 	if err := c.startEtcd(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.connectEtcd(); err != nil {
+		c.Close()
 		return nil, err
 	}
 	if err := c.writeCredentials(); err != nil {
@@ -164,17 +187,15 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
-func (c *Cluster) startEtcd() error {
-	e, u, err := embedetcd.Start(filepath.Join(c.Opts.Dir, "etcd"), "dbpilot-local", 0, c.Opts.Log, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	c.Etcd, c.URL = e, u
-	ccfg := clientv3.Config{Endpoints: []string{c.URL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()}
+// connectEtcd opens Cluster.Cli on every member and, with EtcdAuth, turns
+// authentication on and creates the cluster's agent user.
+func (c *Cluster) connectEtcd() error {
+	var err error
+	ccfg := clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()}
 	if c.Opts.EtcdAuth {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if c.RootPassword, err = embedetcd.EnableAuth(ctx, u, filepath.Join(c.Opts.Dir, "etcd-root.password"), c.Opts.Log); err != nil {
+		if c.RootPassword, err = embedetcd.EnableAuth(ctx, c.URL, filepath.Join(c.Opts.Dir, "etcd-root.password"), c.Opts.Log); err != nil {
 			return err
 		}
 		ccfg.Username, ccfg.Password = etcdauth.RootUser, c.RootPassword
@@ -222,6 +243,7 @@ func (c *Cluster) writeCredentials() error {
 
 func (c *Cluster) addNode(i int) error {
 	n := &Node{Name: fmt.Sprintf("node%d", i+1), Dir: filepath.Join(c.Opts.Dir, fmt.Sprintf("node%d", i+1))}
+	n.DataDir = filepath.Join(n.Dir, "data")
 	if err := localhost.MkdirTraversable(n.Dir); err != nil {
 		return err
 	}
@@ -232,26 +254,34 @@ func (c *Cluster) addNode(i int) error {
 	if n.HTTPPort, err = localhost.FreePort(""); err != nil {
 		return err
 	}
-	if n.Proxy, err = NewProxy(c.URL[len("http://"):]); err != nil {
+	var targets []string
+	for _, u := range c.EtcdEndpoints() {
+		targets = append(targets, strings.TrimPrefix(u, "http://"))
+	}
+	if n.Proxy, err = NewProxy(targets...); err != nil {
 		return err
+	}
+	var endpoints []string
+	for _, a := range n.Proxy.Addrs() {
+		endpoints = append(endpoints, "http://"+a)
 	}
 	n.ConfigPath = filepath.Join(n.Dir, "agent.yaml")
 	n.LogPath = filepath.Join(n.Dir, "agent.log")
 	cfg := map[string]any{
 		"node":             map[string]any{"name": n.Name, "address": "127.0.0.1"},
 		"cluster":          map[string]any{"namespace": c.Opts.Namespace, "project": c.Opts.Project, "name": c.Opts.Cluster},
-		"etcd":             map[string]any{"endpoints": []string{"http://" + n.Proxy.Addr()}},
+		"etcd":             map[string]any{"endpoints": endpoints},
 		"synchronous_mode": c.Opts.SynchronousMode,
 		"state_dir":        filepath.Join(n.Dir, "state"),
 		"postgres": map[string]any{
-			"data_dir": filepath.Join(n.Dir, "data"), "listen_address": "127.0.0.1", "port": n.PGPort,
+			"data_dir": n.DataDir, "listen_address": "127.0.0.1", "port": n.PGPort,
 			"os_user": c.Opts.OSUser, "credentials_file": c.credentialsPath(), "parameters": c.Opts.Parameters,
 		},
 		"http": map[string]any{"listen": "127.0.0.1:" + strconv.Itoa(n.HTTPPort)},
 		"log":  map[string]any{"level": c.Opts.LogLevel},
 	}
 	if c.EtcdUser != "" {
-		cfg["etcd"] = map[string]any{"endpoints": []string{"http://" + n.Proxy.Addr()}, "username": c.EtcdUser, "password_file": c.etcdPasswordPath()}
+		cfg["etcd"] = map[string]any{"endpoints": endpoints, "username": c.EtcdUser, "password_file": c.etcdPasswordPath()}
 	}
 	if c.Opts.TTL > 0 {
 		cfg["ttl"] = c.Opts.TTL.String()
@@ -306,7 +336,7 @@ func (c *Cluster) StartNode(i int) error {
 		return fmt.Errorf("start agent %s: %w", n.Name, err)
 	}
 	_ = os.WriteFile(filepath.Join(n.Dir, "agent.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
-	n.cmd, n.done = cmd, make(chan struct{})
+	n.cmd, n.done, n.frozen = cmd, make(chan struct{}), false
 	done := n.done
 	go func() {
 		_ = cmd.Wait()
@@ -353,7 +383,7 @@ func (n *Node) signal(sig syscall.Signal, group bool, wait time.Duration) error 
 		return fmt.Errorf("%s did not exit within %s after %s", n.Name, wait, sig)
 	}
 	n.mu.Lock()
-	n.cmd = nil
+	n.cmd, n.frozen = nil, false
 	n.mu.Unlock()
 	return nil
 }
@@ -363,22 +393,83 @@ func (n *Node) signal(sig syscall.Signal, group bool, wait time.Duration) error 
 func (c *Cluster) Kill(i int) error {
 	n := c.Nodes[i]
 	err := n.signal(syscall.SIGKILL, true, 10*time.Second)
-	// Backends notice the postmaster's death by themselves; wait until the
-	// port is free so a restart can bind it.
+	n.waitPortFree()
+	return err
+}
+
+// waitPortFree waits (up to 10 s) until nothing answers on the node's
+// PostgreSQL port: backends notice the postmaster's death by themselves,
+// and a restart must be able to bind the port.
+func (n *Node) waitPortFree() {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		conn, derr := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(n.PGPort), 100*time.Millisecond)
 		if derr != nil {
-			break
+			return
 		}
 		conn.Close()
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// KillAgent SIGKILLs node i's agent process only, not its process group.
+// PostgreSQL runs with a parent-death signal, so it dies too; KillAgent
+// waits until its port is free.
+func (c *Cluster) KillAgent(i int) error {
+	n := c.Nodes[i]
+	err := n.signal(syscall.SIGKILL, false, 10*time.Second)
+	n.waitPortFree()
 	return err
 }
 
-// Stop sends SIGTERM to node i's agent and waits for the graceful stop.
+// Freeze SIGSTOPs node i's agent process only: PostgreSQL keeps running,
+// as with a deadlocked or CPU-starved agent. Thaw resumes it.
+func (c *Cluster) Freeze(i int) error { return c.Nodes[i].stopCont(true) }
+
+// Thaw SIGCONTs node i's agent after Freeze.
+func (c *Cluster) Thaw(i int) error { return c.Nodes[i].stopCont(false) }
+
+// Frozen reports whether the agent is stopped by Freeze.
+func (n *Node) Frozen() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.frozen
+}
+
+func (n *Node) stopCont(stop bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return fmt.Errorf("%s is not running", n.Name)
+	}
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	if err := syscall.Kill(n.cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("%s %s: %w", n.Name, sig, err)
+	}
+	n.frozen = stop
+	return nil
+}
+
+// RemoveData deletes node i's PostgreSQL data directory, as a lost disk
+// does; the node must be stopped (Kill first). Its agent re-clones it from
+// the primary when started again.
+func (c *Cluster) RemoveData(i int) error {
+	n := c.Nodes[i]
+	if n.Running() {
+		return fmt.Errorf("%s is running; kill it before removing its data", n.Name)
+	}
+	return os.RemoveAll(n.DataDir)
+}
+
+// Stop sends SIGTERM to node i's agent (resuming it first if frozen) and
+// waits for the graceful stop.
 func (c *Cluster) Stop(i int, wait time.Duration) error {
+	if c.Nodes[i].Frozen() {
+		_ = c.Thaw(i)
+	}
 	return c.Nodes[i].signal(syscall.SIGTERM, false, wait)
 }
 
@@ -390,6 +481,9 @@ func (c *Cluster) Close() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if n.Frozen() {
+				_ = n.stopCont(false)
+			}
 			if err := n.signal(syscall.SIGTERM, false, 60*time.Second); err != nil {
 				_ = n.signal(syscall.SIGKILL, true, 10*time.Second)
 			}
@@ -400,7 +494,5 @@ func (c *Cluster) Close() {
 	if c.Cli != nil {
 		c.Cli.Close()
 	}
-	if c.Etcd != nil {
-		c.Etcd.Close()
-	}
+	_ = c.StopEtcd()
 }

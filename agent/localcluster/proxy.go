@@ -1,40 +1,66 @@
 package localcluster
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
 )
 
-// Proxy is a TCP proxy between one agent and etcd; Cut simulates a network
-// partition of that agent from etcd (existing connections are closed, new
-// ones refused) without touching the agent or PostgreSQL.
+// Proxy is a TCP proxy between one agent and etcd: one listener per etcd
+// member, each forwarding to its member. Cut simulates a network partition
+// of that agent from the whole etcd cluster (existing connections to every
+// member are closed, new ones refused) without touching the agent or
+// PostgreSQL.
 type Proxy struct {
-	ln     net.Listener
-	target string
+	lns     []net.Listener
+	targets []string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	cut       bool
+	targetCut []bool
+	conns     map[net.Conn]int // connection → target index
+	wg        sync.WaitGroup
 }
 
-// NewProxy listens on 127.0.0.1 (a free port) and forwards to target (host:port).
-func NewProxy(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+// NewProxy listens on one free 127.0.0.1 port per target (host:port) and
+// forwards each to its target.
+func NewProxy(targets ...string) (*Proxy, error) {
+	if len(targets) == 0 {
+		return nil, errors.New("proxy: no target")
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.serve()
+	p := &Proxy{targets: targets, targetCut: make([]bool, len(targets)), conns: map[net.Conn]int{}}
+	for range targets {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			for _, l := range p.lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		p.lns = append(p.lns, ln)
+	}
+	for i := range p.lns {
+		p.wg.Add(1)
+		go p.serve(i)
+	}
 	return p, nil
 }
 
-// Addr is the proxy's listen address (host:port).
-func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+// Addr is the first listener's address (host:port): the only one when the
+// proxy has a single target.
+func (p *Proxy) Addr() string { return p.lns[0].Addr().String() }
 
-// Cut partitions (true) or heals (false) the link.
+// Addrs are the listen addresses (host:port), in the order of the targets.
+func (p *Proxy) Addrs() []string {
+	out := make([]string, len(p.lns))
+	for i, l := range p.lns {
+		out[i] = l.Addr().String()
+	}
+	return out
+}
+
+// Cut partitions (true) or heals (false) the link to every target.
 func (p *Proxy) Cut(cut bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -46,20 +72,45 @@ func (p *Proxy) Cut(cut bool) {
 	}
 }
 
+// CutTarget cuts (true) or heals (false) the link to target i only, as
+// if that etcd member were gone: its connections are closed and new ones
+// refused, the other targets are untouched. Cut overrides it.
+func (p *Proxy) CutTarget(i int, cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.targetCut[i] = cut
+	if cut {
+		for c, t := range p.conns {
+			if t == i {
+				c.Close()
+			}
+		}
+	}
+}
+
+// IsCut reports whether the link is cut.
+func (p *Proxy) IsCut() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cut
+}
+
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() {
-	p.ln.Close()
+	for _, l := range p.lns {
+		l.Close()
+	}
 	p.Cut(true)
 	p.wg.Wait()
 }
 
-func (p *Proxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn, target int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cut {
+	if p.cut || p.targetCut[target] {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[c] = target
 	return true
 }
 
@@ -70,19 +121,19 @@ func (p *Proxy) untrack(c net.Conn) {
 	c.Close()
 }
 
-func (p *Proxy) serve() {
+func (p *Proxy) serve(i int) {
 	defer p.wg.Done()
 	for {
-		in, err := p.ln.Accept()
+		in, err := p.lns[i].Accept()
 		if err != nil {
 			return
 		}
-		if !p.track(in) {
+		if !p.track(in, i) {
 			in.Close()
 			continue
 		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil || !p.track(out) {
+		out, err := net.Dial("tcp", p.targets[i])
+		if err != nil || !p.track(out, i) {
 			p.untrack(in)
 			if out != nil {
 				out.Close()

@@ -142,8 +142,15 @@ func (w *Writer) Acks() []Ack {
 func (w *Writer) FirstAckAfter(t time.Time, exclude string) (Ack, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, a := range w.acks {
-		if a.At.After(t) && a.Node != exclude {
+	// Acks are appended in time order: skip the earlier ones at once.
+	i, _ := slices.BinarySearchFunc(w.acks, t, func(a Ack, t time.Time) int {
+		if a.At.After(t) {
+			return 1
+		}
+		return -1
+	})
+	for _, a := range w.acks[i:] {
+		if a.Node != exclude {
 			return a, true
 		}
 	}

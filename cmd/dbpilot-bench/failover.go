@@ -81,15 +81,28 @@ func benchFailover(ctx context.Context, runs int, dir string, modes []string) er
 }
 
 func steady(ctx context.Context, c *localcluster.Cluster, syncMode string) (localcluster.Status, error) {
-	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	return steadyWithin(ctx, c, syncMode, 90*time.Second)
+}
+
+// steadyWithin waits up to d for one primary holding the leader key and
+// every other node streaming (in synchronous mode also the sync key
+// settled).
+func steadyWithin(ctx context.Context, c *localcluster.Cluster, syncMode string, d time.Duration) (localcluster.Status, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	return c.WaitFor(wctx, "a primary and every other node streaming", func(s localcluster.Status) bool {
-		ok := s.Leader != "" && len(s.Primaries()) == 1 && s.Primaries()[0] == s.Leader && len(s.Streaming()) == len(c.Nodes)-1
-		if ok && syncMode == "on" {
-			ok = s.SyncSettled()
-		}
-		return ok
+		return isSteady(s, len(c.Nodes), syncMode)
 	})
+}
+
+// isSteady: the leader is the only primary, the n-1 others stream, and in
+// synchronous mode the sync key is settled.
+func isSteady(s localcluster.Status, n int, syncMode string) bool {
+	ok := s.Leader != "" && len(s.Primaries()) == 1 && s.Primaries()[0] == s.Leader && len(s.Streaming()) == n-1
+	if ok && syncMode == "on" {
+		ok = s.SyncSettled()
+	}
+	return ok
 }
 
 func benchMode(ctx context.Context, runs int, dir, agentBin, mode string) (modeResult, error) {

@@ -5,12 +5,14 @@
 //	dbpilot-bench agent --seconds 60  # RSS and CPU of one idle agent
 //	dbpilot-bench controlplane        # events/s, API p99, server RSS for 1,000 simulated clusters
 //	dbpilot-bench backup --scale 70   # full backup vs pg_basebackup, restore and PITR times
+//	dbpilot-bench chaos --faults 50   # randomised fault campaign (make chaos)
 //
 // Results and the commands that produced them are kept in docs/benchmarks.md.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -23,8 +25,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{Use: "dbpilot-bench", Short: "dbpilot benchmarks", SilenceUsage: true}
-	root.AddCommand(newFailoverCmd(), newAgentCmd(), newControlPlaneCmd(), newBackupBenchCmd())
+	root.AddCommand(newFailoverCmd(), newAgentCmd(), newControlPlaneCmd(), newBackupBenchCmd(), newChaosCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			stop()
+			os.Exit(int(code))
+		}
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}

@@ -1,4 +1,4 @@
-// Package embedetcd starts a single-member etcd inside the process
+// Package embedetcd starts etcd members inside the process
 // (go.etcd.io/etcd/server/v3/embed) on loopback: the embedded default of the
 // demo, the dev control plane, the local cluster test bed and the tests.
 package embedetcd
@@ -37,14 +37,68 @@ func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duratio
 	if err != nil {
 		return nil, "", err
 	}
+	m := Member{Name: name, Dir: dir, ClientPort: clientPort, PeerPort: peerPort, Log: log}
+	m.InitialCluster = m.Name + "=" + m.PeerURL()
+	e, err := StartMember(m)
+	if err != nil {
+		return nil, "", err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(ready):
+		e.Close()
+		return nil, "", errors.New("embedded etcd not ready after " + ready.String())
+	}
+	return e, m.ClientURL(), nil
+}
+
+// Member describes one member of an etcd cluster on loopback, fixed ports
+// included so that a stopped member can be restarted as itself.
+type Member struct {
+	Name       string
+	Dir        string // data dir; one that already holds a member is restarted, not re-initialised
+	ClientPort int
+	PeerPort   int
+	// InitialCluster lists every member as name=peerURL, comma-separated
+	// (etcd's --initial-cluster); used only when Dir is new.
+	InitialCluster string
+	// Token is etcd's --initial-cluster-token; "" = etcd's default.
+	Token string
+	Log   *zap.Logger
+}
+
+// ClientURL is the member's client URL, http://127.0.0.1:ClientPort.
+func (m Member) ClientURL() string { return "http://127.0.0.1:" + strconv.Itoa(m.ClientPort) }
+
+// PeerURL is the member's peer URL, http://127.0.0.1:PeerPort.
+func (m Member) PeerURL() string { return "http://127.0.0.1:" + strconv.Itoa(m.PeerPort) }
+
+// StartMember starts one member and returns without waiting for it to be
+// ready: a member of a multi-member cluster serves only once a quorum of its
+// peers runs, so the caller starts them all and then waits on each
+// Server.ReadyNotify(). The caller closes the server.
+func StartMember(m Member) (*embed.Etcd, error) {
+	log := m.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
 	cfg := embed.NewConfig()
-	cfg.Name, cfg.Dir = name, dir
-	cu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(clientPort))
-	pu, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(peerPort))
+	cfg.Name, cfg.Dir = m.Name, m.Dir
+	cu, err := url.Parse(m.ClientURL())
+	if err != nil {
+		return nil, err
+	}
+	pu, err := url.Parse(m.PeerURL())
+	if err != nil {
+		return nil, err
+	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = name + "=" + pu.String()
-	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
+	cfg.InitialCluster = m.InitialCluster
+	if m.Token != "" {
+		cfg.InitialClusterToken = m.Token
+	}
+	if _, err := os.Stat(filepath.Join(m.Dir, "member")); err == nil {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
 	// bcrypt's minimum cost (golang.org/x/crypto/bcrypt.MinCost): every
@@ -57,15 +111,9 @@ func Start(dir, name string, clientPort int, log *zap.Logger, ready time.Duratio
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return nil, "", fmt.Errorf("start embedded etcd: %w", err)
+		return nil, fmt.Errorf("start embedded etcd member %s: %w", m.Name, err)
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(ready):
-		e.Close()
-		return nil, "", errors.New("embedded etcd not ready after " + ready.String())
-	}
-	return e, cu.String(), nil
+	return e, nil
 }
 
 // EnableAuth turns on authentication (simple tokens, etcd's default) on the
