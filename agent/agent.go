@@ -457,6 +457,7 @@ func (a *Agent) fence(ctx context.Context, reason string) {
 	}
 	a.isLeader.Store(false)
 	a.ownTerm.Store(0)
+	a.clearFailsafe()
 	// Not under pgMu: fencing must not wait for an action in progress.
 	err := a.pg.Stop(ctx, postgres.StopImmediate)
 	left := a.dcs.LeaseLeft(time.Now())

@@ -140,18 +140,33 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 		term := a.ownTerm.Load()
 		now := time.Now()
 		late := !a.isLeader.Load() || a.dcs.LeaseLeft(now) < a.cfg.TTL-a.cfg.Health.Interval-a.cfg.Health.Interval/2
-		if term == 0 || a.fenced.Load() || !late {
+		if term == 0 || a.fenced.Load() {
+			a.clearFailsafe()
+			continue
+		}
+		if !late {
+			// The bound, if any, stays until it runs out: the promises it
+			// rests on hold until then, and the lease just proven may be a
+			// new one that does not carry our key yet (Reclaim needs it).
 			a.fs.mu.Lock()
-			if a.fs.relying && term != 0 && !late {
+			if a.fs.relying {
 				a.log.Info("failsafe: etcd answers again; leadership proven by the lease")
 				a.publish(proto.TypeFailsafe, proto.Failsafe{State: proto.FailsafeEnded})
 			}
-			a.fs.until, a.fs.relying, a.fs.refusing = time.Time{}, false, false
+			a.fs.relying, a.fs.refusing = false, false
 			a.fs.mu.Unlock()
 			continue
 		}
 		a.failsafeRound(ctx, term)
 	}
+}
+
+// clearFailsafe drops the primary-side bound (fenced, or no longer a
+// primary).
+func (a *Agent) clearFailsafe() {
+	a.fs.mu.Lock()
+	a.fs.until, a.fs.relying, a.fs.refusing = time.Time{}, false, false
+	a.fs.mu.Unlock()
 }
 
 // failsafeRound asks every known member once and extends the bound if all

@@ -18,6 +18,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // ErrLeaseLost is returned by Renew when etcd no longer knows the agent's
@@ -78,6 +80,15 @@ func Dial(opts Options, keys Keys, log *zap.Logger) (*Client, error) {
 		Username:             opts.Username,
 		Password:             opts.Password,
 		Logger:               log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+		// gRPC's default reconnect backoff grows to 120 s: after a long
+		// etcd outage the agent would find etcd back only tens of seconds
+		// late, and a primary riding out the outage in failsafe mode would
+		// fence meanwhile (the members, which reach etcd again, stop
+		// confirming it). Reconnect at least every second instead.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: opts.RequestTimeout,
+		})},
 	}
 	if opts.CAFile != "" || opts.CertFile != "" {
 		info := transport.TLSInfo{TrustedCAFile: opts.CAFile, CertFile: opts.CertFile, KeyFile: opts.KeyFile}
