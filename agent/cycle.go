@@ -119,6 +119,9 @@ func (a *Agent) observe(ctx context.Context) observation {
 		obs.snap, obs.etcdOK = snap, serr == nil && rerr == nil
 		if serr == nil {
 			a.noteRevision(snap.Revision)
+			if werr := a.dcs.WarmLocks(ctx); werr != nil {
+				a.log.Debug("lock session not started", zap.Error(werr))
+			}
 		}
 		if serr != nil || rerr != nil {
 			a.log.Warn("etcd cycle failed", zap.NamedError("renew", rerr), zap.NamedError("read", serr))

@@ -174,6 +174,15 @@ func (c *Client) lockSession(ctx context.Context) (*concurrency.Session, error) 
 	return s, nil
 }
 
+// WarmLocks makes sure the lock session is alive, starting a new one if
+// the previous one ended (its lease lapsed during an etcd outage, say), so
+// that a failover or switchover does not pay for a Grant on its critical
+// path. Errors: as lockSession.
+func (c *Client) WarmLocks(ctx context.Context) error {
+	_, err := c.lockSession(ctx)
+	return err
+}
+
 // Lease returns the current HA lease ID or clientv3.NoLease.
 func (c *Client) Lease() clientv3.LeaseID {
 	c.mu.Lock()
