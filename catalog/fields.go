@@ -211,7 +211,10 @@ func FromStored(b []byte) (Template, error) {
 }
 
 // validateHandlers decodes the handlers section strictly as the agent
-// does (handlers.Set) and applies the agent's own checks.
+// does (handlers.Set) and applies the agent's checks that do not depend on
+// the host (handlers.Set.ValidateSpecs): the user a handler runs as is
+// resolved on the database host, where the agent defaults it to the
+// PostgreSQL OS user.
 func validateHandlers(h map[string]any, add func(f, p string)) {
 	raw, err := yaml.Marshal(h)
 	if err != nil {
@@ -225,7 +228,7 @@ func validateHandlers(h map[string]any, add func(f, p string)) {
 		add("handlers", "not an agent handlers section (docs/agent-config.md): "+err.Error())
 		return
 	}
-	for _, err := range set.Validate("handlers") {
+	for _, err := range set.ValidateSpecs("handlers") {
 		var fe *handlers.FieldError
 		if errors.As(err, &fe) {
 			add(fe.Path, fe.Msg)

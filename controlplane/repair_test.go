@@ -51,6 +51,10 @@ func TestRepairerDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	// Audit entries bind to the namespace's id: it must exist.
+	if _, err := st.CreateNamespace(ctx, "ns"); err != nil {
+		t.Fatal(err)
+	}
 	etcdSrv, etcdURL, err := embedetcd.Start(filepath.Join(dir, "etcd"), "repair-test", 0, zap.NewNop(), 30*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -39,20 +40,51 @@ const reservedEnvPrefix = "DBPILOT_"
 // must name an existing OS user other than root (uid 0), and may be empty
 // only when the agent does not run as root.
 func (s Set) Validate(prefix string) []error {
-	var errs []error
-	configured := false
-	for _, p := range Phases() {
-		if sp := s.Get(p); sp != nil {
-			configured = true
-			errs = append(errs, sp.validate(joinPath(prefix, string(p)), p)...)
-		}
-	}
-	if configured || s.User != "" {
+	errs := s.ValidateSpecs(prefix)
+	userChecked := slices.ContainsFunc(errs, func(err error) bool {
+		fe, ok := err.(*FieldError)
+		return ok && fe.Path == joinPath(prefix, "user")
+	})
+	if !userChecked && (s.configured() || s.User != "") {
 		if _, err := resolveUser(s.User); err != nil {
 			errs = append(errs, &FieldError{Path: joinPath(prefix, "user"), Msg: err.Error()})
 		}
 	}
 	return errs
+}
+
+// ValidateSpecs checks what does not depend on the host the agent runs on:
+// every configured handler, and a handlers.user that names an account by
+// a plausible name and not root. Validate adds the host-dependent checks
+// (the user exists here; a user is required when the agent runs as root).
+// The control plane validates templates with it. Errors are *FieldError
+// under prefix.
+func (s Set) ValidateSpecs(prefix string) []error {
+	var errs []error
+	for _, p := range Phases() {
+		if sp := s.Get(p); sp != nil {
+			errs = append(errs, sp.validate(joinPath(prefix, string(p)), p)...)
+		}
+	}
+	switch u := s.User; {
+	case u == "root" || u == "0":
+		errs = append(errs, &FieldError{Path: joinPath(prefix, "user"), Msg: fmt.Sprintf("handlers never run as root (got %q); name an unprivileged OS user such as postgres", u)})
+	case u != "" && !userNamePattern.MatchString(u):
+		errs = append(errs, &FieldError{Path: joinPath(prefix, "user"), Msg: fmt.Sprintf("must name an unprivileged OS user, e.g. postgres (got %q)", u)})
+	}
+	return errs
+}
+
+// userNamePattern is the portable user-name syntax of useradd(8) (or a uid).
+var userNamePattern = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+
+func (s Set) configured() bool {
+	for _, p := range Phases() {
+		if s.Get(p) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // validate returns the problems of one spec configured for phase p at path.
