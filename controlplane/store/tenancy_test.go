@@ -49,7 +49,8 @@ func testTenantLifecycle(t *testing.T, s *store.Store) {
 	if err := s.CreateCluster(ctx, c, op); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := s.ApplyEvent(ctx, store.Event{ID: "e1", Namespace: "acme", Project: "default", Cluster: "db", Type: "t", Time: time.Now(),
+	recordNodes(t, s, c.ID, "node1")
+	if r, err := s.ApplyEvent(ctx, store.Event{ID: "e1", Namespace: "acme", Project: "default", Cluster: "db", Node: "node1", Type: "t", Time: time.Now(),
 		Data: json.RawMessage(`{}`)}, store.Projection{Scope: store.ScopeUnordered}); err != nil || r != store.Applied {
 		t.Fatalf("event: %v %v", r, err)
 	}
@@ -121,11 +122,12 @@ func testPerNamespaceSeq(t *testing.T, s *store.Store) {
 		if err := s.CreateCluster(ctx, c, op); err != nil {
 			t.Fatal(err)
 		}
+		recordNodes(t, s, c.ID, "node1")
 	}
 	batch := []store.EventApply{}
 	for i := range 6 {
 		ns := []string{"a", "b", "b"}[i%3]
-		batch = append(batch, store.EventApply{Event: store.Event{ID: "e" + string(rune('0'+i)), Namespace: ns, Project: "default", Cluster: "db",
+		batch = append(batch, store.EventApply{Event: store.Event{ID: "e" + string(rune('0'+i)), Namespace: ns, Project: "default", Cluster: "db", Node: "node1",
 			Type: "t", Time: time.Now(), Data: json.RawMessage(`{}`)}, Projection: store.Projection{Scope: store.ScopeUnordered}})
 	}
 	if _, err := s.ApplyEvents(ctx, batch); err != nil {
