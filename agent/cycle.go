@@ -47,6 +47,11 @@ func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	stopRenewing()
 	if err != nil {
 		a.log.Error("ha action failed", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Error(err))
+	} else if act.Kind == ha.SyncWiden || act.Kind == ha.SyncApply {
+		// Widen, apply and shrink are one change in steps: take the next
+		// step now rather than an interval later, so a new standby
+		// protects commits (and a lost one stops blocking them) at once.
+		a.kick()
 	}
 	a.record(ctx, obs, act)
 	a.keepSlots(ctx, obs)

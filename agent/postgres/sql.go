@@ -145,18 +145,33 @@ func (p *Instance) Promote(ctx context.Context) error {
 		if dl, ok := ctx.Deadline(); ok {
 			wait = max(1, min(wait, int(time.Until(dl).Seconds())))
 		}
-		var promoted bool
-		if err := conn.QueryRow(ctx, "SELECT pg_promote(true, $1)", wait).Scan(&promoted); err != nil {
+		// pg_promote(wait => true) checks for the end of recovery only
+		// every 100 ms (PostgreSQL's WAITS_PER_SECOND); signal without
+		// waiting and poll every 10 ms instead: promotion is on the
+		// critical path of every failover and switchover.
+		var signalled bool
+		if err := conn.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&signalled); err != nil {
 			return fmt.Errorf("promote: pg_promote: %w", err)
 		}
-		if !promoted {
-			return fmt.Errorf("promote: pg_promote did not finish within %d s", wait)
+		if !signalled {
+			return fmt.Errorf("promote: pg_promote could not signal the startup process")
 		}
-		if rec, err = inRecovery(ctx, conn); err != nil {
-			return fmt.Errorf("promote: verify: %w", err)
-		}
-		if rec {
-			return fmt.Errorf("promote: server still in recovery after pg_promote returned")
+		deadline := time.Now().Add(time.Duration(wait) * time.Second)
+		for {
+			if rec, err = inRecovery(ctx, conn); err != nil {
+				return fmt.Errorf("promote: verify: %w", err)
+			}
+			if !rec {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("promote: still in recovery %d s after pg_promote", wait)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("promote: %w", ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 	p.mu.Lock()
