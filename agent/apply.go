@@ -147,6 +147,7 @@ func (a *Agent) startReplica(ctx context.Context, target string, snap dcs.Snapsh
 // is emptied first, so no standby left over from an earlier term, and
 // outside the key, is waited for.
 func (a *Agent) promote(ctx context.Context, term uint64) error {
+	begin := time.Now()
 	if !a.pg.Running() {
 		if err := a.pg.Start(ctx, postgres.RoleReplica, nil); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
 			return a.abandonLeadership(ctx, fmt.Errorf("start before promote: %w", err))
@@ -166,13 +167,16 @@ func (a *Agent) promote(ctx context.Context, term uint64) error {
 		}
 		a.pgSync = standbys
 	}
+	prepared := time.Now()
 	// The marker goes first: if we crash mid-promotion, we rewind on return.
 	if err := a.local.setWasPrimary(true, term); err != nil {
 		return a.abandonLeadership(ctx, fmt.Errorf("write role file: %w", err))
 	}
+	marked := time.Now()
 	if err := a.pg.Promote(ctx); err != nil {
 		return a.abandonLeadership(ctx, fmt.Errorf("promote: %w", err))
 	}
+	a.log.Debug("promotion steps", zap.Duration("sync_standbys", prepared.Sub(begin)), zap.Duration("role_file", marked.Sub(prepared)), zap.Duration("pg_promote", time.Since(marked)))
 	a.fenced.Store(false)
 	a.upstream = ""
 	return nil
@@ -356,6 +360,14 @@ func (a *Agent) reclone(ctx context.Context, target string, snap dcs.Snapshot) e
 // then record the final LSN and release the leader key in one transaction.
 // Only target may then claim the key, after it received the final LSN.
 func (a *Agent) handover(ctx context.Context, target string, obs observation) error {
+	// A checkpoint while still writable leaves the shutdown checkpoint
+	// little to do: it is the part of the hand-over during which no write
+	// is accepted (Patroni does the same before a switchover).
+	cctx, cancel := context.WithTimeout(ctx, 2*a.cfg.TTL)
+	if err := a.pg.Checkpoint(cctx); err != nil {
+		a.log.Warn("switchover: checkpoint before stopping failed; stopping anyway", zap.Error(err))
+	}
+	cancel()
 	start := time.Now()
 	if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
 		return fmt.Errorf("switchover: stop primary (leader key kept): %w", err)

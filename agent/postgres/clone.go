@@ -181,6 +181,22 @@ func (p *Instance) Rewind(ctx context.Context, up Upstream) error {
 	return nil
 }
 
+// Checkpoint runs CHECKPOINT on the local server, so that a shutdown right
+// after it has little left to write (a planned switchover stops the primary
+// with a shutdown checkpoint, during which no write is accepted).
+// Errors: ErrNotRunning, or the connection's or the command's error.
+func (p *Instance) Checkpoint(ctx context.Context) error {
+	conn, err := p.connectRunning(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer closeConn(ctx, conn)
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
 // checkpointSource runs CHECKPOINT on the rewind source.
 func (p *Instance) checkpointSource(ctx context.Context, up Upstream) error {
 	conn, err := p.connectTo(ctx, up.Host, up.Port)
