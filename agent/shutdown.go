@@ -25,6 +25,12 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	a.log.Info("shutting down")
 	ctx, cancel := context.WithTimeout(ctx, 2*a.cfg.TTL+30*time.Second)
 	defer cancel()
+	// The HA loop has stopped, and with it the only renewal of the HA
+	// lease: keep renewing (bounded while we hold the key) so that preStop
+	// and the hand-over finish under a proven lease, as a switchover,
+	// rather than letting the key lapse into a failover.
+	stopRenewing := a.keepLeaseAlive(ctx, "shutdown")
+	defer stopRenewing()
 	if res := a.hooks.Run(ctx, handlers.PreStop, a.env("preStop", "agent stopping")); !res.OK() {
 		a.handlerResult(res)
 	}
@@ -43,6 +49,7 @@ func (a *Agent) shutdown(ctx context.Context) error {
 		}
 	}
 	stopErr := a.pg.Stop(ctx, postgres.StopFast)
+	stopRenewing() // the database is stopped (or will not stop): nothing left to prove
 	if stopErr != nil {
 		a.log.Error("PostgreSQL did not stop; leader key not released", zap.Error(stopErr))
 	}
