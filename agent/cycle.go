@@ -33,6 +33,13 @@ type observation struct {
 func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	a.failpoint(ctx, FailpointStallLoop)
 	obs := a.observe(ctx)
+	if ctx.Err() != nil {
+		// Stopping: what this cycle read is cut short by the cancellation
+		// (PostgreSQL "stopped", etcd "unreachable"), and acting on it
+		// would, say, abandon the leader key before the graceful
+		// hand-over. Shutdown takes it from here.
+		return false
+	}
 	a.publishMember(ctx, obs)
 	v := a.view(obs)
 	act := ha.Decide(v)
@@ -41,6 +48,9 @@ func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	} else {
 		a.log.Info("ha action", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.Strings("standbys", act.Standbys), zap.String("reason", act.Reason), zap.Uint64("term", obs.snap.Term))
 		a.metrics.HAActions.WithLabelValues(string(act.Kind)).Inc()
+	}
+	if ctx.Err() != nil {
+		return false
 	}
 	stopRenewing := a.renewDuring(ctx, act)
 	err := a.apply(ctx, act, obs, v)
