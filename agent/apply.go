@@ -185,6 +185,11 @@ func (a *Agent) promote(ctx context.Context, term uint64) error {
 // abandonLeadership releases the leader key after a failed promotion so a
 // healthier member can take over, and returns cause.
 func (a *Agent) abandonLeadership(ctx context.Context, cause error) error {
+	if ctx.Err() != nil {
+		// Cancelled (shutting down), not failed: keep the key for the
+		// graceful hand-over.
+		return cause
+	}
 	if a.leaderRev != 0 {
 		// The history record of this term says the promotion never took
 		// effect, in the same transaction that gives up the key.
