@@ -210,6 +210,11 @@ spec:
 
 	const clusters, members, perMember = 4, 3, 100
 	now := time.Now()
+	// The namespace must exist (events and audit bind to its id) and only
+	// nodes the control plane provisioned may speak (docs/security.md).
+	if _, err := srv.Store.CreateNamespace(ctx, "ns"); err != nil {
+		t.Fatal(err)
+	}
 	for c := range clusters {
 		id := fmt.Sprintf("c%d", c)
 		err := srv.Store.CreateCluster(ctx, store.Cluster{ID: id, Namespace: "ns", Project: "default", Name: "db" + strconv.Itoa(c),
@@ -217,6 +222,11 @@ spec:
 			store.Operation{ID: "op-" + id, Namespace: "ns", ClusterID: id, Kind: controlplane.KindCreate, State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now})
 		if err != nil {
 			t.Fatal(err)
+		}
+		for m := range members {
+			if err := srv.Store.UpsertNode(ctx, store.Node{ClusterID: id, Name: "node" + strconv.Itoa(m), State: store.NodeCreated}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
