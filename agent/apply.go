@@ -65,11 +65,11 @@ func (a *Agent) apply(ctx context.Context, act ha.Action, obs observation, v ha.
 			a.rewoundNotStreaming = true
 			a.notStreamingSince = time.Time{} // give the rewound replica a full period
 		}
-		return a.rejoin(ctx, act.Target, obs.snap)
+		return a.rejoin(ctx, act.Target, obs.snap, true)
 	case ha.Reclone:
 		a.rewoundNotStreaming = false
 		a.notStreamingSince = time.Time{}
-		return a.reclone(ctx, act.Target, obs.snap)
+		return a.rejoin(ctx, act.Target, obs.snap, false)
 	case ha.Handover:
 		return a.handover(ctx, act.Target, obs)
 	case ha.SyncWiden:
@@ -303,17 +303,24 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 }
 
 // rejoin turns a former primary (or a diverged replica) into a replica of
-// target: stop, pg_rewind, and a fresh clone if the rewind fails.
-func (a *Agent) rejoin(ctx context.Context, target string, snap dcs.Snapshot) error {
+// target: stop, pg_rewind, and a fresh clone if the rewind fails. With
+// rewind false it re-clones at once (ha.Reclone: only for a node that is
+// not a former primary, whose data holds nothing the primary lacks).
+func (a *Agent) rejoin(ctx context.Context, target string, snap dcs.Snapshot, rewind bool) error {
 	up, err := upstreamOf(snap, target)
 	if err != nil {
 		return err
 	}
 	if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
-		return fmt.Errorf("stop before rewind: %w", err)
+		return fmt.Errorf("stop before rejoining: %w", err)
 	}
-	if err := a.pg.Rewind(ctx, up); err != nil {
-		a.log.Warn("pg_rewind failed; re-cloning from the primary", zap.String("from", target), zap.Error(err))
+	if rewind {
+		err = a.pg.Rewind(ctx, up)
+		if err != nil {
+			a.log.Warn("pg_rewind failed; re-cloning from the primary", zap.String("from", target), zap.Error(err))
+		}
+	}
+	if !rewind || err != nil {
 		if err := a.pg.RemoveDataDir(); err != nil {
 			return fmt.Errorf("remove data dir for re-clone: %w", err)
 		}
@@ -325,38 +332,14 @@ func (a *Agent) rejoin(ctx context.Context, target string, snap dcs.Snapshot) er
 		return err
 	}
 	if err := a.pg.Start(ctx, postgres.RoleReplica, &up); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
-		return fmt.Errorf("start after rewind: %w", err)
+		return fmt.Errorf("start after rejoining: %w", err)
 	}
 	a.upstream = target
-	a.log.Info("rejoined as replica", zap.String("leader", target))
-	return nil
-}
-
-// reclone replaces a replica's data directory with a fresh clone of
-// target. Only for a node that is not a former primary (its data holds
-// nothing the primary lacks).
-func (a *Agent) reclone(ctx context.Context, target string, snap dcs.Snapshot) error {
-	up, err := upstreamOf(snap, target)
-	if err != nil {
-		return err
+	if rewind {
+		a.log.Info("rejoined as replica", zap.String("leader", target))
+	} else {
+		a.log.Info("re-cloned as replica", zap.String("leader", target))
 	}
-	if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
-		return fmt.Errorf("stop before re-clone: %w", err)
-	}
-	if err := a.pg.RemoveDataDir(); err != nil {
-		return fmt.Errorf("remove data dir for re-clone: %w", err)
-	}
-	if err := a.pg.BaseBackup(ctx, up); err != nil {
-		return fmt.Errorf("re-clone from %s: %w", target, err)
-	}
-	if err := a.local.setWasPrimary(false, snap.Term); err != nil {
-		return err
-	}
-	if err := a.pg.Start(ctx, postgres.RoleReplica, &up); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
-		return fmt.Errorf("start after re-clone: %w", err)
-	}
-	a.upstream = target
-	a.log.Info("re-cloned as replica", zap.String("leader", target))
 	return nil
 }
 

@@ -286,10 +286,8 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 		NoFailover: a.cfg.Tags.NoFailover, Priority: a.cfg.Tags.PriorityValue(), Upstream: a.upstream,
 		SynchronousMode: a.syncMode, Synchronous: a.synchronous(obs.pg),
 	}
-	if to := a.promised(obs.now); to != "" {
-		a.fs.mu.Lock()
-		m.FailsafeFor, m.FailsafeUntilMS = to, a.fs.promisedUntil.UnixMilli()
-		a.fs.mu.Unlock()
+	if to, until := a.promise(obs.now); to != "" {
+		m.FailsafeFor, m.FailsafeUntilMS = to, until.UnixMilli()
 	}
 	if err := a.dcs.PutMember(ctx, m); err != nil {
 		a.log.Warn("member key not refreshed", zap.Error(err))

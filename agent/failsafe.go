@@ -93,15 +93,22 @@ func (a *Agent) failsafeLeft(now time.Time) time.Duration {
 	return a.fs.until.Sub(now)
 }
 
-// promised returns the primary we promised to stay out of elections for
-// ("" when no promise is in force).
-func (a *Agent) promised(now time.Time) string {
+// promise returns the primary we promised to stay out of elections for
+// and until when ("" when no promise is in force).
+func (a *Agent) promise(now time.Time) (string, time.Time) {
 	a.fs.mu.Lock()
 	defer a.fs.mu.Unlock()
 	if a.fs.promisedTo == "" || !now.Before(a.fs.promisedUntil) {
-		return ""
+		return "", time.Time{}
 	}
-	return a.fs.promisedTo
+	return a.fs.promisedTo, a.fs.promisedUntil
+}
+
+// promised returns the primary we promised to stay out of elections for
+// ("" when no promise is in force).
+func (a *Agent) promised(now time.Time) string {
+	to, _ := a.promise(now)
+	return to
 }
 
 // writableLeft is how long this node may provably stay writable: the HA
