@@ -214,6 +214,7 @@ func (a *Agent) Reload(cfg *config.Config) {
 // (preStop → hand over leadership → stop PostgreSQL → postStop → close the
 // session). Errors: ErrPreStart, or a failure to set up the HTTP endpoint.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.pg.Close() // pooled connections to PostgreSQL, after shutdown
 	var wg sync.WaitGroup
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() { stopBG(); wg.Wait() }()

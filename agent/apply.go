@@ -43,7 +43,7 @@ func (a *Agent) apply(ctx context.Context, act ha.Action, obs observation, v ha.
 	case ha.Reclaim:
 		return a.reclaim(ctx, obs)
 	case ha.Promote:
-		return a.promote(ctx, obs.snap.Leader.Term)
+		return a.promote(ctx, obs.snap.Leader.Term, obs.snap)
 	case ha.Campaign:
 		return a.campaign(ctx, v)
 	case ha.StartReplica:
@@ -145,23 +145,22 @@ func (a *Agent) startReplica(ctx context.Context, target string, snap dcs.Snapsh
 // first, so the very first commit after promotion waits for one of them;
 // otherwise (or when the key lists no other node) synchronous_standby_names
 // is emptied first, so no standby left over from an earlier term, and
-// outside the key, is waited for.
-func (a *Agent) promote(ctx context.Context, term uint64) error {
+// outside the key, is waited for. snap is the observation the claim was
+// decided on (read under the claim's term CAS, so its sync key is the one
+// the claim carried over); reading etcd again would only add a round trip
+// to the write outage.
+func (a *Agent) promote(ctx context.Context, term uint64, snap dcs.Snapshot) error {
 	begin := time.Now()
 	if !a.pg.Running() {
 		if err := a.pg.Start(ctx, postgres.RoleReplica, nil); err != nil && !errors.Is(err, postgres.ErrAlreadyRunning) {
 			return a.abandonLeadership(ctx, fmt.Errorf("start before promote: %w", err))
 		}
 	}
-	standbys, known := []string(nil), true
-	if snap, err := a.dcs.Snapshot(ctx); err == nil {
-		if mode, _ := a.syncModeOf(snap); mode == string(config.SyncOn) && snap.Sync != nil {
-			standbys = slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })
-		}
-	} else if a.syncMode == string(config.SyncOn) {
-		known = false // cannot read the key: keep what PostgreSQL has
+	var standbys []string
+	if mode, _ := a.syncModeOf(snap); mode == string(config.SyncOn) && snap.Sync != nil {
+		standbys = slices.DeleteFunc(slices.Clone(snap.Sync.Standbys), func(n string) bool { return n == a.cfg.Node.Name })
 	}
-	if known && !slices.Equal(standbys, a.pgSync) {
+	if !slices.Equal(standbys, a.pgSync) {
 		if err := a.pg.SetSynchronousStandbys(ctx, standbys); err != nil {
 			return a.abandonLeadership(ctx, fmt.Errorf("carry over synchronous standbys %v: %w", standbys, err))
 		}
@@ -232,16 +231,23 @@ func (a *Agent) reclaim(ctx context.Context, obs observation) error {
 func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	a.electMu.Lock()
 	defer a.electMu.Unlock()
-	unlock, err := a.dcs.TryLock(ctx, a.keys.FailoverLock())
-	if errors.Is(err, dcs.ErrLocked) {
-		a.log.Info("failover lock held by another member; waiting for the new primary")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("failover lock: %w", err)
-	}
-	defer unlock()
 	start := time.Now()
+	if sw := v.Switchover; sw == nil || !sw.Handover || sw.Expired || sw.To != a.cfg.Node.Name {
+		// A failover: candidates take the failover lock in turn, so each
+		// re-checks against the others' latest reports. The hand-over
+		// target of a switchover is the only candidate while the hand-over
+		// lasts and skips the lock (two etcd writes off the write outage);
+		// the claim's compare on the term key keeps one winner either way.
+		unlock, err := a.dcs.TryLock(ctx, a.keys.FailoverLock())
+		if errors.Is(err, dcs.ErrLocked) {
+			a.log.Info("failover lock held by another member; waiting for the new primary")
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("failover lock: %w", err)
+		}
+		defer unlock()
+	}
 	snap, err := a.dcs.Snapshot(ctx)
 	if err != nil {
 		return err
@@ -283,7 +289,7 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	a.isLeader.Store(true)
 	a.ownTerm.Store(a.term)
 	a.log.Info("leader key claimed", zap.Uint64("term", a.term), zap.String("reason", reason), zap.String("previous", previous))
-	if err := a.promote(ctx, a.term); err != nil {
+	if err := a.promote(ctx, a.term, snap); err != nil {
 		return err
 	}
 	st, _ = a.pg.Status(ctx)

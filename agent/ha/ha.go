@@ -272,6 +272,13 @@ func decideElection(v View) Action {
 		return Action{Kind: Noop, Reason: "cluster not bootstrapped yet"}
 	}
 	if v.LocalRole == RoleStopped {
+		if sw := v.Switchover; sw != nil && sw.Handover && !sw.Expired && sw.From == v.Self {
+			// We just handed over: starting now would compete with the
+			// target's promotion for CPU and disk, and we rejoin it anyway.
+			// If the target never takes the key, the hand-over expires and
+			// we stand for election like anyone else.
+			return Action{Kind: Noop, Reason: "handed over to " + sw.To + ": waiting for it to take the leader key"}
+		}
 		if v.WasPrimary || !v.LocalInitialized {
 			return Action{Kind: Noop, Reason: "no leader: waiting for one to rejoin or clone from"}
 		}

@@ -252,6 +252,18 @@ func TestDecide(t *testing.T) {
 		}, Noop, "", "being removed"},
 		{"stopped node with no leader starts read-only", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; return v }, StartReplica, "", "election"},
 		{"stopped former primary with no leader waits", func(v View) View { v = noLeader(v); v.LocalRole = RoleStopped; v.WasPrimary = true; return v }, Noop, "", "waiting for one"},
+		{"stopped old primary waits for its hand-over target", func(v View) View {
+			v = noLeader(v)
+			v.LocalRole = RoleStopped
+			v.Switchover = &Switchover{From: "n2", To: "n3", Handover: true, FinalLSN: 1000}
+			return v
+		}, Noop, "", "handed over to n3"},
+		{"stopped old primary stands for election once the hand-over expired", func(v View) View {
+			v = noLeader(v)
+			v.LocalRole = RoleStopped
+			v.Switchover = &Switchover{From: "n2", To: "n3", Handover: true, FinalLSN: 1000, Expired: true}
+			return v
+		}, StartReplica, "", "election"},
 		{"handover target waits for final LSN", func(v View) View {
 			v = noLeader(v)
 			v.Switchover = &Switchover{To: "n2", Handover: true, FinalLSN: 1500}

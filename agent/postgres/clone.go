@@ -186,11 +186,11 @@ func (p *Instance) Rewind(ctx context.Context, up Upstream) error {
 // with a shutdown checkpoint, during which no write is accepted).
 // Errors: ErrNotRunning, or the connection's or the command's error.
 func (p *Instance) Checkpoint(ctx context.Context) error {
-	conn, err := p.connectRunning(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 )
 
@@ -34,6 +35,9 @@ type Instance struct {
 	conninfo  string            // replica's primary_conninfo, "" for none
 	syncNames []string          // synchronous standbys last set
 	recovery  map[string]string // recovery settings while StartRecovery runs, nil otherwise
+
+	poolMu sync.Mutex
+	pool   *pgxpool.Pool // local superuser connections (localConn), nil until first use
 }
 
 // process is a postmaster started by this Instance.

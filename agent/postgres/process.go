@@ -137,6 +137,7 @@ func (p *Instance) spawn(role Role, up *Upstream) (*process, error) {
 		return nil, fmt.Errorf("run postgres: %w", err)
 	}
 	proc := &process{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	p.resetLocalPool() // whatever it held reached an earlier server
 	go p.reap(proc, exited)
 	p.proc, p.role, p.conninfo = proc, role, conninfo
 	fields := []zap.Field{zap.String("role", string(role)), zap.Int("pid", proc.pid), zap.String("log_file", p.cfg.LogFile)}
@@ -160,6 +161,7 @@ func (p *Instance) reap(proc *process, exited <-chan error) {
 	} else {
 		p.log.Warn("postgres exited unexpectedly", zap.Int("pid", proc.pid), zap.Error(err))
 	}
+	p.resetLocalPool()
 	close(proc.done)
 }
 
@@ -274,6 +276,7 @@ func (p *Instance) Stop(ctx context.Context, mode StopMode) error {
 		case <-tick.C:
 		}
 	}
+	p.resetLocalPool()
 	p.log.Info("postgres stopped (found via postmaster.pid)", zap.Int("pid", pid),
 		zap.String("mode", string(mode)), zap.Duration("took", time.Since(start)))
 	return nil

@@ -14,29 +14,41 @@ import (
 // make every node a valid primary or standby (wal_level, max_wal_senders,
 // max_replication_slots, wal_keep_size), bound the WAL the agent's
 // replication slots may retain (max_slot_wal_keep_size, see [SlotName]),
-// make pg_rewind possible (wal_log_hints; data checksums also suffice), and
-// send the server log to stderr, which Start redirects to Config.LogFile.
+// make pg_rewind possible (wal_log_hints; data checksums also suffice),
+// keep a standby's retries of its upstream short (wal_retrieve_retry_interval,
+// below), and send the server log to stderr, which Start redirects to
+// Config.LogFile.
+//
+// wal_retrieve_retry_interval is 500 ms instead of PostgreSQL's 5 s: a
+// promotion that the startup process notices while it waits on a stream
+// from a lost primary is treated as a failed source and sleeps out the
+// rest of that interval before ending recovery (seen here as a 5 s stall
+// of a failover, PostgreSQL 15, xlogrecovery.c WaitForWALToBecomeAvailable),
+// and a replica re-pointed at a new primary retries on the same period. The
+// cost is a connection attempt (and a log line) every 500 ms while a
+// standby's upstream is down.
 func defaultParameters() map[string]string {
 	return map[string]string{
-		"unix_socket_directories":    "", // TCP only: the packaged default dir may not exist or be writable
-		"wal_level":                  "replica",
-		"max_wal_senders":            "10",
-		"max_replication_slots":      "10",
-		"wal_keep_size":              "512MB",
-		"max_slot_wal_keep_size":     "1GB",
-		"wal_log_hints":              "on",
-		"hot_standby_feedback":       "on",
-		"shared_buffers":             "32MB",
-		"max_connections":            "50",
-		"password_encryption":        "scram-sha-256",
-		"logging_collector":          "off",
-		"log_destination":            "stderr",
-		"log_line_prefix":            "%m [%p] %q%u@%d ",
-		"lc_messages":                "C",
-		"timezone":                   "UTC",
-		"log_timezone":               "UTC",
-		"datestyle":                  "iso, mdy",
-		"default_text_search_config": "pg_catalog.english",
+		"unix_socket_directories":     "", // TCP only: the packaged default dir may not exist or be writable
+		"wal_level":                   "replica",
+		"max_wal_senders":             "10",
+		"max_replication_slots":       "10",
+		"wal_keep_size":               "512MB",
+		"max_slot_wal_keep_size":      "1GB",
+		"wal_log_hints":               "on",
+		"hot_standby_feedback":        "on",
+		"wal_retrieve_retry_interval": "500ms",
+		"shared_buffers":              "32MB",
+		"max_connections":             "50",
+		"password_encryption":         "scram-sha-256",
+		"logging_collector":           "off",
+		"log_destination":             "stderr",
+		"log_line_prefix":             "%m [%p] %q%u@%d ",
+		"lc_messages":                 "C",
+		"timezone":                    "UTC",
+		"log_timezone":                "UTC",
+		"datestyle":                   "iso, mdy",
+		"default_text_search_config":  "pg_catalog.english",
 	}
 }
 

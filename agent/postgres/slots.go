@@ -150,11 +150,11 @@ func (s ReplicationSlot) RetainedBytes(write LSN) int64 {
 // Errors: ErrNotRunning; connection or query errors.
 func (p *Instance) ReplicationSlots(ctx context.Context) (SlotState, error) {
 	var st SlotState
-	conn, err := p.connectRunning(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return st, fmt.Errorf("replication slots: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	if st, err = readSlots(ctx, conn); err != nil {
 		return st, fmt.Errorf("replication slots: %w", err)
 	}
@@ -228,11 +228,11 @@ func (p *Instance) ApplySlots(ctx context.Context, create, drop []string) (SlotC
 			return done, fmt.Errorf("apply slots: %q is not a managed slot name", n)
 		}
 	}
-	conn, err := p.connectRunning(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return done, fmt.Errorf("apply slots: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	rec, err := inRecovery(ctx, conn)
 	if err != nil {
 		return done, fmt.Errorf("apply slots: %w", err)
@@ -297,7 +297,7 @@ const upstreamSlotTimeout = 3 * time.Second
 // ensureUpstreamSlot creates this node's slot ([SlotName] of NodeName) on
 // the upstream up if it does not exist yet, so the WAL receiver finds it on
 // its first connection (otherwise it fails with "replication slot does not
-// exist" and retries every wal_retrieve_retry_interval, 5 s by default,
+// exist" and retries every wal_retrieve_retry_interval, 500 ms as rendered,
 // until the primary's agent has created it). Best effort: a failure is
 // logged and left to the primary's agent, which keeps a slot for every
 // member. A standby upstream (a new leader not promoted yet) accepts the

@@ -130,11 +130,11 @@ func (p *Instance) Bootstrap(ctx context.Context) error {
 // issues that CHECKPOINT on the source itself.
 func (p *Instance) Promote(ctx context.Context) error {
 	start := time.Now()
-	conn, err := p.connectRunning(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	rec, err := inRecovery(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
@@ -251,11 +251,11 @@ func (p *Instance) Follow(ctx context.Context, up Upstream) error {
 		}
 		return nil
 	}
-	conn, err := p.Connect(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", up.Name, err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	rec, err := inRecovery(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", up.Name, err)
@@ -310,11 +310,11 @@ func (p *Instance) SetSynchronousStandbys(ctx context.Context, names []string) e
 		p.mu.Unlock()
 		return nil
 	}
-	conn, err := p.Connect(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return fmt.Errorf("set synchronous standbys: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	rec, err := inRecovery(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("set synchronous standbys: %w", err)
@@ -424,11 +424,11 @@ func (p *Instance) Status(ctx context.Context) (Status, error) {
 	if !st.Running {
 		return st, nil
 	}
-	conn, err := p.Connect(ctx)
+	conn, release, err := p.localConn(ctx)
 	if err != nil {
 		return st, fmt.Errorf("status: %w", err)
 	}
-	defer closeConn(ctx, conn)
+	defer release()
 	if err := conn.QueryRow(ctx,
 		"SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names')",
 	).Scan(&st.InRecovery, &st.SyncStandbyNames); err != nil {
