@@ -85,13 +85,6 @@ func (a *Agent) apply(ctx context.Context, act ha.Action, obs observation, v ha.
 		}
 		return nil
 	case ha.SyncShrink:
-		for _, name := range act.Standbys {
-			i := slices.IndexFunc(obs.pg.Replicas, func(r postgres.ReplicaStat) bool { return r.Name == name })
-			if i < 0 || uint64(obs.pg.Replicas[i].FlushLSN) < a.syncAppliedLSN {
-				a.log.Debug("sync shrink waits for standby", zap.String("standby", name))
-				return nil
-			}
-		}
 		return a.putSync(ctx, act.Standbys)
 	}
 	return fmt.Errorf("unknown action %q", act.Kind)

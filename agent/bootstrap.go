@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/ha"
 	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/proto"
 )
@@ -48,56 +49,87 @@ func (a *Agent) ensureData(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// bootstrapStep observes the local data directory and etcd, asks ha.Decide
+// (View.Bootstrapping) for one step and takes it. It reports whether the
+// bootstrap is complete.
 func (a *Agent) bootstrapStep(ctx context.Context) (bool, error) {
-	lock, haveLock, err := a.local.bootstrapLock()
+	v, snap, err := a.bootstrapView(ctx)
 	if err != nil {
-		return true, fmt.Errorf("bootstrap lock file: %w", err)
+		return true, err
 	}
-	if haveLock && a.pg.IsInitialized() {
+	act := ha.Decide(v)
+	if act.Kind == ha.Noop {
+		a.log.Info("bootstrap: waiting", zap.String("reason", act.Reason))
+	} else if act.Kind != ha.BootstrapDone {
+		a.log.Info("bootstrap step", zap.String("action", string(act.Kind)), zap.String("target", act.Target), zap.String("reason", act.Reason))
+	}
+	switch act.Kind {
+	case ha.BootstrapDone:
 		return true, nil
-	}
-	snap, err := a.dcs.Snapshot(ctx)
-	if err != nil {
-		return false, err
-	}
-	if a.pg.IsInitialized() && snap.Initialized {
-		cd, err := a.pg.ControlData(ctx)
-		if err == nil && cd.SystemIdentifier == snap.SystemID {
-			// Initialised here before a crash cut the bootstrap short.
-			return true, a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: cd.SystemIdentifier, Role: "replica"})
-		}
-		a.log.Warn("data directory belongs to another cluster or is unreadable; re-cloning", zap.String("local_system_id", cd.SystemIdentifier), zap.String("cluster_system_id", snap.SystemID), zap.Error(err))
+	case ha.Adopt:
+		return true, a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: v.LocalSystemID, Role: "replica"})
+	case ha.DiscardData:
 		if err := a.pg.Stop(ctx, postgres.StopFast); err != nil {
 			return false, err
 		}
 		if err := a.pg.RemoveDataDir(); err != nil {
 			return true, err
 		}
-	}
-	if haveLock && !a.pg.IsInitialized() {
-		a.log.Warn("bootstrap lock file present but no data directory; cloning again", zap.String("system_id", lock.SystemID))
+		return false, nil
+	case ha.ForgetMarker:
 		if err := a.local.removeBootstrapLock(); err != nil {
 			return true, err
 		}
-	}
-	switch {
-	case !snap.Initialized && snap.Leader == nil:
+		return false, nil
+	case ha.Initialize:
 		return a.bootstrapPrimary(ctx)
-	case snap.Leader != nil && snap.Leader.Node == a.cfg.Node.Name:
-		// A leader key of ours without our data: left by an earlier run of
-		// this agent. Never clone from ourselves; let it go first.
-		if snap.LeaderLease == int64(a.dcs.Lease()) {
-			_, err := a.dcs.ReleaseLeader(ctx, snap.LeaderRev)
-			return false, err
-		}
-		a.log.Warn("a leader key of this node from an earlier run is still alive; waiting for its lease to expire")
-		return false, nil
-	case snap.Leader != nil:
+	case ha.Release:
+		_, err := a.dcs.ReleaseLeader(ctx, snap.LeaderRev)
+		return false, err
+	case ha.Clone:
 		return true, a.cloneReplica(ctx, snap)
-	default:
-		a.log.Info("cluster initialized but no leader yet; waiting to clone")
+	case ha.Noop:
+		if !v.EtcdOK {
+			return false, errors.New(act.Reason)
+		}
 		return false, nil
 	}
+	return false, fmt.Errorf("bootstrap: unexpected action %q", act.Kind)
+}
+
+// bootstrapView is the bootstrap phase's input to ha.Decide: the local
+// marker and data directory (with its system identifier when the cluster
+// is initialized) and the etcd snapshot. The error is only the marker
+// file's (unreadable): etcd errors become EtcdOK false.
+func (a *Agent) bootstrapView(ctx context.Context) (ha.View, dcs.Snapshot, error) {
+	_, haveLock, err := a.local.bootstrapLock()
+	if err != nil {
+		return ha.View{}, dcs.Snapshot{}, fmt.Errorf("bootstrap lock file: %w", err)
+	}
+	v := ha.View{Self: a.cfg.Node.Name, Bootstrapping: true, BootstrapMarker: haveLock, LocalInitialized: a.pg.IsInitialized()}
+	if v.BootstrapMarker && v.LocalInitialized {
+		return v, dcs.Snapshot{}, nil // done: no need to ask etcd
+	}
+	snap, err := a.dcs.Snapshot(ctx)
+	if err != nil {
+		a.log.Warn("bootstrap: etcd read failed", zap.Error(err))
+		return v, snap, nil
+	}
+	v.EtcdOK, v.Initialized, v.ClusterSystemID = true, snap.Initialized, snap.SystemID
+	if l := snap.Leader; l != nil {
+		v.Leader = l.Node
+		v.IsLeader = l.Node == a.cfg.Node.Name && snap.LeaderLease == int64(a.dcs.Lease())
+	}
+	if v.LocalInitialized && v.Initialized {
+		cd, err := a.pg.ControlData(ctx)
+		if err != nil {
+			a.log.Warn("bootstrap: cannot read the data directory's control file", zap.Error(err))
+			v.ControlDataErr = true
+		} else {
+			v.LocalSystemID = cd.SystemIdentifier
+		}
+	}
+	return v, snap, nil
 }
 
 func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {

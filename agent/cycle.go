@@ -365,16 +365,9 @@ func (a *Agent) view(obs observation) ha.View {
 	slices.SortFunc(v.Members, func(x, y ha.Member) int { return compareStrings(x.Name, y.Name) })
 	if v.IsLeader && role == ha.RolePrimary {
 		for _, r := range st.Replicas {
-			m, ok := snap.Members[r.Name]
-			if ok && m.Healthy && r.State == "streaming" && !m.NoFailover && m.Priority > 0 {
-				v.SyncCandidates = append(v.SyncCandidates, r.Name)
-			}
+			v.Replicas = append(v.Replicas, ha.Replica{Name: r.Name, Streaming: r.State == "streaming", FlushLSN: uint64(r.FlushLSN)})
 		}
-		if len(v.SyncCandidates) == 0 && len(a.pgSync) == 0 {
-			// A new primary carries over the standbys of the sync key, so
-			// commits wait for them from the first one (strict).
-			v.SyncCandidates = v.SyncStandbys
-		}
+		v.SyncAppliedLSN = a.syncAppliedLSN
 	}
 	if sw := snap.Switchover; sw != nil && (sw.State == dcs.SwitchoverRequested || sw.State == dcs.SwitchoverHandover) {
 		v.Switchover = &ha.Switchover{From: sw.From, To: sw.To, Handover: sw.State == dcs.SwitchoverHandover, FinalLSN: sw.FinalLSN}

@@ -39,7 +39,7 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	if a.isLeader.Load() && !a.fenced.Load() {
 		obs := a.observe(ctx)
 		v := a.view(obs)
-		v.Healthy = false // "unhealthy" makes Decide pick the best hand-over target
+		v.ShuttingDown = true
 		if act := ha.Decide(v); act.Kind == ha.Handover {
 			if err := a.handover(ctx, act.Target, obs); err != nil {
 				a.log.Error("graceful hand-over failed", zap.Error(err))

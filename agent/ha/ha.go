@@ -43,6 +43,14 @@ const (
 	SyncShrink   Kind = "sync_shrink"   // once Standbys have flushed our LSN, write the sync key as Standbys
 	Reclaim      Kind = "reclaim"       // failsafe: re-create our lapsed leader key at the same term
 	Reclone      Kind = "reclone"       // replace the data directory with a fresh clone of Target
+
+	// Bootstrap phase (View.Bootstrapping), whitepaper Op 2.
+	BootstrapDone Kind = "bootstrap_done" // the data directory is the cluster's: the HA loop takes over
+	Adopt         Kind = "adopt"          // the data directory is the cluster's but unrecorded: write the local bootstrap marker
+	ForgetMarker  Kind = "forget_marker"  // a bootstrap marker without a data directory: remove it, then clone again
+	DiscardData   Kind = "discard_data"   // the data directory belongs to another cluster: stop and remove it
+	Initialize    Kind = "initialize"     // bootstrap lock, initdb (or restore), leader key at term 1
+	Clone         Kind = "clone"          // new replica: clone from Target (backup or pg_basebackup)
 )
 
 // Action is what the agent does this cycle, and why.
@@ -74,6 +82,14 @@ type Member struct {
 	// the primary of the current term (it answered that primary's failsafe
 	// check during an etcd outage): that primary may still be writable.
 	FailsafePromised bool
+}
+
+// Replica is one WAL sender of the primary's PostgreSQL
+// (pg_stat_replication), keyed by the standby's application_name.
+type Replica struct {
+	Name      string
+	Streaming bool   // state = 'streaming'
+	FlushLSN  uint64 // bytes: what the standby has flushed
 }
 
 // Switchover is a pending planned switchover.
@@ -131,7 +147,30 @@ type View struct {
 	SyncMode       bool
 	SyncStandbys   []string // sync key
 	PGSyncStandbys []string // synchronous_standby_names on our PostgreSQL (primary)
-	SyncCandidates []string // replicas healthy and streaming from us (primary)
+	// Replicas are the WAL senders of our PostgreSQL (primary only, from
+	// pg_stat_replication): the raw input of the synchronous set.
+	Replicas []Replica
+	// SyncAppliedLSN is our write LSN (bytes) when synchronous_standby_names
+	// was last changed: a standby dropped from the sync key only once the
+	// remaining ones have flushed up to it.
+	SyncAppliedLSN uint64
+	// ShuttingDown: the agent is stopping (SIGTERM). A leader hands over to
+	// the best replica if there is one; nobody starts anything new.
+	ShuttingDown bool
+
+	// Bootstrapping: the agent has not yet established that its data
+	// directory belongs to the cluster (before the HA loop; whitepaper Op 2).
+	Bootstrapping bool
+	// BootstrapMarker: the local bootstrap lock file records that this data
+	// directory joined the cluster.
+	BootstrapMarker bool
+	// LocalSystemID is the data directory's database system identifier
+	// (pg_controldata); ControlDataErr: it could not be read.
+	LocalSystemID  string
+	ControlDataErr bool
+	// ClusterSystemID is the system identifier recorded when the cluster
+	// was initialized ("" before).
+	ClusterSystemID string
 	// SpecNodes are the nodes of the control plane's spec key; empty: no
 	// restriction. Any other node is being removed: it keeps replicating
 	// but is no failover candidate, switchover target or new synchronous
@@ -156,6 +195,10 @@ func Decide(v View) Action {
 		return Action{Kind: Noop, Reason: fmt.Sprintf("etcd unreachable; failsafe: every member confirms this primary (left %s)", v.FailsafeLeft)}
 	case v.LocalRole == RolePrimary && !v.IsLeader:
 		return Action{Kind: Fence, Reason: "writable without holding the leader key: fencing"}
+	case v.Bootstrapping:
+		return decideBootstrap(v)
+	case v.ShuttingDown:
+		return decideShutdown(v)
 	case !v.EtcdOK:
 		if v.LocalRole == RoleStopped && v.LocalInitialized {
 			return Action{Kind: StartReplica, Reason: "etcd unreachable: starting read-only without upstream"}
@@ -171,6 +214,56 @@ func Decide(v View) Action {
 	default:
 		return decideElection(v)
 	}
+}
+
+// decideBootstrap is the bootstrap of the whitepaper's Op 2, one step per
+// call: the first node takes the bootstrap lock and initializes the cluster;
+// every other node waits for a leader and clones from it. A data directory
+// is only ever discarded when its system identifier, read without error,
+// names another cluster: an unreadable control file is retried, never
+// deleted.
+func decideBootstrap(v View) Action {
+	switch {
+	case v.BootstrapMarker && v.LocalInitialized:
+		return Action{Kind: BootstrapDone, Reason: "data directory joined the cluster earlier"}
+	case !v.EtcdOK:
+		return Action{Kind: Noop, Reason: "etcd unreachable: waiting to bootstrap or clone"}
+	case v.LocalInitialized && v.Initialized && v.ControlDataErr:
+		return Action{Kind: Noop, Reason: "cannot read the data directory's control file: keeping it and retrying (nothing is deleted on a read error)"}
+	case v.LocalInitialized && v.Initialized && v.LocalSystemID == v.ClusterSystemID:
+		return Action{Kind: Adopt, Reason: "data directory belongs to the cluster (bootstrap cut short before its marker was written)"}
+	case v.LocalInitialized && v.Initialized:
+		return Action{Kind: DiscardData, Reason: fmt.Sprintf("data directory belongs to another cluster (system id %s, cluster's %s): re-cloning", v.LocalSystemID, v.ClusterSystemID)}
+	case v.BootstrapMarker && !v.LocalInitialized:
+		return Action{Kind: ForgetMarker, Reason: "bootstrap marker present but no data directory: cloning again"}
+	case !v.Initialized && v.Leader == "":
+		return Action{Kind: Initialize, Reason: "cluster not initialized: bootstrapping it as its first primary"}
+	case v.Leader == v.Self && v.IsLeader:
+		return Action{Kind: Release, Reason: "a leader key of this node without its data (earlier run): releasing it; never clone from ourselves"}
+	case v.Leader == v.Self:
+		return Action{Kind: Noop, Reason: "a leader key of this node from an earlier run is still alive: waiting for its lease to expire"}
+	case v.Leader != "":
+		return Action{Kind: Clone, Target: v.Leader, Reason: "cloning from the primary " + v.Leader}
+	}
+	return Action{Kind: Noop, Reason: "cluster initialized but no leader yet: waiting to clone"}
+}
+
+// decideShutdown: a stopping agent starts nothing new; a writable leader
+// hands over (to the switchover's target if one is requested and eligible,
+// else to the best replica) so that its stop is a switchover, not a
+// failover after the lease runs out.
+func decideShutdown(v View) Action {
+	if !v.IsLeader || v.LocalRole != RolePrimary || v.Fenced {
+		return Action{Kind: Noop, Reason: "shutting down"}
+	}
+	if sw := v.Switchover; sw != nil && !sw.Handover && sw.To != "" && (sw.From == "" || sw.From == v.Self) &&
+		slices.ContainsFunc(v.Members, func(m Member) bool { return m.Name == sw.To && eligibleHandover(v, m) }) {
+		return Action{Kind: Handover, Target: sw.To, Reason: "shutting down: handing over to the requested switchover target"}
+	}
+	if t := bestHandover(v); t != "" {
+		return Action{Kind: Handover, Target: t, Reason: "shutting down: handing over leadership"}
+	}
+	return Action{Kind: Noop, Reason: "shutting down: no replica to hand over to"}
 }
 
 func decideLeader(v View) Action {
@@ -229,7 +322,13 @@ func decideAsync(v View) (Action, bool) {
 // Nodes being removed (not in SpecNodes) are never added and are dropped
 // like lost standbys, except the last one: the set never drops to zero.
 func decideSync(v View) (Action, bool) {
-	target := sorted(slices.DeleteFunc(slices.Clone(v.SyncCandidates), func(n string) bool { return outsideSpec(v, n) }))
+	target := sorted(syncCandidates(v))
+	if len(target) == 0 && len(v.PGSyncStandbys) == 0 {
+		// A new primary carries over the standbys of the sync key (they
+		// hold every acknowledged commit), so commits wait for them from
+		// the first one, before any of them is streaming from us.
+		target = sorted(slices.DeleteFunc(slices.Clone(v.SyncStandbys), func(n string) bool { return outsideSpec(v, n) }))
+	}
 	if len(target) == 0 {
 		// Keep waiting for the standbys we have: never drop to zero, commits
 		// block rather than being acknowledged without a copy.
@@ -243,9 +342,35 @@ func decideSync(v View) (Action, bool) {
 		return Action{Kind: SyncApply, Standbys: target, Reason: "setting synchronous_standby_names to the healthy streaming replicas"}, true
 	}
 	if !slices.Equal(target, key) {
+		for _, n := range target {
+			i := slices.IndexFunc(v.Replicas, func(r Replica) bool { return r.Name == n })
+			if i < 0 || v.Replicas[i].FlushLSN < v.SyncAppliedLSN {
+				// A standby dropped from the key may hold commits the
+				// others do not have yet: an election in between must
+				// still find them in the key.
+				return Action{Kind: Noop, Reason: fmt.Sprintf("sync shrink waits for standby %s to flush up to %d", n, v.SyncAppliedLSN)}, true
+			}
+		}
 		return Action{Kind: SyncShrink, Standbys: target, Reason: "removing lost standbys from the sync key once the rest has our LSN"}, true
 	}
 	return Action{}, false
+}
+
+// syncCandidates are the replicas that may be synchronous standbys: streaming
+// from us, reporting healthy in etcd, promotable (no nofailover tag, priority
+// above 0) and kept by the spec.
+func syncCandidates(v View) []string {
+	var out []string
+	for _, r := range v.Replicas {
+		i := slices.IndexFunc(v.Members, func(m Member) bool { return m.Name == r.Name })
+		if !r.Streaming || i < 0 || outsideSpec(v, r.Name) {
+			continue
+		}
+		if m := v.Members[i]; m.Healthy && !m.NoFailover && m.Priority > 0 {
+			out = append(out, r.Name)
+		}
+	}
+	return out
 }
 
 func decideFollower(v View) Action {

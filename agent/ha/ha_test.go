@@ -74,55 +74,55 @@ func TestDecide(t *testing.T) {
 		{"switchover for another primary ignored", func(v View) View { v = asPrimary(v); v.Switchover = &Switchover{From: "n9"}; return v }, Noop, "", "primary holding"},
 		{"sync: widen key first", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates = true, []string{"n2", "n3"}
+			v.SyncMode, v.Replicas = true, streaming("n2", "n3")
 			v.SyncStandbys = []string{"n2"}
 			return v
 		}, SyncWiden, "", "widening"},
 		{"sync: then apply to PostgreSQL", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2", "n3"}, []string{"n2", "n3"}, []string{"n2"}
+			v.SyncMode, v.Replicas, v.SyncStandbys, v.PGSyncStandbys = true, streaming("n2", "n3"), []string{"n2", "n3"}, []string{"n2"}
 			return v
 		}, SyncApply, "", "synchronous_standby_names"},
 		{"sync: shrink key after PostgreSQL", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2"}, []string{"n2", "n3"}, []string{"n2"}
+			v.SyncMode, v.Replicas, v.SyncStandbys, v.PGSyncStandbys = true, streaming("n2"), []string{"n2", "n3"}, []string{"n2"}
 			return v
 		}, SyncShrink, "", "removing lost standbys"},
 		{"sync: never drop the last standby", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, nil, []string{"n2"}, []string{"n2"}
+			v.SyncMode, v.Replicas, v.SyncStandbys, v.PGSyncStandbys = true, nil, []string{"n2"}, []string{"n2"}
 			return v
 		}, Noop, "", "primary holding"},
 		{"sync off: clear synchronous_standby_names first", func(v View) View {
 			v = asPrimary(v)
-			v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = []string{"n2", "n3"}, []string{"n2", "n3"}, []string{"n2", "n3"}
+			v.Replicas, v.SyncStandbys, v.PGSyncStandbys = streaming("n2", "n3"), []string{"n2", "n3"}, []string{"n2", "n3"}
 			return v
 		}, SyncApply, "", "synchronous_mode off: clearing"},
 		{"sync off: then empty the sync key", func(v View) View {
 			v = asPrimary(v)
-			v.SyncCandidates, v.SyncStandbys = []string{"n2", "n3"}, []string{"n2", "n3"}
+			v.Replicas, v.SyncStandbys = streaming("n2", "n3"), []string{"n2", "n3"}
 			return v
 		}, SyncShrink, "", "emptying the sync key"},
 		{"sync switched on: widen an empty key before PostgreSQL", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates = true, []string{"n2", "n3"}
+			v.SyncMode, v.Replicas = true, streaming("n2", "n3")
 			return v
 		}, SyncWiden, "", "widening"},
 		{"sync: replica outside the spec's nodes is not made a standby", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2", "n3"}, []string{"n2"}, []string{"n2"}
+			v.SyncMode, v.Replicas, v.SyncStandbys, v.PGSyncStandbys = true, streaming("n2", "n3"), []string{"n2"}, []string{"n2"}
 			v.SpecNodes = []string{"n1", "n2"}
 			return v
 		}, Noop, "", "primary holding"},
 		{"sync: standby leaving the spec is dropped from PostgreSQL", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2", "n3"}, []string{"n2", "n3"}, []string{"n2", "n3"}
+			v.SyncMode, v.Replicas, v.SyncStandbys, v.PGSyncStandbys = true, streaming("n2", "n3"), []string{"n2", "n3"}, []string{"n2", "n3"}
 			v.SpecNodes = []string{"n1", "n2"}
 			return v
 		}, SyncApply, "", "synchronous_standby_names"},
 		{"sync: the last standby is kept even when leaving the spec", func(v View) View {
 			v = asPrimary(v)
-			v.SyncMode, v.SyncCandidates, v.SyncStandbys, v.PGSyncStandbys = true, []string{"n2"}, []string{"n2"}, []string{"n2"}
+			v.SyncMode, v.Replicas, v.SyncStandbys, v.PGSyncStandbys = true, streaming("n2"), []string{"n2"}, []string{"n2"}
 			v.SpecNodes = []string{"n1", "n3"}
 			return v
 		}, Noop, "", "primary holding"},
@@ -293,7 +293,7 @@ func TestDecide(t *testing.T) {
 
 func TestSyncActionsCarryTheSet(t *testing.T) {
 	v := asPrimary(base())
-	v.SyncMode, v.SyncCandidates, v.SyncStandbys = true, []string{"n3", "n2"}, []string{"n2"}
+	v.SyncMode, v.Replicas, v.SyncStandbys = true, streaming("n3", "n2"), []string{"n2"}
 	if a := Decide(v); !slices.Equal(a.Standbys, []string{"n2", "n3"}) {
 		t.Fatalf("widen standbys = %v, want [n2 n3]", a.Standbys)
 	}
@@ -388,4 +388,13 @@ func TestDecideReclone(t *testing.T) {
 	if a := Decide(v); a.Kind != Rejoin {
 		t.Fatalf("former primary: %s (%s), want rejoin (never a blind re-clone)", a.Kind, a.Reason)
 	}
+}
+
+// streaming lists replicas streaming from the primary, flushed up to 1000.
+func streaming(names ...string) []Replica {
+	var rs []Replica
+	for _, n := range names {
+		rs = append(rs, Replica{Name: n, Streaming: true, FlushLSN: 1000})
+	}
+	return rs
 }
