@@ -42,8 +42,8 @@ var ErrPreStart = errors.New("preStart handler failed: nothing started")
 type Agent struct {
 	cfg     *config.Config
 	log     *zap.Logger
-	dcs     *dcs.Client
-	pg      *postgres.Instance
+	dcs     coordinator
+	pg      database
 	hooks   *handlers.Runner
 	rep     *report.Reporter
 	reg     *prometheus.Registry

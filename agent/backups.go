@@ -13,7 +13,6 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/backup"
 	"github.com/dbpilot/dbpilot/agent/config"
-	"github.com/dbpilot/dbpilot/agent/dcs"
 	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/agent/report"
 	"github.com/dbpilot/dbpilot/proto"
@@ -207,7 +206,7 @@ func (a *Agent) startBackups(ctx, bg context.Context) (func(), error) {
 }
 
 // claimer adapts the etcd client to backup.Claimer.
-type claimer struct{ d *dcs.Client }
+type claimer struct{ d coordinator }
 
 func (c claimer) Claim(ctx context.Context, key, value string) (bool, error) {
 	return c.d.Claim(ctx, key, value)
@@ -218,7 +217,7 @@ func (c claimer) CompleteClaim(ctx context.Context, key, value string, ttl time.
 func (c claimer) ClaimKey(job string, occ int64) string { return c.d.Keys().BackupClaim(job, occ) }
 
 // requester adapts the etcd client to backup.Requests.
-type requester struct{ d *dcs.Client }
+type requester struct{ d coordinator }
 
 func (r requester) Pending(ctx context.Context) (map[string]string, error) {
 	return r.d.BackupRequests(ctx)

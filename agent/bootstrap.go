@@ -118,7 +118,7 @@ func (a *Agent) bootstrapView(ctx context.Context) (ha.View, dcs.Snapshot, error
 	v.EtcdOK, v.Initialized, v.ClusterSystemID = true, snap.Initialized, snap.SystemID
 	if l := snap.Leader; l != nil {
 		v.Leader = l.Node
-		v.IsLeader = l.Node == a.cfg.Node.Name && snap.LeaderLease == int64(a.dcs.Lease())
+		v.IsLeader = l.Node == a.cfg.Node.Name && snap.LeaderLease == a.dcs.LeaseID()
 	}
 	if v.LocalInitialized && v.Initialized {
 		cd, err := a.pg.ControlData(ctx)
@@ -236,7 +236,7 @@ func (a *Agent) bootstrapOutcome(ctx context.Context, systemID string) (int64, b
 		if !snap.Initialized {
 			return 0, false, errors.New("not committed yet; retry")
 		}
-		mine := snap.SystemID == systemID && snap.Leader != nil && snap.Leader.Node == a.cfg.Node.Name && snap.LeaderLease == int64(a.dcs.Lease())
+		mine := snap.SystemID == systemID && snap.Leader != nil && snap.Leader.Node == a.cfg.Node.Name && snap.LeaderLease == a.dcs.LeaseID()
 		return snap.LeaderRev, mine, nil
 	}
 	return 0, false, lastErr

@@ -151,7 +151,7 @@ func (a *Agent) observe(ctx context.Context) observation {
 	obs.pg = st
 	if obs.etcdOK {
 		l := obs.snap.Leader
-		mine := l != nil && l.Node == a.cfg.Node.Name && obs.snap.LeaderLease == int64(a.dcs.Lease())
+		mine := l != nil && l.Node == a.cfg.Node.Name && obs.snap.LeaderLease == a.dcs.LeaseID()
 		if mine {
 			a.leaderRev, a.term = obs.snap.LeaderRev, l.Term
 			if !a.fenced.Load() {

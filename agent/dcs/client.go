@@ -124,24 +124,26 @@ func (c *Client) TTLSeconds() int64 { return int64(c.opts.TTL / time.Second) }
 // there is none or the previous one was lost, and reports whether it is
 // fresh (any leader key bound to the previous lease is gone). It makes one
 // Grant request only when a lease is needed.
+// The lease is returned as its etcd ID (0 never: a failed grant returns
+// an error).
 // Errors: the transport error of the grant.
-func (c *Client) Session(ctx context.Context) (lease clientv3.LeaseID, fresh bool, err error) {
+func (c *Client) Session(ctx context.Context) (lease int64, fresh bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.lease != clientv3.NoLease {
-		return c.lease, false, nil
+		return int64(c.lease), false, nil
 	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	sent := time.Now()
 	g, err := c.cli.Grant(rctx, c.TTLSeconds())
 	if err != nil {
-		return clientv3.NoLease, false, fmt.Errorf("grant lease: %w", err)
+		return 0, false, fmt.Errorf("grant lease: %w", err)
 	}
 	c.lease = g.ID
 	c.validUntil.Store(sent.Add(time.Duration(g.TTL) * time.Second).UnixNano())
 	c.log.Info("etcd HA lease granted", zap.Int64("lease", int64(g.ID)), zap.Int64("ttl_s", g.TTL))
-	return g.ID, true, nil
+	return int64(g.ID), true, nil
 }
 
 // lockSession returns the lock session, starting a new one (one Grant
@@ -189,6 +191,10 @@ func (c *Client) Lease() clientv3.LeaseID {
 	defer c.mu.Unlock()
 	return c.lease
 }
+
+// LeaseID is [Client.Lease] as a plain integer (0 = no lease), the form the
+// snapshot's LeaderLease carries, for callers that do not speak clientv3.
+func (c *Client) LeaseID() int64 { return int64(c.Lease()) }
 
 // Renew sends one keepalive for the agent's HA lease and, on success, moves
 // the proven lower bound of its expiry to send time + granted TTL. It is the
