@@ -413,9 +413,16 @@ func TestReplicationFailoverRewind(t *testing.T) {
 	if err := other.Stop(ctx, StopFast); err != nil {
 		t.Fatal(err)
 	}
-	if n1.Running() || other.Running() {
+	if other.Running() {
 		t.Fatal("n1 still running after Stop via postmaster.pid")
 	}
+	// n1 started the postmaster: it sees the exit once its reaper has run.
+	eventually(t, 5*time.Second, "n1 sees its postmaster gone", func() error {
+		if n1.Running() {
+			return errors.New("still running")
+		}
+		return nil
+	})
 	cd, err := n1.ControlData(ctx)
 	if err != nil {
 		t.Fatal(err)
