@@ -100,7 +100,8 @@ type Config struct {
 
 // Node identifies this member.
 type Node struct {
-	// Name is unique within the cluster: [a-z0-9][a-z0-9-_.]{0,62}.
+	// Name is unique within the cluster and matches proto.NamePattern
+	// (1-40 lowercase letters, digits or '-').
 	Name string `yaml:"name"`
 	// Address is the host name or IP other members and clients reach this
 	// node at (primary_conninfo host of the replicas).
@@ -159,21 +160,34 @@ func (t Tags) PriorityValue() int {
 
 // Postgres configures the local PostgreSQL instance.
 type Postgres struct {
-	BinDir        string            `yaml:"bin_dir"`
-	DataDir       string            `yaml:"data_dir"`
-	ListenAddress string            `yaml:"listen_address"`
-	Port          int               `yaml:"port"`
-	OSUser        string            `yaml:"os_user"`
-	Parameters    map[string]string `yaml:"parameters"`
+	// BinDir is the absolute directory of initdb, postgres, pg_basebackup,
+	// pg_rewind and pg_controldata; default DetectBinDir().
+	BinDir string `yaml:"bin_dir"`
+	// DataDir is the data directory (PGDATA), not "/".
+	DataDir string `yaml:"data_dir"`
+	// ListenAddress is rendered as listen_addresses; default node.address.
+	ListenAddress string `yaml:"listen_address"`
+	// Port is PostgreSQL's TCP port; default DefaultPort.
+	Port int `yaml:"port"`
+	// OSUser is the OS user PostgreSQL runs as when the agent runs as root
+	// (default DefaultOSUser; it must exist and not be root). Ignored when
+	// the agent is not root: PostgreSQL then runs as the agent's user.
+	OSUser string `yaml:"os_user"`
+	// Parameters are extra postgresql.conf settings; those the agent
+	// manages are refused (see refusedParameters).
+	Parameters map[string]string `yaml:"parameters"`
 	// CredentialsFile is a YAML file (mode 0600 or stricter) holding
 	// superuser and replication credentials; see Credentials.
-	CredentialsFile string   `yaml:"credentials_file"`
-	HBA             []string `yaml:"pg_hba"`
+	CredentialsFile string `yaml:"credentials_file"`
+	// HBA lines go verbatim into pg_hba.conf, between the agent's loopback
+	// and catch-all rules.
+	HBA []string `yaml:"pg_hba"`
 }
 
 // HTTP configures the agent's HTTP endpoint (/health, /primary, /replica, /metrics).
 type HTTP struct {
-	// Listen is host:port; "" disables the endpoint.
+	// Listen is host:port; "" selects DefaultHTTPListen (the endpoint
+	// cannot be switched off).
 	Listen string `yaml:"listen"`
 }
 
