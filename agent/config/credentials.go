@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -79,7 +80,10 @@ func (c *Config) LoadCredentials() (Credentials, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cr); err != nil && !errors.Is(err, io.EOF) {
-			return cr, fmt.Errorf("postgres.credentials_file %q: %v", f, err)
+			// One line, keys named as in the file: "pasword: unknown key (line 1); …".
+			msg := strings.ReplaceAll(decodeError(err).Error(), "\n", "; ")
+			msg = strings.ReplaceAll(msg, "docs/agent-config.md", "docs/agent-config.md#credentials")
+			return cr, fmt.Errorf("postgres.credentials_file: %q: %s", f, msg)
 		}
 	}
 	override := func(dst *string, env string) {
