@@ -363,7 +363,7 @@ func TestCredentialsChecked(t *testing.T) {
 	}{
 		{"password on two lines", "superuser: {password: \"s3cret\\nx\"}\nreplication: {password: r}\n", "superuser.password: contains control characters"},
 		{"no replication password", "superuser: {password: s}\n", "replication.password: required"},
-		{"one user, two passwords", "superuser: {username: pg, password: s3cret}\nreplication: {username: pg, password: other}\n", `replication.username: "pg" is also superuser.username but the passwords differ`},
+		{"one user, two passwords", "superuser: {username: pg, password: s3cret}\nreplication: {username: pg, password: 0ther-pw}\n", `replication.username: "pg" is also superuser.username but the passwords differ`},
 		{"long user name", "superuser: {username: " + strings.Repeat("u", 64) + ", password: s}\nreplication: {password: r}\n", "superuser.username: must be 1-63 characters"},
 		{"unknown key", "superuser: {pasword: s}\n", "postgres.credentials_file"},
 	}
@@ -381,7 +381,7 @@ func TestCredentialsChecked(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
 			}
-			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "other") {
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "0ther-pw") {
 				t.Fatalf("a password leaked into: %v", err)
 			}
 		})

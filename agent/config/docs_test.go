@@ -129,6 +129,7 @@ func TestDocumentedDefaults(t *testing.T) {
 	// No handlers (their defaults are the runner's) and an HTTP event
 	// transport, whose defaults apply only when it is set.
 	y = y[:strings.Index(y, "handlers:")] + "events: {http: {url: 'http://cp:8080/v1/ingest/events'}}\n"
+	y = strings.Replace(y, "project: blue, ", "", 1) // cluster.project has a default
 	c, err := Parse([]byte(y), dir)
 	if err != nil {
 		t.Fatal(err)
