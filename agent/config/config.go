@@ -96,6 +96,11 @@ type Config struct {
 	// Backup configures agent-side backups; nil disables them.
 	Backup *Backup `yaml:"backup"`
 	Log    Log     `yaml:"log"`
+
+	// handlersUserIsOSUser: handlers.user was unset and took
+	// postgres.os_user, so a problem with that user is reported once, on
+	// postgres.os_user.
+	handlersUserIsOSUser bool
 }
 
 // Node identifies this member.
@@ -364,6 +369,7 @@ func (c *Config) applyDefaults(baseDir string) {
 		// Handlers never run as root (handlers.Set.User refuses it): by
 		// default they run as PostgreSQL's OS user.
 		c.Handlers.User = c.Postgres.OSUser
+		c.handlersUserIsOSUser = true
 	}
 	if c.Postgres.BinDir == "" {
 		c.Postgres.BinDir = DetectBinDir()
@@ -542,7 +548,12 @@ func (c *Config) Validate() error {
 	if c.Backup != nil {
 		errs = append(errs, c.Backup.validate()...)
 	}
+	osUserBad := checkOSUser(c.Postgres.OSUser, os.Geteuid() == 0) != ""
 	for _, e := range c.Handlers.Validate("handlers") {
+		var fe *handlers.FieldError
+		if c.handlersUserIsOSUser && osUserBad && errors.As(e, &fe) && fe.Path == "handlers.user" {
+			continue // the same user, reported on postgres.os_user
+		}
 		errs = append(errs, e)
 	}
 	switch c.Log.Level {

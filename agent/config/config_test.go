@@ -479,3 +479,21 @@ func TestLoadRelativeConfigPath(t *testing.T) {
 		t.Fatalf("relative paths: data_dir %q, state_dir %q", c.Postgres.DataDir, c.StateDir)
 	}
 }
+
+// TestOSUserProblemReportedOnce: as root, a bad postgres.os_user is not
+// reported a second time on the handlers.user it defaults.
+func TestOSUserProblemReportedOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("postgres.os_user is checked only when the agent runs as root")
+	}
+	y, dir := validYAML(t)
+	bad := strings.Replace(y, "  data_dir: data\n", "  data_dir: data\n  os_user: root\n", 1)
+	_, err := Parse([]byte(bad), dir)
+	if err == nil || !strings.Contains(err.Error(), "postgres.os_user:") || strings.Contains(err.Error(), "handlers.user:") {
+		t.Fatalf("os_user root with handlers.user unset: %v", err)
+	}
+	_, err = Parse([]byte(bad+"  user: root\n"), dir)
+	if err == nil || !strings.Contains(err.Error(), "handlers.user:") {
+		t.Fatalf("handlers.user set to root explicitly: %v", err)
+	}
+}
