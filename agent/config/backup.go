@@ -225,8 +225,11 @@ func (b *Backup) validate() []error {
 	if b.PreferReplicaGrace < 0 {
 		add("backup.prefer_replica_grace", "must be >= 0 (got %q)", b.PreferReplicaGrace)
 	}
-	if len(b.ArchiveSocket) > 100 {
+	switch {
+	case len(b.ArchiveSocket) > 100:
 		add("backup.archive_socket", "must be at most 100 bytes, a Unix socket path limit (got %d); set a shorter path", len(b.ArchiveSocket))
+	case hasControl(b.ArchiveSocket):
+		add("backup.archive_socket", "must not contain control characters (got %q); it is rendered into archive_command", b.ArchiveSocket)
 	}
 	repos := map[string]bool{}
 	for i, r := range b.Repositories {

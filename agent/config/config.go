@@ -11,15 +11,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/handlers"
 	"github.com/dbpilot/dbpilot/proto"
 )
@@ -35,6 +40,9 @@ const (
 	DefaultPriority         = 100
 	DefaultPort             = 5432
 	DefaultHTTPListen       = "127.0.0.1:8008"
+	// DefaultOSUser is postgres.os_user when the agent runs as root and the
+	// key is unset: the user Debian's PostgreSQL packages create.
+	DefaultOSUser = "postgres"
 )
 
 // minLeaseTTL is etcd's smallest lease TTL with its default election timeout
@@ -88,11 +96,17 @@ type Config struct {
 	// Backup configures agent-side backups; nil disables them.
 	Backup *Backup `yaml:"backup"`
 	Log    Log     `yaml:"log"`
+
+	// handlersUserIsOSUser: handlers.user was unset and took
+	// postgres.os_user, so a problem with that user is reported once, on
+	// postgres.os_user.
+	handlersUserIsOSUser bool
 }
 
 // Node identifies this member.
 type Node struct {
-	// Name is unique within the cluster: [a-z0-9][a-z0-9-_.]{0,62}.
+	// Name is unique within the cluster and matches proto.NamePattern
+	// (1-40 lowercase letters, digits or '-').
 	Name string `yaml:"name"`
 	// Address is the host name or IP other members and clients reach this
 	// node at (primary_conninfo host of the replicas).
@@ -151,21 +165,34 @@ func (t Tags) PriorityValue() int {
 
 // Postgres configures the local PostgreSQL instance.
 type Postgres struct {
-	BinDir        string            `yaml:"bin_dir"`
-	DataDir       string            `yaml:"data_dir"`
-	ListenAddress string            `yaml:"listen_address"`
-	Port          int               `yaml:"port"`
-	OSUser        string            `yaml:"os_user"`
-	Parameters    map[string]string `yaml:"parameters"`
+	// BinDir is the absolute directory of initdb, postgres, pg_basebackup,
+	// pg_rewind and pg_controldata; default DetectBinDir().
+	BinDir string `yaml:"bin_dir"`
+	// DataDir is the data directory (PGDATA), not "/".
+	DataDir string `yaml:"data_dir"`
+	// ListenAddress is rendered as listen_addresses; default node.address.
+	ListenAddress string `yaml:"listen_address"`
+	// Port is PostgreSQL's TCP port; default DefaultPort.
+	Port int `yaml:"port"`
+	// OSUser is the OS user PostgreSQL runs as when the agent runs as root
+	// (default DefaultOSUser; it must exist and not be root). Ignored when
+	// the agent is not root: PostgreSQL then runs as the agent's user.
+	OSUser string `yaml:"os_user"`
+	// Parameters are extra postgresql.conf settings; those the agent
+	// manages are refused (see refusedParameters).
+	Parameters map[string]string `yaml:"parameters"`
 	// CredentialsFile is a YAML file (mode 0600 or stricter) holding
 	// superuser and replication credentials; see Credentials.
-	CredentialsFile string   `yaml:"credentials_file"`
-	HBA             []string `yaml:"pg_hba"`
+	CredentialsFile string `yaml:"credentials_file"`
+	// HBA lines go verbatim into pg_hba.conf, between the agent's loopback
+	// and catch-all rules.
+	HBA []string `yaml:"pg_hba"`
 }
 
 // HTTP configures the agent's HTTP endpoint (/health, /primary, /replica, /metrics).
 type HTTP struct {
-	// Listen is host:port; "" disables the endpoint.
+	// Listen is host:port; "" selects DefaultHTTPListen (the endpoint
+	// cannot be switched off).
 	Listen string `yaml:"listen"`
 }
 
@@ -201,20 +228,46 @@ type Log struct {
 	Format string `yaml:"format"` // json|console, default json
 }
 
-// Load reads, strictly decodes, defaults and validates the file at path. The
-// returned error joins every problem found (errors.Join); callers print one
-// per line.
+// Load reads, strictly decodes, defaults and validates the file at path.
+// Relative paths in the file are resolved against the file's directory,
+// made absolute, so a path given relative to the working directory works
+// too. The returned error joins every problem found (errors.Join); callers
+// print one per line.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(b, filepath.Dir(path))
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(b, dir)
 }
 
+// RequiredKeys are the keys a configuration must set (no default covers
+// them), in file order. postgres.credentials_file may be replaced by the
+// password environment variables, and postgres.bin_dir is needed only where
+// no /usr/lib/postgresql/*/bin holds the server binaries.
+var RequiredKeys = []string{
+	"node.name", "node.address", "cluster.namespace", "cluster.name",
+	"etcd.endpoints", "state_dir", "postgres.data_dir", "postgres.credentials_file",
+}
+
+// errEmpty is the one problem reported for a file with no settings, instead
+// of one "required" per key.
+var errEmpty = fmt.Errorf("config: the file has no settings; set at least %s (postgres.credentials_file may be replaced by %s and %s; see deploy/agent.example.yaml and docs/agent-config.md)",
+	strings.Join(RequiredKeys, ", "), EnvSuperuserPassword, EnvReplicationPassword)
+
 // Parse decodes YAML bytes; relative paths in the config are resolved
-// against baseDir.
+// against baseDir, which should be absolute. A document with no settings
+// (an empty file, only comments, null or {}) is reported as such, with
+// the keys it needs, rather than as one problem per missing key.
 func Parse(b []byte, baseDir string) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err == nil && emptyDocument(&doc) {
+		return nil, errEmpty
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -226,6 +279,28 @@ func Parse(b []byte, baseDir string) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// emptyDocument reports whether doc (as yaml.Unmarshal fills a Node) holds
+// no settings: no document, a null, or an empty mapping.
+func emptyDocument(doc *yaml.Node) bool {
+	if doc.Kind == 0 {
+		return true
+	}
+	if doc.Kind != yaml.DocumentNode {
+		return false
+	}
+	if len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Tag == "!!null"
+	case yaml.MappingNode:
+		return len(n.Content) == 0
+	}
+	return false
 }
 
 var unknownFieldRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
@@ -288,12 +363,13 @@ func (c *Config) applyDefaults(baseDir string) {
 	}
 	if c.Postgres.OSUser == "" && os.Geteuid() == 0 {
 		// PostgreSQL refuses to run as root; Debian's packages create this user.
-		c.Postgres.OSUser = "postgres"
+		c.Postgres.OSUser = DefaultOSUser
 	}
 	if c.Handlers.User == "" && os.Geteuid() == 0 {
 		// Handlers never run as root (handlers.Set.User refuses it): by
 		// default they run as PostgreSQL's OS user.
 		c.Handlers.User = c.Postgres.OSUser
+		c.handlersUserIsOSUser = true
 	}
 	if c.Postgres.BinDir == "" {
 		c.Postgres.BinDir = DetectBinDir()
@@ -356,6 +432,12 @@ func versionLess(a, b string) bool {
 var nameRE = regexp.MustCompile(proto.NamePattern)
 
 // Validate returns every problem joined, each as "path: problem (got …); fix".
+// It checks everything the agent would refuse to start with, on the host it
+// runs on: the files the configuration names (PostgreSQL binaries, TLS and
+// password files, the credentials file and the logins in it), the OS users
+// (postgres.os_user when the agent runs as root, handlers.user) and the
+// postgres.parameters agent/postgres refuses. It contacts neither etcd nor
+// PostgreSQL.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) {
@@ -432,6 +514,12 @@ func (c *Config) Validate() error {
 		add("state_dir", "required; set a directory for the bootstrap lock file and local state, e.g. /var/lib/dbpilot")
 	}
 	errs = append(errs, c.Postgres.validate()...)
+	if c.credentialsReadable() {
+		// The logins themselves, as the agent reads them at start-up.
+		if _, err := c.LoadCredentials(); err != nil {
+			errs = append(errs, unjoin(err)...)
+		}
+	}
 	if c.HTTP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 			add("http.listen", "must be host:port (got %q)", c.HTTP.Listen)
@@ -460,7 +548,12 @@ func (c *Config) Validate() error {
 	if c.Backup != nil {
 		errs = append(errs, c.Backup.validate()...)
 	}
+	osUserBad := checkOSUser(c.Postgres.OSUser, os.Geteuid() == 0) != ""
 	for _, e := range c.Handlers.Validate("handlers") {
+		var fe *handlers.FieldError
+		if c.handlersUserIsOSUser && osUserBad && errors.As(e, &fe) && fe.Path == "handlers.user" {
+			continue // the same user, reported on postgres.os_user
+		}
 		errs = append(errs, e)
 	}
 	switch c.Log.Level {
@@ -481,30 +574,39 @@ func (p Postgres) validate() []error {
 	add := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
 	}
-	if p.BinDir == "" {
+	switch {
+	case p.BinDir == "":
 		add("postgres.bin_dir", "required and no /usr/lib/postgresql/*/bin found; install PostgreSQL or set the directory holding initdb and postgres")
-	} else {
+	case !filepath.IsAbs(p.BinDir):
+		add("postgres.bin_dir", "must be an absolute path (got %q); write it out in full, e.g. /usr/lib/postgresql/15/bin", p.BinDir)
+	default:
 		for _, bin := range []string{"initdb", "postgres", "pg_basebackup", "pg_rewind", "pg_controldata"} {
-			if _, err := os.Stat(filepath.Join(p.BinDir, bin)); err != nil {
+			if st, err := os.Stat(filepath.Join(p.BinDir, bin)); err != nil || st.IsDir() {
 				add("postgres.bin_dir", "%s not found in %q; point it at the PostgreSQL server binaries", bin, p.BinDir)
 			}
 		}
 	}
-	if p.DataDir == "" {
+	switch {
+	case p.DataDir == "":
 		add("postgres.data_dir", "required; set the PostgreSQL data directory, e.g. /var/lib/dbpilot/data")
+	case filepath.Clean(p.DataDir) == "/":
+		add("postgres.data_dir", "must not be / (got %q); set a directory of its own, e.g. /var/lib/dbpilot/data", p.DataDir)
 	}
 	if p.Port < 1 || p.Port > 65535 {
 		add("postgres.port", "must be within 1..65535 (got %d)", p.Port)
 	}
-	if p.ListenAddress == "" {
-		add("postgres.listen_address", "required (defaults to node.address)")
+	// An empty listen_address means node.address is empty too (it is the
+	// default), which node.address already reports.
+	if p.ListenAddress != "" && (strings.TrimSpace(p.ListenAddress) == "" || hasControl(p.ListenAddress) || strings.ContainsAny(p.ListenAddress, `'"\`)) {
+		add("postgres.listen_address", "must be an address or a comma-separated list of addresses, without quotes (got %q)", p.ListenAddress)
 	}
-	for k := range p.Parameters {
-		switch k {
-		case "port", "listen_addresses", "primary_conninfo", "synchronous_standby_names", "hot_standby", "wal_level", "data_directory", "hba_file", "unix_socket_directories":
-			add("postgres.parameters."+k, "is managed by the agent; remove it (use postgres.port / listen_address / synchronous_mode instead)")
-		case "archive_mode", "archive_command", "restore_command":
-			add("postgres.parameters."+k, "is managed by the agent; remove it (set backup.wal_archive for continuous WAL archiving)")
+	if msg := checkOSUser(p.OSUser, os.Geteuid() == 0); msg != "" {
+		add("postgres.os_user", "%s", msg)
+	}
+	errs = append(errs, checkParameters(p.Parameters)...)
+	for i, line := range p.HBA {
+		if hasControl(line) {
+			add(fmt.Sprintf("postgres.pg_hba[%d]", i), "contains control characters; put one rule per list entry")
 		}
 	}
 	if p.CredentialsFile == "" {
@@ -515,4 +617,102 @@ func (p Postgres) validate() []error {
 		add("postgres.credentials_file", "%v", err)
 	}
 	return errs
+}
+
+// credentialsReadable reports whether postgres.validate found nothing wrong
+// with where the credentials come from, so LoadCredentials may check them.
+func (c *Config) credentialsReadable() bool {
+	if f := c.Postgres.CredentialsFile; f != "" {
+		return checkSecretFile(f) == nil
+	}
+	return os.Getenv(EnvSuperuserPassword) != "" && os.Getenv(EnvReplicationPassword) != ""
+}
+
+// unjoin returns the errors joined in err (errors.Join), or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// checkOSUser returns what is wrong with postgres.os_user, or "". Only an
+// agent running as root switches PostgreSQL to that user (it defaults to
+// DefaultOSUser then); otherwise PostgreSQL runs as the agent's own user
+// and the key is ignored, as agent/postgres does at start-up.
+func checkOSUser(name string, root bool) string {
+	if !root {
+		return ""
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Sprintf("no OS user %q (%v); the agent runs as root and starts PostgreSQL as this user: create it (Debian's postgresql packages create postgres) or name an existing unprivileged user", name, err)
+	}
+	if u.Uid == "0" {
+		return fmt.Sprintf("%q is root (uid 0), and PostgreSQL refuses to run as root; name an unprivileged OS user such as postgres", name)
+	}
+	for _, id := range []string{u.Uid, u.Gid} {
+		if _, err := strconv.ParseUint(id, 10, 32); err != nil {
+			return fmt.Sprintf("OS user %q has a non-numeric uid or gid %q; name another user", name, id)
+		}
+	}
+	return ""
+}
+
+// refusedParameters are postgresql.conf settings postgres.parameters may not
+// hold, with the way to get what they set. It covers everything agent/postgres
+// manages (postgres.CheckParameters) plus wal_level and
+// unix_socket_directories, which the agent fixes itself.
+var refusedParameters = map[string]string{
+	"port":                      "use postgres.port instead",
+	"listen_addresses":          "use postgres.listen_address instead",
+	"cluster_name":              "the agent sets it to node.name",
+	"synchronous_standby_names": "use synchronous_mode instead",
+	"hot_standby":               "the agent sets it from the node's role",
+	"primary_conninfo":          "the agent points replicas at the leader in etcd",
+	"primary_slot_name":         "the agent points replicas at the leader in etcd",
+	"recovery_target_timeline":  "the agent points replicas at the leader in etcd",
+	"wal_level":                 "the agent sets replica, which every member needs",
+	"unix_socket_directories":   "the agent serves TCP only",
+	"data_directory":            "use postgres.data_dir instead",
+	"config_file":               "the agent writes postgresql.conf itself",
+	"hba_file":                  "use postgres.pg_hba instead",
+	"ident_file":                "the agent writes the files in postgres.data_dir itself",
+	"include":                   "put the settings in postgres.parameters instead",
+	"include_if_exists":         "put the settings in postgres.parameters instead",
+	"include_dir":               "put the settings in postgres.parameters instead",
+	"archive_mode":              "set backup.wal_archive for continuous WAL archiving",
+	"archive_command":           "set backup.wal_archive for continuous WAL archiving",
+	"restore_command":           "set backup.wal_archive for continuous WAL archiving",
+}
+
+// checkParameters returns every problem of postgres.parameters, sorted by
+// name: those agent/postgres would refuse at start-up, and the parameters
+// of refusedParameters. Names compare case-insensitively, as PostgreSQL's.
+func checkParameters(params map[string]string) []error {
+	var errs []error
+	reported := map[string]bool{}
+	for _, p := range postgres.CheckParameters(params) {
+		path := "postgres.parameters." + p.Name
+		if fix, ok := refusedParameters[strings.ToLower(p.Name)]; ok {
+			errs = append(errs, fmt.Errorf("%s: is managed by the agent; remove it (%s)", path, fix))
+		} else if p.Managed {
+			errs = append(errs, fmt.Errorf("%s: is managed by the agent; remove it", path))
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %s", path, p.Msg))
+		}
+		reported[p.Name] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if fix, ok := refusedParameters[strings.ToLower(k)]; ok && !reported[k] {
+			errs = append(errs, fmt.Errorf("postgres.parameters.%s: is managed by the agent; remove it (%s)", k, fix))
+		}
+	}
+	return errs
+}
+
+// hasControl reports whether s contains a control character (newline, NUL,
+// ...), which would break the rendered PostgreSQL files.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }

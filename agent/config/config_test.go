@@ -1,10 +1,14 @@
 package config
 
 import (
+	"errors"
 	"os"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeCreds(t *testing.T, dir string, mode os.FileMode) string {
@@ -162,16 +166,46 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 }
 
-func TestExampleConfigParses(t *testing.T) {
+// TestExampleConfigValidates: every key of deploy/agent.example.yaml
+// decodes and the whole file validates once its host paths (TLS files,
+// binaries, credentials) point at stand-ins in a temporary directory.
+func TestExampleConfigValidates(t *testing.T) {
 	b, err := os.ReadFile("../../deploy/agent.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The example points at production paths; only strict decoding is checked here.
-	_, err = Parse(b, t.TempDir())
-	if err != nil && strings.Contains(err.Error(), "not found in type") {
-		t.Fatalf("example has unknown keys: %v", err)
+	dir := t.TempDir()
+	y := string(b)
+	for _, f := range []string{"/etc/dbpilot/etcd-ca.pem", "/etc/dbpilot/etcd-client.pem", "/etc/dbpilot/etcd-client-key.pem"} {
+		stand := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(stand, []byte("PEM"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		y = replaceOnce(t, y, f, stand)
 	}
+	y = replaceOnce(t, y, "/usr/lib/postgresql/15/bin", fakeBinDir(t))
+	y = replaceOnce(t, y, "/etc/dbpilot/credentials.yaml", writeCreds(t, dir, 0o600))
+	if _, err := user.Lookup("postgres"); err != nil {
+		t.Logf("no OS user postgres here (%v): os_user nobody instead", err)
+		y = replaceOnce(t, y, "os_user: postgres", "os_user: nobody")
+	}
+	c, err := Parse([]byte(y), dir)
+	if err != nil {
+		t.Fatalf("deploy/agent.example.yaml does not validate:\n%v", err)
+	}
+	// Spot checks that the values mean what the comments say.
+	if c.SynchronousMode != SyncOn || c.TTL != 5*time.Second || c.Handlers.Health == nil || c.Handlers.Health.Threshold != 3 ||
+		c.Postgres.Parameters["max_connections"] != "200" || c.Events.Dapr == nil || !c.Etcd.TLS.Enabled() {
+		t.Fatalf("example decoded unexpectedly: %+v", c)
+	}
+}
+
+func replaceOnce(t *testing.T, s, old, new string) string {
+	t.Helper()
+	if strings.Count(s, old) != 1 {
+		t.Fatalf("%q occurs %d times in the example, want once", old, strings.Count(s, old))
+	}
+	return strings.Replace(s, old, new, 1)
 }
 
 // TestHandlersUser: handlers never run as root. As root the default is
@@ -191,5 +225,275 @@ func TestHandlersUser(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "handlers.user: ") {
 			t.Errorf("handlers.user %q: err = %v, want an error naming handlers.user", bad, err)
 		}
+	}
+}
+
+// configPathRE is how every validation problem starts: a config path of
+// lowercase YAML keys (or a key of the credentials file), never a Go field
+// name such as Parameters.cluster_name or OSUser.
+var configPathRE = regexp.MustCompile(`^(config|[a-z_]+([.\[][^:]*)?): `)
+
+// TestStartupChecksInValidation: what agent/postgres would refuse at
+// start-up is reported by validation, with the config path and the fix.
+func TestStartupChecksInValidation(t *testing.T) {
+	tests := []struct {
+		name, key, value string // postgres.<key>: <value>
+		want             []string
+	}{
+		{"agent-managed cluster_name", "parameters", "{cluster_name: x}",
+			[]string{"postgres.parameters.cluster_name: is managed by the agent; remove it (the agent sets it to node.name)"}},
+		{"managed name in another case", "parameters", "{Port: '5433'}",
+			[]string{"postgres.parameters.Port: is managed by the agent; remove it (use postgres.port instead)"}},
+		{"every managed parameter at once", "parameters", "{primary_slot_name: s, include_dir: d, recovery_target_timeline: '1', wal_level: logical}",
+			[]string{"postgres.parameters.include_dir: is managed", "postgres.parameters.primary_slot_name: is managed",
+				"postgres.parameters.recovery_target_timeline: is managed", "postgres.parameters.wal_level: is managed"}},
+		{"invalid parameter name", "parameters", "{'work mem': 4MB}",
+			[]string{"postgres.parameters.work mem: not a valid parameter name"}},
+		{"no replication slots", "parameters", "{max_replication_slots: 0}",
+			[]string{"postgres.parameters.max_replication_slots: must be at least 1"}},
+		{"value on two lines", "parameters", `{work_mem: "4MB\nfsync = off"}`,
+			[]string{"postgres.parameters.work_mem: value contains control characters"}},
+		{"names differing in case", "parameters", "{Work_Mem: 4MB, work_mem: 8MB}",
+			[]string{`postgres.parameters.work_mem: duplicates "Work_Mem"`}},
+		{"relative bin_dir", "bin_dir", "usr/lib/postgresql/15/bin",
+			[]string{`postgres.bin_dir: must be an absolute path (got "usr/lib/postgresql/15/bin")`}},
+		{"data_dir /", "data_dir", "/", []string{"postgres.data_dir: must not be /"}},
+		{"quoted listen_address", "listen_address", `"'*'"`, []string{"postgres.listen_address: must be an address"}},
+		{"pg_hba line with a newline", "pg_hba", `["host all all 10.0.0.0/8 scram-sha-256\nlocal all all trust"]`,
+			[]string{"postgres.pg_hba[0]: contains control characters"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			y, dir := validYAML(t)
+			_, err := Parse([]byte(setPostgresKey(y, tc.key, tc.value)), dir)
+			if err == nil {
+				t.Fatalf("accepted; want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			checkConfigPaths(t, err)
+		})
+	}
+}
+
+// setPostgresKey sets postgres.<key> in a validYAML document.
+func setPostgresKey(y, key, value string) string {
+	line := "  " + key + ": " + value + "\n"
+	var out []string
+	done := false
+	for _, l := range strings.SplitAfter(y, "\n") {
+		if strings.HasPrefix(l, "  "+key+":") {
+			l, done = line, true
+		}
+		out = append(out, l)
+		if l == "postgres:\n" && !strings.Contains(y, "\n  "+key+":") {
+			out, done = append(out, line), true
+		}
+	}
+	if !done {
+		panic("no postgres section")
+	}
+	return strings.Join(out, "")
+}
+
+// checkConfigPaths fails unless every problem in err starts with a config
+// path.
+func checkConfigPaths(t *testing.T, err error) {
+	t.Helper()
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if !configPathRE.MatchString(line) {
+			t.Errorf("problem does not start with a config path: %q", line)
+		}
+	}
+}
+
+// TestCheckOSUser: as root, postgres.os_user must name an existing user
+// other than root; otherwise it is ignored (PostgreSQL runs as the agent's
+// user), as agent/postgres does.
+func TestCheckOSUser(t *testing.T) {
+	tests := []struct {
+		name string
+		root bool
+		want string // substring; "" means accepted
+	}{
+		{"nobody", true, ""},
+		{"root", true, `"root" is root (uid 0)`},
+		{"dbpilot-no-such-user", true, `no OS user "dbpilot-no-such-user"`},
+		{"root", false, ""},
+		{"dbpilot-no-such-user", false, ""},
+	}
+	for _, tc := range tests {
+		got := checkOSUser(tc.name, tc.root)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("checkOSUser(%q, root=%v) = %q, want %q", tc.name, tc.root, got, tc.want)
+		}
+	}
+}
+
+// TestOSUserRootFailsValidation runs the os_user check through Parse as
+// the test runs (root or not).
+func TestOSUserRootFailsValidation(t *testing.T) {
+	y, dir := validYAML(t)
+	_, err := Parse([]byte(strings.Replace(y, "  data_dir: data\n", "  data_dir: data\n  os_user: root\n", 1)), dir)
+	if os.Geteuid() != 0 {
+		if err != nil {
+			t.Fatalf("not root: os_user is ignored, but: %v", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), "postgres.os_user: \"root\" is root") {
+		t.Fatalf("os_user: root as root: err = %v", err)
+	}
+	checkConfigPaths(t, err)
+	c, err := Parse([]byte(y), dir)
+	if err != nil || c.Postgres.OSUser != DefaultOSUser {
+		t.Fatalf("os_user unset as root: want %q, got %+v, %v", DefaultOSUser, c, err)
+	}
+}
+
+// TestCredentialsChecked: validation loads the credentials and reports
+// what agent/postgres would refuse, never quoting a password.
+func TestCredentialsChecked(t *testing.T) {
+	tests := []struct {
+		name, creds string
+		want        string
+	}{
+		{"password on two lines", "superuser: {password: \"s3cret\\nx\"}\nreplication: {password: r}\n", "superuser.password: contains control characters"},
+		{"no replication password", "superuser: {password: s}\n", "replication.password: required"},
+		{"one user, two passwords", "superuser: {username: pg, password: s3cret}\nreplication: {username: pg, password: 0ther-pw}\n", `replication.username: "pg" is also superuser.username but the passwords differ`},
+		{"long user name", "superuser: {username: " + strings.Repeat("u", 64) + ", password: s}\nreplication: {password: r}\n", "superuser.username: must be 1-63 characters"},
+		{"unknown key", "superuser: {pasword: s}\n", "postgres.credentials_file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(EnvSuperuserPassword, "")
+			t.Setenv(EnvReplicationPassword, "")
+			y, dir := validYAML(t)
+			f := filepath.Join(t.TempDir(), "creds.yaml")
+			if err := os.WriteFile(f, []byte(tc.creds), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			y = strings.Replace(y, "credentials_file: ", "credentials_file: "+f+" #", 1)
+			_, err := Parse([]byte(y), dir)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "0ther-pw") {
+				t.Fatalf("a password leaked into: %v", err)
+			}
+		})
+	}
+}
+
+// TestEmptyFile: a file without settings gets one problem listing what is
+// required, not one per key (nor a spurious postgres.listen_address).
+func TestEmptyFile(t *testing.T) {
+	for _, doc := range []string{"", "\n", "# nothing yet\n", "---\n", "~\n", "{}\n"} {
+		_, err := Parse([]byte(doc), t.TempDir())
+		if !errors.Is(err, errEmpty) {
+			t.Errorf("Parse(%q) = %v, want the empty-file error", doc, err)
+			continue
+		}
+		for _, k := range RequiredKeys {
+			if !strings.Contains(err.Error(), k) {
+				t.Errorf("empty-file error does not name %s: %v", k, err)
+			}
+		}
+	}
+}
+
+// TestRequiredKeys: RequiredKeys, which the empty-file error lists, are
+// exactly the keys a nearly empty file is told to set.
+func TestRequiredKeys(t *testing.T) {
+	t.Setenv(EnvSuperuserPassword, "")
+	t.Setenv(EnvReplicationPassword, "")
+	_, err := Parse([]byte("log: {level: info}\n"), t.TempDir())
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	var got []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		path, _, _ := strings.Cut(line, ":")
+		switch path {
+		case "postgres.bin_dir": // needed only where PostgreSQL is not installed
+		case "postgres.os_user", "handlers.user": // only where no user postgres exists
+		default:
+			got = append(got, path)
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(RequiredKeys, " ") {
+		t.Fatalf("problems of a file without settings:\n%v\nwant one per RequiredKeys %v", err, RequiredKeys)
+	}
+}
+
+// TestOnOffNeedNoQuotes: yaml.v3 (YAML 1.2) reads an unquoted on/off into
+// a string field as the string; the docs need not ask for quotes.
+func TestOnOffNeedNoQuotes(t *testing.T) {
+	tests := []struct {
+		edit           string
+		sync, failsafe string
+		want           string // problem substring; "" means accepted
+	}{
+		{"synchronous_mode: on\nfailsafe_mode: off", "on", "off", ""},
+		{"synchronous_mode: off\nfailsafe_mode: on", "off", "on", ""},
+		{"synchronous_mode: \"on\"\nfailsafe_mode: 'off'", "on", "off", ""},
+		{"synchronous_mode: true", "", "", `synchronous_mode: must be "off" or "on" (got "true")`},
+		{"synchronous_mode: yes", "", "", `synchronous_mode: must be "off" or "on" (got "yes")`},
+		{"failsafe_mode: ON", "", "", `failsafe_mode: must be "on" or "off" (got "ON")`},
+	}
+	for _, tc := range tests {
+		y, dir := validYAML(t)
+		c, err := Parse([]byte(y+tc.edit+"\n"), dir)
+		if tc.want != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%q: error = %v, want %q", tc.edit, err, tc.want)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.edit, err)
+			continue
+		}
+		if string(c.SynchronousMode) != tc.sync || c.FailsafeMode != tc.failsafe {
+			t.Errorf("%q: synchronous_mode %q failsafe_mode %q, want %q %q", tc.edit, c.SynchronousMode, c.FailsafeMode, tc.sync, tc.failsafe)
+		}
+	}
+}
+
+// TestLoadRelativeConfigPath: a config file named relative to the working
+// directory still yields absolute paths.
+func TestLoadRelativeConfigPath(t *testing.T) {
+	y, dir := validYAML(t)
+	if err := os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	c, err := Load("agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(c.Postgres.DataDir) || !filepath.IsAbs(c.StateDir) {
+		t.Fatalf("relative paths: data_dir %q, state_dir %q", c.Postgres.DataDir, c.StateDir)
+	}
+}
+
+// TestOSUserProblemReportedOnce: as root, a bad postgres.os_user is not
+// reported a second time on the handlers.user it defaults.
+func TestOSUserProblemReportedOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("postgres.os_user is checked only when the agent runs as root")
+	}
+	y, dir := validYAML(t)
+	bad := strings.Replace(y, "  data_dir: data\n", "  data_dir: data\n  os_user: root\n", 1)
+	_, err := Parse([]byte(bad), dir)
+	if err == nil || !strings.Contains(err.Error(), "postgres.os_user:") || strings.Contains(err.Error(), "handlers.user:") {
+		t.Fatalf("os_user root with handlers.user unset: %v", err)
+	}
+	_, err = Parse([]byte(bad+"  user: root\n"), dir)
+	if err == nil || !strings.Contains(err.Error(), "handlers.user:") {
+		t.Fatalf("handlers.user set to root explicitly: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -79,7 +80,10 @@ func (c *Config) LoadCredentials() (Credentials, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cr); err != nil && !errors.Is(err, io.EOF) {
-			return cr, fmt.Errorf("postgres.credentials_file %q: %v", f, err)
+			// One line, keys named as in the file: "pasword: unknown key (line 1); …".
+			msg := strings.ReplaceAll(decodeError(err).Error(), "\n", "; ")
+			msg = strings.ReplaceAll(msg, "docs/agent-config.md", "docs/agent-config.md#credentials")
+			return cr, fmt.Errorf("postgres.credentials_file: %q: %s", f, msg)
 		}
 	}
 	override := func(dst *string, env string) {
@@ -101,12 +105,30 @@ func (c *Config) LoadCredentials() (Credentials, error) {
 	if cr.Replication.Username == "" {
 		cr.Replication.Username = "replicator"
 	}
+	return cr, cr.validate()
+}
+
+// validate returns every problem of the credentials that agent/postgres
+// would refuse at start-up, named by their key in postgres.credentials_file
+// and never quoting a password.
+func (cr Credentials) validate() error {
 	var errs []error
-	if cr.Superuser.Password == "" {
-		errs = append(errs, fmt.Errorf("superuser.password: required; set it in postgres.credentials_file or %s", EnvSuperuserPassword))
+	for _, l := range []struct {
+		key, env string
+		login    Login
+	}{{"superuser", EnvSuperuserPassword, cr.Superuser}, {"replication", EnvReplicationPassword, cr.Replication}} {
+		if u := l.login.Username; len(u) > 63 || hasControl(u) {
+			errs = append(errs, fmt.Errorf("%s.username: must be 1-63 characters without control characters (got %q); PostgreSQL role names are at most 63 bytes", l.key, u))
+		}
+		switch p := l.login.Password.Reveal(); {
+		case p == "":
+			errs = append(errs, fmt.Errorf("%s.password: required; set it in postgres.credentials_file or %s", l.key, l.env))
+		case hasControl(p):
+			errs = append(errs, fmt.Errorf("%s.password: contains control characters (a newline?); set it on one line in postgres.credentials_file or %s", l.key, l.env))
+		}
 	}
-	if cr.Replication.Password == "" {
-		errs = append(errs, fmt.Errorf("replication.password: required; set it in postgres.credentials_file or %s", EnvReplicationPassword))
+	if cr.Superuser.Username == cr.Replication.Username && cr.Superuser.Password != cr.Replication.Password {
+		errs = append(errs, fmt.Errorf("replication.username: %q is also superuser.username but the passwords differ; give both the same password or use another replication user", cr.Replication.Username))
 	}
-	return cr, errors.Join(errs...)
+	return errors.Join(errs...)
 }

@@ -3,8 +3,10 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -176,6 +178,57 @@ func managedParameter(name string) bool {
 	return false
 }
 
+// ParameterProblem is one entry of [Config.Parameters] that [New] refuses.
+type ParameterProblem struct {
+	// Name is the parameter's name as given (any letter case).
+	Name string
+	// Managed is true when the agent renders the parameter itself, so it
+	// may not be set at all.
+	Managed bool
+	// Msg says what is wrong, e.g. "is managed by the agent and cannot be set".
+	Msg string
+}
+
+// CheckParameters returns every entry of params that [Config.Parameters]
+// may not hold, sorted by name, so a configuration loader can report them
+// with its own paths before [New] would refuse them. Names are compared
+// case-insensitively: a name that is not a valid parameter name, a
+// parameter the agent manages (listen_addresses, port, cluster_name,
+// hot_standby, primary_conninfo, primary_slot_name,
+// recovery_target_timeline, synchronous_standby_names, data_directory,
+// config_file, hba_file, ident_file, include directives, archive_mode,
+// archive_command, restore_command), a value with control characters,
+// wal_level = minimal, max_replication_slots = 0, and two names that
+// differ only in letter case.
+func CheckParameters(params map[string]string) []ParameterProblem {
+	var out []ParameterProblem
+	seen := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		v := params[k]
+		name := strings.ToLower(k)
+		bad := func(managed bool, format string, args ...any) {
+			out = append(out, ParameterProblem{Name: k, Managed: managed, Msg: fmt.Sprintf(format, args...)})
+		}
+		switch {
+		case !validParamName(name):
+			bad(false, "not a valid parameter name; use lowercase letters, digits and _, with at most one '.' (extension.name)")
+		case managedParameter(name):
+			bad(true, "is managed by the agent and cannot be set")
+		case hasControl(v):
+			bad(false, "value contains control characters; write it on one line")
+		case name == "wal_level" && strings.EqualFold(v, "minimal"):
+			bad(false, "must be replica or logical for replication (got %q)", v)
+		case name == "max_replication_slots" && strings.TrimSpace(v) == "0":
+			bad(false, "must be at least 1: replicas stream through replication slots (got %q)", v)
+		}
+		if prev, dup := seen[name]; dup {
+			bad(false, "duplicates %q (names are case-insensitive); keep one of them", prev)
+		}
+		seen[name] = k
+	}
+	return out
+}
+
 // hasControl reports whether s contains a control character (newline, NUL,
 // ...), which would break the rendered files.
 func hasControl(s string) bool {
@@ -223,25 +276,8 @@ func (c Config) validate() error {
 	if c.Superuser.Username == c.Replication.Username && c.Superuser.Password != c.Replication.Password {
 		bad("Replication", "same username as Superuser but a different password")
 	}
-	seen := map[string]string{}
-	for k, v := range c.Parameters {
-		name := strings.ToLower(k)
-		switch {
-		case !validParamName(name):
-			bad("Parameters."+k, "not a valid parameter name")
-		case managedParameter(name):
-			bad("Parameters."+k, "is managed by the agent and cannot be set")
-		case hasControl(v):
-			bad("Parameters."+k, "value contains control characters")
-		case name == "wal_level" && strings.EqualFold(v, "minimal"):
-			bad("Parameters."+k, "must be replica or logical for replication (got %q)", v)
-		case name == "max_replication_slots" && strings.TrimSpace(v) == "0":
-			bad("Parameters."+k, "must be at least 1: replicas stream through replication slots (got %q)", v)
-		}
-		if prev, dup := seen[name]; dup {
-			bad("Parameters."+k, "duplicates %q (names are case-insensitive)", prev)
-		}
-		seen[name] = k
+	for _, p := range CheckParameters(c.Parameters) {
+		bad("Parameters."+p.Name, "%s", p.Msg)
 	}
 	if c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
 		bad("LogFile", "must be an absolute path (got %q)", c.LogFile)

@@ -235,3 +235,26 @@ Data page checksum version:           1
 		t.Errorf("ParseControlData with bad LSN: got %v", err)
 	}
 }
+
+func TestCheckParameters(t *testing.T) {
+	got := CheckParameters(map[string]string{
+		"shared_buffers": "1GB", "Cluster_Name": "x", "work_mem": "4MB\n", "a-b": "1",
+		"max_replication_slots": "0", "Work_Mem": "8MB", "pg_stat_statements.max": "100",
+	})
+	want := []ParameterProblem{
+		{Name: "Cluster_Name", Managed: true, Msg: "is managed by the agent and cannot be set"},
+		{Name: "a-b", Msg: "not a valid parameter name"},
+		{Name: "max_replication_slots", Msg: "must be at least 1"},
+		{Name: "work_mem", Msg: "value contains control characters"},
+		{Name: "work_mem", Msg: `duplicates "Work_Mem"`},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("CheckParameters = %+v, want %d problems", got, len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Name != w.Name || g.Managed != w.Managed || !strings.Contains(g.Msg, w.Msg) {
+			t.Errorf("problem %d = %+v, want %+v", i, g, w)
+		}
+	}
+}
