@@ -67,7 +67,9 @@ type LeaderRecord struct {
 func (LeaderRecord) Kind() Kind { return KindLeader }
 
 // DecodeLeader decodes the leader key's value. Errors: *DecodeError naming key.
-func DecodeLeader(key string, b []byte) (LeaderRecord, error) { return decodeJSON[LeaderRecord](key, b) }
+func DecodeLeader(key string, b []byte) (LeaderRecord, error) {
+	return decodeJSON[LeaderRecord](key, b)
+}
 
 // Member is the value of a member key, refreshed every health interval.
 type Member struct {
