@@ -44,7 +44,7 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 func decodeJSON[T any](key string, b []byte) (T, error) {
 	var v T
 	if err := json.Unmarshal(b, &v); err != nil {
-		return v, &DecodeError{Key: key, Err: fmt.Errorf("not a valid JSON document: %w", err)}
+		return v, &DecodeError{Key: key, Err: fmt.Errorf("value is not JSON of this key's document: %w", err)}
 	}
 	return v, nil
 }

@@ -115,14 +115,33 @@ func (a *Admin) Revision(ctx context.Context, keys keyspace.Keys) (int64, error)
 // current primary, to "" (the best replica) or the target. It reports
 // whether it wrote. Errors: the etcd transaction failed.
 func (a *Admin) RequestSwitchover(ctx context.Context, keys keyspace.Keys, from, to, reason string) (bool, error) {
+	return a.writeSwitchover(ctx, keys, clientv3.Compare(clientv3.CreateRevision(keys.Switchover()), "=", 0), from, to, reason)
+}
+
+// ReplaceSwitchover is RequestSwitchover over a switchover record the
+// caller read at ModRevision rev (Snapshot.SwitchRev) and judged stale
+// (an expired hand-over, a request nobody serves): the write is guarded by
+// ModRevision(switchover) = rev, so a record written since, a hand-over in
+// particular, is never overwritten. It reports whether it wrote.
+// Errors: rev <= 0, or the etcd transaction failed.
+func (a *Admin) ReplaceSwitchover(ctx context.Context, keys keyspace.Keys, rev int64, from, to, reason string) (bool, error) {
+	if rev <= 0 {
+		return false, fmt.Errorf("replace switchover: revision %d; pass the SwitchRev of the record read", rev)
+	}
+	return a.writeSwitchover(ctx, keys, clientv3.Compare(clientv3.ModRevision(keys.Switchover()), "=", rev), from, to, reason)
+}
+
+// writeSwitchover is the one writer of switchover requests.
+func (a *Admin) writeSwitchover(ctx context.Context, keys keyspace.Keys, guard clientv3.Cmp, from, to, reason string) (bool, error) {
 	sw := keyspace.Switchover{From: from, To: to, State: keyspace.SwitchoverRequested, Reason: reason, RequestedMS: time.Now().UnixMilli()}
-	key := keys.Switchover()
 	rctx, cancel := a.req(ctx)
 	defer cancel()
-	resp, err := a.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, keyspace.Encode(sw))).Commit()
+	resp, err := a.cli.Txn(rctx).If(guard).Then(clientv3.OpPut(keys.Switchover(), keyspace.Encode(sw))).Commit()
 	if err != nil {
 		return false, fmt.Errorf("request switchover: %w", err)
+	}
+	if resp.Succeeded {
+		a.log.Info("switchover requested", zap.String("cluster", keys.Prefix()), zap.String("from", from), zap.String("to", to), zap.String("reason", reason))
 	}
 	return resp.Succeeded, nil
 }
