@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
@@ -60,7 +61,7 @@ func TestRepairerDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer etcdSrv.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdURL}, DialTimeout: 5 * time.Second})
+	cli, err := admin.Dial(dcs.Options{Endpoints: []string{etcdURL}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
