@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/dbpilot/dbpilot/internal/embedetcd"
 	"github.com/dbpilot/dbpilot/agent/dcs/admin"
+	"github.com/dbpilot/dbpilot/internal/embedetcd"
 	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
