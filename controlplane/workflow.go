@@ -697,7 +697,7 @@ func (x *clusterCtx) waitReady(ctx context.Context, want []string) error {
 // etcd revision since (0: any), so that a dead agent's key, which lives on
 // until its lease expires, does not pass for the restarted one.
 func (x *clusterCtx) waitReadySince(ctx context.Context, want []string, since int64) error {
-	_, err := x.waitLive(ctx, "not ready", func(l Live) string {
+	_, err := x.waitLive(ctx, "not ready", true, func(l Live) string {
 		l = l.writtenAfter(since)
 		if p := l.readyProblem(want); p != "" {
 			return fmt.Sprintf("%s (%d of %d nodes ready)", p, l.ReadyCount(want), len(want))
@@ -718,9 +718,10 @@ func (x *clusterCtx) waitReadySince(ctx context.Context, want []string, since in
 // operation's lease and progress stay current), and malformed values are
 // logged when their number changes. It returns the live view that
 // satisfied problem. Errors: ctx's error when ctx ends (the step is
-// retried or resumed); a permanent error "{what} after {timeout}:
-// {problem}" on timeout, or when saving the progress fails.
-func (x *clusterCtx) waitLive(ctx context.Context, what string, problem func(Live) string) (Live, error) {
+// retried or resumed); "{what} after {timeout}: {problem}" on timeout
+// (a permanent error, failing the step, when permanent is set; otherwise
+// the step may retry); a permanent error when saving the progress fails.
+func (x *clusterCtx) waitLive(ctx context.Context, what string, permanent bool, problem func(Live) string) (Live, error) {
 	timeout := x.w.e.cfg.ReadyTimeout
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -760,7 +761,11 @@ func (x *clusterCtx) waitLive(ctx context.Context, what string, problem func(Liv
 	if last == "" {
 		last = "etcd unreachable: " + err.Error()
 	}
-	return got, backoff.Permanent(fmt.Errorf("%s after %s: %s", what, timeout, last))
+	err = fmt.Errorf("%s after %s: %s", what, timeout, last)
+	if permanent {
+		return got, backoff.Permanent(err)
+	}
+	return got, err
 }
 
 func names(n int) []string {
@@ -1066,7 +1071,7 @@ func (x *clusterCtx) moveLeadershipFor(ctx context.Context, node string, keep []
 	if !ok {
 		x.w.log.Info("a switchover is already pending; waiting for the primary to move", zap.String("from", node))
 	}
-	_, err = x.waitLive(ctx, "primary did not move away from "+node, func(l Live) string {
+	_, err = x.waitLive(ctx, "primary did not move away from "+node, false, func(l Live) string {
 		if l.Leader == nil || l.Leader.Node == node || l.Switchover {
 			return "switching over from " + node
 		}
@@ -1140,7 +1145,7 @@ func (x *clusterCtx) switchover(ctx context.Context) error {
 		return err
 	}
 	return x.w.step(ctx, "wait", switchSteps, func(ctx context.Context) error {
-		l, err := x.waitLive(ctx, "primary did not change", func(l Live) string {
+		l, err := x.waitLive(ctx, "primary did not change", true, func(l Live) string {
 			switch {
 			case l.Leader == nil:
 				return "no primary yet"
@@ -1195,12 +1200,14 @@ func (x *clusterCtx) update(ctx context.Context) error {
 // waitSynchronousMode waits until the primary reports mode in effect
 // (Live.syncProblem), keeping the operation's lease and progress current.
 func (x *clusterCtx) waitSynchronousMode(ctx context.Context, mode string, nodes []string) error {
-	live, err := x.waitLive(ctx, "synchronous_mode "+mode+" not in effect", func(l Live) string { return l.syncProblem(mode, nodes) })
-	if err != nil {
-		if ctx.Err() == nil {
-			return backoff.Permanent(fmt.Errorf("%w; the spec key is written and the agents apply it when they can (see the primary's agent log)", err))
-		}
+	live, err := x.waitLive(ctx, "synchronous_mode "+mode+" not in effect", false, func(l Live) string { return l.syncProblem(mode, nodes) })
+	var perm *backoff.PermanentError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || errors.As(err, &perm):
 		return err
+	default:
+		return backoff.Permanent(fmt.Errorf("%w; the spec key is written and the agents apply it when they can (see the primary's agent log)", err))
 	}
 	x.w.params.Progress = "synchronous_mode " + mode + " in effect on the primary " + live.Leader.Node
 	return x.w.save(ctx)

@@ -262,7 +262,7 @@ func ToKVs(kvs []*mvccpb.KeyValue) []keyspace.KV {
 }
 
 // Snapshot reads the whole cluster prefix in one request (one revision)
-// and decodes it with keyspace.Parse. Malformed values are logged here
+// and decodes it with keyspace.ParseHA (no history, no backup requests). Malformed values are logged here
 // (warn, with the key) and never fatal: the writer of that key overwrites
 // it on its next cycle. A malformed spec key is not logged here, as
 // Snapshot runs every cycle: the agent reports it once per change (SpecRev).
@@ -274,7 +274,7 @@ func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read cluster: %w", err)
 	}
-	s := keyspace.Parse(c.keys, resp.Header.Revision, ToKVs(resp.Kvs))
+	s := keyspace.ParseHA(c.keys, resp.Header.Revision, ToKVs(resp.Kvs))
 	for _, err := range s.Errors {
 		if err != s.SpecErr {
 			c.log.Warn("ignoring malformed value", zap.Error(err))

@@ -226,6 +226,10 @@ func TestParse(t *testing.T) {
 	if r, ok := s.BackupRequests["op-1"]; !ok || r.Job != "daily" {
 		t.Errorf("backup requests %+v", s.BackupRequests)
 	}
+	ha := ParseHA(k, 50, append(kvs, KV{Key: k.History(5), Value: []byte("{")}))
+	if len(ha.History) != 0 || len(ha.BackupRequests) != 0 || len(ha.Errors) != 2 || ha.Leader == nil || len(ha.Members) != 2 {
+		t.Errorf("ParseHA: history %v requests %v errors %v, want none, none, the member and the spec", ha.History, ha.BackupRequests, ha.Errors)
+	}
 	if len(s.Errors) != 2 || s.Err(k.Member("n3")) == nil || s.Err(k.Spec()) == nil || s.Err(k.Leader()) != nil {
 		t.Errorf("errors %v, want the member n3 and the spec", s.Errors)
 	}

@@ -70,7 +70,15 @@ func (s Snapshot) Err(key string) error {
 // revision rev. Keys of the contract that are not documents (locks,
 // claims) and keys outside it are skipped; every value that does not
 // decode is reported in Snapshot.Errors.
-func Parse(keys Keys, rev int64, kvs []KV) Snapshot {
+func Parse(keys Keys, rev int64, kvs []KV) Snapshot { return parse(keys, rev, kvs, true) }
+
+// ParseHA is Parse without the history records and the backup requests
+// (Snapshot.History and BackupRequests stay empty): the agent's HA cycle
+// reads the prefix every cycle and uses neither, so it does not decode up
+// to HistoryKept records each time.
+func ParseHA(keys Keys, rev int64, kvs []KV) Snapshot { return parse(keys, rev, kvs, false) }
+
+func parse(keys Keys, rev int64, kvs []KV, all bool) Snapshot {
 	s := Snapshot{Revision: rev, Members: map[string]Member{}}
 	for _, kv := range kvs {
 		kind, arg := keys.ParseKey(kv.Key)
@@ -114,11 +122,17 @@ func Parse(keys Keys, rev int64, kvs []KV) Snapshot {
 			m.Revision = kv.ModRevision
 			s.Members[arg] = m
 		case KindHistory:
+			if !all {
+				continue
+			}
 			var h HistoryRecord
 			if h, err = DecodeHistory(kv.Key, kv.Value); err == nil {
 				s.History = append(s.History, h)
 			}
 		case KindBackupRequest:
+			if !all {
+				continue
+			}
 			var r BackupRequest
 			if r, err = DecodeBackupRequest(kv.Key, kv.Value); err == nil {
 				if s.BackupRequests == nil {
