@@ -236,16 +236,18 @@ func (a *Admin) DeleteCluster(ctx context.Context, keys keyspace.Keys) error {
 
 // Wait reads the cluster and returns the first snapshot for which cond
 // holds. Between reads it waits for a change under the prefix (an etcd
-// watch) or at most poll, whichever comes first (poll <= 0: 1 s); a failed
-// read is retried the same way. It returns the last snapshot read and
-// ctx's error when ctx ends first; the last read's error is joined in.
+// watch from the revision after the first successful read, so no change
+// in between is missed) or at most poll, whichever comes first (poll <= 0:
+// 1 s); a failed read is retried the same way. It returns the last
+// snapshot read and ctx's error when ctx ends first; the last read's error
+// is joined in.
 func (a *Admin) Wait(ctx context.Context, keys keyspace.Keys, poll time.Duration, cond func(keyspace.Snapshot) bool) (keyspace.Snapshot, error) {
 	if poll <= 0 {
 		poll = time.Second
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	changed := a.watch(wctx, keys)
+	var changed <-chan struct{}
 	var last keyspace.Snapshot
 	var lastErr error
 	for {
@@ -254,6 +256,9 @@ func (a *Admin) Wait(ctx context.Context, keys keyspace.Keys, poll time.Duration
 			last, lastErr = s, nil
 			if cond(s) {
 				return s, nil
+			}
+			if changed == nil {
+				changed = a.watch(wctx, keys, s.Revision+1)
 			}
 		} else {
 			lastErr = err
@@ -271,12 +276,18 @@ func (a *Admin) Wait(ctx context.Context, keys keyspace.Keys, poll time.Duration
 }
 
 // watch signals (capacity 1, coalescing) after changes under the prefix
-// until ctx ends; a broken watch is re-established after 200 ms.
-func (a *Admin) watch(ctx context.Context, keys keyspace.Keys) <-chan struct{} {
+// from revision rev on, until ctx ends; a broken watch is re-established
+// after 200 ms from the current revision (the caller's poll covers a gap).
+func (a *Admin) watch(ctx context.Context, keys keyspace.Keys, rev int64) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
 		for ctx.Err() == nil {
-			for resp := range a.cli.Watch(clientv3.WithRequireLeader(ctx), keys.Prefix(), clientv3.WithPrefix()) {
+			opts := []clientv3.OpOption{clientv3.WithPrefix()}
+			if rev > 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+				rev = 0
+			}
+			for resp := range a.cli.Watch(clientv3.WithRequireLeader(ctx), keys.Prefix(), opts...) {
 				if resp.Err() != nil {
 					break
 				}
