@@ -828,22 +828,28 @@ func (x *clusterCtx) deleteRequest(ctx context.Context, keys keyspace.Keys, id s
 }
 
 // claimStatus reads who answered request id and how: ("node2", "succeeded"),
-// ("node2", "") while running, ("", "") if nobody took it yet. A claim
-// value no agent of the cluster could have written counts as not taken,
-// and is logged.
+// ("node2", "") while running, ("", "") if nobody took it yet.
 func (x *clusterCtx) claimStatus(ctx context.Context, keys keyspace.Keys, id string) (node, status string, err error) {
 	c, ok, err := x.w.e.etcd.BackupRequestClaim(ctx, keys, id)
-	if _, malformed := errors.AsType[*keyspace.DecodeError](err); malformed || (ok && (!proto.ValidName(c.Node) || len(c.Status) > 64 || proto.HasControl(c.Status))) {
-		if err == nil {
-			err = fmt.Errorf("claim %q names no node of the cluster", c.String())
-		}
-		x.w.log.Warn("ignoring a backup request claim not written by an agent", zap.String("request", id), zap.Error(err))
-		return "", "", nil
-	}
-	if err != nil || !ok {
+	if _, malformed := errors.AsType[*keyspace.DecodeError](err); err != nil && !malformed {
 		return "", "", err
 	}
-	return c.Node, c.Status, nil
+	node, status = x.claimOf(id, c, ok, err)
+	return node, status, nil
+}
+
+// claimOf checks a claim of request id as read (ok: present; decodeErr:
+// its value did not decode): a claim no agent of the cluster could have
+// written counts as not taken ("", ""), and is logged.
+func (x *clusterCtx) claimOf(id string, c keyspace.BackupClaim, ok bool, decodeErr error) (node, status string) {
+	if decodeErr == nil && ok && (!proto.ValidName(c.Node) || len(c.Status) > 64 || proto.HasControl(c.Status)) {
+		decodeErr = fmt.Errorf("claim %q names no node of the cluster", c.String())
+	}
+	if decodeErr != nil {
+		x.w.log.Warn("ignoring a backup request claim not written by an agent", zap.String("request", id), zap.Error(decodeErr))
+		return "", ""
+	}
+	return c.Node, c.Status
 }
 
 // archiveSource asks the restore source's primary to switch and archive
@@ -861,31 +867,31 @@ func (x *clusterCtx) archiveSource(ctx context.Context) error {
 	defer x.deleteRequest(ctx, src, id)
 	x.w.params.Progress = "archiving the source's current WAL"
 	_ = x.w.save(ctx)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		node, status, err := x.claimStatus(ctx, src, id)
-		switch {
-		case err == nil && status == "succeeded":
-			x.w.params.Progress = "source WAL archived by " + node
-			return x.w.save(ctx)
-		case err == nil && status != "":
-			if r.TargetTime != nil {
-				return backoff.Permanent(fmt.Errorf("the source's primary %s could not archive its current WAL (status %s); see its agent log", node, status))
-			}
-			return nil // a restore to the end of the archive still works
+	// Wait on the source's keyspace (an etcd watch) for the claim to
+	// carry a status, a minute at most.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var node, status string
+	_, err = x.w.e.etcd.Wait(wctx, src, time.Second, func(s keyspace.Snapshot) bool {
+		c, ok := s.RequestClaims[id]
+		node, status = x.claimOf(id, c, ok, s.Err(src.BackupRequestClaim(id)))
+		return status != ""
+	})
+	switch {
+	case err == nil && status == "succeeded":
+		x.w.params.Progress = "source WAL archived by " + node
+		return x.w.save(ctx)
+	case err == nil:
+		if r.TargetTime != nil {
+			return backoff.Permanent(fmt.Errorf("the source's primary %s could not archive its current WAL (status %s); see its agent log", node, status))
 		}
-		if time.Now().After(deadline) {
-			if r.TargetTime != nil {
-				return backoff.Permanent(errors.New("the source cluster's primary did not archive its current WAL within a minute; a point-in-time restore needs the WAL up to the target"))
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+		return nil // a restore to the end of the archive still works
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case r.TargetTime != nil:
+		return backoff.Permanent(errors.New("the source cluster's primary did not archive its current WAL within a minute; a point-in-time restore needs the WAL up to the target"))
 	}
+	return nil
 }
 
 var backupSteps = []string{"", "request", "wait"}

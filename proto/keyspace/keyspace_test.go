@@ -200,6 +200,7 @@ func TestParse(t *testing.T) {
 		{Key: k.History(3), Value: []byte(Encode(docs[6]))},
 		{Key: k.BackupRequest("op-1"), Value: []byte(Encode(docs[7]))},
 		{Key: k.FailoverLock() + "/abc", Value: nil, Lease: 9},
+		{Key: k.BackupRequestClaim("op-1"), Value: []byte("n2 succeeded")},
 	}
 	s := Parse(k, 50, kvs)
 	if s.Revision != 50 || !s.Initialized || s.SystemID != "7710720687261459858" || s.Term != 3 || s.TermRev != 40 || s.OptimeLSN != 50331744 {
@@ -226,8 +227,11 @@ func TestParse(t *testing.T) {
 	if r, ok := s.BackupRequests["op-1"]; !ok || r.Job != "daily" {
 		t.Errorf("backup requests %+v", s.BackupRequests)
 	}
+	if c := s.RequestClaims["op-1"]; c.Node != "n2" || c.Status != "succeeded" {
+		t.Errorf("request claims %+v", s.RequestClaims)
+	}
 	ha := ParseHA(k, 50, append(kvs, KV{Key: k.History(5), Value: []byte("{")}))
-	if len(ha.History) != 0 || len(ha.BackupRequests) != 0 || len(ha.Errors) != 2 || ha.Leader == nil || len(ha.Members) != 2 {
+	if len(ha.History) != 0 || len(ha.BackupRequests) != 0 || len(ha.RequestClaims) != 0 || len(ha.Errors) != 2 || ha.Leader == nil || len(ha.Members) != 2 {
 		t.Errorf("ParseHA: history %v requests %v errors %v, want none, none, the member and the spec", ha.History, ha.BackupRequests, ha.Errors)
 	}
 	if len(s.Errors) != 2 || s.Err(k.Member("n3")) == nil || s.Err(k.Spec()) == nil || s.Err(k.Leader()) != nil {

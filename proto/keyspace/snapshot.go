@@ -51,6 +51,9 @@ type Snapshot struct {
 	History []HistoryRecord
 	// BackupRequests are the pending on-demand requests by id.
 	BackupRequests map[string]BackupRequest
+	// RequestClaims are the claims of on-demand requests by request id
+	// (locks/backup/request/{id}).
+	RequestClaims map[string]BackupClaim
 	// Errors are the malformed values, each a *DecodeError naming its key.
 	Errors []error
 }
@@ -72,8 +75,9 @@ func (s Snapshot) Err(key string) error {
 // decode is reported in Snapshot.Errors.
 func Parse(keys Keys, rev int64, kvs []KV) Snapshot { return parse(keys, rev, kvs, true) }
 
-// ParseHA is Parse without the history records and the backup requests
-// (Snapshot.History and BackupRequests stay empty): the agent's HA cycle
+// ParseHA is Parse without the history records, the backup requests and
+// their claims (Snapshot.History, BackupRequests and RequestClaims stay
+// empty): the agent's HA cycle
 // reads the prefix every cycle and uses neither, so it does not decode up
 // to HistoryKept records each time.
 func ParseHA(keys Keys, rev int64, kvs []KV) Snapshot { return parse(keys, rev, kvs, false) }
@@ -128,6 +132,17 @@ func parse(keys Keys, rev int64, kvs []KV, all bool) Snapshot {
 			var h HistoryRecord
 			if h, err = DecodeHistory(kv.Key, kv.Value); err == nil {
 				s.History = append(s.History, h)
+			}
+		case KindBackupRequestClaim:
+			if !all {
+				continue
+			}
+			var c BackupClaim
+			if c, err = DecodeBackupClaim(kv.Key, kv.Value); err == nil {
+				if s.RequestClaims == nil {
+					s.RequestClaims = map[string]BackupClaim{}
+				}
+				s.RequestClaims[arg] = c
 			}
 		case KindBackupRequest:
 			if !all {
