@@ -229,7 +229,15 @@ func TestRepairerDecisions(t *testing.T) {
 	if c, _ := st.GetCluster(ctx, "c1"); c.Phase != store.PhaseDegraded || !strings.Contains(c.Reason, "repair "+ops[0].ID+" failed") {
 		t.Errorf("cluster c1 after the failed repair: %s %q", c.Phase, c.Reason)
 	}
-	evs, _ := st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Cluster: "db", Type: TypeNodeRepair})
+	// The outcome's event is recorded just after the operation is saved
+	// as failed (repairFinished follows finish): wait for it.
+	var evs []store.Event
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		evs, _ = st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Cluster: "db", Type: TypeNodeRepair})
+		if len(evs) >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	var states []string
 	for _, e := range evs {
 		var d NodeRepair
