@@ -39,7 +39,7 @@ func TestHAClusterEtcdAuth(t *testing.T) {
 	}
 
 	// The agents' credentials are confined to the cluster's prefix.
-	if _, err := c.Cli.Put(ctx, "/dbpilot/v1/clusters/demo/default/other/leader", "x"); err != nil {
+	if _, err := c.Admin.Raw().Put(ctx, "/dbpilot/v1/clusters/demo/default/other/leader", "x"); err != nil {
 		t.Fatal(err)
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.URL}, DialTimeout: 10 * time.Second, Username: c.EtcdUser, Password: c.EtcdPassword, Logger: zap.NewNop()})

@@ -51,7 +51,7 @@ func TestSpecSynchronousModeAndNodes(t *testing.T) {
 
 	// A malformed spec is reported (once per change) and ignored: the
 	// agents keep their local configuration.
-	if _, err := c.Cli.Put(ctx, c.Keys.Spec(), `{"synchronous_mode":"yes","nodes":["node1"]}`); err != nil {
+	if _, err := c.Admin.Raw().Put(ctx, c.Keys.Spec(), `{"synchronous_mode":"yes","nodes":["node1"]}`); err != nil {
 		t.Fatal(err)
 	}
 	const malformed = "ignoring the malformed spec key"

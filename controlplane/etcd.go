@@ -2,115 +2,57 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
-	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/proto"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
-// keyRoot is the agents' keyspace root (docs/keyspace.md). The control
-// plane does not import agent/dcs; it reads the documented JSON.
-const keyRoot = "/dbpilot/v1/clusters/"
-
-func clusterPrefix(ns, project, cluster string) string {
-	return keyRoot + ns + "/" + project + "/" + cluster + "/"
-}
-
-// LiveMember is a member key as the control plane reads it.
-type LiveMember struct {
-	Node      string `json:"node"`
-	Role      string `json:"role"`
-	State     string `json:"state"`
-	Healthy   bool   `json:"healthy"`
-	Streaming bool   `json:"streaming"`
-	LSN       uint64 `json:"lsn"`
-	Timeline  uint32 `json:"timeline"`
-	LagBytes  int64  `json:"lag_bytes"`
-	// LagSeconds is the replica's replay lag in time; nil from agents that
-	// do not report it.
-	LagSeconds *float64 `json:"lag_seconds"`
-	NoFailover bool     `json:"nofailover"`
-	Priority   int      `json:"priority"`
-	// SynchronousMode is the synchronous_mode the agent acts under (the
-	// spec key's, else its local configuration's); "" from older agents.
-	SynchronousMode string `json:"synchronous_mode"`
-	// Synchronous: a primary whose commits wait for a standby of the sync key.
-	Synchronous bool  `json:"synchronous"`
-	UpdatedMS   int64 `json:"updated_ms"`
-	// ModRevision is the etcd revision that last wrote the key (not part
-	// of the JSON): a live agent rewrites it every health interval, a dead
-	// agent's key keeps its last revision until its lease expires.
-	ModRevision int64 `json:"-"`
-}
-
-// LiveLeader is the leader key as the control plane reads it.
-type LiveLeader struct {
-	Node     string `json:"node"`
-	Term     uint64 `json:"term"`
-	Timeline uint32 `json:"timeline"`
-	Since    int64  `json:"since_ms"`
-}
-
-// Live is one consistent read of a cluster's keyspace.
+// Live is one consistent read of a cluster's keyspace as the workflows
+// and the API use it: the documents are proto/keyspace's, read through
+// agent/dcs/admin. Only valid names reach it: a leader or member key
+// naming a node that could not have been provisioned, or whose value does
+// not decode, is left out (and listed in Errors when it did not decode).
 type Live struct {
-	Revision   int64
-	Leader     *LiveLeader
-	Members    map[string]LiveMember
+	Revision int64
+	Leader   *keyspace.LeaderRecord
+	// Members by node name; Member.Revision is the etcd revision that last
+	// wrote the key: a live agent rewrites it every health interval, a
+	// dead agent's key keeps its last revision until its lease expires.
+	Members    map[string]keyspace.Member
 	Switchover bool
+	// Errors are the values that did not decode, each a
+	// *keyspace.DecodeError naming its key.
+	Errors []error
 }
 
-// Desired is the spec key the control plane writes (docs/keyspace.md,
-// "spec"). The agents act on SynchronousMode (it overrides their local
-// synchronous_mode, applied live by the primary) and Nodes (a node not
-// listed is being removed: no failover candidate, switchover target or new
-// synchronous standby); the other fields are informational.
-type Desired struct {
-	Replicas        int      `json:"replicas"`
-	SynchronousMode string   `json:"synchronous_mode"`
-	Engine          string   `json:"engine"`
-	Version         string   `json:"version"`
-	Template        string   `json:"template"`
-	Plan            string   `json:"plan"`
-	Nodes           []string `json:"nodes"`
-	UpdatedMS       int64    `json:"updated_ms"`
-}
-
-// readLive reads the cluster prefix once.
-func readLive(ctx context.Context, cli *clientv3.Client, prefix string) (Live, error) {
-	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return Live{}, fmt.Errorf("read %s: %w", prefix, err)
+// liveOf keeps what the control plane may act on from a snapshot.
+func liveOf(keys keyspace.Keys, s keyspace.Snapshot) Live {
+	l := Live{Revision: s.Revision, Members: map[string]keyspace.Member{}, Switchover: s.Switchover != nil, Errors: s.Errors}
+	// A leader naming no valid node is no leader: node names from etcd
+	// are as untrusted as any agent's input.
+	if s.Leader != nil && s.Err(keys.Leader()) == nil && proto.ValidName(s.Leader.Node) {
+		l.Leader = s.Leader
 	}
-	l := Live{Revision: resp.Header.Revision, Members: map[string]LiveMember{}}
-	for _, kv := range resp.Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), prefix)
-		switch {
-		case rest == "leader":
-			var ld LiveLeader
-			// A leader naming no valid node is no leader: node names
-			// from etcd are as untrusted as any agent's input.
-			if json.Unmarshal(kv.Value, &ld) == nil && proto.ValidName(ld.Node) {
-				l.Leader = &ld
-			}
-		case rest == "switchover":
-			l.Switchover = true
-		case strings.HasPrefix(rest, "members/"):
-			var m LiveMember
-			name := strings.TrimPrefix(rest, "members/")
-			// Only members whose key and value name the same valid node:
-			// a name that could not have been provisioned never reaches
-			// the workflow, the API or a provider.
-			if json.Unmarshal(kv.Value, &m) == nil && proto.ValidName(name) && (m.Node == "" || m.Node == name) {
-				m.ModRevision = kv.ModRevision
-				l.Members[name] = m
-			}
+	for name, m := range s.Members {
+		// Only members whose key and value name the same valid node: a
+		// name that could not have been provisioned never reaches the
+		// workflow, the API or a provider.
+		if s.Err(keys.Member(name)) == nil && proto.ValidName(name) && (m.Node == "" || m.Node == name) {
+			l.Members[name] = m
 		}
 	}
-	return l, nil
+	return l
+}
+
+// readLive reads the cluster's keyspace once.
+func readLive(ctx context.Context, adm *admin.Admin, keys keyspace.Keys) (Live, error) {
+	s, err := adm.Read(ctx, keys)
+	if err != nil {
+		return Live{}, err
+	}
+	return liveOf(keys, s), nil
 }
 
 // readyProblem returns "" when the cluster runs with a primary holding the
@@ -175,9 +117,9 @@ func (l Live) writtenAfter(rev int64) Live {
 		return l
 	}
 	out := l
-	out.Members = make(map[string]LiveMember, len(l.Members))
+	out.Members = make(map[string]keyspace.Member, len(l.Members))
 	for n, m := range l.Members {
-		if m.ModRevision > rev {
+		if m.Revision > rev {
 			out.Members[n] = m
 		}
 	}
@@ -195,40 +137,8 @@ func (l Live) ReadyCount(nodes []string) int {
 	return n
 }
 
-// writeSpec puts the desired spec key.
-func writeSpec(ctx context.Context, cli *clientv3.Client, prefix string, d Desired) error {
-	d.UpdatedMS = time.Now().UnixMilli()
-	b, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("encode spec: %w", err)
-	}
-	if _, err := cli.Put(ctx, prefix+"spec", string(b)); err != nil {
-		return fmt.Errorf("write spec: %w", err)
-	}
-	return nil
-}
-
-// requestSwitchover writes a switchover request unless one is pending
-// (CreateRevision guard, docs/keyspace.md). It reports whether it wrote.
-func requestSwitchover(ctx context.Context, cli *clientv3.Client, prefix, from, to, reason string) (bool, error) {
-	key := prefix + "switchover"
-	b, _ := json.Marshal(map[string]any{"from": from, "to": to, "state": "requested", "reason": reason, "requested_ms": time.Now().UnixMilli()})
-	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
-	if err != nil {
-		return false, fmt.Errorf("request switchover: %w", err)
-	}
-	return resp.Succeeded, nil
-}
-
-// deletePrefix removes a deleted cluster's keyspace.
-func deletePrefix(ctx context.Context, cli *clientv3.Client, prefix string) error {
-	if _, err := cli.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
-		return fmt.Errorf("delete %s: %w", prefix, err)
-	}
-	return nil
-}
-
-// ReadLive reads the live keyspace of cluster namespace/project/cluster.
-func ReadLive(ctx context.Context, cli *clientv3.Client, namespace, project, cluster string) (Live, error) {
-	return readLive(ctx, cli, clusterPrefix(namespace, project, cluster))
+// ReadLive reads the live keyspace of cluster namespace/project/cluster
+// through adm. Errors: the etcd read failed.
+func ReadLive(ctx context.Context, adm *admin.Admin, namespace, project, cluster string) (Live, error) {
+	return readLive(ctx, adm, keyspace.NewKeys(namespace, project, cluster))
 }

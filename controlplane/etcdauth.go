@@ -8,8 +8,6 @@ import (
 	"fmt"
 
 	"go.uber.org/zap"
-
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
 )
 
 // AgentEtcdAuth turns on per-cluster etcd credentials for agents
@@ -56,10 +54,10 @@ func (x *clusterCtx) ensureAgentUser(ctx context.Context) error {
 	if user == "" {
 		return nil
 	}
-	if err := etcdauth.EnsurePrefixUser(ctx, x.w.e.etcd, user, pw, x.prefix); err != nil {
+	if err := x.w.e.etcd.EnsureClusterUser(ctx, user, pw, x.keys); err != nil {
 		return err
 	}
-	x.w.log.Debug("agent etcd user ensured", zap.String("user", user), zap.String("prefix", x.prefix))
+	x.w.log.Debug("agent etcd user ensured", zap.String("user", user), zap.String("prefix", x.keys.Prefix()))
 	return nil
 }
 
@@ -70,7 +68,7 @@ func (x *clusterCtx) deleteAgentUser(ctx context.Context) error {
 	if user == "" {
 		return nil
 	}
-	if err := etcdauth.DeletePrefixUser(ctx, x.w.e.etcd, user); err != nil {
+	if err := x.w.e.etcd.DeleteClusterUser(ctx, user); err != nil {
 		return fmt.Errorf("delete agent etcd user: %w", err)
 	}
 	x.w.log.Info("agent etcd user deleted", zap.String("user", user))

@@ -212,7 +212,7 @@ func (x *clusterCtx) move(ctx context.Context) error {
 			}
 			return err
 		}
-		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(all))
+		return x.w.e.etcd.PutSpec(ctx, x.keys, x.desired(all))
 	}); err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func (x *clusterCtx) move(ctx context.Context) error {
 		return err
 	}
 	if err := x.w.step(ctx, "remove", moveSteps, func(ctx context.Context) error {
-		if err := writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(keep)); err != nil {
+		if err := x.w.e.etcd.PutSpec(ctx, x.keys, x.desired(keep)); err != nil {
 			return err
 		}
 		if row, ok := have[from]; ok {
@@ -240,8 +240,8 @@ func (x *clusterCtx) move(ctx context.Context) error {
 				return err
 			}
 		}
-		if _, err := x.w.e.etcd.Delete(ctx, x.prefix+"members/"+from); err != nil {
-			return fmt.Errorf("delete member key: %w", err)
+		if err := x.w.e.etcd.DeleteMember(ctx, x.keys, from); err != nil {
+			return err
 		}
 		return nil
 	}); err != nil {

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane/pgtest"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
@@ -111,7 +112,7 @@ func TestOperationLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer etcdSrv.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdURL}, DialTimeout: 5 * time.Second})
+	cli, err := admin.Dial(dcs.Options{Endpoints: []string{etcdURL}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestOperationLease(t *testing.T) {
 	}
 }
 
-func testOperationLease(t *testing.T, dsn string, cli *clientv3.Client) {
+func testOperationLease(t *testing.T, dsn string, cli *admin.Admin) {
 	const lease = 800 * time.Millisecond
 	ctx := context.Background()
 	open := func() *store.Store {

@@ -316,11 +316,11 @@ func (x *clusterCtx) repair(ctx context.Context) error {
 			return err
 		}
 		if x.w.params.SinceRevision == 0 {
-			resp, err := x.w.e.etcd.Get(ctx, x.prefix+"leader")
+			rev, err := x.w.e.etcd.Revision(ctx, x.keys)
 			if err != nil {
-				return fmt.Errorf("read etcd revision: %w", err)
+				return err
 			}
-			x.w.params.SinceRevision = resp.Header.Revision
+			x.w.params.SinceRevision = rev
 			if err := x.w.save(ctx); err != nil {
 				return backoff.Permanent(err)
 			}
@@ -378,7 +378,7 @@ func (x *clusterCtx) repair(ctx context.Context) error {
 		if err := x.waitReadySince(ctx, want, x.w.params.SinceRevision); err != nil {
 			return err
 		}
-		if live, err := readLive(ctx, x.w.e.etcd, x.prefix); err == nil && live.readyProblem(all) == "" {
+		if live, err := readLive(ctx, x.w.e.etcd, x.keys); err == nil && live.readyProblem(all) == "" {
 			if err := x.w.setPhase(ctx, store.PhaseReady, "", 0); err != nil {
 				return err
 			}

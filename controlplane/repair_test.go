@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
@@ -60,7 +61,7 @@ func TestRepairerDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer etcdSrv.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdURL}, DialTimeout: 5 * time.Second})
+	cli, err := admin.Dial(dcs.Options{Endpoints: []string{etcdURL}}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,15 @@ func TestRepairerDecisions(t *testing.T) {
 	if c, _ := st.GetCluster(ctx, "c1"); c.Phase != store.PhaseDegraded || !strings.Contains(c.Reason, "repair "+ops[0].ID+" failed") {
 		t.Errorf("cluster c1 after the failed repair: %s %q", c.Phase, c.Reason)
 	}
-	evs, _ := st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Cluster: "db", Type: TypeNodeRepair})
+	// The outcome's event is recorded just after the operation is saved
+	// as failed (repairFinished follows finish): wait for it.
+	var evs []store.Event
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		evs, _ = st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Cluster: "db", Type: TypeNodeRepair})
+		if len(evs) >= 2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	var states []string
 	for _, e := range evs {
 		var d NodeRepair

@@ -13,13 +13,14 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
 	"github.com/dbpilot/dbpilot/proto"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // Operation kinds.
@@ -106,7 +107,7 @@ type EngineConfig struct {
 type Engine struct {
 	cfg       EngineConfig
 	st        *store.Store
-	etcd      *clientv3.Client
+	etcd      *admin.Admin
 	providers map[string]infra.Provider
 	log       *zap.Logger
 
@@ -167,8 +168,9 @@ func (e *Engine) firstSeen(id string) bool {
 	return true
 }
 
-// NewEngine returns an engine; call Start to run it.
-func NewEngine(cfg EngineConfig, st *store.Store, etcd *clientv3.Client, providers map[string]infra.Provider, log *zap.Logger) *Engine {
+// NewEngine returns an engine over the store st and the etcd admin side
+// etcd (nil only in tests that run no cluster step); call Start to run it.
+func NewEngine(cfg EngineConfig, st *store.Store, etcd *admin.Admin, providers map[string]infra.Provider, log *zap.Logger) *Engine {
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
 	}
@@ -532,7 +534,7 @@ func (w *workflow) execute(ctx context.Context) error {
 	case err != nil:
 		return err
 	}
-	x := &clusterCtx{w: w, c: c, p: p, tpl: tpl, prefix: clusterPrefix(c.Namespace, c.Project, c.Name)}
+	x := &clusterCtx{w: w, c: c, p: p, tpl: tpl, keys: keyspace.NewKeys(c.Namespace, c.Project, c.Name)}
 	switch w.op.Kind {
 	case KindCreate:
 		return x.create(ctx)
@@ -585,11 +587,11 @@ func (w *workflow) template(ctx context.Context, c store.Cluster) (catalog.Templ
 }
 
 type clusterCtx struct {
-	w      *workflow
-	c      store.Cluster
-	p      infra.Provider
-	tpl    catalog.Template
-	prefix string
+	w    *workflow
+	c    store.Cluster
+	p    infra.Provider
+	tpl  catalog.Template
+	keys keyspace.Keys
 	// restore is set while a restore operation creates the nodes.
 	restore *infra.RestoreSource
 }
@@ -678,8 +680,10 @@ func (x *clusterCtx) ensureNodes(ctx context.Context, want []string) error {
 	return nil
 }
 
-func (x *clusterCtx) desired(nodes []string) Desired {
-	return Desired{Replicas: len(nodes), SynchronousMode: x.c.SynchronousMode, Engine: x.c.Engine, Version: x.c.Version,
+// desired is the spec key the control plane writes for nodes
+// (docs/keyspace.md, "spec").
+func (x *clusterCtx) desired(nodes []string) keyspace.Spec {
+	return keyspace.Spec{Replicas: len(nodes), SynchronousMode: x.c.SynchronousMode, Engine: x.c.Engine, Version: x.c.Version,
 		Template: x.c.Template, Plan: x.c.Plan, Nodes: nodes}
 }
 
@@ -693,38 +697,75 @@ func (x *clusterCtx) waitReady(ctx context.Context, want []string) error {
 // etcd revision since (0: any), so that a dead agent's key, which lives on
 // until its lease expires, does not pass for the restarted one.
 func (x *clusterCtx) waitReadySince(ctx context.Context, want []string, since int64) error {
-	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
-	last := ""
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		live, err := readLive(rctx, x.w.e.etcd, x.prefix)
-		cancel()
-		live = live.writtenAfter(since)
-		problem := "etcd unreachable"
-		if err == nil {
-			problem = live.readyProblem(want)
-			if problem == "" {
-				x.w.params.Progress = fmt.Sprintf("%d of %d nodes ready", len(want), len(want))
-				return x.w.save(ctx)
-			}
-			problem = fmt.Sprintf("%s (%d of %d nodes ready)", problem, live.ReadyCount(want), len(want))
+	_, err := x.waitLive(ctx, "not ready", true, func(l Live) string {
+		l = l.writtenAfter(since)
+		if p := l.readyProblem(want); p != "" {
+			return fmt.Sprintf("%s (%d of %d nodes ready)", p, l.ReadyCount(want), len(want))
 		}
-		if problem != last {
-			x.w.params.Progress = problem
-			if err := x.w.save(ctx); err != nil {
-				return backoff.Permanent(err)
-			}
-			last = problem
-		}
-		if time.Now().After(deadline) {
-			return backoff.Permanent(fmt.Errorf("not ready after %s: %s", x.w.e.cfg.ReadyTimeout, problem))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+		return ""
+	})
+	if err != nil {
+		return err
 	}
+	x.w.params.Progress = fmt.Sprintf("%d of %d nodes ready", len(want), len(want))
+	return x.w.save(ctx)
+}
+
+// waitLive waits until problem returns "" for the cluster's live keyspace,
+// for at most the engine's ReadyTimeout. It reads again after every change
+// under the cluster prefix (an etcd watch, admin.Wait) and at least every
+// second; each new problem is saved as the operation's progress (so the
+// operation's lease and progress stay current), and malformed values are
+// logged when their number changes. It returns the live view that
+// satisfied problem. Errors: ctx's error when ctx ends (the step is
+// retried or resumed); "{what} after {timeout}: {problem}" on timeout
+// (a permanent error, failing the step, when permanent is set; otherwise
+// the step may retry); a permanent error when saving the progress fails.
+func (x *clusterCtx) waitLive(ctx context.Context, what string, permanent bool, problem func(Live) string) (Live, error) {
+	timeout := x.w.e.cfg.ReadyTimeout
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	var lastErrs int
+	var saveErr error
+	var got Live
+	_, err := x.w.e.etcd.Wait(wctx, x.keys, time.Second, func(s keyspace.Snapshot) bool {
+		l := liveOf(x.keys, s)
+		if len(l.Errors) != lastErrs {
+			lastErrs = len(l.Errors)
+			for _, e := range l.Errors {
+				x.w.log.Warn("malformed value in the cluster's keyspace; ignoring it", zap.Error(e))
+			}
+		}
+		p := problem(l)
+		if p == "" {
+			got = l
+			return true
+		}
+		if p != last {
+			last, x.w.params.Progress = p, p
+			if saveErr = x.w.save(ctx); saveErr != nil {
+				return true
+			}
+		}
+		return false
+	})
+	switch {
+	case saveErr != nil:
+		return got, backoff.Permanent(saveErr)
+	case err == nil:
+		return got, nil
+	case ctx.Err() != nil:
+		return got, ctx.Err()
+	}
+	if last == "" {
+		last = "etcd unreachable: " + err.Error()
+	}
+	err = fmt.Errorf("%s after %s: %s", what, timeout, last)
+	if permanent {
+		return got, backoff.Permanent(err)
+	}
+	return got, err
 }
 
 func names(n int) []string {
@@ -751,7 +792,7 @@ func (x *clusterCtx) create(ctx context.Context) error {
 		return err
 	}
 	if err := x.w.step(ctx, "spec", createSteps, func(ctx context.Context) error {
-		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(want))
+		return x.w.e.etcd.PutSpec(ctx, x.keys, x.desired(want))
 	}); err != nil {
 		return err
 	}
@@ -770,81 +811,87 @@ func (x *clusterCtx) create(ctx context.Context) error {
 	return x.w.setPhase(ctx, store.PhaseReady, "", 0)
 }
 
-// requestKey is the etcd key of on-demand backup request id under prefix
-// (docs/keyspace.md).
-func requestKey(prefix, id string) string { return prefix + "backup/requests/" + id }
+// putRequest writes on-demand request id for the agents of the cluster
+// keys, expiring after the engine's ReadyTimeout.
+func (x *clusterCtx) putRequest(ctx context.Context, keys keyspace.Keys, id string, req keyspace.BackupRequest) error {
+	req.ExpiresMS = time.Now().Add(x.w.e.cfg.ReadyTimeout).UnixMilli()
+	return x.w.e.etcd.RequestBackup(ctx, keys, id, req)
+}
 
-// requestClaimKey is where the agent that took request id records it.
-func requestClaimKey(prefix, id string) string { return prefix + "locks/backup/request/" + id }
-
-// putRequest writes an on-demand request for the agents of prefix.
-func (x *clusterCtx) putRequest(ctx context.Context, prefix, id string, req map[string]any) error {
-	now := time.Now()
-	req["requested_ms"] = now.UnixMilli()
-	req["expires_ms"] = now.Add(x.w.e.cfg.ReadyTimeout).UnixMilli()
-	b, _ := json.Marshal(req)
-	if _, err := x.w.e.etcd.Put(ctx, requestKey(prefix, id), string(b)); err != nil {
-		return fmt.Errorf("write backup request: %w", err)
+// deleteRequest removes request id once the operation no longer needs it
+// (also when ctx ended); a failure is logged: the agents ignore it after
+// its expiry anyway.
+func (x *clusterCtx) deleteRequest(ctx context.Context, keys keyspace.Keys, id string) {
+	if err := x.w.e.etcd.DeleteBackupRequest(context.WithoutCancel(ctx), keys, id); err != nil {
+		x.w.log.Warn("cannot delete the backup request; the agents ignore it once it expires", zap.String("request", id), zap.Error(err))
 	}
-	return nil
 }
 
 // claimStatus reads who answered request id and how: ("node2", "succeeded"),
 // ("node2", "") while running, ("", "") if nobody took it yet.
-func (x *clusterCtx) claimStatus(ctx context.Context, prefix, id string) (node, status string, err error) {
-	resp, err := x.w.e.etcd.Get(ctx, requestClaimKey(prefix, id))
-	if err != nil || len(resp.Kvs) == 0 {
+func (x *clusterCtx) claimStatus(ctx context.Context, keys keyspace.Keys, id string) (node, status string, err error) {
+	c, ok, err := x.w.e.etcd.BackupRequestClaim(ctx, keys, id)
+	if _, malformed := errors.AsType[*keyspace.DecodeError](err); err != nil && !malformed {
 		return "", "", err
 	}
-	node, status, _ = strings.Cut(string(resp.Kvs[0].Value), " ")
-	if !proto.ValidName(node) || len(status) > 64 || proto.HasControl(status) {
-		// Not written by one of the cluster's agents: nobody took it.
-		return "", "", nil
-	}
+	node, status = x.claimOf(id, c, ok, err)
 	return node, status, nil
+}
+
+// claimOf checks a claim of request id as read (ok: present; decodeErr:
+// its value did not decode): a claim no agent of the cluster could have
+// written counts as not taken ("", ""), and is logged.
+func (x *clusterCtx) claimOf(id string, c keyspace.BackupClaim, ok bool, decodeErr error) (node, status string) {
+	if decodeErr == nil && ok && (!proto.ValidName(c.Node) || len(c.Status) > 64 || proto.HasControl(c.Status)) {
+		decodeErr = fmt.Errorf("claim %q names no node of the cluster", c.String())
+	}
+	if decodeErr != nil {
+		x.w.log.Warn("ignoring a backup request claim not written by an agent", zap.String("request", id), zap.Error(decodeErr))
+		return "", ""
+	}
+	return c.Node, c.Status
 }
 
 // archiveSource asks the restore source's primary to switch and archive
 // its WAL segment and waits for it (a minute at most).
 func (x *clusterCtx) archiveSource(ctx context.Context) error {
 	r := x.restore
-	parts := strings.SplitN(r.Cluster, "/", 3)
-	if len(parts) != 3 {
-		return backoff.Permanent(fmt.Errorf("restore source %q is not namespace/project/name", r.Cluster))
+	src, err := keyspace.ParseClusterID(r.Cluster)
+	if err != nil {
+		return backoff.Permanent(fmt.Errorf("restore source: %w", err))
 	}
-	src := clusterPrefix(parts[0], parts[1], parts[2])
 	id := x.w.op.ID + "-wal"
-	if err := x.putRequest(ctx, src, id, map[string]any{"action": "switch-wal"}); err != nil {
+	if err := x.putRequest(ctx, src, id, keyspace.BackupRequest{Action: keyspace.ActionSwitchWAL}); err != nil {
 		return err
 	}
-	defer func() { _, _ = x.w.e.etcd.Delete(context.WithoutCancel(ctx), requestKey(src, id)) }()
+	defer x.deleteRequest(ctx, src, id)
 	x.w.params.Progress = "archiving the source's current WAL"
 	_ = x.w.save(ctx)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		node, status, err := x.claimStatus(ctx, src, id)
-		switch {
-		case err == nil && status == "succeeded":
-			x.w.params.Progress = "source WAL archived by " + node
-			return x.w.save(ctx)
-		case err == nil && status != "":
-			if r.TargetTime != nil {
-				return backoff.Permanent(fmt.Errorf("the source's primary %s could not archive its current WAL (status %s); see its agent log", node, status))
-			}
-			return nil // a restore to the end of the archive still works
+	// Wait on the source's keyspace (an etcd watch) for the claim to
+	// carry a status, a minute at most.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var node, status string
+	_, err = x.w.e.etcd.Wait(wctx, src, time.Second, func(s keyspace.Snapshot) bool {
+		c, ok := s.RequestClaims[id]
+		node, status = x.claimOf(id, c, ok, s.Err(src.BackupRequestClaim(id)))
+		return status != ""
+	})
+	switch {
+	case err == nil && status == "succeeded":
+		x.w.params.Progress = "source WAL archived by " + node
+		return x.w.save(ctx)
+	case err == nil:
+		if r.TargetTime != nil {
+			return backoff.Permanent(fmt.Errorf("the source's primary %s could not archive its current WAL (status %s); see its agent log", node, status))
 		}
-		if time.Now().After(deadline) {
-			if r.TargetTime != nil {
-				return backoff.Permanent(errors.New("the source cluster's primary did not archive its current WAL within a minute; a point-in-time restore needs the WAL up to the target"))
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+		return nil // a restore to the end of the archive still works
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case r.TargetTime != nil:
+		return backoff.Permanent(errors.New("the source cluster's primary did not archive its current WAL within a minute; a point-in-time restore needs the WAL up to the target"))
 	}
+	return nil
 }
 
 var backupSteps = []string{"", "request", "wait"}
@@ -856,15 +903,11 @@ var backupSteps = []string{"", "request", "wait"}
 func (x *clusterCtx) backup(ctx context.Context) error {
 	id := x.w.op.ID
 	if err := x.w.step(ctx, "request", backupSteps, func(ctx context.Context) error {
-		req := map[string]any{"action": "backup"}
-		if x.w.params.Job != "" {
-			req["job"] = x.w.params.Job
-		}
-		return x.putRequest(ctx, x.prefix, id, req)
+		return x.putRequest(ctx, x.keys, id, keyspace.BackupRequest{Action: keyspace.ActionBackup, Job: x.w.params.Job})
 	}); err != nil {
 		return err
 	}
-	defer func() { _, _ = x.w.e.etcd.Delete(context.WithoutCancel(ctx), requestKey(x.prefix, id)) }()
+	defer x.deleteRequest(ctx, x.keys, id)
 	return x.w.step(ctx, "wait", backupSteps, func(ctx context.Context) error {
 		started := time.Now()
 		var agentDone time.Time
@@ -887,7 +930,7 @@ func (x *clusterCtx) backup(ctx context.Context) error {
 				}
 				progress = fmt.Sprintf("backup %s running on %s", b.ID, b.Node)
 			}
-			node, status, err := x.claimStatus(ctx, x.prefix, id)
+			node, status, err := x.claimStatus(ctx, x.keys, id)
 			if err == nil && status != "" && agentDone.IsZero() {
 				agentDone = time.Now()
 			}
@@ -936,7 +979,7 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 	want := append([]string(nil), current...)
 	if target < len(want) {
 		// Never guess the primary: without it we could remove it first.
-		l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+		l, err := readLive(ctx, x.w.e.etcd, x.keys)
 		if err != nil {
 			return fmt.Errorf("read primary before scaling down: %w", err)
 		}
@@ -964,7 +1007,7 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 		next++
 	}
 	if err := x.w.step(ctx, "spec", scaleSteps, func(ctx context.Context) error {
-		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(want))
+		return x.w.e.etcd.PutSpec(ctx, x.keys, x.desired(want))
 	}); err != nil {
 		return err
 	}
@@ -984,8 +1027,8 @@ func (x *clusterCtx) scale(ctx context.Context) error {
 			if err := x.w.e.st.DeleteNode(ctx, x.c.ID, n); err != nil {
 				return err
 			}
-			if _, err := x.w.e.etcd.Delete(ctx, x.prefix+"members/"+n); err != nil {
-				return fmt.Errorf("delete member key: %w", err)
+			if err := x.w.e.etcd.DeleteMember(ctx, x.keys, n); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -1009,7 +1052,7 @@ func (x *clusterCtx) moveLeadership(ctx context.Context, node string, keep []str
 
 // moveLeadershipFor is moveLeadership with the switchover's reason.
 func (x *clusterCtx) moveLeadershipFor(ctx context.Context, node string, keep []string, reason string) error {
-	l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+	l, err := readLive(ctx, x.w.e.etcd, x.keys)
 	if err != nil {
 		return err
 	}
@@ -1027,24 +1070,20 @@ func (x *clusterCtx) moveLeadershipFor(ctx context.Context, node string, keep []
 		return fmt.Errorf("%s is the primary and no remaining node is ready to take over", node)
 	}
 	x.w.log.Info("switching over before removing the primary", zap.String("from", node), zap.String("to", to))
-	if _, err := requestSwitchover(ctx, x.w.e.etcd, x.prefix, node, to, reason); err != nil {
+	ok, err := x.w.e.etcd.RequestSwitchover(ctx, x.keys, node, to, reason)
+	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
-	for {
-		l, err := readLive(ctx, x.w.e.etcd, x.prefix)
-		if err == nil && l.Leader != nil && l.Leader.Node != node && !l.Switchover {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("primary did not move away from %s within %s", node, x.w.e.cfg.ReadyTimeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	if !ok {
+		x.w.log.Info("a switchover is already pending; waiting for the primary to move", zap.String("from", node))
 	}
+	_, err = x.waitLive(ctx, "primary did not move away from "+node, false, func(l Live) string {
+		if l.Leader == nil || l.Leader.Node == node || l.Switchover {
+			return "switching over from " + node
+		}
+		return ""
+	})
+	return err
 }
 
 var deleteSteps = []string{"", "nodes", "keyspace", "etcd-user", "record"}
@@ -1068,7 +1107,7 @@ func (x *clusterCtx) delete(ctx context.Context) error {
 		return err
 	}
 	if err := x.w.step(ctx, "keyspace", deleteSteps, func(ctx context.Context) error {
-		return deletePrefix(ctx, x.w.e.etcd, x.prefix)
+		return x.w.e.etcd.DeleteCluster(ctx, x.keys)
 	}); err != nil {
 		return err
 	}
@@ -1082,7 +1121,7 @@ var switchSteps = []string{"", "request", "wait"}
 
 func (x *clusterCtx) switchover(ctx context.Context) error {
 	if err := x.w.step(ctx, "request", switchSteps, func(ctx context.Context) error {
-		l, err := readLive(ctx, x.w.e.etcd, x.prefix)
+		l, err := readLive(ctx, x.w.e.etcd, x.keys)
 		if err != nil {
 			return err
 		}
@@ -1099,7 +1138,7 @@ func (x *clusterCtx) switchover(ctx context.Context) error {
 		if x.w.params.To != "" && x.w.params.To == l.Leader.Node {
 			return backoff.Permanent(fmt.Errorf("%s is already the primary", x.w.params.To))
 		}
-		ok, err := requestSwitchover(ctx, x.w.e.etcd, x.prefix, from, x.w.params.To, x.w.params.Reason)
+		ok, err := x.w.e.etcd.RequestSwitchover(ctx, x.keys, from, x.w.params.To, x.w.params.Reason)
 		if err != nil {
 			return err
 		}
@@ -1112,23 +1151,22 @@ func (x *clusterCtx) switchover(ctx context.Context) error {
 		return err
 	}
 	return x.w.step(ctx, "wait", switchSteps, func(ctx context.Context) error {
-		deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
-		for {
-			l, err := readLive(ctx, x.w.e.etcd, x.prefix)
-			if err == nil && l.Leader != nil && l.Leader.Node != x.w.params.From &&
-				(x.w.params.To == "" || l.Leader.Node == x.w.params.To) && !l.Switchover {
-				x.w.params.Progress = "primary is " + l.Leader.Node
-				return nil
+		l, err := x.waitLive(ctx, "primary did not change", true, func(l Live) string {
+			switch {
+			case l.Leader == nil:
+				return "no primary yet"
+			case l.Leader.Node == x.w.params.From || l.Switchover:
+				return "switching over from " + x.w.params.From
+			case x.w.params.To != "" && l.Leader.Node != x.w.params.To:
+				return fmt.Sprintf("%s became the primary, not %s", l.Leader.Node, x.w.params.To)
 			}
-			if time.Now().After(deadline) {
-				return backoff.Permanent(fmt.Errorf("primary did not change within %s", x.w.e.cfg.ReadyTimeout))
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(250 * time.Millisecond):
-			}
+			return ""
+		})
+		if err != nil {
+			return err
 		}
+		x.w.params.Progress = "primary is " + l.Leader.Node
+		return nil
 	})
 }
 
@@ -1153,7 +1191,7 @@ func (x *clusterCtx) update(ctx context.Context) error {
 	}
 	nodes := byIndex(have)
 	if err := x.w.step(ctx, "spec", updateSteps, func(ctx context.Context) error {
-		return writeSpec(ctx, x.w.e.etcd, x.prefix, x.desired(nodes))
+		return x.w.e.etcd.PutSpec(ctx, x.keys, x.desired(nodes))
 	}); err != nil {
 		return err
 	}
@@ -1165,38 +1203,20 @@ func (x *clusterCtx) update(ctx context.Context) error {
 	return x.w.step(ctx, "wait", updateSteps, func(ctx context.Context) error { return x.waitSynchronousMode(ctx, mode, nodes) })
 }
 
-// waitSynchronousMode polls etcd until the primary reports mode in effect
+// waitSynchronousMode waits until the primary reports mode in effect
 // (Live.syncProblem), keeping the operation's lease and progress current.
 func (x *clusterCtx) waitSynchronousMode(ctx context.Context, mode string, nodes []string) error {
-	deadline := time.Now().Add(x.w.e.cfg.ReadyTimeout)
-	last := ""
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		live, err := readLive(rctx, x.w.e.etcd, x.prefix)
-		cancel()
-		problem := "etcd unreachable"
-		if err == nil {
-			if problem = live.syncProblem(mode, nodes); problem == "" {
-				x.w.params.Progress = "synchronous_mode " + mode + " in effect on the primary " + live.Leader.Node
-				return x.w.save(ctx)
-			}
-		}
-		if problem != last {
-			x.w.params.Progress, last = problem, problem
-			if err := x.w.save(ctx); err != nil {
-				return backoff.Permanent(err)
-			}
-		}
-		if time.Now().After(deadline) {
-			return backoff.Permanent(fmt.Errorf("synchronous_mode %s not in effect after %s: %s; the spec key is written and the agents apply it when they can (see the primary's agent log)",
-				mode, x.w.e.cfg.ReadyTimeout, problem))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	live, err := x.waitLive(ctx, "synchronous_mode "+mode+" not in effect", false, func(l Live) string { return l.syncProblem(mode, nodes) })
+	var perm *backoff.PermanentError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || errors.As(err, &perm):
+		return err
+	default:
+		return backoff.Permanent(fmt.Errorf("%w; the spec key is written and the agents apply it when they can (see the primary's agent log)", err))
 	}
+	x.w.params.Progress = "synchronous_mode " + mode + " in effect on the primary " + live.Leader.Node
+	return x.w.save(ctx)
 }
 
 var restartSteps = []string{"", "restart"}
@@ -1211,7 +1231,7 @@ func (x *clusterCtx) restart(ctx context.Context) error {
 		}
 		var order []string
 		primary := ""
-		if l, err := readLive(ctx, x.w.e.etcd, x.prefix); err == nil && l.Leader != nil {
+		if l, err := readLive(ctx, x.w.e.etcd, x.keys); err == nil && l.Leader != nil {
 			primary = l.Leader.Node
 		}
 		all := make([]string, 0, len(have))

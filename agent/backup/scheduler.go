@@ -13,6 +13,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/proto"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // Claimer decides which agent runs an occurrence (the agent's etcd client).
@@ -72,25 +73,16 @@ type Scheduler struct {
 
 // Request actions.
 const (
-	// ActionBackup runs a backup job now.
-	ActionBackup = "backup"
+	// ActionBackup runs a backup job now (keyspace.ActionBackup).
+	ActionBackup = keyspace.ActionBackup
 	// ActionSwitchWAL switches and archives the current WAL segment (the
-	// primary only).
-	ActionSwitchWAL = "switch-wal"
+	// primary only; keyspace.ActionSwitchWAL).
+	ActionSwitchWAL = keyspace.ActionSwitchWAL
 )
 
 // Request is an on-demand request of the control plane: the JSON value of
-// backup/requests/{id} (docs/keyspace.md).
-type Request struct {
-	// Action is ActionBackup ("" too) or ActionSwitchWAL.
-	Action string `json:"action"`
-	// Job names the backup job to run ("": the first physical job).
-	Job string `json:"job,omitempty"`
-	// RequestedMS is when it was requested (ms since the Unix epoch).
-	RequestedMS int64 `json:"requested_ms"`
-	// ExpiresMS: ignored after this instant (0: never).
-	ExpiresMS int64 `json:"expires_ms,omitempty"`
-}
+// backup/requests/{id} (docs/keyspace.md), declared in proto/keyspace.
+type Request = keyspace.BackupRequest
 
 // Requests is where on-demand requests come from (the agent's etcd client).
 type Requests interface {

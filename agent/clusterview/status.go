@@ -1,12 +1,11 @@
 // Package clusterview reads a cluster's state from etcd for people and
 // tools: members, leader, term, history and the sync set, formatted as the
-// table the demo and `dbpilot-agent cluster list` print; and it writes
-// switchover requests.
+// table the demo and `dbpilot-agent cluster list` print. It reads through
+// agent/dcs/admin.
 package clusterview
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -15,9 +14,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // Status is the cluster as etcd shows it.
@@ -29,6 +28,10 @@ type Status struct {
 	Sync    []string
 	// SyncLeader is the primary that wrote the sync key.
 	SyncLeader string
+	// Errors are the values that did not decode, each a
+	// *keyspace.DecodeError naming its key; such a key is left out of the
+	// fields above.
+	Errors []error
 }
 
 // SyncSettled reports whether the sync key was written by the current leader
@@ -57,52 +60,30 @@ func (s Status) Member(n string) (dcs.Member, bool) {
 	return s.Members[i], true
 }
 
-// ReadStatus reads any cluster's keys through cli.
-func ReadStatus(ctx context.Context, cli *clientv3.Client, keys dcs.Keys) (Status, error) {
+// ReadStatus reads any cluster's keys through adm. Malformed values are
+// in Status.Errors (each naming its key), not dropped silently.
+// Errors: the etcd read failed.
+func ReadStatus(ctx context.Context, adm *admin.Admin, keys keyspace.Keys) (Status, error) {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	resp, err := cli.Get(rctx, keys.Prefix(), clientv3.WithPrefix())
+	snap, err := adm.Read(rctx, keys)
 	if err != nil {
 		return Status{}, err
 	}
-	var s Status
-	for _, kv := range resp.Kvs {
-		k := string(kv.Key)
-		switch {
-		case k == keys.Term():
-			s.Term, _ = strconv.ParseUint(string(kv.Value), 10, 64)
-		case k == keys.Leader():
-			var l dcs.LeaderRecord
-			if json.Unmarshal(kv.Value, &l) == nil {
-				s.Leader = l.Node
-			}
-		case k == keys.Sync():
-			var st dcs.SyncState
-			if json.Unmarshal(kv.Value, &st) == nil {
-				s.Sync, s.SyncLeader = st.Standbys, st.Leader
-			}
-		case strings.HasPrefix(k, keys.HistoryPrefix()):
-			var h dcs.HistoryRecord
-			if json.Unmarshal(kv.Value, &h) == nil {
-				s.History = append(s.History, h)
-			}
-		case keys.MemberName(k) != "":
-			var m dcs.Member
-			if json.Unmarshal(kv.Value, &m) == nil {
-				s.Members = append(s.Members, m)
-			}
+	s := Status{Term: snap.Term, History: snap.History, Errors: snap.Errors}
+	if snap.Leader != nil && snap.Err(keys.Leader()) == nil {
+		s.Leader = snap.Leader.Node
+	}
+	if snap.Sync != nil && snap.Err(keys.Sync()) == nil {
+		s.Sync, s.SyncLeader = snap.Sync.Standbys, snap.Sync.Leader
+	}
+	for n, m := range snap.Members {
+		if snap.Err(keys.Member(n)) == nil {
+			s.Members = append(s.Members, m)
 		}
 	}
 	slices.SortFunc(s.Members, func(a, b dcs.Member) int { return strings.Compare(a.Node, b.Node) })
 	return s, nil
-}
-
-// RequestSwitchover writes a switchover request for any cluster.
-func RequestSwitchover(ctx context.Context, cli *clientv3.Client, keys dcs.Keys, from, to string) error {
-	sw := dcs.Switchover{From: from, To: to, State: dcs.SwitchoverRequested, Reason: "requested", RequestedMS: time.Now().UnixMilli()}
-	b, _ := json.Marshal(sw)
-	_, err := cli.Put(ctx, keys.Switchover(), string(b))
-	return err
 }
 
 // Primaries returns the members that report themselves writable.

@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
 )
 
 // startAuthEtcd runs a real embedded etcd with authentication on, with one
@@ -33,13 +32,25 @@ func startAuthEtcd(t *testing.T, clusters ...string) (string, *clientv3.Client) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 5 * time.Second, Username: etcdauth.RootUser, Password: pw, Logger: zap.NewNop()})
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 5 * time.Second, Username: embedetcd.RootUser, Password: pw, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { root.Close() })
 	for _, c := range clusters {
-		if err := etcdauth.EnsurePrefixUser(ctx, root, "agent-"+c, "pw-"+c, NewKeys("ns", "proj", c).Prefix()); err != nil {
+		// What admin.EnsureClusterUser does (admin imports this package,
+		// so its internal test cannot use it).
+		name, p := "agent-"+c, NewKeys("ns", "proj", c).Prefix()
+		if _, err := root.RoleAdd(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := root.RoleGrantPermission(ctx, name, p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := root.UserAdd(ctx, name, "pw-"+c); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := root.UserGrantRole(ctx, name, name); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -131,7 +142,7 @@ func TestRestrictedUserRunsTheHAPath(t *testing.T) {
 	if err != nil || snap.Leader == nil || snap.Leader.Node != "n1" || snap.Term != 1 || snap.OptimeLSN != 42 {
 		t.Fatalf("snapshot: %+v %v", snap, err)
 	}
-	if err := b.RequestSwitchover(ctx, "n1", "n2", "test"); err != nil {
+	if _, err := b.Raw().Put(ctx, k.Switchover(), `{"from":"n1","to":"n2","state":"requested"}`); err != nil {
 		t.Fatalf("request switchover: %v", err)
 	}
 	if ok, err := a.ReleaseLeader(ctx, rev, OpDelete(k.Switchover())); err != nil || !ok {

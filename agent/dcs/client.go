@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // ErrLeaseLost is returned by Renew when etcd no longer knows the agent's
@@ -69,9 +71,14 @@ type Client struct {
 	validUntil atomic.Int64
 }
 
-// Dial connects to etcd. It does not grant a lease yet (see Session).
-// Errors: invalid TLS material.
-func Dial(opts Options, keys Keys, log *zap.Logger) (*Client, error) {
+// ClientConfig is the etcd client configuration of opts: endpoints, the
+// login (Username/Password), TLS from CAFile/CertFile/KeyFile (TLS 1.2 or
+// later), DialTimeout, keepalive pings every TTL/2 (none when TTL is 0) and
+// a reconnect backoff of at most 1 s. The agent's session (Dial) and the
+// admin side (agent/dcs/admin) both dial with it, so every etcd client of
+// dbpilot honours the same TLS and auth options.
+// Errors: TLS material that cannot be loaded (the error names the file option).
+func ClientConfig(opts Options, log *zap.Logger) (clientv3.Config, error) {
 	cfg := clientv3.Config{
 		Endpoints:            opts.Endpoints,
 		DialTimeout:          opts.DialTimeout,
@@ -94,10 +101,21 @@ func Dial(opts Options, keys Keys, log *zap.Logger) (*Client, error) {
 		info := transport.TLSInfo{TrustedCAFile: opts.CAFile, CertFile: opts.CertFile, KeyFile: opts.KeyFile}
 		tc, err := info.ClientConfig()
 		if err != nil {
-			return nil, fmt.Errorf("etcd tls: %w", err)
+			return cfg, fmt.Errorf("etcd tls (ca_file %q, cert_file %q, key_file %q): %w", opts.CAFile, opts.CertFile, opts.KeyFile, err)
 		}
 		tc.MinVersion = tls.VersionTLS12
 		cfg.TLS = tc
+	}
+	return cfg, nil
+}
+
+// Dial connects to etcd with ClientConfig(opts). It does not grant a lease
+// yet (see Session). Errors: invalid TLS material, a client that cannot be
+// built.
+func Dial(opts Options, keys Keys, log *zap.Logger) (*Client, error) {
+	cfg, err := ClientConfig(opts, log)
+	if err != nil {
+		return nil, err
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
@@ -239,7 +257,22 @@ func (c *Client) LeaseLeft(now time.Time) time.Duration {
 	return time.Unix(0, v).Sub(now)
 }
 
-// Snapshot reads the whole cluster prefix in one request (one revision).
+// ToKVs converts an etcd range response's key-values to the etcd-free
+// form keyspace.Parse reads.
+func ToKVs(kvs []*mvccpb.KeyValue) []keyspace.KV {
+	out := make([]keyspace.KV, len(kvs))
+	for i, kv := range kvs {
+		out[i] = keyspace.KV{Key: string(kv.Key), Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Lease: kv.Lease}
+	}
+	return out
+}
+
+// Snapshot reads the whole cluster prefix in one request (one revision)
+// and decodes it with keyspace.ParseHA (no history, no backup requests). Malformed values are logged here
+// (warn, with the key) and never fatal: the writer of that key overwrites
+// it on its next cycle. A malformed spec key is not logged here, as
+// Snapshot runs every cycle: the agent reports it once per change (SpecRev).
+// Errors: the etcd read failed.
 func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
@@ -247,57 +280,10 @@ func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read cluster: %w", err)
 	}
-	s := Snapshot{Revision: resp.Header.Revision, Members: map[string]Member{}}
-	for _, kv := range resp.Kvs {
-		k := string(kv.Key)
-		var derr error
-		switch {
-		case k == c.keys.Initialize():
-			s.Initialized, s.SystemID = true, string(kv.Value)
-		case k == c.keys.Term():
-			s.Term, derr = parseTerm(kv.Value)
-			s.TermRev = kv.ModRevision
-		case k == c.keys.Leader():
-			var l LeaderRecord
-			derr = json.Unmarshal(kv.Value, &l)
-			s.Leader, s.LeaderLease, s.LeaderRev = &l, kv.Lease, kv.CreateRevision
-		case k == c.keys.Optime():
-			s.OptimeLSN, derr = strconv.ParseUint(string(kv.Value), 10, 64)
-		case k == c.keys.Sync():
-			var st SyncState
-			derr = json.Unmarshal(kv.Value, &st)
-			st.Revision = kv.ModRevision
-			s.Sync = &st
-		case k == c.keys.Switchover():
-			var sw Switchover
-			derr = json.Unmarshal(kv.Value, &sw)
-			s.Switchover, s.SwitchRev = &sw, kv.ModRevision
-		case k == c.keys.Spec():
-			// Not logged here: Snapshot runs every cycle, and the agent
-			// reports a malformed spec once per change (SpecRev).
-			s.SpecRev = kv.ModRevision
-			var sp Spec
-			if err := json.Unmarshal(kv.Value, &sp); err != nil {
-				s.SpecErr = fmt.Errorf("spec key is not JSON: %w", err)
-			} else if err := sp.Validate(); err != nil {
-				s.SpecErr = fmt.Errorf("spec key: %w", err)
-			} else {
-				s.Spec = &sp
-			}
-		case k == c.keys.State():
-			var d ClusterDocument
-			derr = json.Unmarshal(kv.Value, &d)
-			s.Document, s.DocRev = &d, kv.ModRevision
-		case c.keys.MemberName(k) != "":
-			var m Member
-			derr = json.Unmarshal(kv.Value, &m)
-			m.Revision = kv.ModRevision
-			s.Members[c.keys.MemberName(k)] = m
-		}
-		if derr != nil {
-			// A malformed value is logged and ignored, never fatal: the
-			// writer of that key will overwrite it on its next cycle.
-			c.log.Warn("ignoring malformed value", zap.String("key", k), zap.Error(derr))
+	s := keyspace.ParseHA(c.keys, resp.Header.Revision, ToKVs(resp.Kvs))
+	for _, err := range s.Errors {
+		if err != s.SpecErr {
+			c.log.Warn("ignoring malformed value", zap.Error(err))
 		}
 	}
 	return s, nil
@@ -336,7 +322,7 @@ func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord,
 		return 0, false, ErrLeaseLost
 	}
 	l.Term, l.Since = 1, nowMS()
-	h := HistoryRecord{Term: 1, Node: l.Node, Reason: "bootstrap", LSN: l.LSN, Timeline: l.Timeline, AtMS: l.Since}
+	h := HistoryRecord{Term: 1, Node: l.Node, Reason: keyspace.ReasonBootstrap, LSN: l.LSN, Timeline: l.Timeline, AtMS: l.Since}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	resp, err := c.cli.Txn(rctx).If(
@@ -347,11 +333,11 @@ func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord,
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Term()), "=", 0),
 	).Then(
 		clientv3.OpPut(c.keys.Initialize(), systemID),
-		clientv3.OpPut(c.keys.Term(), "1"),
+		clientv3.OpPut(c.keys.Term(), keyspace.EncodeUint(1)),
 		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
 		clientv3.OpPut(c.keys.History(1), mustJSON(h)),
 		clientv3.OpPut(c.keys.State(), mustJSON(doc)),
-		clientv3.OpPut(c.keys.Optime(), strconv.FormatUint(l.LSN, 10)),
+		clientv3.OpPut(c.keys.Optime(), keyspace.EncodeUint(l.LSN)),
 	).Commit()
 	if err != nil {
 		return 0, false, fmt.Errorf("bootstrap txn: %w", err)
@@ -377,7 +363,7 @@ func (c *Client) ClaimLeader(ctx context.Context, l LeaderRecord, prevTerm uint6
 	h.Term, h.Node, h.AtMS = l.Term, l.Node, l.Since
 	ops := append([]clientv3.Op{
 		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
-		clientv3.OpPut(c.keys.Term(), strconv.FormatUint(l.Term, 10)),
+		clientv3.OpPut(c.keys.Term(), keyspace.EncodeUint(l.Term)),
 		clientv3.OpPut(c.keys.History(l.Term), mustJSON(h)),
 	}, extra...)
 	if l.Term > HistoryKept {
@@ -415,7 +401,7 @@ func (c *Client) ReclaimLeader(ctx context.Context, l LeaderRecord, term uint64)
 	defer cancel()
 	resp, err := c.cli.Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
-		clientv3.Compare(clientv3.Value(c.keys.Term()), "=", strconv.FormatUint(term, 10)),
+		clientv3.Compare(clientv3.Value(c.keys.Term()), "=", keyspace.EncodeUint(term)),
 	).Then(
 		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
 	).Commit()
@@ -445,7 +431,7 @@ func (c *Client) UpdateLeader(ctx context.Context, l LeaderRecord, createRev int
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
 	).Then(
 		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
-		clientv3.OpPut(c.keys.Optime(), strconv.FormatUint(l.LSN, 10)),
+		clientv3.OpPut(c.keys.Optime(), keyspace.EncodeUint(l.LSN)),
 	).Commit()
 	if err != nil {
 		return false, fmt.Errorf("update leader: %w", err)
@@ -499,25 +485,13 @@ func (c *Client) OpAbandonHistory(ctx context.Context, term uint64, reason strin
 	if err != nil || len(resp.Kvs) == 0 {
 		return nil
 	}
-	var h HistoryRecord
-	if json.Unmarshal(resp.Kvs[0].Value, &h) != nil {
+	h, err := keyspace.DecodeHistory(c.keys.History(term), resp.Kvs[0].Value)
+	if err != nil {
+		c.log.Warn("cannot mark the history record abandoned", zap.Error(err))
 		return nil
 	}
 	h.Abandoned = reason
 	return []Op{OpPutJSON(c.keys.History(term), h)}
-}
-
-// RequestSwitchover writes a switchover request (operators and the control
-// plane call this; so does a primary that must hand over).
-func (c *Client) RequestSwitchover(ctx context.Context, from, to, reason string) error {
-	rctx, cancel := c.req(ctx)
-	defer cancel()
-	sw := Switchover{From: from, To: to, State: SwitchoverRequested, Reason: reason, RequestedMS: nowMS()}
-	_, err := c.cli.Put(rctx, c.keys.Switchover(), mustJSON(sw))
-	if err != nil {
-		return fmt.Errorf("request switchover: %w", err)
-	}
-	return nil
 }
 
 // DeleteSwitchover removes the switchover record if it is still at rev.
@@ -692,7 +666,7 @@ func (c *Client) BackupRequests(ctx context.Context) (map[string]string, error) 
 func (c *Client) DeleteBackupRequest(ctx context.Context, id string) error {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	if _, err := c.cli.Delete(rctx, c.keys.BackupRequests()+id); err != nil {
+	if _, err := c.cli.Delete(rctx, c.keys.BackupRequest(id)); err != nil {
 		return fmt.Errorf("delete backup request %s: %w", id, err)
 	}
 	return nil

@@ -25,14 +25,13 @@ import (
 	"syscall"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
 	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
 	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
@@ -65,7 +64,7 @@ type Options struct {
 	// Env are extra environment variables (KEY=value) for every agent.
 	Env []string
 	// EtcdAuth turns on etcd authentication (off by default): the root
-	// password is kept in Dir/etcd-root.password, Cluster.Cli logs in as
+	// password is kept in Dir/etcd-root.password, Cluster.Admin logs in as
 	// root, and the agents log in as the cluster's own user (EtcdUser),
 	// whose role covers only the cluster's prefix, as the control plane
 	// provisions them (docs/security.md).
@@ -105,8 +104,9 @@ type Cluster struct {
 	URL  string // the first etcd member's client URL
 	// EtcdMembers are the embedded etcd's members (one by default).
 	EtcdMembers []*EtcdMember
-	// Cli is a client of every etcd member (directly, not through a proxy).
-	Cli   *clientv3.Client
+	// Admin is the admin side of every etcd member (directly, not through
+	// a proxy): the harness reads and writes the keyspace through it.
+	Admin *admin.Admin
 	Keys  dcs.Keys
 	Nodes []*Node
 	// Superuser and its password for connecting to any node.
@@ -187,32 +187,33 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
-// connectEtcd opens Cluster.Cli on every member and, with EtcdAuth, turns
-// authentication on and creates the cluster's agent user.
+// connectEtcd opens Cluster.Admin on every member and, with EtcdAuth,
+// turns authentication on and creates the cluster's agent user.
 func (c *Cluster) connectEtcd() error {
 	var err error
-	ccfg := clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()}
+	opts := dcs.Options{Endpoints: c.EtcdEndpoints(), DialTimeout: 2 * time.Second}
 	if c.Opts.EtcdAuth {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if c.RootPassword, err = embedetcd.EnableAuth(ctx, c.URL, filepath.Join(c.Opts.Dir, "etcd-root.password"), c.Opts.Log); err != nil {
 			return err
 		}
-		ccfg.Username, ccfg.Password = etcdauth.RootUser, c.RootPassword
+		opts.Username, opts.Password = embedetcd.RootUser, c.RootPassword
 	}
-	cli, err := clientv3.New(ccfg)
+	// Quiet: the chaos campaign stops etcd members under this client.
+	adm, err := admin.Dial(opts, zap.NewNop())
 	if err != nil {
 		return err
 	}
-	c.Cli = cli
+	c.Admin = adm
 	if c.Opts.EtcdAuth {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if c.EtcdPassword, err = etcdauth.LoadOrCreatePassword(c.etcdPasswordPath()); err != nil {
+		if c.EtcdPassword, err = embedetcd.LoadOrCreatePassword(c.etcdPasswordPath()); err != nil {
 			return err
 		}
 		c.EtcdUser = EtcdUserName
-		if err := etcdauth.EnsurePrefixUser(ctx, cli, c.EtcdUser, c.EtcdPassword, c.Keys.Prefix()); err != nil {
+		if err := adm.EnsureClusterUser(ctx, c.EtcdUser, c.EtcdPassword, c.Keys); err != nil {
 			return err
 		}
 	}
@@ -491,8 +492,8 @@ func (c *Cluster) Close() {
 		}()
 	}
 	wg.Wait()
-	if c.Cli != nil {
-		c.Cli.Close()
+	if c.Admin != nil {
+		_ = c.Admin.Close()
 	}
 	_ = c.StopEtcd()
 }

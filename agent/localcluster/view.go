@@ -1,12 +1,14 @@
 package localcluster
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/dbpilot/dbpilot/agent/clusterview"
+	"github.com/dbpilot/dbpilot/agent/config"
 	"github.com/dbpilot/dbpilot/agent/dcs"
 )
 
@@ -15,7 +17,7 @@ type Status = clusterview.Status
 
 // Status reads the cluster's keys from etcd.
 func (c *Cluster) Status(ctx context.Context) (Status, error) {
-	return clusterview.ReadStatus(ctx, c.Cli, c.Keys)
+	return clusterview.ReadStatus(ctx, c.Admin, c.Keys)
 }
 
 // WaitFor polls Status every 100 ms until cond holds or ctx ends; it returns
@@ -38,20 +40,36 @@ func (c *Cluster) WaitFor(ctx context.Context, what string, cond func(Status) bo
 	}
 }
 
-// RequestSwitchover asks for a planned switchover (to may be "").
+// RequestSwitchover asks for a planned switchover (to may be "") through
+// the admin side's compare-and-swap. A record left behind (an expired
+// hand-over, a request nobody served) is replaced, guarded by its
+// revision; a hand-over younger than 2 × TTL is in progress and is not.
+// Errors: a hand-over in progress, the record changed while we looked, or
+// an etcd error.
 func (c *Cluster) RequestSwitchover(ctx context.Context, from, to string) error {
-	return clusterview.RequestSwitchover(ctx, c.Cli, c.Keys, from, to)
+	snap, err := c.Admin.Read(ctx, c.Keys)
+	if err != nil {
+		return err
+	}
+	var ok bool
+	if sw := snap.Switchover; sw == nil {
+		ok, err = c.Admin.RequestSwitchover(ctx, c.Keys, from, to, "requested")
+	} else {
+		ttl := cmp.Or(c.Opts.TTL, config.DefaultTTL)
+		if sw.State == dcs.SwitchoverHandover && time.Since(time.UnixMilli(sw.HandoverMS)) < 2*ttl {
+			return fmt.Errorf("switchover: a hand-over from %s to %s is in progress", sw.From, sw.To)
+		}
+		ok, err = c.Admin.ReplaceSwitchover(ctx, c.Keys, snap.SwitchRev, from, to, "requested")
+	}
+	if err == nil && !ok {
+		err = errors.New("switchover: the switchover key changed while requesting; read the cluster and retry")
+	}
+	return err
 }
 
 // PutSpec writes the spec key the way the control plane does
 // (docs/keyspace.md, "spec"): agents take synchronous_mode and nodes from
-// it at run time.
+// it at run time. Errors: a spec that fails Spec.Validate, an etcd error.
 func (c *Cluster) PutSpec(ctx context.Context, s dcs.Spec) error {
-	s.UpdatedMS = time.Now().UnixMilli()
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	_, err = c.Cli.Put(ctx, c.Keys.Spec(), string(b))
-	return err
+	return c.Admin.PutSpec(ctx, c.Keys, s)
 }

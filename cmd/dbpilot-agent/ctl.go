@@ -2,78 +2,102 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/dbpilot/dbpilot/agent/clusterview"
 	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // newClusterCmd is a small patronictl-like tool working on etcd directly,
-// for operators without the control plane.
+// for operators without the control plane. It dials etcd as the agent
+// does (dcs.ClientConfig): the same TLS and login options.
 func newClusterCmd() *cobra.Command {
-	var endpoints []string
-	var id, user, passwordFile string
+	var opts dcs.Options
+	var id, passwordFile string
 	cmd := &cobra.Command{Use: "cluster", Short: "Inspect a cluster or request a switchover, straight from etcd"}
-	cmd.PersistentFlags().StringSliceVar(&endpoints, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints")
-	cmd.PersistentFlags().StringVar(&id, "cluster", "demo/default/local", "namespace/project/cluster")
-	cmd.PersistentFlags().StringVar(&user, "user", "", "etcd user, for an etcd with authentication (the cluster's agent user or root)")
-	cmd.PersistentFlags().StringVar(&passwordFile, "password-file", "", "file holding --user's password")
+	pf := cmd.PersistentFlags()
+	pf.StringSliceVar(&opts.Endpoints, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints (https:// with --cacert)")
+	pf.StringVar(&id, "cluster", "demo/default/local", "namespace/project/cluster")
+	pf.StringVar(&opts.Username, "user", "", "etcd user, for an etcd with authentication (the cluster's agent user or root)")
+	pf.StringVar(&passwordFile, "password-file", "", "file holding --user's password")
+	pf.StringVar(&opts.CAFile, "cacert", "", "PEM CA bundle that verifies etcd's server certificate (the agent's etcd.tls.ca_file)")
+	pf.StringVar(&opts.CertFile, "cert", "", "PEM client certificate for etcd's client-certificate authentication (with --key)")
+	pf.StringVar(&opts.KeyFile, "key", "", "PEM key of --cert")
+	pf.DurationVar(&opts.DialTimeout, "dial-timeout", 10*time.Second, "how long to wait for etcd to answer the first time")
 	// withStatus connects, reads the cluster and hands both to fn.
-	withStatus := func(ctx context.Context, fn func(*clientv3.Client, dcs.Keys, clusterview.Status) error) error {
-		parts := strings.Split(id, "/")
-		if len(parts) != 3 {
-			return &exitError{code: 2, err: fmt.Errorf("--cluster: want namespace/project/cluster (got %q)", id)}
+	withStatus := func(ctx context.Context, fn func(*admin.Admin, keyspace.Keys, clusterview.Status) error) error {
+		keys, err := keyspace.ParseClusterID(id)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--cluster: %w", err)}
 		}
-		pw, err := dcs.ReadPasswordFile(passwordFile)
+		if (opts.CertFile == "") != (opts.KeyFile == "") {
+			return &exitError{code: 2, err: errors.New("--cert and --key go together; set both or neither")}
+		}
+		if opts.Username == "" && passwordFile != "" {
+			return &exitError{code: 2, err: errors.New("--password-file: only with --user")}
+		}
+		if passwordFile != "" {
+			b, err := os.ReadFile(passwordFile)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--password-file: %w", err)}
+			}
+			opts.Password = strings.TrimSpace(string(b))
+		}
+		adm, err := admin.Dial(opts, zap.NewNop())
 		if err != nil {
 			return err
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Username: user, Password: pw, Logger: zap.NewNop()})
+		defer adm.Close()
+		s, err := clusterview.ReadStatus(ctx, adm, keys)
 		if err != nil {
 			return err
 		}
-		defer cli.Close()
-		keys := dcs.NewKeys(parts[0], parts[1], parts[2])
-		s, err := clusterview.ReadStatus(ctx, cli, keys)
-		if err != nil {
-			return err
-		}
-		return fn(cli, keys, s)
+		return fn(adm, keys, s)
 	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Members with role, state, LSN, lag, timeline and term; then the history",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withStatus(cmd.Context(), func(_ *clientv3.Client, _ dcs.Keys, s clusterview.Status) error {
+			return withStatus(cmd.Context(), func(_ *admin.Admin, _ keyspace.Keys, s clusterview.Status) error {
 				out := cmd.OutOrStdout()
 				fmt.Fprintf(out, "cluster %s  term %d  leader %q  sync %v\n", id, s.Term, s.Leader, s.Sync)
 				s.WriteTable(out)
 				for _, h := range s.History {
 					fmt.Fprintf(out, "history: term %d  %s  %-10s  from %q  at %s\n", h.Term, h.Node, h.Reason, h.Previous, time.UnixMilli(h.AtMS).Format(time.RFC3339))
 				}
+				for _, err := range s.Errors {
+					fmt.Fprintf(cmd.ErrOrStderr(), "malformed: %v\n", err)
+				}
 				return nil
 			})
 		},
 	}
-	var to string
+	var to, reason string
 	switchover := &cobra.Command{
 		Use:   "switchover",
 		Short: "Request a planned switchover from the current primary (to --to, or the best replica)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withStatus(cmd.Context(), func(cli *clientv3.Client, keys dcs.Keys, s clusterview.Status) error {
+			return withStatus(cmd.Context(), func(adm *admin.Admin, keys keyspace.Keys, s clusterview.Status) error {
 				if s.Leader == "" {
-					return fmt.Errorf("no primary: nothing to switch over")
+					return errors.New("no primary: nothing to switch over")
 				}
-				if err := clusterview.RequestSwitchover(cmd.Context(), cli, keys, s.Leader, to); err != nil {
+				ok, err := adm.RequestSwitchover(cmd.Context(), keys, s.Leader, to, reason)
+				if err != nil {
 					return err
+				}
+				if !ok {
+					return fmt.Errorf("a switchover is already pending or in progress (key %s); wait for it, or delete a stale request with etcdctl del", keys.Switchover())
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "switchover from %s requested (to %q)\n", s.Leader, to)
 				return nil
@@ -81,6 +105,7 @@ func newClusterCmd() *cobra.Command {
 		},
 	}
 	switchover.Flags().StringVar(&to, "to", "", "target replica (default: the most advanced healthy one)")
+	switchover.Flags().StringVar(&reason, "reason", "requested", "free text recorded with the request")
 	cmd.AddCommand(list, switchover)
 	return cmd
 }

@@ -19,9 +19,9 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/internal/buildinfo"
@@ -33,7 +33,9 @@ type Deps struct {
 	Store      *store.Store
 	Bus        controlplane.Bus
 	Projection *controlplane.Projection
-	Etcd       *clientv3.Client
+	// Etcd is the admin side of the clusters' etcd (nil: members are
+	// served from the projection alone).
+	Etcd *admin.Admin
 	// Instance names this server replica (event source).
 	Instance string
 	// IngestSecret derives the per-cluster agent ingest keys.

@@ -241,8 +241,8 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, err
 			m.Streaming = &s
 			m.Role, m.State, m.Healthy, m.LagBytes, m.Timeline = lm.Role, lm.State, lm.Healthy, lm.LagBytes, lm.Timeline
 			m.LSN = fmt.Sprintf("%X/%X", lm.LSN>>32, uint32(lm.LSN)) // PostgreSQL's pg_lsn text form
-			if lm.LagSeconds != nil && *lm.LagSeconds >= 0 {
-				m.LagSeconds = lm.LagSeconds
+			if lag := lm.LagSeconds; lag >= 0 {
+				m.LagSeconds = &lag
 			}
 		} else if live.Revision != 0 {
 			// No member key: the agent's lease expired (host lost, agent

@@ -376,7 +376,7 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 	if pids := infra.ProcessesUsing(s.Process.Root()); len(pids) != 0 {
 		t.Fatalf("processes left behind: %v", pids)
 	}
-	resp, err := s.Etcd.Get(context.Background(), "/dbpilot/v1/clusters/acme/", clientv3WithPrefix())
+	resp, err := s.Etcd.Raw().Get(context.Background(), "/dbpilot/v1/clusters/acme/", clientv3WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("etcd keys left: %v %v", resp, err)
 	}
@@ -433,7 +433,7 @@ func scaleAndCheck(t *testing.T, s *server.Server, c client, clusterID string, n
 		if pids := infra.ProcessesUsing(h.Dir); len(pids) != 0 {
 			t.Errorf("removed node %s: processes left: %v", name, pids)
 		}
-		resp, err := s.Etcd.Get(context.Background(), "/dbpilot/v1/clusters/acme/default/billing/members/"+name)
+		resp, err := s.Etcd.Raw().Get(context.Background(), "/dbpilot/v1/clusters/acme/default/billing/members/"+name)
 		if err != nil || len(resp.Kvs) != 0 {
 			t.Errorf("removed node %s: member key left (%v)", name, err)
 		}

@@ -18,7 +18,6 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
 )
 
 // agentEtcd is the etcd section of a node's rendered agent config.
@@ -174,11 +173,11 @@ func TestClusterEtcdCredentials(t *testing.T) {
 	if done := c.waitOp("acme", o.ID, 2*time.Minute); done.State != store.OpSucceeded {
 		t.Fatalf("delete failed: %+v", done)
 	}
-	for _, exists := range []func(context.Context, *clientv3.Client, string) (bool, error){etcdauth.UserExists, etcdauth.RoleExists} {
-		if ok, err := exists(ctx, s.Etcd, user); err != nil || ok {
+	for _, exists := range []func(context.Context, string) (bool, error){s.Etcd.UserExists, s.Etcd.RoleExists} {
+		if ok, err := exists(ctx, user); err != nil || ok {
 			t.Fatalf("ledger's etcd user/role after delete: exists=%v err=%v", ok, err)
 		}
-		if ok, err := exists(ctx, s.Etcd, controlplane.AgentEtcdUser(ids["ledger2"])); err != nil || !ok {
+		if ok, err := exists(ctx, controlplane.AgentEtcdUser(ids["ledger2"])); err != nil || !ok {
 			t.Fatalf("ledger2's etcd user/role after ledger's delete: exists=%v err=%v", ok, err)
 		}
 	}
@@ -189,8 +188,8 @@ func TestClusterEtcdCredentials(t *testing.T) {
 	if code := c.do("GET", "/v1/namespaces/acme/clusters/ledger2", nil, &cl); code != 200 || cl.Phase != store.PhaseReady {
 		t.Fatalf("ledger2 after ledger's delete: %d %+v", code, cl)
 	}
-	if r, err := s.Etcd.AuthStatus(ctx); err != nil || !r.Enabled {
-		t.Fatalf("etcd auth status after restart: %+v %v", r, err)
+	if on, err := s.Etcd.AuthEnabled(ctx); err != nil || !on {
+		t.Fatalf("etcd auth status after restart: %v %v", on, err)
 	}
 }
 

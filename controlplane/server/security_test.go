@@ -161,10 +161,10 @@ func TestSecurityNamesAndPaths(t *testing.T) {
 	// etcd: a member key named ".." (anyone with the agents' etcd
 	// credentials could write it) is not a member.
 	prefix := "/dbpilot/v1/clusters/acme/default/own/"
-	if _, err := s.Etcd.Put(ctx, prefix+"members/..", `{"node":"..","role":"replica","state":"running","healthy":true}`); err != nil {
+	if _, err := s.Etcd.Raw().Put(ctx, prefix+"members/..", `{"node":"..","role":"replica","state":"running","healthy":true}`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Etcd.Put(ctx, prefix+"leader", `{"node":"../c-victim","term":9}`); err != nil {
+	if _, err := s.Etcd.Raw().Put(ctx, prefix+"leader", `{"node":"../c-victim","term":9}`); err != nil {
 		t.Fatal(err)
 	}
 	live, err := controlplane.ReadLive(ctx, s.Etcd, "acme", "default", "own")

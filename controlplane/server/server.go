@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,18 +19,17 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
+	"github.com/dbpilot/dbpilot/agent/dcs"
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/api"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
 )
 
 // Config is the server configuration (YAML, strict).
@@ -212,7 +210,9 @@ type Server struct {
 	log   *zap.Logger
 	URL   string // API base URL
 	Store *store.Store
-	Etcd  *clientv3.Client
+	// Etcd is the admin side of etcd (agent/dcs/admin) the workflows and
+	// the API use.
+	Etcd *admin.Admin
 	// EtcdURL is the client URL agents use.
 	EtcdURL    string
 	Projection *controlplane.Projection
@@ -408,18 +408,14 @@ const EtcdRootPasswordFile = "etcd-root.password"
 // DataDir/etcd-root.password), then connects as root. An embedded etcd
 // created by an older server without authentication is left open.
 func (s *Server) startEtcd(ctx context.Context) error {
-	ccfg := clientv3.Config{DialTimeout: 5 * time.Second, Logger: s.log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))}
+	// The agents' dial configuration (dcs.ClientConfig): the same TLS and
+	// login handling for the control plane as for every agent.
+	ccfg := dcs.Options{DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second}
 	if len(s.cfg.EtcdEndpoints) > 0 {
 		s.EtcdURL = s.cfg.EtcdEndpoints[0]
 		ccfg.Endpoints = s.cfg.EtcdEndpoints
-		if t := s.cfg.EtcdTLS; t.CAFile != "" || t.CertFile != "" {
-			tc, err := (transport.TLSInfo{TrustedCAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}).ClientConfig()
-			if err != nil {
-				return fmt.Errorf("etcd_tls: %w", err)
-			}
-			tc.MinVersion = tls.VersionTLS12
-			ccfg.TLS = tc
-		}
+		t := s.cfg.EtcdTLS
+		ccfg.CAFile, ccfg.CertFile, ccfg.KeyFile = t.CAFile, t.CertFile, t.KeyFile
 		if s.cfg.EtcdUsername != "" {
 			b, err := os.ReadFile(s.cfg.EtcdPasswordFile)
 			if err != nil {
@@ -463,17 +459,17 @@ func (s *Server) startEtcd(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			ccfg.Username, ccfg.Password = etcdauth.RootUser, pw
+			ccfg.Username, ccfg.Password = embedetcd.RootUser, pw
 		} else {
 			s.log.Warn("the embedded etcd predates etcd authentication and stays open (its agents have no etcd credentials); start from a new data_dir to secure it (docs/security.md)",
 				zap.String("etcd_dir", etcdDir))
 		}
 	}
-	cli, err := clientv3.New(ccfg)
+	adm, err := admin.Dial(ccfg, s.log)
 	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+		return fmt.Errorf("etcd (etcd_endpoints, etcd_tls): %w", err)
 	}
-	s.Etcd = cli
+	s.Etcd = adm
 	s.etcdAuth = ccfg.Username != ""
 	if !s.etcdAuth {
 		s.log.Warn("etcd without authentication: every agent config grants the whole keyspace; set etcd_username and etcd_password_file (docs/security.md)")
@@ -481,7 +477,7 @@ func (s *Server) startEtcd(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if st, err := cli.AuthStatus(sctx); err == nil && !st.Enabled {
+	if on, err := adm.AuthEnabled(sctx); err == nil && !on {
 		s.log.Warn("etcd authentication is not enabled on the server: per-cluster agent users are created but not enforced; run `etcdctl auth enable` (docs/security.md)")
 	}
 	return nil
@@ -538,7 +534,7 @@ func (s *Server) Close() {
 		s.daprBus.Close()
 	}
 	if s.Etcd != nil {
-		s.Etcd.Close()
+		_ = s.Etcd.Close()
 	}
 	if s.embedded != nil {
 		s.embedded.Close()

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // TestUpdateSynchronousMode: PATCH …/clusters/{c} validates strictly (400
@@ -136,16 +136,16 @@ func TestUpdateSynchronousMode(t *testing.T) {
 const ledgerPrefix = "/dbpilot/v1/clusters/acme/default/ledger/"
 
 // readSpec reads ledger's spec key (nil if absent).
-func readSpec(t *testing.T, s *server.Server) *controlplane.Desired {
+func readSpec(t *testing.T, s *server.Server) *keyspace.Spec {
 	t.Helper()
-	resp, err := s.Etcd.Get(context.Background(), ledgerPrefix+"spec")
+	resp, err := s.Etcd.Raw().Get(context.Background(), ledgerPrefix+"spec")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil
 	}
-	var d controlplane.Desired
+	var d keyspace.Spec
 	if err := json.Unmarshal(resp.Kvs[0].Value, &d); err != nil {
 		t.Fatalf("spec key %q: %v", resp.Kvs[0].Value, err)
 	}
@@ -156,7 +156,7 @@ func readSpec(t *testing.T, s *server.Server) *controlplane.Desired {
 func putJSON(t *testing.T, s *server.Server, rel string, v any) {
 	t.Helper()
 	b, _ := json.Marshal(v)
-	if _, err := s.Etcd.Put(context.Background(), ledgerPrefix+rel, string(b)); err != nil {
+	if _, err := s.Etcd.Raw().Put(context.Background(), ledgerPrefix+rel, string(b)); err != nil {
 		t.Fatal(err)
 	}
 }

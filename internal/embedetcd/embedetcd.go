@@ -17,7 +17,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
 	"github.com/dbpilot/dbpilot/internal/localhost"
 )
 
@@ -125,7 +124,7 @@ func StartMember(m Member) (*embed.Etcd, error) {
 // tokens (--auth-token jwt,…) instead of simple tokens; see
 // docs/security.md.
 func EnableAuth(ctx context.Context, clientURL, passwordFile string, log *zap.Logger) (string, error) {
-	pw, err := etcdauth.LoadOrCreatePassword(passwordFile)
+	pw, err := LoadOrCreatePassword(passwordFile)
 	if err != nil {
 		return "", err
 	}
@@ -134,13 +133,13 @@ func EnableAuth(ctx context.Context, clientURL, passwordFile string, log *zap.Lo
 	if err != nil {
 		return "", fmt.Errorf("etcd client: %w", err)
 	}
-	_, err = etcdauth.EnableAuth(ctx, cli, pw, log)
+	_, err = enableAuth(ctx, cli, pw, log)
 	cli.Close()
 	if err != nil {
 		return "", err
 	}
 	root, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: quiet,
-		Username: etcdauth.RootUser, Password: pw})
+		Username: RootUser, Password: pw})
 	if err != nil {
 		return "", fmt.Errorf("etcd root login with the password in %s: %w", passwordFile, err)
 	}

@@ -1,4 +1,4 @@
-package etcdauth_test
+package admin_test
 
 import (
 	"context"
@@ -14,20 +14,23 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
-	"github.com/dbpilot/dbpilot/internal/etcdauth"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
-const (
-	prefixA = "/dbpilot/v1/clusters/acme/default/billing/"
-	// prefixB shares prefixA's text up to the cluster name: a role on
+var (
+	keysA   = keyspace.NewKeys("acme", "default", "billing")
+	prefixA = keysA.Prefix()
+	// keysB shares keysA's prefix text up to the cluster name: a role on
 	// "…/billing" without the trailing "/" would cover it.
-	prefixB = "/dbpilot/v1/clusters/acme/default/billing2/"
+	keysB   = keyspace.NewKeys("acme", "default", "billing2")
+	prefixB = keysB.Prefix()
 )
 
 // startAuthEtcd runs a real embedded etcd with authentication on and
 // returns its URL and a root client.
-func startAuthEtcd(t *testing.T) (string, *clientv3.Client, string) {
+func startAuthEtcd(t *testing.T) (string, *admin.Admin, string) {
 	t.Helper()
 	dir := t.TempDir()
 	e, u, err := embedetcd.Start(filepath.Join(dir, "etcd"), "default", 0, zap.NewNop(), 20*time.Second)
@@ -49,7 +52,7 @@ func startAuthEtcd(t *testing.T) (string, *clientv3.Client, string) {
 	if pw2, err := embedetcd.EnableAuth(ctx, u, pwFile, zaptest.NewLogger(t)); err != nil || pw2 != pw {
 		t.Fatalf("EnableAuth again: %v (password kept: %v)", err, pw2 == pw)
 	}
-	return u, login(t, u, etcdauth.RootUser, pw), pw
+	return u, admin.Wrap(login(t, u, embedetcd.RootUser, pw), zaptest.NewLogger(t)), pw
 }
 
 func login(t *testing.T, u, user, pw string) *clientv3.Client {
@@ -69,27 +72,27 @@ func denied(err error) bool {
 		(err != nil && strings.Contains(err.Error(), "etcdserver: permission denied"))
 }
 
-// TestPrefixUserIsConfinedToItsCluster: with authentication on, a cluster's
+// TestClusterUserIsConfinedToItsCluster: with authentication on, a cluster's
 // user reads and writes its own prefix and nothing else: not a sibling
 // cluster whose name extends its own, not the whole keyspace, not keys of
 // the control plane, not users or roles, and it cannot turn auth off; an
 // anonymous client reads nothing.
-func TestPrefixUserIsConfinedToItsCluster(t *testing.T) {
+func TestClusterUserIsConfinedToItsCluster(t *testing.T) {
 	u, root, _ := startAuthEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := etcdauth.EnsurePrefixUser(ctx, root, "agent-a", "pw-a", prefixA); err != nil {
+	if err := root.EnsureClusterUser(ctx, "agent-a", "pw-a", keysA); err != nil {
 		t.Fatal(err)
 	}
-	if err := etcdauth.EnsurePrefixUser(ctx, root, "agent-b", "pw-b", prefixB); err != nil {
+	if err := root.EnsureClusterUser(ctx, "agent-b", "pw-b", keysB); err != nil {
 		t.Fatal(err)
 	}
 	// Idempotent: a retried provisioning step changes nothing.
-	if err := etcdauth.EnsurePrefixUser(ctx, root, "agent-a", "pw-a", prefixA); err != nil {
+	if err := root.EnsureClusterUser(ctx, "agent-a", "pw-a", keysA); err != nil {
 		t.Fatal(err)
 	}
 	for _, kv := range [][2]string{{prefixA + "leader", "a"}, {prefixB + "leader", "b"}, {"/dbpilot/control/secret", "cp"}} {
-		if _, err := root.Put(ctx, kv[0], kv[1]); err != nil {
+		if _, err := root.Raw().Put(ctx, kv[0], kv[1]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -137,7 +140,7 @@ func TestPrefixUserIsConfinedToItsCluster(t *testing.T) {
 			t.Errorf("%s as agent-a: err %v, want permission denied", name, err)
 		}
 	}
-	if r, err := root.Get(ctx, prefixB+"leader"); err != nil || string(r.Kvs[0].Value) != "b" {
+	if r, err := root.Raw().Get(ctx, prefixB+"leader"); err != nil || string(r.Kvs[0].Value) != "b" {
 		t.Fatalf("other cluster's leader changed: %v %v", r, err)
 	}
 
@@ -165,52 +168,55 @@ func watchErr(ctx context.Context, cli *clientv3.Client, prefix string) error {
 	return wctx.Err()
 }
 
-// TestEnsurePrefixUserRevokesStrayGrants: a role widened by hand (or by
+// TestEnsureClusterUserRevokesStrayGrants: a role widened by hand (or by
 // an older version) is narrowed back to the cluster prefix, and a stray
 // role of the user is taken away.
-func TestEnsurePrefixUserRevokesStrayGrants(t *testing.T) {
+func TestEnsureClusterUserRevokesStrayGrants(t *testing.T) {
 	u, root, _ := startAuthEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := etcdauth.EnsurePrefixUser(ctx, root, "agent-a", "pw-a", prefixA); err != nil {
+	if err := root.EnsureClusterUser(ctx, "agent-a", "pw-a", keysA); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.RoleGrantPermission(ctx, "agent-a", "/", "0", clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+	if _, err := root.Raw().RoleGrantPermission(ctx, "agent-a", "/", "0", clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.RoleAdd(ctx, "wide"); err != nil {
+	if _, err := root.Raw().RoleAdd(ctx, "wide"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.RoleGrantPermission(ctx, "wide", "/", "0", clientv3.PermissionType(clientv3.PermRead)); err != nil {
+	if _, err := root.Raw().RoleGrantPermission(ctx, "wide", "/", "0", clientv3.PermissionType(clientv3.PermRead)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.UserGrantRole(ctx, "agent-a", "wide"); err != nil {
+	if _, err := root.Raw().UserGrantRole(ctx, "agent-a", "wide"); err != nil {
 		t.Fatal(err)
 	}
 	a := login(t, u, "agent-a", "pw-a")
 	if _, err := a.Get(ctx, prefixB+"leader"); err != nil {
 		t.Fatalf("widened role does not read the other cluster (test setup): %v", err)
 	}
-	if err := etcdauth.EnsurePrefixUser(ctx, root, "agent-a", "pw-a", prefixA); err != nil {
+	if err := root.EnsureClusterUser(ctx, "agent-a", "pw-a", keysA); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Get(ctx, prefixB+"leader"); !denied(err) {
-		t.Fatalf("after EnsurePrefixUser: %v, want permission denied", err)
+		t.Fatalf("after EnsureClusterUser: %v, want permission denied", err)
 	}
 	if _, err := a.Put(ctx, prefixA+"term", "1"); err != nil {
-		t.Fatalf("own prefix after EnsurePrefixUser: %v", err)
+		t.Fatalf("own prefix after EnsureClusterUser: %v", err)
 	}
 }
 
-// TestDeletePrefixUser: deleting a cluster's user removes the user and its
+// TestDeleteClusterUser: deleting a cluster's user removes the user and its
 // role, its credentials stop working at once, the other cluster's user is
 // untouched, and a repeated delete succeeds. root cannot be deleted.
-func TestDeletePrefixUser(t *testing.T) {
+func TestDeleteClusterUser(t *testing.T) {
 	u, root, _ := startAuthEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, x := range [][3]string{{"agent-a", "pw-a", prefixA}, {"agent-b", "pw-b", prefixB}} {
-		if err := etcdauth.EnsurePrefixUser(ctx, root, x[0], x[1], x[2]); err != nil {
+	for _, x := range []struct {
+		user, pw string
+		keys     keyspace.Keys
+	}{{"agent-a", "pw-a", keysA}, {"agent-b", "pw-b", keysB}} {
+		if err := root.EnsureClusterUser(ctx, x.user, x.pw, x.keys); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -218,14 +224,14 @@ func TestDeletePrefixUser(t *testing.T) {
 	if _, err := a.Put(ctx, prefixA+"term", "1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := etcdauth.DeletePrefixUser(ctx, root, "agent-a"); err != nil {
+	if err := root.DeleteClusterUser(ctx, "agent-a"); err != nil {
 		t.Fatal(err)
 	}
-	for _, exists := range []func(context.Context, *clientv3.Client, string) (bool, error){etcdauth.UserExists, etcdauth.RoleExists} {
-		if ok, err := exists(ctx, root, "agent-a"); err != nil || ok {
+	for _, exists := range []func(context.Context, string) (bool, error){root.UserExists, root.RoleExists} {
+		if ok, err := exists(ctx, "agent-a"); err != nil || ok {
 			t.Fatalf("agent-a still exists (%v, %v)", ok, err)
 		}
-		if ok, err := exists(ctx, root, "agent-b"); err != nil || !ok {
+		if ok, err := exists(ctx, "agent-b"); err != nil || !ok {
 			t.Fatalf("agent-b gone (%v, %v)", ok, err)
 		}
 	}
@@ -235,10 +241,10 @@ func TestDeletePrefixUser(t *testing.T) {
 	if _, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 5 * time.Second, Username: "agent-a", Password: "pw-a", Logger: zap.NewNop()}); err == nil {
 		t.Fatal("a deleted user logs in")
 	}
-	if err := etcdauth.DeletePrefixUser(ctx, root, "agent-a"); err != nil {
+	if err := root.DeleteClusterUser(ctx, "agent-a"); err != nil {
 		t.Fatalf("repeated delete: %v", err)
 	}
-	if err := etcdauth.DeletePrefixUser(ctx, root, etcdauth.RootUser); err == nil || !strings.Contains(err.Error(), "refusing") {
+	if err := root.DeleteClusterUser(ctx, admin.RootUser); err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Fatalf("delete root: %v", err)
 	}
 }
