@@ -17,6 +17,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/infra/fleet"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
 )
 
@@ -81,7 +82,7 @@ func TestRepairerDecisions(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	providers := map[string]infra.Provider{"process": proc, "fleet": infra.NewFleet(st, log)}
+	providers := map[string]infra.Provider{"process": proc, "fleet": fleet.New(st, log)}
 
 	now := time.Now()
 	cluster := func(id, name, provider, phase string) store.Cluster {

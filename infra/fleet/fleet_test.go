@@ -1,4 +1,4 @@
-package infra_test
+package fleet_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/infra/fleet"
 )
 
 func enrol(t *testing.T, st *store.Store, id string, labels map[string]string, c store.Resources) {
@@ -49,7 +50,7 @@ func TestFleetAllocation(t *testing.T) {
 		t.Fatal("no postgres-15 template")
 	}
 	tpl.HostSelector = map[string]string{"disk": "ssd"}
-	f := infra.NewFleet(st, zaptest.NewLogger(t))
+	f := fleet.New(st, zaptest.NewLogger(t))
 	spec := func(cluster, node string, colocate bool) infra.NodeSpec {
 		tp := tpl
 		tp.AllowColocation = colocate
