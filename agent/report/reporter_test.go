@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbpilot/dbpilot/proto"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // waitTimeout bounds every wait in these tests; the conditions normally
@@ -171,13 +172,7 @@ func (rc *receiver) snapshot() (accepted []string, attempts map[string]int, requ
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitTimeout, 2*time.Millisecond, what, cond)
 }
 
 // run starts r.Run and stops and awaits it in t.Cleanup; the returned
