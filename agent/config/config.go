@@ -460,9 +460,7 @@ func (c *Config) Validate() error {
 	if c.Backup != nil {
 		errs = append(errs, c.Backup.validate()...)
 	}
-	for _, e := range c.Handlers.Validate("handlers") {
-		errs = append(errs, e)
-	}
+	errs = append(errs, c.Handlers.Validate("handlers")...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
