@@ -15,8 +15,8 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/backup"
 	"github.com/dbpilot/dbpilot/agent/localcluster"
-	"github.com/dbpilot/dbpilot/proto"
 	"github.com/dbpilot/dbpilot/internal/testutil"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // receiver is a control-plane stand-in: it accepts CloudEvents over HTTP

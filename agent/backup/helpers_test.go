@@ -15,8 +15,8 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/internal/localhost"
-	"github.com/dbpilot/dbpilot/proto"
 	"github.com/dbpilot/dbpilot/internal/testutil"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 var agentBin string

@@ -19,8 +19,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/dbpilot/dbpilot/proto"
 	"github.com/dbpilot/dbpilot/internal/testutil"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // waitTimeout bounds every wait in these tests; the conditions normally

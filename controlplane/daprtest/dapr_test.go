@@ -26,8 +26,8 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
-	"github.com/dbpilot/dbpilot/proto"
 	"github.com/dbpilot/dbpilot/internal/testutil"
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 const pubsubName = "dbpilot-pubsub"
