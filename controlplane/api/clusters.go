@@ -80,67 +80,9 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if err := checkName("name", req.Name); err != nil {
-		return err
-	}
-	if req.Project == "" {
-		req.Project = "default"
-	}
-	if _, err := a.d.Store.GetProject(r.Context(), ns, req.Project); err != nil {
-		return badRequest("project", "no project %q in namespace %s", req.Project, ns)
-	}
-	if req.Template == "" {
-		req.Template = "postgres-15"
-	}
-	tpl, err := a.usableTemplate(r.Context(), ns, req.Template)
+	tpl, replicas, err := a.completeClusterCreate(r.Context(), ns, &req)
 	if err != nil {
 		return err
-	}
-	if req.Engine == "" {
-		req.Engine = tpl.Engine
-	}
-	if req.Engine != tpl.Engine {
-		return badRequest("engine", "template %s is for %s (got %q)", tpl.Name, tpl.Engine, req.Engine)
-	}
-	if req.Version == "" {
-		req.Version = tpl.EngineVersion
-	}
-	if req.Version != tpl.EngineVersion {
-		return badRequest("version", "template %s provides %s %s (got %q)", tpl.Name, tpl.Engine, tpl.EngineVersion, req.Version)
-	}
-	if req.Plan == "" {
-		req.Plan = "small"
-	}
-	if _, ok := tpl.Plans[req.Plan]; !ok {
-		plans := make([]string, 0, len(tpl.Plans))
-		for k := range tpl.Plans {
-			plans = append(plans, k)
-		}
-		sort.Strings(plans)
-		return badRequest("plan", "template %s has plans %v (got %q)", tpl.Name, plans, req.Plan)
-	}
-	replicas := 3
-	if req.Replicas != nil {
-		replicas = *req.Replicas
-	}
-	if replicas < MinReplicas || replicas > MaxReplicas {
-		return badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, replicas)
-	}
-	if req.SynchronousMode == "" {
-		req.SynchronousMode = "off"
-	}
-	if req.SynchronousMode != "on" && req.SynchronousMode != "off" {
-		return badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", req.SynchronousMode)
-	}
-	if req.Provider == "" && len(a.d.Providers) > 0 {
-		req.Provider = a.d.Providers[0]
-	}
-	known := false
-	for _, pn := range a.d.Providers {
-		known = known || pn == req.Provider
-	}
-	if !known {
-		return badRequest("provider", "must be one of %v (got %q)", a.d.Providers, req.Provider)
 	}
 	now := time.Now().UTC()
 	c := store.Cluster{ID: newID("c"), Namespace: ns, Project: req.Project, Name: req.Name, Engine: req.Engine, Version: req.Version,
@@ -158,6 +100,78 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 	w.Header().Set("Location", "/v1/namespaces/"+ns+"/operations/"+op.ID)
 	writeJSON(w, 202, operationJSON(op))
 	return nil
+}
+
+// completeClusterCreate fills in the defaults of a create request in
+// namespace ns (project "default", template postgres-15, the template's
+// engine and version, plan "small", 3 replicas, synchronous_mode "off",
+// the first configured provider) and checks every field, in that order.
+// It returns the template and the replica count; the error is a 400
+// naming the first bad field, or the template's refusal (usableTemplate).
+func (a *API) completeClusterCreate(ctx context.Context, ns string, req *proto.ClusterCreate) (catalog.Template, int, error) {
+	if err := checkName("name", req.Name); err != nil {
+		return catalog.Template{}, 0, err
+	}
+	if req.Project == "" {
+		req.Project = "default"
+	}
+	if _, err := a.d.Store.GetProject(ctx, ns, req.Project); err != nil {
+		return catalog.Template{}, 0, badRequest("project", "no project %q in namespace %s", req.Project, ns)
+	}
+	if req.Template == "" {
+		req.Template = "postgres-15"
+	}
+	tpl, err := a.usableTemplate(ctx, ns, req.Template)
+	if err != nil {
+		return catalog.Template{}, 0, err
+	}
+	if req.Engine == "" {
+		req.Engine = tpl.Engine
+	}
+	if req.Engine != tpl.Engine {
+		return catalog.Template{}, 0, badRequest("engine", "template %s is for %s (got %q)", tpl.Name, tpl.Engine, req.Engine)
+	}
+	if req.Version == "" {
+		req.Version = tpl.EngineVersion
+	}
+	if req.Version != tpl.EngineVersion {
+		return catalog.Template{}, 0, badRequest("version", "template %s provides %s %s (got %q)", tpl.Name, tpl.Engine, tpl.EngineVersion, req.Version)
+	}
+	if req.Plan == "" {
+		req.Plan = "small"
+	}
+	if _, ok := tpl.Plans[req.Plan]; !ok {
+		plans := make([]string, 0, len(tpl.Plans))
+		for k := range tpl.Plans {
+			plans = append(plans, k)
+		}
+		sort.Strings(plans)
+		return catalog.Template{}, 0, badRequest("plan", "template %s has plans %v (got %q)", tpl.Name, plans, req.Plan)
+	}
+	replicas := 3
+	if req.Replicas != nil {
+		replicas = *req.Replicas
+	}
+	if replicas < MinReplicas || replicas > MaxReplicas {
+		return catalog.Template{}, 0, badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, replicas)
+	}
+	if req.SynchronousMode == "" {
+		req.SynchronousMode = "off"
+	}
+	if req.SynchronousMode != "on" && req.SynchronousMode != "off" {
+		return catalog.Template{}, 0, badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", req.SynchronousMode)
+	}
+	if req.Provider == "" && len(a.d.Providers) > 0 {
+		req.Provider = a.d.Providers[0]
+	}
+	known := false
+	for _, pn := range a.d.Providers {
+		known = known || pn == req.Provider
+	}
+	if !known {
+		return catalog.Template{}, 0, badRequest("provider", "must be one of %v (got %q)", a.d.Providers, req.Provider)
+	}
+	return tpl, replicas, nil
 }
 
 // cluster resolves {cluster} (an id or a name) inside {ns}.
