@@ -460,7 +460,9 @@ func (c *Config) Validate() error {
 	if c.Backup != nil {
 		errs = append(errs, c.Backup.validate()...)
 	}
-	errs = append(errs, c.Handlers.Validate("handlers")...)
+	for _, e := range c.Handlers.Validate("handlers") {
+		errs = append(errs, e)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
