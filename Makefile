@@ -41,10 +41,24 @@ test-dapr: deps
 	@DAPRD=$(DAPRD) ./deploy/dev/install-dapr-deps.sh
 	DBPILOT_DAPRD=$(DAPRD) $(GO) test -race -count=1 -timeout 10m -tags dapr ./controlplane/daprtest/ ./agent/report/
 
-lint:
+# staticcheck (honnef.co/go/tools) at a pinned version, built once with
+# `go install` into a cache outside the repository (like MinIO in
+# deploy/dev/install-deps.sh); default checks, no staticcheck.conf.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK ?= $(HOME)/.cache/dbpilot/staticcheck-$(STATICCHECK_VERSION)
+
+$(STATICCHECK):
+	@echo "lint: building staticcheck $(STATICCHECK_VERSION) into $@ (once)" >&2
+	@mkdir -p $(dir $@)
+	@tmp=$$(mktemp -d) && (cd $$tmp && GOBIN=$$tmp GOFLAGS=-buildvcs=false $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)) && \
+	  mv $$tmp/staticcheck $@ && rm -rf $$tmp
+
+## lint: gofmt, go vet and staticcheck (make test runs it first)
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
 
 ## bench-failover: RTO, switchover write gap, lost acknowledged writes, split brain (docs/benchmarks.md)
 bench-failover: deps build

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -526,7 +525,3 @@ func (a *Agent) apiURL() string {
 	_, port, _ := net.SplitHostPort(a.cfg.HTTP.Listen)
 	return "http://" + net.JoinHostPort(a.cfg.Node.Address, port)
 }
-
-func fmtLSN(l uint64) string { return postgres.LSN(l).String() }
-
-func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/backup"
 	"github.com/dbpilot/dbpilot/agent/localcluster"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -68,13 +69,7 @@ func openStore(t *testing.T, n *localcluster.Node) *backup.Store {
 
 func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", d, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, 200*time.Millisecond, what, cond)
 }
 
 // TestScheduledBackupsInCluster runs three agents with an hourly backup job

@@ -58,7 +58,11 @@ func (w *workflow) drain(ctx context.Context) error {
 	return w.step(ctx, "move", drainSteps, func(ctx context.Context) error { return w.moveAll(ctx, h) })
 }
 
-// moveAll is the drain's move step.
+// moveAll is the drain's move step: every second it checks the move
+// operations started so far (one failed: the drain fails, permanently),
+// starts moves for the host's active allocations (at most
+// MaxParallelMoves at once, one per cluster) and saves the progress when
+// it changed, until the host holds no active allocation and no move runs.
 func (w *workflow) moveAll(ctx context.Context, h store.Host) error {
 	last := ""
 	for {
@@ -66,28 +70,9 @@ func (w *workflow) moveAll(ctx context.Context, h store.Host) error {
 		if err != nil {
 			return err
 		}
-		running := map[string]string{} // cluster id → "name/node (move operation id)"
-		moved := 0
-		for _, id := range w.params.Children {
-			op, err := w.e.st.GetOperation(ctx, id)
-			if err != nil {
-				return err
-			}
-			var p OpParams
-			_ = json.Unmarshal(op.Params, &p)
-			name := op.ClusterID
-			if c, err := w.e.st.GetCluster(ctx, op.ClusterID); err == nil {
-				name = c.Namespace + "/" + c.Name
-			}
-			switch op.State {
-			case store.OpFailed:
-				return backoff.Permanent(fmt.Errorf("moving node %s of cluster %s off host %s failed (operation %s): %s; the host stays cordoned: fix the cause and drain again",
-					p.From, name, h.Name, op.ID, op.Error))
-			case store.OpSucceeded:
-				moved++
-			default:
-				running[op.ClusterID] = name + "/" + p.From + " (" + op.ID + ")"
-			}
+		running, moved, err := w.moves(ctx, h)
+		if err != nil {
+			return err
 		}
 		var active []store.Allocation
 		for _, a := range allocs {
@@ -100,40 +85,9 @@ func (w *workflow) moveAll(ctx context.Context, h store.Host) error {
 			w.log.Info("host drained", zap.String("host", h.Name), zap.Int("moved", moved))
 			return w.save(ctx)
 		}
-		var waiting []string
-		for _, a := range active {
-			if _, busy := running[a.ClusterID]; busy {
-				continue
-			}
-			c, err := w.e.st.GetCluster(ctx, a.ClusterID)
-			if errors.Is(err, store.ErrNotFound) {
-				continue // being deleted: its delete releases the allocation
-			}
-			if err != nil {
-				return err
-			}
-			if len(running) >= MaxParallelMoves {
-				waiting = append(waiting, c.Namespace+"/"+c.Name+"/"+a.Node)
-				continue
-			}
-			b, _ := json.Marshal(OpParams{From: a.Node, Reason: "drain of host " + h.Name})
-			now := time.Now().UTC()
-			op := store.Operation{ID: NewOperationID(), Namespace: c.Namespace, ClusterID: c.ID, Kind: KindMove, State: store.OpPending,
-				Params: b, CreatedAt: now, UpdatedAt: now}
-			if err := w.e.st.CreateOperation(ctx, op, ""); errors.Is(err, store.ErrConflict) {
-				waiting = append(waiting, c.Namespace+"/"+c.Name+"/"+a.Node+" (another operation of the cluster runs)")
-				continue
-			} else if err != nil {
-				return err
-			}
-			w.params.Children = append(w.params.Children, op.ID)
-			if err := w.save(ctx); err != nil {
-				return backoff.Permanent(err)
-			}
-			w.log.Info("moving node off the host", zap.String("host", h.Name), zap.String("namespace", c.Namespace),
-				zap.String("cluster_name", c.Name), zap.String("node", a.Node), zap.String("move", op.ID))
-			w.e.Kick(op.ID)
-			running[c.ID] = c.Namespace + "/" + c.Name + "/" + a.Node + " (" + op.ID + ")"
+		waiting, err := w.startMoves(ctx, h, active, running)
+		if err != nil {
+			return err
 		}
 		var moving []string
 		for _, m := range running {
@@ -156,6 +110,80 @@ func (w *workflow) moveAll(ctx context.Context, h store.Host) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// moves reads the drain's move operations (w.params.Children): running
+// maps the cluster id of each unfinished one to "namespace/name/node
+// (operation id)", moved counts the succeeded ones. A failed one fails
+// the drain (a permanent error naming the node, cluster and operation).
+func (w *workflow) moves(ctx context.Context, h store.Host) (running map[string]string, moved int, err error) {
+	running = map[string]string{}
+	for _, id := range w.params.Children {
+		op, err := w.e.st.GetOperation(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		var p OpParams
+		_ = json.Unmarshal(op.Params, &p)
+		name := op.ClusterID
+		if c, err := w.e.st.GetCluster(ctx, op.ClusterID); err == nil {
+			name = c.Namespace + "/" + c.Name
+		}
+		switch op.State {
+		case store.OpFailed:
+			return nil, 0, backoff.Permanent(fmt.Errorf("moving node %s of cluster %s off host %s failed (operation %s): %s; the host stays cordoned: fix the cause and drain again",
+				p.From, name, h.Name, op.ID, op.Error))
+		case store.OpSucceeded:
+			moved++
+		default:
+			running[op.ClusterID] = name + "/" + p.From + " (" + op.ID + ")"
+		}
+	}
+	return running, moved, nil
+}
+
+// startMoves starts a move operation for each active allocation of host h
+// whose cluster has none running (adding it to running, saved in
+// w.params.Children), while fewer than MaxParallelMoves run. It returns
+// the nodes left waiting ("namespace/name/node", with the reason when
+// another operation of the cluster runs). Errors: the store's; a failed
+// save is permanent.
+func (w *workflow) startMoves(ctx context.Context, h store.Host, active []store.Allocation, running map[string]string) (waiting []string, err error) {
+	for _, a := range active {
+		if _, busy := running[a.ClusterID]; busy {
+			continue
+		}
+		c, err := w.e.st.GetCluster(ctx, a.ClusterID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // being deleted: its delete releases the allocation
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(running) >= MaxParallelMoves {
+			waiting = append(waiting, c.Namespace+"/"+c.Name+"/"+a.Node)
+			continue
+		}
+		b, _ := json.Marshal(OpParams{From: a.Node, Reason: "drain of host " + h.Name})
+		now := time.Now().UTC()
+		op := store.Operation{ID: NewOperationID(), Namespace: c.Namespace, ClusterID: c.ID, Kind: KindMove, State: store.OpPending,
+			Params: b, CreatedAt: now, UpdatedAt: now}
+		if err := w.e.st.CreateOperation(ctx, op, ""); errors.Is(err, store.ErrConflict) {
+			waiting = append(waiting, c.Namespace+"/"+c.Name+"/"+a.Node+" (another operation of the cluster runs)")
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		w.params.Children = append(w.params.Children, op.ID)
+		if err := w.save(ctx); err != nil {
+			return nil, backoff.Permanent(err)
+		}
+		w.log.Info("moving node off the host", zap.String("host", h.Name), zap.String("namespace", c.Namespace),
+			zap.String("cluster_name", c.Name), zap.String("node", a.Node), zap.String("move", op.ID))
+		w.e.Kick(op.ID)
+		running[c.ID] = c.Namespace + "/" + c.Name + "/" + a.Node + " (" + op.ID + ")"
+	}
+	return waiting, nil
 }
 
 var moveSteps = []string{"", "add", "stream", "switchover", "remove", "ready"}

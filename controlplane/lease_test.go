@@ -20,6 +20,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // slowProvider is a provider whose Delete takes hold (or until its context
@@ -173,13 +174,7 @@ func testOperationLease(t *testing.T, dsn string, cli *admin.Admin) {
 	}
 	waitFor := func(what string, d time.Duration, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s", d, what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testutil.Eventually(t, d, 10*time.Millisecond, what, cond)
 	}
 	calls := func(n int) func() bool { return func() bool { return prov.stats().calls >= n } }
 

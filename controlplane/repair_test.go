@@ -18,7 +18,9 @@ import (
 	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/infra/fleet"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 func TestRepairDelay(t *testing.T) {
@@ -82,7 +84,7 @@ func TestRepairerDecisions(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	providers := map[string]infra.Provider{"process": proc, "fleet": infra.NewFleet(st, log)}
+	providers := map[string]infra.Provider{"process": proc, "fleet": fleet.New(st, log)}
 
 	now := time.Now()
 	cluster := func(id, name, provider, phase string) store.Cluster {
@@ -108,17 +110,10 @@ func TestRepairerDecisions(t *testing.T) {
 	}
 	kill := func(h infra.ProcessHandle) {
 		_ = syscall.Kill(-h.PID, syscall.SIGKILL)
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, fmt.Sprintf("pid %d to stop after SIGKILL", h.PID), func() bool {
 			s, _ := proc.Status(ctx, mustHandle(h))
-			if !s.Running {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d still running after SIGKILL", h.PID)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return !s.Running
+		})
 	}
 
 	ready := cluster("c1", "db", "process", store.PhaseReady)
@@ -159,20 +154,18 @@ func TestRepairerDecisions(t *testing.T) {
 	}
 	waitDone := func(id string) store.Operation {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			op, err := st.GetOperation(ctx, id)
-			if err != nil {
+		var op store.Operation
+		testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, "operation "+id+" to finish", func() error {
+			var err error
+			if op, err = st.GetOperation(ctx, id); err != nil {
 				t.Fatal(err)
 			}
 			if op.State == store.OpSucceeded || op.State == store.OpFailed {
-				return op
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("operation %s not finished: %+v", id, op)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return fmt.Errorf("%+v", op)
+		})
+		return op
 	}
 
 	// Everything that can be checked runs: nothing to do.

@@ -113,8 +113,13 @@ type Engine struct {
 
 	mu      sync.Mutex
 	running map[string]bool
+	// kicked holds the operations Kick asked for that the loop of Start
+	// has not launched yet; wake (capacity 1) tells the loop there are some.
+	kicked map[string]bool
+	wake   chan struct{}
+	// stopped is set once Start's ctx has ended: Kick does nothing then.
+	stopped bool
 	wg      sync.WaitGroup
-	ctx     context.Context
 
 	// Recent request event ids (a ring), to tell redeliveries apart.
 	seenMu   sync.Mutex
@@ -183,28 +188,60 @@ func NewEngine(cfg EngineConfig, st *store.Store, etcd *admin.Admin, providers m
 	if cfg.BackupTimeout <= 0 {
 		cfg.BackupTimeout = 12 * time.Hour
 	}
-	return &Engine{cfg: cfg, st: st, etcd: etcd, providers: providers, log: log.Named("workflow"), running: map[string]bool{}}
+	return &Engine{cfg: cfg, st: st, etcd: etcd, providers: providers, log: log.Named("workflow"), running: map[string]bool{},
+		kicked: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Start resumes every unfinished operation and keeps sweeping for
-// operations whose owner died, until ctx ends. Wait waits for the
-// workflows to return after ctx ends.
+// operations whose owner died, until ctx ends; it launches the operations
+// Kick asks for, each running under ctx. Wait waits for the workflows to
+// return after ctx ends.
 func (e *Engine) Start(ctx context.Context) {
-	e.ctx = ctx
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		t := time.NewTicker(e.cfg.Lease / 2)
 		defer t.Stop()
+		e.sweep(ctx)
 		for {
-			e.sweep(ctx)
+			e.launch(ctx)
 			select {
 			case <-ctx.Done():
+				e.mu.Lock()
+				e.stopped = true
+				e.mu.Unlock()
 				return
 			case <-t.C:
+				e.sweep(ctx)
+			case <-e.wake:
 			}
 		}
 	}()
+}
+
+// launch starts, under ctx, every kicked operation that does not run yet.
+// Only Start's loop calls it, so the runs' wg.Add happens while that loop
+// is counted in wg.
+func (e *Engine) launch(ctx context.Context) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id := range e.kicked {
+		delete(e.kicked, id)
+		if e.running[id] || ctx.Err() != nil {
+			continue
+		}
+		e.running[id] = true
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			defer func() {
+				e.mu.Lock()
+				delete(e.running, id)
+				e.mu.Unlock()
+			}()
+			e.run(ctx, id)
+		}()
+	}
 }
 
 // Wait blocks until every workflow goroutine returned.
@@ -267,26 +304,23 @@ func (r OperationRequested) validate() error {
 	return nil
 }
 
-// Kick starts running operation id in the background unless this server
-// runs it already. Claiming makes sure one replica runs it.
+// Kick asks for operation id to run in the background unless this server
+// runs it already; it returns at once, and the engine started by Start
+// launches the run under Start's context (before Start, the request waits
+// for it; after that context ended, Kick does nothing). Claiming makes
+// sure one replica runs it.
 func (e *Engine) Kick(id string) {
 	e.mu.Lock()
-	if e.running[id] || e.ctx == nil || e.ctx.Err() != nil {
+	if e.running[id] || e.stopped {
 		e.mu.Unlock()
 		return
 	}
-	e.running[id] = true
-	e.wg.Add(1)
+	e.kicked[id] = true
 	e.mu.Unlock()
-	go func() {
-		defer e.wg.Done()
-		defer func() {
-			e.mu.Lock()
-			delete(e.running, id)
-			e.mu.Unlock()
-		}()
-		e.run(e.ctx, id)
-	}()
+	select {
+	case e.wake <- struct{}{}:
+	default: // the loop is woken already
+	}
 }
 
 // errLeaseLost ends a workflow that can no longer prove it owns its
@@ -338,7 +372,7 @@ func (e *Engine) run(ctx context.Context, id string) {
 		return
 	}
 	if err != nil {
-		w.fail(err)
+		w.fail(context.WithoutCancel(ctx), err)
 		return
 	}
 	w.op.State, w.op.Error = store.OpSucceeded, ""
@@ -490,9 +524,10 @@ func idx(order []string, s string) int {
 // fail ends the operation as failed and, for the kinds that own the
 // cluster's phase, sets it (Failed; a failed repair leaves a Ready or
 // Degraded cluster Degraded with the error), in one store transaction made
-// under the claim: nothing is written once another server owns it.
-func (w *workflow) fail(err error) {
-	ctx := context.WithoutCancel(w.e.ctx)
+// under the claim: nothing is written once another server owns it. ctx
+// bounds the store writes (run passes its own, without cancellation, so a
+// failure is recorded during shutdown too).
+func (w *workflow) fail(ctx context.Context, err error) {
 	w.op.State, w.op.Error = store.OpFailed, err.Error()
 	var change *store.ClusterChange
 	switch w.op.Kind {

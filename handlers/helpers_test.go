@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -72,19 +71,6 @@ func shell(script string, kv ...string) *Spec {
 		}
 	}
 	return sp
-}
-
-// waitFor polls cond every 10ms until it is true or timeout passes, then
-// fails the test with msg.
-func waitFor(t *testing.T, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // readPID reads a decimal pid written by a handler to path.

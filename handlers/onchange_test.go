@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // onChangeRecorder collects the results passed to WithOnChangeResult.
@@ -106,11 +108,11 @@ func TestOnChangeRunsInOrderOneAtATime(t *testing.T) {
 		envs = append(envs, Env{Event: "role-changed", Role: "replica", Term: term})
 	}
 	notifyAll(t, r, envs...)
-	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "first onChange run to start", func() bool {
 		return exists(filepath.Join(dir, "started.1"))
 	})
 	openGate(t, dir)
-	waitFor(t, 30*time.Second, "five onChange results", func() bool { return rec.len() == 5 })
+	testutil.Eventually(t, 30*time.Second, 10*time.Millisecond, "five onChange results", func() bool { return rec.len() == 5 })
 
 	terms, results := rec.snapshot()
 	for i, res := range results {
@@ -141,7 +143,7 @@ func TestOnChangeQueuedBeforeStart(t *testing.T) {
 	r.StartOnChange(t.Context())
 	r.StartOnChange(t.Context()) // a second start does nothing
 	t.Cleanup(r.StopOnChange)
-	waitFor(t, 10*time.Second, "two onChange results", func() bool { return rec.len() == 2 })
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "two onChange results", func() bool { return rec.len() == 2 })
 	if b, _ := os.ReadFile(out); string(b) != "1\n2\n" {
 		t.Errorf("onChange runs wrote %q, want 1 then 2", b)
 	}
@@ -154,7 +156,7 @@ func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
 	startGated(t, r, t.Context(), dir)
 
 	r.NotifyChange(Env{Term: 1})
-	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "first onChange run to start", func() bool {
 		return exists(filepath.Join(dir, "started.1"))
 	})
 	notifyAll(t, r, Env{Term: 2}, Env{Term: 3})
@@ -165,7 +167,7 @@ func TestStopOnChangeFinishesCurrentRunAndDropsTheRest(t *testing.T) {
 		r.StopOnChange()
 	}()
 	// StopOnChange empties the queue at once, then waits for run 1.
-	waitFor(t, 10*time.Second, "StopOnChange to drop the queued events", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "StopOnChange to drop the queued events", func() bool {
 		return r.OnChangePending() == 0
 	})
 	select {
@@ -212,7 +214,7 @@ func TestOnChangeContextCancelEndsWorker(t *testing.T) {
 	startGated(t, r, ctx, dir)
 	r.NotifyChange(Env{Term: 1})
 	r.NotifyChange(Env{Term: 2})
-	waitFor(t, 10*time.Second, "first onChange run to start", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "first onChange run to start", func() bool {
 		return exists(filepath.Join(dir, "started.1"))
 	})
 	cancel() // kills run 1; run 2 never starts
@@ -269,7 +271,7 @@ func TestStopOnChangeWithinKillsHangingRun(t *testing.T) {
 	t.Cleanup(r.StopOnChange)
 
 	r.NotifyChange(Env{Term: 7})
-	waitFor(t, 10*time.Second, "onChange to start its sleep", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "onChange to start its sleep", func() bool {
 		b, err := os.ReadFile(pidFile)
 		return err == nil && strings.HasSuffix(string(b), "\n")
 	})
@@ -297,7 +299,7 @@ func TestStopOnChangeWithinKillsHangingRun(t *testing.T) {
 	r2, _ := newTestRunner(t, Set{OnChange: shell("sleep 0.2")}, WithOnChangeResult(rec.record))
 	r2.StartOnChange(t.Context())
 	r2.NotifyChange(Env{Term: 8})
-	waitFor(t, 5*time.Second, "second runner's run to start", func() bool { return r2.OnChangePending() == 0 })
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "second runner's run to start", func() bool { return r2.OnChangePending() == 0 })
 	r2.StopOnChangeWithin(10 * time.Second)
 	if _, results := rec.snapshot(); len(results) != 2 || results[1].Status != StatusOK {
 		t.Errorf("results = %+v, want the quick run to finish OK", results)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 func TestRunDeliversEnvironment(t *testing.T) {
@@ -134,7 +136,7 @@ func TestRunTimeoutKillsProcessGroup(t *testing.T) {
 	leader, child := readPID(t, leaderFile), readPID(t, childFile)
 	killOnCleanup(t, leader)
 	killOnCleanup(t, child)
-	waitFor(t, 5*time.Second, "handler and its background child to be gone", func() bool {
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "handler and its background child to be gone", func() bool {
 		return processGone(leader) && processGone(child)
 	})
 	if got := outputLines(logs, PreStop, "stdout"); len(got) != 1 || got[0] != "started" {
@@ -157,7 +159,7 @@ func TestRunCanceledKillsProcessGroup(t *testing.T) {
 	defer cancel()
 	done := make(chan Result, 1)
 	go func() { done <- r.Run(ctx, PreStop, Env{}) }()
-	waitFor(t, 10*time.Second, "background child to start", func() bool {
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "background child to start", func() bool {
 		b, err := os.ReadFile(childFile)
 		return err == nil && strings.HasSuffix(string(b), "\n")
 	})
@@ -174,7 +176,7 @@ func TestRunCanceledKillsProcessGroup(t *testing.T) {
 	if res.Status != StatusCanceled || res.ExitCode != -1 || !errors.Is(res.Err, context.Canceled) {
 		t.Fatalf("Run = %+v, want StatusCanceled wrapping context.Canceled", res)
 	}
-	waitFor(t, 5*time.Second, "background child to be gone", func() bool { return processGone(child) })
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "background child to be gone", func() bool { return processGone(child) })
 
 	// A context that has already ended starts nothing.
 	res = r.Run(ctx, PreStop, Env{})
@@ -228,7 +230,7 @@ func TestRunNormalExitKillsBackgroundChildren(t *testing.T) {
 	if res.Duration > 10*time.Second {
 		t.Errorf("Duration = %s: Run waited for the child's output pipe", res.Duration)
 	}
-	waitFor(t, 2*time.Second, fmt.Sprintf("background child %d to be gone after the run", child), func() bool { return processGone(child) })
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, fmt.Sprintf("background child %d to be gone after the run", child), func() bool { return processGone(child) })
 	if got := outputLines(logs, Health, "stdout"); len(got) != 1 || got[0] != "done" {
 		t.Errorf("stdout lines = %q, want [done]", got)
 	}
@@ -259,7 +261,7 @@ func TestRunCgroupCatchesSetsidChild(t *testing.T) {
 	if res.Status != StatusOK {
 		t.Fatalf("Run = %+v, want StatusOK", res)
 	}
-	waitFor(t, 2*time.Second, fmt.Sprintf("setsid child %d to be gone after the run (isolation %s)", child, mode), func() bool { return processGone(child) })
+	testutil.Eventually(t, 2*time.Second, 10*time.Millisecond, fmt.Sprintf("setsid child %d to be gone after the run (isolation %s)", child, mode), func() bool { return processGone(child) })
 }
 
 // TestRunAsUnprivilegedUser: handlers never run as root. When the tests run

@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
-	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/internal/localhost"
 	"github.com/dbpilot/dbpilot/proto"
 )
@@ -37,8 +36,9 @@ type HostRunnerConfig struct {
 	Name    string
 	Address string
 	Labels  map[string]string
-	// Capacity is what the host offers to database nodes.
-	Capacity store.Resources
+	// Capacity is what the host offers to database nodes (cpu >= 1,
+	// memory_mb >= 128, disk_gb >= 1; the server refuses less).
+	Capacity proto.Resources
 	// Root holds host.json and one folder per node (Root/nodes/{cluster}/{node}).
 	Root string
 	// AgentBin is the dbpilot-agent binary started for each node.
@@ -60,6 +60,8 @@ type HostRunner struct {
 	cred string
 }
 
+// hostIdentity is Root/host.json (0600): the host's id and bearer
+// credential from the enrolment answer (a proto.Host).
 type hostIdentity struct {
 	ID         string `json:"id"`
 	Credential string `json:"credential"`
@@ -108,11 +110,12 @@ func (r *HostRunner) enrol(ctx context.Context) error {
 		return errors.New("not enrolled yet: --join-token is required")
 	}
 	body, _ := json.Marshal(proto.EnrollRequest{JoinToken: r.cfg.JoinToken, Name: r.cfg.Name, Address: r.cfg.Address,
-		Labels: r.cfg.Labels, Capacity: proto.Resources(r.cfg.Capacity)})
-	var out hostIdentity
-	if err := r.call(ctx, "POST", "/v1/infra/hosts/enroll", body, 201, &out); err != nil {
+		Labels: r.cfg.Labels, Capacity: r.cfg.Capacity})
+	var host proto.Host
+	if err := r.call(ctx, "POST", "/v1/infra/hosts/enroll", body, 201, &host); err != nil {
 		return fmt.Errorf("enrol host %s: %w", r.cfg.Name, err)
 	}
+	out := hostIdentity{ID: host.ID, Credential: host.Credential}
 	b, _ := json.Marshal(out)
 	if err := os.MkdirAll(r.cfg.Root, 0o755); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -115,6 +116,13 @@ func clusterRel(id string) (string, error) {
 	}
 	return id, nil
 }
+
+// NodeRel returns a node's folder relative to a provider root
+// ("{cluster id}/{node}", one local path element each), or an error naming
+// the field ("cluster id" or "node") when either is not a valid name
+// (proto.CheckName). The fleet checks names with it before placing a node,
+// since a host runner makes that folder.
+func NodeRel(clusterID, node string) (string, error) { return nodeRel(clusterID, node) }
 
 // nodeRel returns node's folder relative to the root ({cluster id}/{node}),
 // or an error when either is not a valid name.
@@ -488,15 +496,11 @@ func (p *Process) writeCredentials(rel string) error {
 	if _, err := p.fs.Stat(rel); err == nil {
 		return nil
 	}
-	doc := map[string]any{
-		"superuser":   map[string]string{"username": "postgres", "password": randomHex(16)},
-		"replication": map[string]string{"username": "replicator", "password": randomHex(16)},
-	}
-	b, err := yaml.Marshal(doc)
+	doc, err := NewCredentials()
 	if err != nil {
 		return err
 	}
-	if err := p.writeFileAtomic(rel, b, 0o600); err != nil {
+	if err := p.writeFileAtomic(rel, []byte(doc), 0o600); err != nil {
 		return fmt.Errorf("write credentials: %w", err)
 	}
 	return nil
@@ -533,6 +537,27 @@ func (p *Process) ReadSuperuser(clusterID string) (user, password string, err er
 		return "", "", fmt.Errorf("read credentials: %w", err)
 	}
 	return doc.Superuser.Username, doc.Superuser.Password, nil
+}
+
+// NewCredentials returns a fresh credentials document (the agent's
+// credentials_file format, YAML) with random passwords (32 hex digits);
+// the error is the YAML encoder's.
+func NewCredentials() (string, error) {
+	doc := map[string]any{
+		"superuser":   map[string]string{"username": "postgres", "password": randomHex(16)},
+		"replication": map[string]string{"username": "replicator", "password": randomHex(16)},
+	}
+	b, err := yaml.Marshal(doc)
+	return string(b), err
+}
+
+// ConfigSHA256 is the hash (64 hex digits of SHA-256) by which the server
+// and the host runner name a rendered agent config: the runner reports the
+// hash of the config its agent runs, and pushes a config whose hash
+// differs.
+func ConfigSHA256(cfg string) string {
+	sum := sha256.Sum256([]byte(cfg))
+	return hex.EncodeToString(sum[:])
 }
 
 func randomHex(n int) string {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // running reports whether pid is a live process (not a zombie).
@@ -83,11 +86,6 @@ func TestProcessStopDeadNodeGroup(t *testing.T) {
 	if err := p.Delete(ctx, NodeSpec{ClusterID: "c1", Node: "node2"}, handle(leader.Process.Pid, "node2")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for running(straggler) {
-		if time.Now().After(deadline) {
-			t.Fatalf("straggler %d of the dead node's group survived the stop", straggler)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, fmt.Sprintf("straggler %d of the dead node's group to be gone after the stop", straggler),
+		func() bool { return !running(straggler) })
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/internal/localhost"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -169,20 +170,16 @@ func (e *pgEnv) switchAndWaitArchived(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_switch_wal())").Scan(&seg); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.Eventually(t, 60*time.Second, 100*time.Millisecond, "segment "+seg+" to be archived", func() error {
 		var last *string
 		if err := conn.QueryRow(ctx, "SELECT last_archived_wal FROM pg_stat_archiver").Scan(&last); err != nil {
 			t.Fatal(err)
 		}
 		if last != nil && *last >= seg {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("segment %s not archived within 60s (last archived %v)", seg, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("last archived %v", last)
+	})
 }
 
 // startMinIO starts a real MinIO server (built from its Go module by
@@ -211,18 +208,16 @@ func startMinIO(t *testing.T) (endpoint, user, password string) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	// /minio/health/live answers before the object layer is initialised;
 	// /minio/health/ready only once requests can be served.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.Eventually(t, 60*time.Second, 100*time.Millisecond, "MinIO to be ready", func() error {
 		resp, err := http.Get("http://" + endpoint + "/minio/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("MinIO not ready within 60s: %v", err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/minio/health/ready: %s", resp.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return endpoint, user, password
 }

@@ -21,7 +21,6 @@ func TestOutboxDrainsInOrderAfterReceiverReturns(t *testing.T) {
 	ctx := context.Background()
 	s := openTestStore(t)
 	svc := &Service{Node: "n1", Cluster: proto.ClusterRef{Namespace: "ns", Project: "p", Cluster: "c"}, Store: s, Log: zaptest.NewLogger(t)}
-	var runs []Run
 	for i := 0; i < 5; i++ {
 		r := Run{ID: NewID(), Job: "j", Node: "n1", Method: MethodPhysical, Repository: "fs"}
 		if err := s.StartRun(ctx, &r, proto.TypeBackupStarted, proto.BackupStarted{Header: svc.header(time.Now()), BackupRun: runRef(r)}); err != nil {
@@ -31,7 +30,6 @@ func TestOutboxDrainsInOrderAfterReceiverReturns(t *testing.T) {
 		if err := s.FinishRun(ctx, &r, proto.TypeBackupFailed, proto.BackupFailed{Header: svc.header(time.Now()), BackupRun: runRef(r), Error: "boom"}); err != nil {
 			t.Fatal(err)
 		}
-		runs = append(runs, r)
 	}
 	want, _ := s.PendingEvents(ctx, 100)
 

@@ -165,13 +165,6 @@ func NewID() string {
 	return hex.EncodeToString(b)
 }
 
-func ms(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UnixMilli()
-}
-
 func fromMS(v sql.NullInt64) time.Time {
 	if !v.Valid {
 		return time.Time{}

@@ -21,6 +21,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // childConfigEnv makes the test binary act as a tiny agent (see runChild)
@@ -159,23 +161,6 @@ func upstreamOf(inst *Instance) Upstream {
 	return Upstream{Host: "127.0.0.1", Port: inst.cfg.Port, Name: inst.cfg.NodeName}
 }
 
-// eventually polls fn every 100 ms until it returns nil, failing the test
-// with fn's last error after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func mustExec(t *testing.T, ctx context.Context, inst *Instance, sql string) {
 	t.Helper()
 	conn, err := inst.Connect(ctx)
@@ -289,8 +274,8 @@ func TestReplicationFailoverRewind(t *testing.T) {
 	if err := n2.Start(ctx, RoleReplica, &up1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "n2 streaming from n1", streamingFrom(ctx, n2, up1, 1))
-	eventually(t, 20*time.Second, "rows on n2", wantRows(ctx, n2, 3))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "n2 streaming from n1", streamingFrom(ctx, n2, up1, 1))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "rows on n2", wantRows(ctx, n2, 3))
 	if err := n2.Bootstrap(ctx); !errors.Is(err, ErrWrongRole) {
 		t.Fatalf("Bootstrap on replica = %v, want ErrWrongRole", err)
 	}
@@ -316,7 +301,7 @@ func TestReplicationFailoverRewind(t *testing.T) {
 	if err := n1.SetSynchronousStandbys(ctx, []string{"n2"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "n2 quorum standby of n1", func() error {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "n2 quorum standby of n1", func() error {
 		st, err := n1.Status(ctx)
 		if err != nil {
 			return err
@@ -329,7 +314,7 @@ func TestReplicationFailoverRewind(t *testing.T) {
 		return nil
 	})
 	mustExec(t, ctx, n1, "INSERT INTO t VALUES (4, 'sync')") // would hang without a sync standby
-	eventually(t, 20*time.Second, "row 4 on n2", wantRows(ctx, n2, 4))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "row 4 on n2", wantRows(ctx, n2, 4))
 
 	// Failover: kill n1, promote n2.
 	if err := n1.Stop(ctx, StopImmediate); err != nil {
@@ -374,13 +359,13 @@ func TestReplicationFailoverRewind(t *testing.T) {
 	if err := n1.Start(ctx, RoleReplica, &up2); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "n1 streaming from n2", streamingFrom(ctx, n1, up2, 2))
-	eventually(t, 20*time.Second, "rows on n1", wantRows(ctx, n1, 6))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "n1 streaming from n2", streamingFrom(ctx, n1, up2, 2))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "rows on n1", wantRows(ctx, n1, 6))
 	if err := n1.Follow(ctx, up2); err != nil { // reload path on a running replica
 		t.Fatal(err)
 	}
 	mustExec(t, ctx, n2, "INSERT INTO t VALUES (7, 'after follow')")
-	eventually(t, 20*time.Second, "row 7 on n1", wantRows(ctx, n1, 7))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "row 7 on n1", wantRows(ctx, n1, 7))
 
 	// Synchronous standbys can be set on a replica ahead of a promotion; it
 	// keeps streaming.
@@ -402,8 +387,8 @@ func TestReplicationFailoverRewind(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, ctx, n2, "INSERT INTO t VALUES (8, 'after re-render by other')")
-	eventually(t, 20*time.Second, "row 8 on n1", wantRows(ctx, n1, 8))
-	eventually(t, 20*time.Second, "n1 still streaming from n2", streamingFrom(ctx, n1, up2, 2))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "row 8 on n1", wantRows(ctx, n1, 8))
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "n1 still streaming from n2", streamingFrom(ctx, n1, up2, 2))
 	if err := other.Start(ctx, RoleReplica, &up2); !errors.Is(err, ErrAlreadyRunning) {
 		t.Fatalf("Start via other Instance = %v, want ErrAlreadyRunning", err)
 	}
@@ -417,7 +402,7 @@ func TestReplicationFailoverRewind(t *testing.T) {
 		t.Fatal("n1 still running after Stop via postmaster.pid")
 	}
 	// n1 started the postmaster: it sees the exit once its reaper has run.
-	eventually(t, 5*time.Second, "n1 sees its postmaster gone", func() error {
+	testutil.Eventually(t, 5*time.Second, 100*time.Millisecond, "n1 sees its postmaster gone", func() error {
 		if n1.Running() {
 			return errors.New("still running")
 		}
@@ -581,7 +566,7 @@ func TestPdeathsigKillsPostmaster(t *testing.T) {
 	}
 	child.Wait()
 	waited = true
-	eventually(t, 10*time.Second, "postmaster killed with its agent", func() error {
+	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, "postmaster killed with its agent", func() error {
 		if processAlive(pid, inst.DataDir()) {
 			return fmt.Errorf("postmaster %d still alive", pid)
 		}

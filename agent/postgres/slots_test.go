@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 func TestSlotName(t *testing.T) {
@@ -160,14 +162,14 @@ func TestSlotsRealPostgres(t *testing.T) {
 	if err := n2.Start(ctx, RoleReplica, &up1); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "n2 streaming through its slot", func() error {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "n2 streaming through its slot", func() error {
 		if s, ok := slot(SlotName("n2")); !ok || !s.Active {
 			return fmt.Errorf("slot %+v", s)
 		}
 		return nil
 	})
 	// hot_standby_feedback (on by default) gives the slot an xmin.
-	eventually(t, 20*time.Second, "the slot's xmin from hot_standby_feedback", func() error {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, "the slot's xmin from hot_standby_feedback", func() error {
 		if s, _ := slot(SlotName("n2")); s.XminAge < 0 {
 			return fmt.Errorf("slot %+v", s)
 		}

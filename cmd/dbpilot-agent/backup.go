@@ -74,17 +74,9 @@ func newBackupCmd() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&path, "config", "", "agent configuration file (YAML)")
 	_ = cmd.MarkPersistentFlagRequired("config")
-	cliLog := func(cmd *cobra.Command) *zap.Logger {
-		zc := zap.NewDevelopmentConfig()
-		zc.Level = zap.NewAtomicLevelAt(zap.InfoLevel)
-		zc.DisableStacktrace = true
-		zc.OutputPaths = []string{"stderr"}
-		l, _ := zc.Build()
-		return l
-	}
-	with := func(f func(cmd *cobra.Command, e *backupEnv, args []string) error) func(*cobra.Command, []string) error {
+	with := func(f backupAction) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			e, err := openBackupEnv(cmd.Context(), path, cliLog(cmd))
+			e, err := openBackupEnv(cmd.Context(), path, backupCLILog())
 			if err != nil {
 				return err
 			}
@@ -92,7 +84,31 @@ func newBackupCmd() *cobra.Command {
 			return f(cmd, e, args)
 		}
 	}
+	cmd.AddCommand(newBackupListCmd(with), newBackupRunCmd(with), newBackupRestoreCmd(with), newBackupVerifyCmd(with), newBackupSecretCmd(with))
+	return cmd
+}
 
+// backupAction is the body of a `backup` subcommand, run with the backup
+// environment of the --config file open (closed when it returns).
+type backupAction func(cmd *cobra.Command, e *backupEnv, args []string) error
+
+// withBackupEnv turns a backupAction into a cobra RunE (newBackupCmd's
+// `with`, which opens the environment of its --config flag).
+type withBackupEnv func(backupAction) func(*cobra.Command, []string) error
+
+// backupCLILog is the subcommands' logger: development format at info
+// level on stderr, no stack traces.
+func backupCLILog() *zap.Logger {
+	zc := zap.NewDevelopmentConfig()
+	zc.Level = zap.NewAtomicLevelAt(zap.InfoLevel)
+	zc.DisableStacktrace = true
+	zc.OutputPaths = []string{"stderr"}
+	l, _ := zc.Build()
+	return l
+}
+
+// newBackupListCmd is `backup list [--repository R]`.
+func newBackupListCmd(with withBackupEnv) *cobra.Command {
 	var repo string
 	list := &cobra.Command{
 		Use:   "list",
@@ -103,7 +119,11 @@ func newBackupCmd() *cobra.Command {
 		}),
 	}
 	list.Flags().StringVar(&repo, "repository", "", "only this repository")
+	return list
+}
 
+// newBackupRunCmd is `backup run --job NAME`.
+func newBackupRunCmd(with withBackupEnv) *cobra.Command {
 	var jobName string
 	run := &cobra.Command{
 		Use:   "run --job NAME",
@@ -126,7 +146,11 @@ func newBackupCmd() *cobra.Command {
 	}
 	run.Flags().StringVar(&jobName, "job", "", "job name from the configuration")
 	_ = run.MarkFlagRequired("job")
+	return run
+}
 
+// newBackupRestoreCmd is `backup restore --repository R --data-dir DIR …`.
+func newBackupRestoreCmd(with withBackupEnv) *cobra.Command {
 	var ro backup.RestoreOptions
 	var targetTime, targetLSN string
 	var keep bool
@@ -174,7 +198,11 @@ func newBackupCmd() *cobra.Command {
 	restore.Flags().StringVar(&ro.WALRepository, "wal-repository", "", "repository of the source's WAL archive (default: backup.wal_archive)")
 	_ = restore.MarkFlagRequired("repository")
 	_ = restore.MarkFlagRequired("data-dir")
+	return restore
+}
 
+// newBackupVerifyCmd is `backup verify --repository R [--job JOB]`.
+func newBackupVerifyCmd(with withBackupEnv) *cobra.Command {
 	var vRepo, vJob string
 	verify := &cobra.Command{
 		Use:   "verify --repository R [--job JOB]",
@@ -189,7 +217,11 @@ func newBackupCmd() *cobra.Command {
 	verify.Flags().StringVar(&vRepo, "repository", "", "repository name")
 	verify.Flags().StringVar(&vJob, "job", "", "only backups of this job")
 	_ = verify.MarkFlagRequired("repository")
+	return verify
+}
 
+// newBackupSecretCmd is `backup secret set NAME`.
+func newBackupSecretCmd(with withBackupEnv) *cobra.Command {
 	secret := &cobra.Command{Use: "secret", Short: "Manage secrets sealed with the host key"}
 	secret.AddCommand(&cobra.Command{
 		Use:   "set NAME",
@@ -211,8 +243,7 @@ func newBackupCmd() *cobra.Command {
 			return nil
 		}),
 	})
-	cmd.AddCommand(list, run, restore, verify, secret)
-	return cmd
+	return secret
 }
 
 func listBackups(ctx context.Context, w io.Writer, e *backupEnv, only string) error {

@@ -79,11 +79,14 @@ type cpRound struct {
 	rssMB      float64
 }
 
+// cpBenchNS is the namespace of the seeded clusters.
+const cpBenchNS = "bench"
+
+// benchControlPlane seeds o.Clusters Ready clusters into a fresh store,
+// starts dbpilot-server (next to this binary) on it, drives it with
+// simulated agents (events) and API readers, and prints o.Rounds rounds
+// of o.Window each, then the medians.
 func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
 		return err
@@ -94,181 +97,22 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	const ns = "bench"
-	// Seed the store before the server opens it: Ready clusters (no
-	// provisioning runs), an admin token and the ingest secret.
-	secret := []byte(strings.Repeat("b", 64))
-	if err := os.WriteFile(filepath.Join(dir, "ingest.key"), secret, 0o600); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, filepath.Join(dir, "dbpilot.db"))
+	seed, err := seedControlPlane(ctx, dir, o)
 	if err != nil {
 		return err
 	}
-	if _, err := st.CreateNamespace(ctx, ns); err != nil && !errors.Is(err, store.ErrConflict) {
-		st.Close()
-		return err
-	}
-	now := time.Now()
-	ids := make([]string, o.Clusters)
-	for i := range o.Clusters {
-		ids[i] = fmt.Sprintf("c%05d", i)
-		c := store.Cluster{ID: ids[i], Namespace: ns, Project: "default", Name: fmt.Sprintf("db%05d", i), Engine: "postgres", Version: "16",
-			Template: "postgres-16", Plan: "small", Provider: "process", Replicas: o.Nodes, SynchronousMode: "off",
-			Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now}
-		op := store.Operation{ID: "op-" + ids[i], Namespace: ns, ClusterID: ids[i], Kind: controlplane.KindCreate, State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now}
-		if err := st.CreateCluster(ctx, c, op); err != nil {
-			st.Close()
-			return err
-		}
-		// The control plane applies events only for nodes it provisioned.
-		for n := range o.Nodes {
-			if err := st.UpsertNode(ctx, store.Node{ClusterID: ids[i], Name: "node" + strconv.Itoa(n+1), State: store.NodeCreated}); err != nil {
-				st.Close()
-				return err
-			}
-		}
-	}
-	token := controlplane.NewSecret("dbp_")
-	if err := st.CreateToken(ctx, store.Token{ID: "tok-bench", Name: "bench", Hash: controlplane.HashSecret(token),
-		Grants: []store.Grant{{Namespace: "*", Role: "admin"}}, CreatedBy: "bench", CreatedAt: now}); err != nil {
-		st.Close()
-		return err
-	}
-	st.Close()
-
-	cfgPath := filepath.Join(dir, "server.yaml")
-	if err := os.WriteFile(cfgPath, []byte("listen: 127.0.0.1:0\ndata_dir: "+dir+"\n"), 0o644); err != nil {
-		return err
-	}
-	args := []string{"serve", "--config", cfgPath, "--log-level", "error"}
-	if o.PprofAddr != "" {
-		args = append(args, "--pprof-listen", o.PprofAddr)
-	}
-	srv := exec.Command(filepath.Join(filepath.Dir(self), "dbpilot-server"), args...)
-	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := srv.StdoutPipe()
+	srv, base, stopServer, err := startBenchServer(dir, o.PprofAddr)
 	if err != nil {
 		return err
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	srv.Stderr = logf
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("start dbpilot-server (build it next to dbpilot-bench: make build): %w", err)
-	}
-	defer func() {
-		_ = syscall.Kill(-srv.Process.Pid, syscall.SIGTERM)
-		_ = srv.Wait()
-	}()
-	base, err := serverURL(stdout, 60*time.Second)
-	if err != nil {
-		return fmt.Errorf("dbpilot-server: %w (log: %s)", err, logf.Name())
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	defer stopServer()
 	fmt.Fprintf(out, "server %s pid %d, %d clusters × %d nodes seeded\n", base, srv.Process.Pid, o.Clusters, o.Nodes)
 
-	// Simulated agents.
-	log := zap.NewNop()
-	type node struct {
-		cluster, name string
-		rep           *report.Reporter
-		rev           int64
-	}
-	var sims []*node
-	rctx, stopReporters := context.WithCancel(ctx)
+	rctx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer func() { stopReporters(); wg.Wait() }()
-	for i, id := range ids {
-		u, _ := url.Parse(base + "/v1/ingest/events")
-		u.User = url.UserPassword(id, controlplane.IngestKey(secret, id))
-		for n := range o.Nodes {
-			tr := report.NewHTTPTransport(u.String(), 10*time.Second, nil)
-			r := report.NewReporter(tr, log, report.WithQueueSize(max(o.Pending, 1)), report.WithBackoff(50*time.Millisecond, time.Second))
-			wg.Add(1)
-			go func() { defer wg.Done(); r.Run(rctx) }()
-			sims = append(sims, &node{cluster: fmt.Sprintf("db%05d", i), name: "node" + strconv.Itoa(n+1), rep: r})
-		}
-	}
-	// Feeder: keep o.Pending events waiting (queued or in flight) at
-	// every Reporter: an agent whose events are produced faster than the
-	// server accepts them.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			for _, n := range sims {
-				for k := n.rep.Stats().Queued; k < max(o.Pending, 1); k++ {
-					n.rev++
-					h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: ns, Project: "default", Cluster: n.cluster}, Node: n.name,
-						Term: 1, Revision: n.rev, TimestampMS: time.Now().UnixMilli()}
-					e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource(ns, n.cluster, n.name), h,
-						proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: n.rev % 1000})
-					if err == nil {
-						n.rep.Publish(e)
-					}
-				}
-			}
-			select {
-			case <-rctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	delivered := func() (events, requests uint64) {
-		for _, n := range sims {
-			st := n.rep.Stats()
-			events += st.Delivered
-			requests += st.Requests
-		}
-		return events, requests
-	}
-
-	// API readers.
-	var (
-		latMu   sync.Mutex
-		lats    []time.Duration
-		apiErrs atomic.Int64
-	)
-	hc := &http.Client{Timeout: 10 * time.Second}
-	for range o.Readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; rctx.Err() == nil; i++ {
-				path := "/v1/namespaces/" + ns + "/clusters"
-				if i%2 == 1 {
-					path += "/" + ids[rand.IntN(len(ids))]
-				}
-				req, _ := http.NewRequestWithContext(rctx, http.MethodGet, base+path, nil)
-				req.Header.Set("Authorization", "Bearer "+token)
-				t0 := time.Now()
-				resp, err := hc.Do(req)
-				if err != nil {
-					if rctx.Err() == nil {
-						apiErrs.Add(1)
-					}
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				d := time.Since(t0)
-				if resp.StatusCode != http.StatusOK {
-					apiErrs.Add(1)
-					continue
-				}
-				latMu.Lock()
-				lats = append(lats, d)
-				latMu.Unlock()
-			}
-		}()
-	}
+	defer func() { stopLoad(); wg.Wait() }()
+	delivered := simulateAgents(rctx, &wg, base, seed, o)
+	lat := readAPI(rctx, &wg, base, seed, o.Readers)
 
 	select {
 	case <-ctx.Done():
@@ -277,9 +121,7 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 	}
 	var rs []cpRound
 	for r := range o.Rounds {
-		latMu.Lock()
-		lats = lats[:0]
-		latMu.Unlock()
+		lat.reset()
 		d0, q0 := delivered()
 		t0 := time.Now()
 		c0, _ := cpuTicks(srv.Process.Pid)
@@ -293,9 +135,7 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 		el := time.Since(t0)
 		c1, _ := cpuTicks(srv.Process.Pid)
 		s1, _ := cpuTicks(os.Getpid())
-		latMu.Lock()
-		p99, n := percentile(lats, 0.99), len(lats)
-		latMu.Unlock()
+		p99, n := lat.p99()
 		kb, err := rssKB(srv.Process.Pid)
 		if err != nil {
 			return err
@@ -305,7 +145,7 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 		fmt.Fprintf(out, "round %d: events_per_s=%.0f events_per_request=%.2f api_calls=%d api_p99_ms=%.1f rss_mb=%.0f server_cpu=%.2f cores simulator_cpu=%.2f cores\n",
 			r+1, x.eventsPerS, float64(d1-d0)/float64(max(q1-q0, 1)), n, ms(x.p99), x.rssMB, float64(c1-c0)/clockTicks/el.Seconds(), float64(s1-s0)/clockTicks/el.Seconds())
 	}
-	if e := apiErrs.Load(); e > 0 {
+	if e := lat.errs.Load(); e > 0 {
 		fmt.Fprintf(out, "api errors: %d\n", e)
 	}
 	eps := make([]float64, len(rs))
@@ -318,6 +158,224 @@ func benchControlPlane(ctx context.Context, out io.Writer, o cpBenchOptions) err
 	fmt.Fprintf(out, "bench-controlplane: clusters=%d nodes=%d events_per_s=%.0f api_p99_ms=%.1f rss_mb=%.0f\n",
 		o.Clusters, o.Clusters*o.Nodes, median(eps), median(p99s), median(rss))
 	return nil
+}
+
+// cpSeed is what seedControlPlane put into the store.
+type cpSeed struct {
+	// ids are the cluster ids ("c00000", …); cluster i is named db%05d.
+	ids []string
+	// secret derives the clusters' ingest keys.
+	secret []byte
+	// token is a platform admin's bearer token.
+	token string
+}
+
+// seedControlPlane writes dir/ingest.key and, before the server opens it,
+// seeds dir/dbpilot.db with o.Clusters Ready clusters of o.Nodes created
+// nodes each (no provisioning runs) and an admin token.
+func seedControlPlane(ctx context.Context, dir string, o cpBenchOptions) (cpSeed, error) {
+	seed := cpSeed{secret: []byte(strings.Repeat("b", 64)), token: controlplane.NewSecret("dbp_")}
+	if err := os.WriteFile(filepath.Join(dir, "ingest.key"), seed.secret, 0o600); err != nil {
+		return seed, err
+	}
+	st, err := store.Open(ctx, filepath.Join(dir, "dbpilot.db"))
+	if err != nil {
+		return seed, err
+	}
+	defer st.Close()
+	if _, err := st.CreateNamespace(ctx, cpBenchNS); err != nil && !errors.Is(err, store.ErrConflict) {
+		return seed, err
+	}
+	now := time.Now()
+	seed.ids = make([]string, o.Clusters)
+	for i := range o.Clusters {
+		id := fmt.Sprintf("c%05d", i)
+		seed.ids[i] = id
+		c := store.Cluster{ID: id, Namespace: cpBenchNS, Project: "default", Name: fmt.Sprintf("db%05d", i), Engine: "postgres", Version: "16",
+			Template: "postgres-16", Plan: "small", Provider: "process", Replicas: o.Nodes, SynchronousMode: "off",
+			Phase: store.PhaseReady, CreatedAt: now, UpdatedAt: now}
+		op := store.Operation{ID: "op-" + id, Namespace: cpBenchNS, ClusterID: id, Kind: controlplane.KindCreate, State: store.OpSucceeded, CreatedAt: now, UpdatedAt: now}
+		if err := st.CreateCluster(ctx, c, op); err != nil {
+			return seed, err
+		}
+		// The control plane applies events only for nodes it provisioned.
+		for n := range o.Nodes {
+			if err := st.UpsertNode(ctx, store.Node{ClusterID: id, Name: "node" + strconv.Itoa(n+1), State: store.NodeCreated}); err != nil {
+				return seed, err
+			}
+		}
+	}
+	return seed, st.CreateToken(ctx, store.Token{ID: "tok-bench", Name: "bench", Hash: controlplane.HashSecret(seed.token),
+		Grants: []store.Grant{{Namespace: "*", Role: "admin"}}, CreatedBy: "bench", CreatedAt: now})
+}
+
+// startBenchServer starts dbpilot-server (next to this binary) on dir in
+// its own process group, with pprof on pprofAddr unless empty, and returns
+// it with its API URL and a stop function (SIGTERM to the group, then
+// wait). Its log is dir/server.log.
+func startBenchServer(dir, pprofAddr string) (srv *exec.Cmd, base string, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cfgPath := filepath.Join(dir, "server.yaml")
+	if err := os.WriteFile(cfgPath, []byte("listen: 127.0.0.1:0\ndata_dir: "+dir+"\n"), 0o644); err != nil {
+		return nil, "", nil, err
+	}
+	args := []string{"serve", "--config", cfgPath, "--log-level", "error"}
+	if pprofAddr != "" {
+		args = append(args, "--pprof-listen", pprofAddr)
+	}
+	srv = exec.Command(filepath.Join(filepath.Dir(self), "dbpilot-server"), args...)
+	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	srv.Stderr = logf
+	if err := srv.Start(); err != nil {
+		logf.Close()
+		return nil, "", nil, fmt.Errorf("start dbpilot-server (build it next to dbpilot-bench: make build): %w", err)
+	}
+	stop = func() {
+		_ = syscall.Kill(-srv.Process.Pid, syscall.SIGTERM)
+		_ = srv.Wait()
+		logf.Close()
+	}
+	base, err = serverURL(stdout, 60*time.Second)
+	if err != nil {
+		stop()
+		return nil, "", nil, fmt.Errorf("dbpilot-server: %w (log: %s)", err, logf.Name())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	return srv, base, stop, nil
+}
+
+// simulateAgents starts one Reporter per seeded node, posting to base's
+// ingest endpoint with its cluster's key, and a feeder that keeps
+// o.Pending events waiting (queued or in flight) at every Reporter: an
+// agent whose events are produced faster than the server accepts them.
+// All run in wg until ctx ends. delivered sums the Reporters' delivered
+// events and requests.
+func simulateAgents(ctx context.Context, wg *sync.WaitGroup, base string, seed cpSeed, o cpBenchOptions) (delivered func() (events, requests uint64)) {
+	log := zap.NewNop()
+	type node struct {
+		cluster, name string
+		rep           *report.Reporter
+		rev           int64
+	}
+	var sims []*node
+	for i, id := range seed.ids {
+		u, _ := url.Parse(base + "/v1/ingest/events")
+		u.User = url.UserPassword(id, controlplane.IngestKey(seed.secret, id))
+		for n := range o.Nodes {
+			tr := report.NewHTTPTransport(u.String(), 10*time.Second, nil)
+			r := report.NewReporter(tr, log, report.WithQueueSize(max(o.Pending, 1)), report.WithBackoff(50*time.Millisecond, time.Second))
+			wg.Add(1)
+			go func() { defer wg.Done(); r.Run(ctx) }()
+			sims = append(sims, &node{cluster: fmt.Sprintf("db%05d", i), name: "node" + strconv.Itoa(n+1), rep: r})
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, n := range sims {
+				for k := n.rep.Stats().Queued; k < max(o.Pending, 1); k++ {
+					n.rev++
+					h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: cpBenchNS, Project: "default", Cluster: n.cluster}, Node: n.name,
+						Term: 1, Revision: n.rev, TimestampMS: time.Now().UnixMilli()}
+					e, err := proto.NewEnvelope(proto.TypeMemberState, proto.AgentSource(cpBenchNS, n.cluster, n.name), h,
+						proto.MemberState{Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, LagBytes: n.rev % 1000})
+					if err == nil {
+						n.rep.Publish(e)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (events, requests uint64) {
+		for _, n := range sims {
+			st := n.rep.Stats()
+			events += st.Delivered
+			requests += st.Requests
+		}
+		return events, requests
+	}
+}
+
+// apiLatencies collects the latencies of the API readers' successful
+// calls and counts the failed ones.
+type apiLatencies struct {
+	mu   sync.Mutex
+	lats []time.Duration
+	errs atomic.Int64
+}
+
+func (l *apiLatencies) reset() {
+	l.mu.Lock()
+	l.lats = l.lats[:0]
+	l.mu.Unlock()
+}
+
+// p99 returns the 99th percentile since the last reset and the number of
+// calls it is taken over.
+func (l *apiLatencies) p99() (time.Duration, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return percentile(l.lats, 0.99), len(l.lats)
+}
+
+// readAPI starts readers goroutines (in wg, until ctx ends) that list the
+// seeded clusters and get one at random, alternately, as the platform
+// admin.
+func readAPI(ctx context.Context, wg *sync.WaitGroup, base string, seed cpSeed, readers int) *apiLatencies {
+	l := &apiLatencies{}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				path := "/v1/namespaces/" + cpBenchNS + "/clusters"
+				if i%2 == 1 {
+					path += "/" + seed.ids[rand.IntN(len(seed.ids))]
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+				req.Header.Set("Authorization", "Bearer "+seed.token)
+				t0 := time.Now()
+				resp, err := hc.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						l.errs.Add(1)
+					}
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				d := time.Since(t0)
+				if resp.StatusCode != http.StatusOK {
+					l.errs.Add(1)
+					continue
+				}
+				l.mu.Lock()
+				l.lats = append(l.lats, d)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
 }
 
 // serverURL reads "dbpilot-server: API at URL" from the server's stdout.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // TestCLI drives every command of the real dbpilot binary, in table and
@@ -150,7 +152,7 @@ func TestCLI(t *testing.T) {
 	if !strings.Contains(r.stdout, "Primary:  "+target) {
 		t.Fatalf("failover --wait: %s", r)
 	}
-	eventually(t, 30*time.Second, "events --follow -o json reports both primary changes", func() bool {
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, "events --follow -o json reports both primary changes", func() bool {
 		n := 0
 		for _, line := range strings.Split(follow.output(), "\n") {
 			var e map[string]any
@@ -162,7 +164,7 @@ func TestCLI(t *testing.T) {
 		}
 		return n >= 2
 	})
-	eventually(t, 30*time.Second, "events --follow table shows the change to "+target, func() bool {
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, "events --follow table shows the change to "+target, func() bool {
 		return strings.Contains(followTable.output(), "primary_changed") && strings.Contains(followTable.output(), target+" is primary (switchover")
 	})
 	if code := follow.stop(); code != 0 {
@@ -333,7 +335,7 @@ func TestCLI(t *testing.T) {
 
 	// delete: refused without --yes off a terminal; then gone (exit 3).
 	c.exit(2, []string{"cluster", "delete", "demo"}, "refusing without --yes")
-	eventually(t, 2*time.Minute, "the background restart finishes", func() bool {
+	testutil.Eventually(t, 2*time.Minute, 200*time.Millisecond, "the background restart finishes", func() bool {
 		ops := c.json("cluster", "get", "demo")
 		return ops["phase"] == "Ready" && c.run("cluster", "delete", "demo", "--yes", "--wait").code == 0
 	})

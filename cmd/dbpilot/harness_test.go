@@ -303,19 +303,6 @@ func (b *background) stop() int {
 	return b.cmd.ProcessState.ExitCode()
 }
 
-// eventually polls cond every 200 ms until it holds or the deadline
-// passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // runTTY runs dbpilot with stdin and stderr on a pseudo-terminal (stdout
 // stays a pipe), typing input; it returns what the terminal showed.
 func (c *cli) runTTY(input string, args ...string) (r result, terminal string) {

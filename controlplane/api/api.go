@@ -91,21 +91,44 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 // document is tested against it).
 func (a *API) Routes() []string { return append([]string(nil), a.patterns...) }
 
-func (a *API) handle(pattern string, h http.HandlerFunc) {
+// handlerFunc is a handler that answers a failure by returning it: its
+// ServeHTTP writes a returned error with writeErr (the JSON error body;
+// the status of a *proto.APIError, 404 for store.ErrNotFound, 409 for
+// store.ErrConflict, else 500 "internal"). A handler returns an error only
+// before it has written anything.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// ServeHTTP implements http.Handler: it runs h and writes its error.
+func (h handlerFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h(w, r); err != nil {
+		writeErr(w, err)
+	}
+}
+
+// authedFunc is a handler of an authenticated request (see API.authed):
+// like handlerFunc, a returned error is written as the JSON error body.
+type authedFunc func(w http.ResponseWriter, r *http.Request, p *principal) error
+
+func (a *API) handle(pattern string, h http.Handler) {
 	a.patterns = append(a.patterns, pattern)
-	a.mux.HandleFunc(pattern, h)
+	a.mux.Handle(pattern, h)
 }
 
 func (a *API) routes() {
-	pub := func(p string, h http.HandlerFunc) { a.handle(p, h) }
-	auth := func(p string, h func(http.ResponseWriter, *http.Request, *principal)) { a.handle(p, a.authed(h)) }
-	pub("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
-	pub("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+	pub := func(p string, h handlerFunc) { a.handle(p, h) }
+	auth := func(p string, h authedFunc) { a.handle(p, a.authed(h)) }
+	pub("GET /healthz", func(w http.ResponseWriter, _ *http.Request) error {
+		writeJSON(w, 200, map[string]string{"status": "ok"})
+		return nil
+	})
+	pub("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(proto.OpenAPI)
+		return nil
 	})
-	pub("GET /v1/version", func(w http.ResponseWriter, _ *http.Request) {
+	pub("GET /v1/version", func(w http.ResponseWriter, _ *http.Request) error {
 		writeJSON(w, 200, proto.ServerVersion{API: "v1", Version: buildinfo.String()})
+		return nil
 	})
 	pub("POST /v1/ingest/events", a.ingest)
 	pub("POST /v1/infra/hosts/enroll", a.enrollHost)
@@ -285,18 +308,14 @@ func pageOf(r *http.Request) (store.Page, error) {
 }
 
 // clusterRequest resolves the cluster a request names (for role; see
-// API.cluster) and then strictly decodes its body into a T. When either
-// fails it has answered with the error and ok is false.
-func clusterRequest[T any](a *API, w http.ResponseWriter, r *http.Request, p *principal, role string) (c store.Cluster, req T, ok bool) {
-	c, err := a.cluster(r, p, role)
+// API.cluster) and then strictly decodes its body into a T. The error is
+// API.cluster's or decode's, to be returned to the handler adapter.
+func clusterRequest[T any](a *API, r *http.Request, p *principal, role string) (c store.Cluster, req T, err error) {
+	c, err = a.cluster(r, p, role)
 	if err == nil {
 		err = decode(r, &req)
 	}
-	if err != nil {
-		writeErr(w, err)
-		return c, req, false
-	}
-	return c, req, true
+	return c, req, err
 }
 
 // writePage answers 200 with one page of a list: items converted by conv,

@@ -115,7 +115,7 @@ func (s *statusRecorder) Flush() {
 // fails authentication. A client IP whose failed requests exceed the
 // failure limit gets 429 with Retry-After, and those answers are not
 // audited.
-func (a *API) authed(h func(http.ResponseWriter, *http.Request, *principal)) http.HandlerFunc {
+func (a *API) authed(h authedFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		var p *principal
@@ -154,7 +154,9 @@ func (a *API) authed(h func(http.ResponseWriter, *http.Request, *principal)) htt
 			writeErr(rec, err)
 			return
 		}
-		h(rec, r, p)
+		if err := h(rec, r, p); err != nil {
+			writeErr(rec, err)
+		}
 	}
 }
 

@@ -18,45 +18,40 @@ func backupJSON(c store.Cluster, b store.Backup) proto.Backup {
 		VerifiedAt: ts(b.VerifiedAt), VerifyError: b.VerifyError}
 }
 
-func (a *API) listBackups(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listBackups(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleViewer)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	bs, err := a.d.Store.ListBackups(r.Context(), c.ID, pg)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, bs, func(b store.Backup) proto.Backup { return backupJSON(c, b) }, func(b store.Backup) string { return b.ID })
+	return nil
 }
 
 // runBackup starts a backup operation: the agents take the request
 // through etcd (docs/keyspace.md).
-func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleOperator)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	var req proto.BackupRunRequest
 	if r.ContentLength != 0 {
 		if err := decode(r, &req); err != nil {
-			writeErr(w, err)
-			return
+			return err
 		}
 	}
 	tpl, ok := a.template(r.Context(), c.Namespace, c.Template)
 	if !ok || tpl.Backup == nil || len(tpl.Backup.Jobs) == 0 {
-		writeErr(w, &proto.APIError{Status: 409, Code: "failed_precondition",
-			Message: "cluster " + c.Name + ": its template " + c.Template + " has no backup policy (backup.jobs)"})
-		return
+		return &proto.APIError{Status: 409, Code: "failed_precondition",
+			Message: "cluster " + c.Name + ": its template " + c.Template + " has no backup policy (backup.jobs)"}
 	}
 	if req.Job != "" {
 		found := false
@@ -64,39 +59,34 @@ func (a *API) runBackup(w http.ResponseWriter, r *http.Request, p *principal) {
 			found = found || (j.Name == req.Job && j.Method != "verify")
 		}
 		if !found {
-			writeErr(w, badRequest("job", "template %s has no backup job %q", tpl.Name, req.Job))
-			return
+			return badRequest("job", "template %s has no backup job %q", tpl.Name, req.Job)
 		}
 	}
-	a.startOperation(w, r, c, controlplane.KindBackup, "", controlplane.OpParams{Job: req.Job})
+	return a.startOperation(w, r, c, controlplane.KindBackup, "", controlplane.OpParams{Job: req.Job})
 }
 
 // restore creates a new cluster (same template, plan, replicas and
 // project as the source) whose first primary bootstraps from one of the
 // source's backups, replaying its archived WAL to target_time when given.
-func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
-	src, req, ok := clusterRequest[proto.RestoreRequest](a, w, r, p, RoleOperator)
-	if !ok {
-		return
+func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) error {
+	src, req, err := clusterRequest[proto.RestoreRequest](a, r, p, RoleOperator)
+	if err != nil {
+		return err
 	}
 	if err := checkName("target", req.Target); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if req.TargetTime != nil && req.TargetTime.After(time.Now().Add(time.Second)) {
-		writeErr(w, badRequest("target_time", "must not be in the future (got %s)", req.TargetTime.UTC().Format(time.RFC3339)))
-		return
+		return badRequest("target_time", "must not be in the future (got %s)", req.TargetTime.UTC().Format(time.RFC3339))
 	}
 	var chosen store.Backup
 	if req.BackupID != "" {
 		b, err := a.d.Store.GetBackup(r.Context(), src.ID, req.BackupID)
 		if err != nil || b.Status != store.BackupSucceeded || b.Method != "physical" {
-			writeErr(w, badRequest("backup_id", "cluster %s has no completed physical backup %q", src.Name, req.BackupID))
-			return
+			return badRequest("backup_id", "cluster %s has no completed physical backup %q", src.Name, req.BackupID)
 		}
 		if req.TargetTime != nil && req.TargetTime.Before(b.FinishedAt) {
-			writeErr(w, badRequest("target_time", "must be after the end of backup %s (%s)", b.ID, b.FinishedAt.Format(time.RFC3339)))
-			return
+			return badRequest("target_time", "must be after the end of backup %s (%s)", b.ID, b.FinishedAt.Format(time.RFC3339))
 		}
 		chosen = b
 	} else {
@@ -104,8 +94,7 @@ func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
 		for chosen.ID == "" {
 			bs, err := a.d.Store.ListBackups(r.Context(), src.ID, pg)
 			if err != nil {
-				writeErr(w, err)
-				return
+				return err
 			}
 			for _, b := range bs {
 				if b.Status == store.BackupSucceeded && b.Method == "physical" && (req.TargetTime == nil || !b.FinishedAt.After(*req.TargetTime)) {
@@ -123,8 +112,7 @@ func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
 			if req.TargetTime != nil {
 				msg += " finished before " + req.TargetTime.UTC().Format(time.RFC3339)
 			}
-			writeErr(w, &proto.APIError{Status: 409, Code: "failed_precondition", Message: msg + "; run `dbpilot backup run " + src.Name + "` first"})
-			return
+			return &proto.APIError{Status: 409, Code: "failed_precondition", Message: msg + "; run `dbpilot backup run " + src.Name + "` first"}
 		}
 	}
 	now := time.Now().UTC()
@@ -137,14 +125,13 @@ func (a *API) restore(w http.ResponseWriter, r *http.Request, p *principal) {
 		Params: mustParams(params), CreatedAt: now, UpdatedAt: now}
 	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "target",
-				Message: "target: cluster " + src.Project + "/" + req.Target + " already exists; restore into a new name, or delete it first"})
-			return
+			return &proto.APIError{Status: 409, Code: "already_exists", Field: "target",
+				Message: "target: cluster " + src.Project + "/" + req.Target + " already exists; restore into a new name, or delete it first"}
 		}
-		writeErr(w, err)
-		return
+		return err
 	}
 	a.publishOperation(r.Context(), op)
 	w.Header().Set("Location", "/v1/namespaces/"+src.Namespace+"/operations/"+op.ID)
 	writeJSON(w, 202, operationJSON(op))
+	return nil
 }

@@ -12,40 +12,37 @@ import (
 	"github.com/dbpilot/dbpilot/proto"
 )
 
-func (a *API) listCatalog(w http.ResponseWriter, _ *http.Request, _ *principal) {
+func (a *API) listCatalog(w http.ResponseWriter, _ *http.Request, _ *principal) error {
 	ts, err := catalog.Shipped()
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 200, proto.List[catalog.Template]{Items: ts})
+	return nil
 }
 
-func (a *API) getCatalog(w http.ResponseWriter, r *http.Request, _ *principal) {
+func (a *API) getCatalog(w http.ResponseWriter, r *http.Request, _ *principal) error {
 	t, ok := catalog.Lookup(r.PathValue("name"))
 	if !ok {
-		writeErr(w, notFound("template "+r.PathValue("name")))
-		return
+		return notFound("template " + r.PathValue("name"))
 	}
 	writeJSON(w, 200, t)
+	return nil
 }
 
 // listNSTemplates lists the shipped templates and the namespace's own.
-func (a *API) listNSTemplates(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listNSTemplates(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	out, err := catalog.Shipped()
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	uts, err := a.d.Store.ListTemplates(r.Context(), ns)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	for _, ut := range uts {
 		if t, err := catalog.FromJSON(ut.Body); err == nil {
@@ -53,34 +50,32 @@ func (a *API) listNSTemplates(w http.ResponseWriter, r *http.Request, p *princip
 		}
 	}
 	writeJSON(w, 200, proto.List[catalog.Template]{Items: out})
+	return nil
 }
 
-func (a *API) getNSTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) getNSTemplate(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	t, ok := a.template(r.Context(), ns, r.PathValue("name"))
 	if !ok {
-		writeErr(w, notFound("template "+r.PathValue("name")))
-		return
+		return notFound("template " + r.PathValue("name"))
 	}
 	writeJSON(w, 200, t)
+	return nil
 }
 
 // createTemplate validates and stores a user template (same rules as the
 // shipped ones; a shipped name cannot be shadowed).
-func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleAdmin); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	var t catalog.Template
 	if err := decode(r, &t); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	t.Builtin = false
 	// Templates choose what runs on the database hosts as the agent's
@@ -90,46 +85,39 @@ func (a *API) createTemplate(w http.ResponseWriter, r *http.Request, p *principa
 	approvedBy := ""
 	if priv := catalog.PrivilegedFields(t); len(priv) > 0 {
 		if !p.platformAdmin() {
-			writeErr(w, &proto.APIError{Status: 403, Code: "forbidden", Field: priv[0],
-				Message: fmt.Sprintf("%s: only a platform admin (admin on every namespace, \"*\") may set %s in a template: they decide what runs on the database hosts; remove them, or ask a platform admin to create the template", priv[0], strings.Join(priv, ", "))})
-			return
+			return &proto.APIError{Status: 403, Code: "forbidden", Field: priv[0],
+				Message: fmt.Sprintf("%s: only a platform admin (admin on every namespace, \"*\") may set %s in a template: they decide what runs on the database hosts; remove them, or ask a platform admin to create the template", priv[0], strings.Join(priv, ", "))}
 		}
 		approvedBy = p.TokenID
 	}
 	if err := catalog.Validate(t); err != nil {
 		var fe catalog.FieldError
 		if errors.As(err, &fe) {
-			writeErr(w, badRequest(fe.Field, "%s", strings.TrimPrefix(err.Error(), fe.Field+": ")))
-			return
+			return badRequest(fe.Field, "%s", strings.TrimPrefix(err.Error(), fe.Field+": "))
 		}
-		writeErr(w, badRequest("", "%v", err))
-		return
+		return badRequest("", "%v", err)
 	}
 	if _, ok := catalog.Lookup(t.Name); ok {
-		writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: " + t.Name + " is a shipped template"})
-		return
+		return &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: " + t.Name + " is a shipped template"}
 	}
 	body, err := catalog.ToStored(t, approvedBy)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if err := a.d.Store.PutTemplate(r.Context(), store.Template{Namespace: ns, Name: t.Name, Body: body, CreatedAt: time.Now().UTC()}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: template " + t.Name + " exists"})
-			return
+			return &proto.APIError{Status: 409, Code: "already_exists", Field: "name", Message: "name: template " + t.Name + " exists"}
 		}
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 201, t)
+	return nil
 }
 
-func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleAdmin); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	name := r.PathValue("name")
 	// A cluster's later operations (scale, restore, node replacement)
@@ -138,8 +126,7 @@ func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principa
 	for page := (store.Page{Limit: 1000}); ; {
 		cs, err := a.d.Store.ListClusters(r.Context(), ns, page)
 		if err != nil {
-			writeErr(w, err)
-			return
+			return err
 		}
 		for _, c := range cs {
 			if c.Template == name {
@@ -152,13 +139,12 @@ func (a *API) deleteTemplate(w http.ResponseWriter, r *http.Request, p *principa
 		page.After = cs[len(cs)-1].ID
 	}
 	if len(users) > 0 {
-		writeErr(w, &proto.APIError{Status: 409, Code: "conflict", Field: "name",
-			Message: fmt.Sprintf("name: template %s is used by clusters %s; delete those clusters first", name, strings.Join(users, ", "))})
-		return
+		return &proto.APIError{Status: 409, Code: "conflict", Field: "name",
+			Message: fmt.Sprintf("name: template %s is used by clusters %s; delete those clusters first", name, strings.Join(users, ", "))}
 	}
 	if err := a.d.Store.DeleteTemplate(r.Context(), ns, name); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

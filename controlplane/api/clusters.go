@@ -71,49 +71,71 @@ func (a *API) usableTemplate(ctx context.Context, ns, name string) (catalog.Temp
 	return t, nil
 }
 
-func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleOperator); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	var req proto.ClusterCreate
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
+	tpl, replicas, err := a.completeClusterCreate(r.Context(), ns, &req)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	c := store.Cluster{ID: newID("c"), Namespace: ns, Project: req.Project, Name: req.Name, Engine: req.Engine, Version: req.Version,
+		Template: tpl.Name, Plan: req.Plan, Provider: req.Provider, Replicas: replicas, SynchronousMode: req.SynchronousMode,
+		Phase: store.PhasePending, IngestKeyHash: "hmac", CreatedAt: now, UpdatedAt: now}
+	op := store.Operation{ID: newID("op"), Namespace: ns, ClusterID: c.ID, Kind: controlplane.KindCreate, State: store.OpPending,
+		CreatedAt: now, UpdatedAt: now}
+	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return &proto.APIError{Status: 409, Code: "already_exists", Message: "name: cluster " + req.Project + "/" + req.Name + " already exists", Field: "name"}
+		}
+		return err
+	}
+	a.publishOperation(r.Context(), op)
+	w.Header().Set("Location", "/v1/namespaces/"+ns+"/operations/"+op.ID)
+	writeJSON(w, 202, operationJSON(op))
+	return nil
+}
+
+// completeClusterCreate fills in the defaults of a create request in
+// namespace ns (project "default", template postgres-15, the template's
+// engine and version, plan "small", 3 replicas, synchronous_mode "off",
+// the first configured provider) and checks every field, in that order.
+// It returns the template and the replica count; the error is a 400
+// naming the first bad field, or the template's refusal (usableTemplate).
+func (a *API) completeClusterCreate(ctx context.Context, ns string, req *proto.ClusterCreate) (catalog.Template, int, error) {
 	if err := checkName("name", req.Name); err != nil {
-		writeErr(w, err)
-		return
+		return catalog.Template{}, 0, err
 	}
 	if req.Project == "" {
 		req.Project = "default"
 	}
-	if _, err := a.d.Store.GetProject(r.Context(), ns, req.Project); err != nil {
-		writeErr(w, badRequest("project", "no project %q in namespace %s", req.Project, ns))
-		return
+	if _, err := a.d.Store.GetProject(ctx, ns, req.Project); err != nil {
+		return catalog.Template{}, 0, badRequest("project", "no project %q in namespace %s", req.Project, ns)
 	}
 	if req.Template == "" {
 		req.Template = "postgres-15"
 	}
-	tpl, err := a.usableTemplate(r.Context(), ns, req.Template)
+	tpl, err := a.usableTemplate(ctx, ns, req.Template)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return catalog.Template{}, 0, err
 	}
 	if req.Engine == "" {
 		req.Engine = tpl.Engine
 	}
 	if req.Engine != tpl.Engine {
-		writeErr(w, badRequest("engine", "template %s is for %s (got %q)", tpl.Name, tpl.Engine, req.Engine))
-		return
+		return catalog.Template{}, 0, badRequest("engine", "template %s is for %s (got %q)", tpl.Name, tpl.Engine, req.Engine)
 	}
 	if req.Version == "" {
 		req.Version = tpl.EngineVersion
 	}
 	if req.Version != tpl.EngineVersion {
-		writeErr(w, badRequest("version", "template %s provides %s %s (got %q)", tpl.Name, tpl.Engine, tpl.EngineVersion, req.Version))
-		return
+		return catalog.Template{}, 0, badRequest("version", "template %s provides %s %s (got %q)", tpl.Name, tpl.Engine, tpl.EngineVersion, req.Version)
 	}
 	if req.Plan == "" {
 		req.Plan = "small"
@@ -124,23 +146,20 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 			plans = append(plans, k)
 		}
 		sort.Strings(plans)
-		writeErr(w, badRequest("plan", "template %s has plans %v (got %q)", tpl.Name, plans, req.Plan))
-		return
+		return catalog.Template{}, 0, badRequest("plan", "template %s has plans %v (got %q)", tpl.Name, plans, req.Plan)
 	}
 	replicas := 3
 	if req.Replicas != nil {
 		replicas = *req.Replicas
 	}
 	if replicas < MinReplicas || replicas > MaxReplicas {
-		writeErr(w, badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, replicas))
-		return
+		return catalog.Template{}, 0, badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, replicas)
 	}
 	if req.SynchronousMode == "" {
 		req.SynchronousMode = "off"
 	}
 	if req.SynchronousMode != "on" && req.SynchronousMode != "off" {
-		writeErr(w, badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", req.SynchronousMode))
-		return
+		return catalog.Template{}, 0, badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", req.SynchronousMode)
 	}
 	if req.Provider == "" && len(a.d.Providers) > 0 {
 		req.Provider = a.d.Providers[0]
@@ -150,26 +169,9 @@ func (a *API) createCluster(w http.ResponseWriter, r *http.Request, p *principal
 		known = known || pn == req.Provider
 	}
 	if !known {
-		writeErr(w, badRequest("provider", "must be one of %v (got %q)", a.d.Providers, req.Provider))
-		return
+		return catalog.Template{}, 0, badRequest("provider", "must be one of %v (got %q)", a.d.Providers, req.Provider)
 	}
-	now := time.Now().UTC()
-	c := store.Cluster{ID: newID("c"), Namespace: ns, Project: req.Project, Name: req.Name, Engine: req.Engine, Version: req.Version,
-		Template: tpl.Name, Plan: req.Plan, Provider: req.Provider, Replicas: replicas, SynchronousMode: req.SynchronousMode,
-		Phase: store.PhasePending, IngestKeyHash: "hmac", CreatedAt: now, UpdatedAt: now}
-	op := store.Operation{ID: newID("op"), Namespace: ns, ClusterID: c.ID, Kind: controlplane.KindCreate, State: store.OpPending,
-		CreatedAt: now, UpdatedAt: now}
-	if err := a.d.Store.CreateCluster(r.Context(), c, op); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, &proto.APIError{Status: 409, Code: "already_exists", Message: "name: cluster " + req.Project + "/" + req.Name + " already exists", Field: "name"})
-			return
-		}
-		writeErr(w, err)
-		return
-	}
-	a.publishOperation(r.Context(), op)
-	w.Header().Set("Location", "/v1/namespaces/"+ns+"/operations/"+op.ID)
-	writeJSON(w, 202, operationJSON(op))
+	return tpl, replicas, nil
 }
 
 // cluster resolves {cluster} (an id or a name) inside {ns}.
@@ -195,23 +197,21 @@ func (a *API) cluster(r *http.Request, p *principal, role string) (store.Cluster
 		Message: "project: cluster name " + ref + " exists in several projects; add ?project= or use the id"}
 }
 
-func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	cs, err := a.d.Store.ListClusters(r.Context(), ns, pg)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, cs, func(c store.Cluster) proto.Cluster { return clusterJSON(c) }, func(c store.Cluster) string { return c.ID })
+	return nil
 }
 
 // members merges the projection's provisioned nodes with a live etcd read
@@ -257,76 +257,70 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, err
 	return out, nil
 }
 
-func (a *API) getCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) getCluster(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleViewer)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	cj := clusterJSON(c)
 	if cj.Members, err = a.members(r.Context(), c); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 200, cj)
+	return nil
 }
 
-func (a *API) listNodes(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleViewer)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	ms, err := a.members(r.Context(), c)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 200, proto.List[proto.Member]{Items: ms})
+	return nil
 }
 
 // startOperation persists and publishes an operation on c.
-func (a *API) startOperation(w http.ResponseWriter, r *http.Request, c store.Cluster, kind, phase string, params controlplane.OpParams) {
+func (a *API) startOperation(w http.ResponseWriter, r *http.Request, c store.Cluster, kind, phase string, params controlplane.OpParams) error {
 	b, _ := json.Marshal(params)
 	now := time.Now().UTC()
 	op := store.Operation{ID: newID("op"), Namespace: c.Namespace, ClusterID: c.ID, Kind: kind, State: store.OpPending,
 		Params: b, CreatedAt: now, UpdatedAt: now}
 	if err := a.d.Store.CreateOperation(r.Context(), op, phase); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			writeErr(w, conflict("another operation on cluster "+c.Name+" is in progress; wait for it to finish"))
-			return
+			return conflict("another operation on cluster " + c.Name + " is in progress; wait for it to finish")
 		}
-		writeErr(w, err)
-		return
+		return err
 	}
 	a.publishOperation(r.Context(), op)
 	w.Header().Set("Location", "/v1/namespaces/"+c.Namespace+"/operations/"+op.ID)
 	writeJSON(w, 202, operationJSON(op))
+	return nil
 }
 
-func (a *API) deleteCluster(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) deleteCluster(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleOperator)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
-	a.startOperation(w, r, c, controlplane.KindDelete, store.PhaseDeleting, controlplane.OpParams{})
+	return a.startOperation(w, r, c, controlplane.KindDelete, store.PhaseDeleting, controlplane.OpParams{})
 }
 
-func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal) {
-	c, req, ok := clusterRequest[proto.ScaleRequest](a, w, r, p, RoleOperator)
-	if !ok {
-		return
+func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal) error {
+	c, req, err := clusterRequest[proto.ScaleRequest](a, r, p, RoleOperator)
+	if err != nil {
+		return err
 	}
 	if req.Replicas == nil {
-		writeErr(w, badRequest("replicas", "required"))
-		return
+		return badRequest("replicas", "required")
 	}
 	if *req.Replicas < MinReplicas || *req.Replicas > MaxReplicas {
-		writeErr(w, badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, *req.Replicas))
-		return
+		return badRequest("replicas", "must be in [%d, %d] (got %d)", MinReplicas, MaxReplicas, *req.Replicas)
 	}
-	a.startOperation(w, r, c, controlplane.KindScale, store.PhaseProvisioning, controlplane.OpParams{Replicas: *req.Replicas})
+	return a.startOperation(w, r, c, controlplane.KindScale, store.PhaseProvisioning, controlplane.OpParams{Replicas: *req.Replicas})
 }
 
 // updateCluster changes synchronous_mode on a live cluster (operator): it
@@ -334,49 +328,44 @@ func (a *API) scaleCluster(w http.ResponseWriter, r *http.Request, p *principal)
 // records the mode and waits until the primary reports it in effect.
 // Errors: 400 naming synchronous_mode when it is missing or not "on"/"off";
 // 409 while another operation runs on the cluster.
-func (a *API) updateCluster(w http.ResponseWriter, r *http.Request, p *principal) {
-	c, req, ok := clusterRequest[proto.ClusterUpdate](a, w, r, p, RoleOperator)
-	if !ok {
-		return
+func (a *API) updateCluster(w http.ResponseWriter, r *http.Request, p *principal) error {
+	c, req, err := clusterRequest[proto.ClusterUpdate](a, r, p, RoleOperator)
+	if err != nil {
+		return err
 	}
 	if req.SynchronousMode == nil {
-		writeErr(w, badRequest("synchronous_mode", "required: the setting to change (\"on\" or \"off\"; the only one that can change on a live cluster)"))
-		return
+		return badRequest("synchronous_mode", "required: the setting to change (\"on\" or \"off\"; the only one that can change on a live cluster)")
 	}
 	if m := *req.SynchronousMode; m != "on" && m != "off" {
-		writeErr(w, badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", m))
-		return
+		return badRequest("synchronous_mode", "must be \"on\" or \"off\" (got %q)", m)
 	}
-	a.startOperation(w, r, c, controlplane.KindUpdate, "", controlplane.OpParams{SynchronousMode: *req.SynchronousMode})
+	return a.startOperation(w, r, c, controlplane.KindUpdate, "", controlplane.OpParams{SynchronousMode: *req.SynchronousMode})
 }
 
-func (a *API) switchover(w http.ResponseWriter, r *http.Request, p *principal) {
-	a.changePrimary(w, r, p, controlplane.KindSwitchover)
+func (a *API) switchover(w http.ResponseWriter, r *http.Request, p *principal) error {
+	return a.changePrimary(w, r, p, controlplane.KindSwitchover)
 }
 
-func (a *API) failover(w http.ResponseWriter, r *http.Request, p *principal) {
-	a.changePrimary(w, r, p, controlplane.KindFailover)
+func (a *API) failover(w http.ResponseWriter, r *http.Request, p *principal) error {
+	return a.changePrimary(w, r, p, controlplane.KindFailover)
 }
 
-func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal, kind string) {
-	c, req, ok := clusterRequest[proto.SwitchoverRequest](a, w, r, p, RoleOperator)
-	if !ok {
-		return
+func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal, kind string) error {
+	c, req, err := clusterRequest[proto.SwitchoverRequest](a, r, p, RoleOperator)
+	if err != nil {
+		return err
 	}
 	if kind == controlplane.KindFailover {
 		if req.To == "" {
-			writeErr(w, badRequest("to", "required: the replica to promote"))
-			return
+			return badRequest("to", "required: the replica to promote")
 		}
 		if req.From != "" {
-			writeErr(w, badRequest("from", "not allowed for a failover (the current primary may be gone)"))
-			return
+			return badRequest("from", "not allowed for a failover (the current primary may be gone)")
 		}
 	}
 	nodes, err := a.d.Store.ListNodes(r.Context(), c.ID)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	// Only nodes the control plane provisioned: a member that merely
 	// appeared in etcd or in an event is never a target.
@@ -389,67 +378,59 @@ func (a *API) changePrimary(w http.ResponseWriter, r *http.Request, p *principal
 		return false
 	}
 	if req.To != "" && !has(req.To) {
-		writeErr(w, badRequest("to", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.To, 64)))
-		return
+		return badRequest("to", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.To, 64))
 	}
 	if req.From != "" && !has(req.From) {
-		writeErr(w, badRequest("from", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.From, 64)))
-		return
+		return badRequest("from", "cluster %s has no provisioned node %s", c.Name, proto.Quote(req.From, 64))
 	}
 	if len(req.Reason) > 200 || proto.HasControl(req.Reason) {
-		writeErr(w, badRequest("reason", "must be at most 200 characters without control characters (got %d)", len(req.Reason)))
-		return
+		return badRequest("reason", "must be at most 200 characters without control characters (got %d)", len(req.Reason))
 	}
-	a.startOperation(w, r, c, kind, "", controlplane.OpParams{From: req.From, To: req.To, Reason: req.Reason})
+	return a.startOperation(w, r, c, kind, "", controlplane.OpParams{From: req.From, To: req.To, Reason: req.Reason})
 }
 
-func (a *API) restart(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) restart(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleOperator)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if r.ContentLength > 0 {
 		var req struct{}
 		if err := decode(r, &req); err != nil {
-			writeErr(w, err)
-			return
+			return err
 		}
 	}
-	a.startOperation(w, r, c, controlplane.KindRestart, "", controlplane.OpParams{})
+	return a.startOperation(w, r, c, controlplane.KindRestart, "", controlplane.OpParams{})
 }
 
-func (a *API) listOperations(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listOperations(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	ops, err := a.d.Store.ListOperations(r.Context(), ns, r.URL.Query().Get("cluster_id"), pg)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, ops, func(o store.Operation) proto.Operation { return operationJSON(o) }, func(o store.Operation) string { return o.ID })
+	return nil
 }
 
-func (a *API) getOperation(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) getOperation(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	o, err := a.d.Store.GetOperation(r.Context(), r.PathValue("id"))
 	if err != nil || o.Namespace != ns {
-		writeErr(w, notFound("operation "+r.PathValue("id")))
-		return
+		return notFound("operation " + r.PathValue("id"))
 	}
 	writeJSON(w, 200, operationJSON(o))
+	return nil
 }
 
 func mustParams(p controlplane.OpParams) []byte {

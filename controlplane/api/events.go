@@ -39,21 +39,18 @@ func eventFilter(r *http.Request, ns string) (store.EventFilter, error) {
 	return f, nil
 }
 
-func (a *API) listEvents(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	f, err := eventFilter(r, ns)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	es, err := a.d.Store.ListEvents(r.Context(), f)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	out := proto.List[proto.Event]{Items: []proto.Event{}}
 	for _, e := range es {
@@ -63,6 +60,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request, p *principal) {
 		out.NextPageToken = strconv.FormatInt(es[len(es)-1].Seq, 10)
 	}
 	writeJSON(w, 200, out)
+	return nil
 }
 
 // StreamRecheckInterval is how often an event stream checks that its
@@ -99,16 +97,14 @@ func (a *API) streamRevoked(ctx context.Context, p *principal, ns store.Namespac
 // proxies from closing the stream. The stream ends (after a comment
 // saying why) within StreamRecheckInterval of its token being revoked or
 // losing the namespace, or of the namespace being deleted.
-func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	f, err := eventFilter(r, ns)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if s := r.Header.Get("Last-Event-ID"); s != "" {
 		if v, err := strconv.ParseInt(s, 10, 64); err == nil {
@@ -117,13 +113,11 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 	}
 	cur, err := a.d.Store.GetNamespace(r.Context(), ns)
 	if err != nil {
-		writeErr(w, notFound("namespace "+ns))
-		return
+		return notFound("namespace " + ns)
 	}
 	fl, ok := w.(http.Flusher)
 	if !ok {
-		writeErr(w, &proto.APIError{Status: 500, Code: "internal", Message: "streaming unsupported"})
-		return
+		return &proto.APIError{Status: 500, Code: "internal", Message: "streaming unsupported"}
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -145,19 +139,19 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 		select { // also while a backlog is sent page by page, or events keep coming
 		case <-recheck.C:
 			if closed() {
-				return
+				return nil
 			}
 		default:
 		}
 		changed := a.d.Projection.Changed()
 		es, err := a.d.Store.ListEvents(r.Context(), f)
 		if err != nil {
-			return
+			return nil
 		}
 		for _, e := range es {
 			b, _ := json.Marshal(eventJSON(e))
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.Type, b); err != nil {
-				return
+				return nil
 			}
 			f.AfterSeq = e.Seq
 		}
@@ -171,19 +165,19 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, p *principal)
 		for {
 			select {
 			case <-r.Context().Done():
-				return
+				return nil
 			case <-changed:
 				break wait
 			case <-poll:
 				break wait
 			case <-keepalive.C:
 				if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil {
-					return
+					return nil
 				}
 				fl.Flush()
 			case <-recheck.C:
 				if closed() {
-					return
+					return nil
 				}
 			}
 		}

@@ -51,25 +51,24 @@ func noBody(r *http.Request) error {
 }
 
 // writeHost answers a host with its node count.
-func (a *API) writeHost(w http.ResponseWriter, r *http.Request, id string) {
+func (a *API) writeHost(w http.ResponseWriter, r *http.Request, id string) error {
 	h, err := a.d.Store.GetHost(r.Context(), id)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	count, err := a.nodesPerHost(r.Context())
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	hj := hostJSON(h)
 	hj.Nodes = count[h.ID]
 	writeJSON(w, 200, hj)
+	return nil
 }
 
 // cordonHost stops new allocations on a host; its nodes keep running.
 // Idempotent. Platform admin.
-func (a *API) cordonHost(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) cordonHost(w http.ResponseWriter, r *http.Request, p *principal) error {
 	h, err := a.fleetHost(r, p)
 	if err == nil {
 		err = noBody(r)
@@ -78,37 +77,32 @@ func (a *API) cordonHost(w http.ResponseWriter, r *http.Request, p *principal) {
 		err = a.d.Store.SetHostState(r.Context(), h.ID, store.HostCordoned)
 	}
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	a.d.Log.Info("host cordoned", zap.String("host", h.Name), zap.String("by", p.Name))
-	a.writeHost(w, r, h.ID)
+	return a.writeHost(w, r, h.ID)
 }
 
 // uncordonHost lets a cordoned host take allocations again; refused (409)
 // while a drain of the host is unfinished. Platform admin.
-func (a *API) uncordonHost(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) uncordonHost(w http.ResponseWriter, r *http.Request, p *principal) error {
 	h, err := a.fleetHost(r, p)
 	if err == nil {
 		err = noBody(r)
 	}
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if op, ok, err := a.unfinishedDrain(r.Context(), h.ID); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	} else if ok {
-		writeErr(w, conflict("host "+h.Name+" is being drained (operation "+op.ID+"); wait for it to end before uncordoning"))
-		return
+		return conflict("host " + h.Name + " is being drained (operation " + op.ID + "); wait for it to end before uncordoning")
 	}
 	if err := a.d.Store.SetHostState(r.Context(), h.ID, store.HostReady); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	a.d.Log.Info("host uncordoned", zap.String("host", h.Name), zap.String("by", p.Name))
-	a.writeHost(w, r, h.ID)
+	return a.writeHost(w, r, h.ID)
 }
 
 func (a *API) unfinishedDrain(ctx context.Context, hostID string) (store.Operation, bool, error) {
@@ -129,19 +123,17 @@ func (a *API) unfinishedDrain(ctx context.Context, hostID string) (store.Operati
 // controlplane.KindDrain). 202 with the operation, to poll at
 // GET /v1/infra/operations/{id}; 409 while the host is drained already.
 // Platform admin.
-func (a *API) drainHost(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) drainHost(w http.ResponseWriter, r *http.Request, p *principal) error {
 	h, err := a.fleetHost(r, p)
 	if err == nil {
 		err = noBody(r)
 	}
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	// Cordon now: nothing new lands on the host from this answer on.
 	if err := a.d.Store.SetHostState(r.Context(), h.ID, store.HostCordoned); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	now := time.Now().UTC()
 	op := store.Operation{ID: newID("op"), ClusterID: h.ID, Kind: controlplane.KindDrain, State: store.OpPending,
@@ -154,51 +146,46 @@ func (a *API) drainHost(w http.ResponseWriter, r *http.Request, p *principal) {
 				err = conflict("host " + h.Name + " is being drained already")
 			}
 		}
-		writeErr(w, err)
-		return
+		return err
 	}
 	a.d.Log.Info("host drain requested", zap.String("host", h.Name), zap.String("operation", op.ID), zap.String("by", p.Name))
 	a.publishOperation(r.Context(), op)
 	w.Header().Set("Location", "/v1/infra/operations/"+op.ID)
 	writeJSON(w, 202, operationJSON(op))
+	return nil
 }
 
 // getInfraOperation returns any operation by id, including the host-level
 // ones (drain) that belong to no namespace. Platform admin.
-func (a *API) getInfraOperation(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) getInfraOperation(w http.ResponseWriter, r *http.Request, p *principal) error {
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("the fleet needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("the fleet needs the admin role on every namespace (\"*\")")
 	}
 	o, err := a.d.Store.GetOperation(r.Context(), r.PathValue("id"))
 	if err != nil {
-		writeErr(w, notFound("operation "+r.PathValue("id")))
-		return
+		return notFound("operation " + r.PathValue("id"))
 	}
 	writeJSON(w, 200, operationJSON(o))
+	return nil
 }
 
 // ackAssignment records what a host applied for one of its nodes (host
 // credential): body {"restart_generation", "config_sha256",
 // "config_error"}. 204; 404 when the node is not assigned to this host.
-func (a *API) ackAssignment(w http.ResponseWriter, r *http.Request) {
+func (a *API) ackAssignment(w http.ResponseWriter, r *http.Request) error {
 	h, err := a.hostFromCredential(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	var req proto.AssignmentAck
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	switch {
 	case req.RestartGeneration < 0:
-		writeErr(w, badRequest("restart_generation", "must be >= 0 (got %d)", req.RestartGeneration))
-		return
+		return badRequest("restart_generation", "must be >= 0 (got %d)", req.RestartGeneration)
 	case len(req.ConfigSHA256) > 64:
-		writeErr(w, badRequest("config_sha256", "must be a hex SHA-256 (64 characters, got %d)", len(req.ConfigSHA256)))
-		return
+		return badRequest("config_sha256", "must be a hex SHA-256 (64 characters, got %d)", len(req.ConfigSHA256))
 	case len(req.ConfigError) > 4000:
 		req.ConfigError = req.ConfigError[:4000]
 	}
@@ -207,12 +194,12 @@ func (a *API) ackAssignment(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrNotFound) {
 			err = &proto.APIError{Status: 404, Code: "not_found", Message: "no assignment " + cluster + "/" + node + " on this host"}
 		}
-		writeErr(w, err)
-		return
+		return err
 	}
 	if req.ConfigError != "" {
 		a.d.Log.Warn("host refused a node's agent config", zap.String("host", h.Name), zap.String("cluster", cluster), zap.String("node", node),
 			zap.String("error", req.ConfigError))
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

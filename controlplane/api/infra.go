@@ -25,35 +25,31 @@ func hostJSON(h store.Host) proto.Host {
 	return proto.Host{ID: h.ID, Name: h.Name, Address: h.Address, Labels: h.Labels, Capacity: proto.Resources(h.Capacity), State: h.State, CreatedAt: h.CreatedAt}
 }
 
-func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) createJoinToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("fleet enrolment needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("fleet enrolment needs the admin role on every namespace (\"*\")")
 	}
 	var req proto.JoinTokenCreate
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if req.TTLSeconds == 0 {
 		req.TTLSeconds = 3600
 	}
 	if err := checkLabels(req.Labels); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if req.TTLSeconds < 60 || req.TTLSeconds > 7*24*3600 {
-		writeErr(w, badRequest("ttl_seconds", "must be in [60, 604800] (got %d)", req.TTLSeconds))
-		return
+		return badRequest("ttl_seconds", "must be in [60, 604800] (got %d)", req.TTLSeconds)
 	}
 	secret := controlplane.NewSecret("dbpj_")
 	now := time.Now().UTC()
 	exp := now.Add(time.Duration(req.TTLSeconds) * time.Second)
 	if err := a.d.Store.CreateJoinToken(r.Context(), store.JoinToken{Hash: controlplane.HashSecret(secret), Labels: req.Labels, ExpiresAt: exp, CreatedAt: now}); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 201, proto.JoinToken{ExpiresAt: exp, Secret: secret, Labels: req.Labels})
+	return nil
 }
 
 // checkLabels applies the host label syntax (catalog.ValidLabel, the
@@ -68,34 +64,26 @@ func checkLabels(labels map[string]string) error {
 }
 
 // enrollHost is called by a host with a one-time join token (no bearer).
-func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
+func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) error {
 	var req proto.EnrollRequest
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	switch {
 	case req.JoinToken == "":
-		writeErr(w, badRequest("join_token", "required"))
-		return
+		return badRequest("join_token", "required")
 	case checkName("name", req.Name) != nil:
-		writeErr(w, checkName("name", req.Name))
-		return
+		return checkName("name", req.Name)
 	case req.Address == "" || len(req.Address) > 255 || proto.HasControl(req.Address) || strings.ContainsAny(req.Address, " /\\"):
-		writeErr(w, badRequest("address", "required: a host name or IP address (got %s)", proto.Quote(req.Address, 64)))
-		return
+		return badRequest("address", "required: a host name or IP address (got %s)", proto.Quote(req.Address, 64))
 	case checkLabels(req.Labels) != nil:
-		writeErr(w, checkLabels(req.Labels))
-		return
+		return checkLabels(req.Labels)
 	case req.Capacity.CPU < 1:
-		writeErr(w, badRequest("capacity.cpu", "must be >= 1 (got %d)", req.Capacity.CPU))
-		return
+		return badRequest("capacity.cpu", "must be >= 1 (got %d)", req.Capacity.CPU)
 	case req.Capacity.MemoryMB < 128:
-		writeErr(w, badRequest("capacity.memory_mb", "must be >= 128 (got %d)", req.Capacity.MemoryMB))
-		return
+		return badRequest("capacity.memory_mb", "must be >= 128 (got %d)", req.Capacity.MemoryMB)
 	case req.Capacity.DiskGB < 1:
-		writeErr(w, badRequest("capacity.disk_gb", "must be >= 1 (got %d)", req.Capacity.DiskGB))
-		return
+		return badRequest("capacity.disk_gb", "must be >= 1 (got %d)", req.Capacity.DiskGB)
 	}
 	cred := controlplane.NewSecret("dbph_")
 	h, err := a.d.Store.EnrollHost(r.Context(), controlplane.HashSecret(req.JoinToken), store.Host{ID: newID("h"), Name: req.Name,
@@ -105,34 +93,31 @@ func (a *API) enrollHost(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrNotFound) {
 			err = &proto.APIError{Status: 401, Code: "unauthenticated", Field: "join_token", Message: "join_token: unknown, used or expired"}
 		}
-		writeErr(w, err)
 		status = toAPIError(err).Status
 	}
 	a.d.Log.Info("host enrolment", zap.String("host", req.Name), zap.Int("status", status))
 	_ = a.d.Store.Audit(r.Context(), store.AuditEntry{At: time.Now().UTC(), Actor: "host " + req.Name, Action: auditAction(r),
 		Resource: r.URL.Path, Status: status, Result: http.StatusText(status)})
 	if err != nil {
-		return
+		return err
 	}
 	out := hostJSON(h)
 	out.Credential = cred
 	writeJSON(w, 201, out)
+	return nil
 }
 
-func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) error {
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("the fleet needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("the fleet needs the admin role on every namespace (\"*\")")
 	}
 	hs, err := a.d.Store.ListHosts(r.Context())
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	count, err := a.nodesPerHost(r.Context())
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	out := proto.List[proto.Host]{Items: []proto.Host{}}
 	for _, h := range hs {
@@ -141,6 +126,7 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, p *principal) {
 		out.Items = append(out.Items, hj)
 	}
 	writeJSON(w, 200, out)
+	return nil
 }
 
 // hostFromCredential authenticates a fleet host by its bearer credential.
@@ -162,17 +148,15 @@ func (a *API) hostFromCredential(r *http.Request) (store.Host, error) {
 // hostAssignments returns the agent configurations a fleet host must run
 // (authenticated with the host credential from enrolment). Each poll
 // records the host as seen.
-func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
+func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) error {
 	h, err := a.hostFromCredential(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	_ = a.d.Store.TouchHost(r.Context(), h.ID)
 	as, err := a.d.Store.ListAllocations(r.Context(), h.ID)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	out := proto.List[proto.Assignment]{Items: []proto.Assignment{}}
 	for _, x := range as {
@@ -181,8 +165,7 @@ func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
 			ConfigError: x.ConfigError}
 		if x.State == store.AllocActive {
 			if as.Credentials, err = a.d.Store.GetClusterCredentials(r.Context(), x.ClusterID); err != nil {
-				writeErr(w, err)
-				return
+				return err
 			}
 			if a.d.AgentEtcdPassword != nil {
 				as.EtcdPassword = a.d.AgentEtcdPassword(x.ClusterID)
@@ -191,24 +174,24 @@ func (a *API) hostAssignments(w http.ResponseWriter, r *http.Request) {
 		out.Items = append(out.Items, as)
 	}
 	writeJSON(w, 200, out)
+	return nil
 }
 
 // releaseAssignment is a host's acknowledgement that it stopped a
 // releasing node and removed its folder: the capacity is freed.
-func (a *API) releaseAssignment(w http.ResponseWriter, r *http.Request) {
+func (a *API) releaseAssignment(w http.ResponseWriter, r *http.Request) error {
 	h, err := a.hostFromCredential(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if err := a.d.Store.ReleaseOnHost(r.Context(), h.ID, r.PathValue("cluster"), r.PathValue("node")); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			err = &proto.APIError{Status: 404, Code: "not_found", Message: "no releasing assignment " + r.PathValue("cluster") + "/" + r.PathValue("node") + " on this host"}
 		}
-		writeErr(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // ingestCacheTTL bounds how long ingest trusts a cached cluster lookup;
@@ -249,30 +232,28 @@ func (a *API) ingestCluster(ctx context.Context, id string) (store.Cluster, erro
 // refused ones are listed and never worth a retry), 503 when an event
 // could not be stored (retry the whole batch: events are de-duplicated by
 // id).
-func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
+func (a *API) ingest(w http.ResponseWriter, r *http.Request) error {
 	select {
 	case a.ingestSlots <- struct{}{}:
 		defer func() { <-a.ingestSlots }()
 	case <-r.Context().Done():
-		return
+		return nil
 	}
 	id, key, ok := r.BasicAuth()
 	if !ok || controlplane.IngestKey(a.d.IngestSecret, id) != key {
-		writeErr(w, &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"})
-		return
+		return &proto.APIError{Status: 401, Code: "unauthenticated", Message: "invalid ingest credentials"}
 	}
 	c, err := a.ingestCluster(r.Context(), id)
 	if err != nil {
 		// The cluster was deleted: accept and drop, so agents that are
 		// still shutting down do not retry forever.
 		w.WriteHeader(http.StatusAccepted)
-		return
+		return nil
 	}
 	batch, ok := ingestMediaType(r.Header.Get("Content-Type"))
 	if !ok {
-		writeErr(w, &proto.APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
-			Message: fmt.Sprintf("Content-Type must be %s (one event) or %s (a batch) (got %s)", proto.MediaType, proto.BatchMediaType, proto.Quote(r.Header.Get("Content-Type"), 64))})
-		return
+		return &proto.APIError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Message: fmt.Sprintf("Content-Type must be %s (one event) or %s (a batch) (got %s)", proto.MediaType, proto.BatchMediaType, proto.Quote(r.Header.Get("Content-Type"), 64))}
 	}
 	limit := int64(maxBody)
 	if batch {
@@ -280,21 +261,17 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		writeErr(w, badRequest("", "read body: %v", err))
-		return
+		return badRequest("", "read body: %v", err)
 	}
 	if int64(len(body)) > limit {
-		writeErr(w, &proto.APIError{Status: 413, Code: "too_large", Message: fmt.Sprintf("body: larger than %d bytes; send fewer events per batch", limit)})
-		return
+		return &proto.APIError{Status: 413, Code: "too_large", Message: fmt.Sprintf("body: larger than %d bytes; send fewer events per batch", limit)}
 	}
 	if !batch {
-		a.ingestOne(w, r, c, body)
-		return
+		return a.ingestOne(w, r, c, body)
 	}
 	events, err := splitBatch(body)
 	if err != nil {
-		writeErr(w, badRequest("", "%v", err))
-		return
+		return badRequest("", "%v", err)
 	}
 	res := proto.BatchResult{Rejected: []proto.BatchRejection{}}
 	var publish [][]byte
@@ -323,28 +300,26 @@ func (a *API) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.SortFunc(res.Rejected, func(x, y proto.BatchRejection) int { return x.Index - y.Index })
 	if retry > 0 {
-		writeErr(w, &proto.APIError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("%d of %d events not stored; retry the batch", retry, len(events))})
-		return
+		return &proto.APIError{Status: 503, Code: "unavailable", Message: fmt.Sprintf("%d of %d events not stored; retry the batch", retry, len(events))}
 	}
 	writeJSON(w, http.StatusAccepted, res)
+	return nil
 }
 
 // ingestOne handles a single structured-mode event.
-func (a *API) ingestOne(w http.ResponseWriter, r *http.Request, c store.Cluster, body []byte) {
+func (a *API) ingestOne(w http.ResponseWriter, r *http.Request, c store.Cluster, body []byte) error {
 	if !controlplane.EventBelongsTo(body, c.Namespace, c.Project, c.Name) {
-		writeErr(w, &proto.APIError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Namespace + "/" + c.Project + "/" + c.Name + " (source and data.project must name it)"})
-		return
+		return &proto.APIError{Status: 403, Code: "forbidden", Message: "event is not for cluster " + c.Namespace + "/" + c.Project + "/" + c.Name + " (source and data.project must name it)"}
 	}
 	if err := a.d.Bus.Publish(r.Context(), controlplane.TopicAgentEvents, body); err != nil {
 		if errors.Is(err, controlplane.ErrMalformed) {
-			writeErr(w, badRequest("", "%v", err))
-			return
+			return badRequest("", "%v", err)
 		}
 		a.d.Log.Warn("ingest: publish failed; the agent retries", zap.Error(err))
-		writeErr(w, &proto.APIError{Status: 503, Code: "unavailable", Message: "event not stored; retry"})
-		return
+		return &proto.APIError{Status: 503, Code: "unavailable", Message: "event not stored; retry"}
 	}
 	w.WriteHeader(http.StatusAccepted)
+	return nil
 }
 
 // Ingest batch limits.
@@ -412,44 +387,39 @@ func splitBatch(body []byte) ([][]byte, error) {
 // machine. It holds the cluster credentials, so it needs the admin role in
 // the namespace. JSON by default ({cluster, node, user_data}); ?format=raw
 // answers the document itself (text/cloud-config).
-func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) nodeCloudInit(w http.ResponseWriter, r *http.Request, p *principal) error {
 	c, err := a.cluster(r, p, RoleAdmin)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	format := r.URL.Query().Get("format")
 	if format != "" && format != "json" && format != "raw" {
-		writeErr(w, badRequest("format", "must be json or raw (got %q)", format))
-		return
+		return badRequest("format", "must be json or raw (got %q)", format)
 	}
 	node := r.PathValue("node")
 	nodes, err := a.d.Store.ListNodes(r.Context(), c.ID)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	found := false
 	for _, n := range nodes {
 		found = found || (n.Name == node && n.Provisioned())
 	}
 	if !found {
-		writeErr(w, &proto.APIError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name})
-		return
+		return &proto.APIError{Status: 404, Code: "not_found", Field: "node", Message: "node: no node " + node + " in cluster " + c.Name}
 	}
 	if a.d.CloudInit == nil {
-		writeErr(w, &proto.APIError{Status: 501, Code: "not_implemented", Message: "cloud-init rendering is not configured on this server"})
-		return
+		return &proto.APIError{Status: 501, Code: "not_implemented", Message: "cloud-init rendering is not configured on this server"}
 	}
 	b, err := a.d.CloudInit(r.Context(), c, node)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if format == "raw" {
 		w.Header().Set("Content-Type", "text/cloud-config; charset=utf-8")
 		_, _ = w.Write(b)
-		return
+		return nil
 	}
 	writeJSON(w, 200, proto.CloudInit{Cluster: c.Name, Node: node, UserData: string(b)})
+	return nil
 }

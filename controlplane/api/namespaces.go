@@ -34,140 +34,127 @@ func checkPathNames(r *http.Request) error {
 	return nil
 }
 
-func (a *API) whoami(w http.ResponseWriter, _ *http.Request, p *principal) {
+func (a *API) whoami(w http.ResponseWriter, _ *http.Request, p *principal) error {
 	writeJSON(w, 200, proto.WhoAmI{Grants: grantsJSON(p.Grants), Name: p.Name, TokenID: p.TokenID})
+	return nil
 }
 
-func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listNamespaces(w http.ResponseWriter, r *http.Request, p *principal) error {
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	ns, err := a.d.Store.ListNamespaces(r.Context(), pg, p.visible())
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, ns, func(n store.Namespace) proto.Namespace { return proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt} }, func(n store.Namespace) string { return n.Name })
+	return nil
 }
 
-func (a *API) createNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) createNamespace(w http.ResponseWriter, r *http.Request, p *principal) error {
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("creating namespaces needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("creating namespaces needs the admin role on every namespace (\"*\")")
 	}
 	var req proto.NameRequest
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if err := checkName("name", req.Name); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	n, err := a.d.Store.CreateNamespace(r.Context(), req.Name)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 201, proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt})
+	return nil
 }
 
-func (a *API) getNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) getNamespace(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	n, err := a.d.Store.GetNamespace(r.Context(), ns)
 	if err != nil {
-		writeErr(w, notFound("namespace "+ns))
-		return
+		return notFound("namespace " + ns)
 	}
 	writeJSON(w, 200, proto.Namespace{Name: n.Name, CreatedAt: n.CreatedAt})
+	return nil
 }
 
-func (a *API) deleteNamespace(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) deleteNamespace(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("deleting namespaces needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("deleting namespaces needs the admin role on every namespace (\"*\")")
 	}
 	if err := a.d.Store.DeleteNamespace(r.Context(), ns); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (a *API) listProjects(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listProjects(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	ps, err := a.d.Store.ListProjects(r.Context(), ns, pg)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, ps, func(x store.Project) proto.Project {
 		return proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt}
 	}, func(x store.Project) string { return x.Name })
+	return nil
 }
 
-func (a *API) createProject(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) createProject(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleAdmin); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	var req proto.NameRequest
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if err := checkName("name", req.Name); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	x, err := a.d.Store.CreateProject(r.Context(), ns, req.Name)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, 201, proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+	return nil
 }
 
-func (a *API) getProject(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) getProject(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleViewer); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	x, err := a.d.Store.GetProject(r.Context(), ns, r.PathValue("project"))
 	if err != nil {
-		writeErr(w, notFound("project "+r.PathValue("project")))
-		return
+		return notFound("project " + r.PathValue("project"))
 	}
 	writeJSON(w, 200, proto.Project{Namespace: ns, Name: x.Name, CreatedAt: x.CreatedAt})
+	return nil
 }
 
-func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) {
+func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) error {
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	var after int64
 	if pg.After != "" {
@@ -175,25 +162,23 @@ func (a *API) writeAudit(w http.ResponseWriter, r *http.Request, ns string) {
 	}
 	es, err := a.d.Store.ListAudit(r.Context(), ns, after, pg.Limit)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, es, func(e store.AuditEntry) proto.Audit { return proto.Audit(e) }, func(e store.AuditEntry) string { return itoa(e.Seq) })
+	return nil
 }
 
-func (a *API) listNSAudit(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listNSAudit(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ns := r.PathValue("ns")
 	if err := p.need(ns, RoleAdmin); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
-	a.writeAudit(w, r, ns)
+	return a.writeAudit(w, r, ns)
 }
 
-func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listAudit(w http.ResponseWriter, r *http.Request, p *principal) error {
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("the global audit log needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("the global audit log needs the admin role on every namespace (\"*\")")
 	}
-	a.writeAudit(w, r, "")
+	return a.writeAudit(w, r, "")
 }

@@ -37,82 +37,72 @@ func storeGrants(gs []proto.Grant) []store.Grant {
 
 // createToken issues a token. The caller must be admin of every namespace
 // it grants (platform admin for "*").
-func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	var req proto.TokenCreate
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	if req.Name == "" || len(req.Name) > 100 || proto.HasControl(req.Name) {
-		writeErr(w, badRequest("name", "required, at most 100 characters, no control characters (newlines, tabs, escapes)"))
-		return
+		return badRequest("name", "required, at most 100 characters, no control characters (newlines, tabs, escapes)")
 	}
 	if len(req.Grants) == 0 {
-		writeErr(w, badRequest("grants", "at least one grant is required"))
-		return
+		return badRequest("grants", "at least one grant is required")
 	}
 	for i, g := range req.Grants {
 		f := "grants[" + itoa(int64(i)) + "]"
 		if _, ok := roleRank[g.Role]; !ok {
-			writeErr(w, badRequest(f+".role", "must be viewer, operator or admin (got %q)", g.Role))
-			return
+			return badRequest(f+".role", "must be viewer, operator or admin (got %q)", g.Role)
 		}
 		if g.Namespace == AllNamespaces {
 			if !p.platformAdmin() {
-				writeErr(w, forbidden("granting \"*\" needs the admin role on every namespace"))
-				return
+				return forbidden("granting \"*\" needs the admin role on every namespace")
 			}
 			continue
 		}
 		if err := p.need(g.Namespace, RoleAdmin); err != nil {
-			writeErr(w, err)
-			return
+			return err
 		}
 		if _, err := a.d.Store.GetNamespace(r.Context(), g.Namespace); err != nil {
-			writeErr(w, badRequest(f+".namespace", "no namespace %q", g.Namespace))
-			return
+			return badRequest(f+".namespace", "no namespace %q", g.Namespace)
 		}
 	}
 	secret := controlplane.NewSecret("dbp_")
 	t := store.Token{ID: newID("tok"), Name: req.Name, Hash: controlplane.HashSecret(secret), Grants: storeGrants(req.Grants), CreatedBy: p.TokenID, CreatedAt: time.Now().UTC()}
 	if err := a.d.Store.CreateToken(r.Context(), t); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	out := tokenJSON(t)
 	out.Secret = secret
 	writeJSON(w, 201, out)
+	return nil
 }
 
-func (a *API) listTokens(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) listTokens(w http.ResponseWriter, r *http.Request, p *principal) error {
 	if !p.platformAdmin() {
-		writeErr(w, forbidden("listing tokens needs the admin role on every namespace (\"*\")"))
-		return
+		return forbidden("listing tokens needs the admin role on every namespace (\"*\")")
 	}
 	pg, err := pageOf(r)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	ts, err := a.d.Store.ListTokens(r.Context(), pg)
 	if err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	writePage(w, pg, ts, func(t store.Token) proto.Token { return tokenJSON(t) }, func(t store.Token) string { return t.ID })
+	return nil
 }
 
 // revokeToken: a token may revoke itself, tokens it created, or (platform
 // admin) any token. Others get 404.
-func (a *API) revokeToken(w http.ResponseWriter, r *http.Request, p *principal) {
+func (a *API) revokeToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	t, err := a.d.Store.GetToken(r.Context(), r.PathValue("id"))
 	if err != nil || !(p.platformAdmin() || t.ID == p.TokenID || t.CreatedBy == p.TokenID) {
-		writeErr(w, notFound("token "+r.PathValue("id")))
-		return
+		return notFound("token " + r.PathValue("id"))
 	}
 	if err := a.d.Store.RevokeToken(r.Context(), t.ID); err != nil {
-		writeErr(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

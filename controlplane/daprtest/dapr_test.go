@@ -26,6 +26,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane"
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 	"github.com/dbpilot/dbpilot/proto"
 )
 
@@ -407,18 +408,16 @@ spec:
 	request("DELETE", "ops3")
 
 	// Converge.
-	deadline := time.Now().Add(90 * time.Second)
-	for recorded() < uint64(total) {
-		if time.Now().After(deadline) {
+	testutil.Eventually(t, 90*time.Second, 100*time.Millisecond, "every event to be recorded", func() error {
+		if n := recorded(); n < uint64(total) {
 			var queued int
 			for _, m := range ms {
 				queued += m.rep.Stats().Queued
 			}
-			t.Fatalf("recorded %d of %d events after 90 s (projection %+v, %d still queued at the publishers)",
-				recorded(), total, srv.Projection.Stats(), queued)
+			return fmt.Errorf("recorded %d of %d events (projection %+v, %d still queued at the publishers)", n, total, srv.Projection.Stats(), queued)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	var retries uint64
 	for _, m := range ms {
 		s := m.rep.Stats()
@@ -461,13 +460,12 @@ spec:
 	}
 	// Control plane: every request reached the engine through the
 	// sidecars and each operation ran exactly once.
-	deadline = time.Now().Add(60 * time.Second)
-	for srv.Engine.Stats().Requested < uint64(len(requested)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the engine got %+v of %d operation requests after 60 s", srv.Engine.Stats(), len(requested))
+	testutil.Eventually(t, 60*time.Second, 100*time.Millisecond, "every operation request to reach the engine", func() error {
+		if s := srv.Engine.Stats(); s.Requested < uint64(len(requested)) {
+			return fmt.Errorf("the engine got %+v of %d operation requests", s, len(requested))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	for _, id := range requested {
 		var op struct {
 			Kind, State, Error string

@@ -22,6 +22,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 var agentBin, hostBin string
@@ -113,18 +114,16 @@ func (o *op) UnmarshalJSON(b []byte) error {
 // waitOp polls an operation until it is terminal.
 func (c client) waitOp(ns, id string, timeout time.Duration) op {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var o op
-	for time.Now().Before(deadline) {
+	testutil.Eventually(c.t, timeout, 250*time.Millisecond, "operation "+id+" to finish", func() error {
 		if code := c.do("GET", "/v1/namespaces/"+ns+"/operations/"+id, nil, &o); code != 200 {
 			c.t.Fatalf("get operation: %d", code)
 		}
 		if o.State == store.OpSucceeded || o.State == store.OpFailed {
-			return o
+			return nil
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	c.t.Fatalf("operation %s not finished after %s: %+v", id, timeout, o)
+		return fmt.Errorf("%+v", o)
+	})
 	return o
 }
 
@@ -237,19 +236,6 @@ func handlesOf(t *testing.T, s *server.Server, clusterID string) map[string]infr
 	return out
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-}
-
 // TestProvisionSwitchoverDelete drives a cluster through the API on the
 // process provider: create → Ready (1 primary, 2 streaming replicas),
 // a server restart in the middle of provisioning, switchover, scale
@@ -273,7 +259,7 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 	clusterID := o.ClusterID
 
 	// Restart the server mid-provisioning: once nodes are being created.
-	eventually(t, 60*time.Second, "provisioning reached the nodes step", func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "provisioning reached the nodes step", func() error {
 		var cur op
 		c.do("GET", "/v1/namespaces/acme/operations/"+o.ID, nil, &cur)
 		if cur.Step == "nodes" || cur.Step == "ready" {
@@ -291,7 +277,7 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 		t.Fatalf("create failed: %+v", done)
 	}
 	var cl clusterOut
-	eventually(t, 60*time.Second, "projection shows 1 primary + 2 streaming replicas", func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "projection shows 1 primary + 2 streaming replicas", func() error {
 		if code := c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl); code != 200 {
 			return fmt.Errorf("get: %d", code)
 		}
@@ -314,7 +300,7 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 		return nil
 	})
 	handles := handlesOf(t, s, clusterID)
-	eventually(t, 30*time.Second, "primary reports 2 streaming replicas", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "primary reports 2 streaming replicas", func() error {
 		return primaryStreaming(t, s.Process, cl, handles, 2)
 	})
 
@@ -332,7 +318,7 @@ func TestProvisionSwitchoverDelete(t *testing.T) {
 	if done := c.waitOp("acme", o.ID, 2*time.Minute); done.State != store.OpSucceeded {
 		t.Fatalf("switchover failed: %+v", done)
 	}
-	eventually(t, 60*time.Second, "projection follows the switchover", func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "projection follows the switchover", func() error {
 		c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
 		if cl.Primary != target || cl.Term < 2 {
 			return fmt.Errorf("primary %s term %d, want %s", cl.Primary, cl.Term, target)
@@ -399,7 +385,7 @@ func scaleAndCheck(t *testing.T, s *server.Server, c client, clusterID string, n
 		t.Fatalf("scale to %d failed: %+v", n, done)
 	}
 	var cl clusterOut
-	eventually(t, 60*time.Second, fmt.Sprintf("projection shows %d members", n), func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, fmt.Sprintf("projection shows %d members", n), func() error {
 		c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
 		if cl.Phase != store.PhaseReady || cl.Replicas != n || len(cl.Members) != n {
 			return fmt.Errorf("phase %s replicas %d members %d", cl.Phase, cl.Replicas, len(cl.Members))
@@ -420,7 +406,7 @@ func scaleAndCheck(t *testing.T, s *server.Server, c client, clusterID string, n
 		t.Fatalf("scale to %d moved the primary from %s to %s", n, before.Primary, cl.Primary)
 	}
 	handles := handlesOf(t, s, clusterID)
-	eventually(t, 30*time.Second, fmt.Sprintf("primary reports %d streaming replicas", n-1), func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, fmt.Sprintf("primary reports %d streaming replicas", n-1), func() error {
 		return primaryStreaming(t, s.Process, cl, handles, n-1)
 	})
 	for name, h := range oldHandles {
@@ -450,7 +436,7 @@ func setSyncAndCheck(t *testing.T, s *server.Server, c client, clusterID, mode s
 	// then "in effect" means PostgreSQL waits for one of them.
 	var cl clusterOut
 	c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
-	eventually(t, 60*time.Second, "every replica streams before the change", func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "every replica streams before the change", func() error {
 		return primaryStreaming(t, s.Process, cl, handlesOf(t, s, clusterID), cl.Replicas-1)
 	})
 	var o op
@@ -527,7 +513,7 @@ func killAndRepair(t *testing.T, s *server.Server, c client, clusterID string) {
 		Nodes  []string `json:"nodes"`
 	}
 	var rep repairOp
-	eventually(t, 30*time.Second, "a repair operation starts", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "a repair operation starts", func() error {
 		var ops struct {
 			Items []repairOp `json:"items"`
 		}
@@ -548,7 +534,7 @@ func killAndRepair(t *testing.T, s *server.Server, c client, clusterID string) {
 		t.Fatalf("repair failed: %+v", done)
 	}
 	var cl clusterOut
-	eventually(t, 60*time.Second, "cluster Ready again with 3 healthy members, replicas streaming", func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "cluster Ready again with 3 healthy members, replicas streaming", func() error {
 		c.do("GET", "/v1/namespaces/acme/clusters/billing", nil, &cl)
 		if cl.Phase != store.PhaseReady || len(cl.Members) != 3 {
 			return fmt.Errorf("phase %s (%s), %d members", cl.Phase, cl.Reason, len(cl.Members))
@@ -567,7 +553,7 @@ func killAndRepair(t *testing.T, s *server.Server, c client, clusterID string) {
 	if handles[victim].PID == old.PID {
 		t.Errorf("%s still has the killed pid %d", victim, old.PID)
 	}
-	eventually(t, 30*time.Second, "primary reports 2 streaming replicas after the repair", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "primary reports 2 streaming replicas after the repair", func() error {
 		return primaryStreaming(t, s.Process, cl, handles, 2)
 	})
 	t.Logf("%s killed, repaired by %s and streaming again %s later", victim, rep.ID, time.Since(killedAt).Round(100*time.Millisecond))

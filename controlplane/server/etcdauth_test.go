@@ -18,6 +18,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // agentEtcd is the etcd section of a node's rendered agent config.
@@ -109,7 +110,7 @@ func TestClusterEtcdCredentials(t *testing.T) {
 	if code := c.do("GET", "/v1/namespaces/acme/clusters/ledger", nil, &cl); code != 200 || cl.Phase != store.PhaseReady || cl.Primary == "" {
 		t.Fatalf("ledger: %d %+v", code, cl)
 	}
-	eventually(t, 30*time.Second, "ledger's primary reports 1 streaming replica", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "ledger's primary reports 1 streaming replica", func() error {
 		return primaryStreaming(t, s.Process, cl, handlesOf(t, s, ids["ledger"]), 1)
 	})
 

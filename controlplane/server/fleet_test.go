@@ -14,6 +14,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // TestFleetProvisionDelete: three fleet hosts on this machine (each a
@@ -35,7 +36,7 @@ func TestFleetProvisionDelete(t *testing.T) {
 	for i, name := range []string{"host-a", "host-b", "host-c"} {
 		startHostRunner(t, c, s.URL, hostsDir, name, fmt.Sprintf("127.0.0.%d", i+2))
 	}
-	eventually(t, 30*time.Second, "three hosts enrolled and polling", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "three hosts enrolled and polling", func() error {
 		hs, err := s.Store.ListHosts(context.Background())
 		if err != nil {
 			return err
@@ -61,7 +62,7 @@ func TestFleetProvisionDelete(t *testing.T) {
 		t.Fatalf("create failed: %+v", done)
 	}
 	var cl clusterOut
-	eventually(t, 60*time.Second, "fleet cluster Ready with 1 primary + 2 streaming replicas", func() error {
+	testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "fleet cluster Ready with 1 primary + 2 streaming replicas", func() error {
 		c.do("GET", "/v1/namespaces/acme/clusters/ledger", nil, &cl)
 		roles := map[string]int{}
 		for _, m := range cl.Members {
@@ -106,7 +107,7 @@ func TestFleetProvisionDelete(t *testing.T) {
 	_ = yaml.Unmarshal([]byte(credDoc), &cred)
 	addr := fleetAddr[hostOf[cl.Primary]]
 	db := fleetDB{user: cred.Superuser.Username, password: cred.Superuser.Password}
-	eventually(t, 30*time.Second, "primary reports 2 streaming replicas", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "primary reports 2 streaming replicas", func() error {
 		n, err := db.count(addr, nh.PGPort, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
 		if err == nil && n != 2 {
 			err = fmt.Errorf("%d streaming", n)

@@ -17,6 +17,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // fleetAddr is the loopback address each test host's databases listen on.
@@ -126,7 +127,7 @@ func (d fleetDB) count(host string, port int, query string) (int, error) {
 func fleetReady(t *testing.T, c client, n int, what string) clusterOut {
 	t.Helper()
 	var cl clusterOut
-	eventually(t, 90*time.Second, what, func() error {
+	testutil.Eventually(t, 90*time.Second, 250*time.Millisecond, what, func() error {
 		c.do("GET", "/v1/namespaces/acme/clusters/ledger", nil, &cl)
 		roles := map[string]int{}
 		for _, m := range cl.Members {
@@ -179,7 +180,7 @@ func fleetConfigPush(t *testing.T, s *server.Server, hostsDir, clusterID string,
 	}
 	applied := func(what, sum string) {
 		t.Helper()
-		eventually(t, 30*time.Second, what, func() error {
+		testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, what, func() error {
 			n := readFleetNode(t, hostsDir, host, clusterID, node)
 			a, err := s.Store.GetAllocation(ctx, clusterID, node)
 			switch {
@@ -200,7 +201,7 @@ func fleetConfigPush(t *testing.T, s *server.Server, hostsDir, clusterID string,
 	if !strings.Contains(string(cfg), "onChange") {
 		t.Fatalf("agent.yaml lacks the pushed handler:\n%s", cfg)
 	}
-	eventually(t, 10*time.Second, "agent reloaded its config", func() error {
+	testutil.Eventually(t, 10*time.Second, 250*time.Millisecond, "agent reloaded its config", func() error {
 		b, _ := os.ReadFile(filepath.Join(nodeDir(hostsDir, host, clusterID, node), "agent.log"))
 		if !strings.Contains(string(b), "configuration reloaded") {
 			return fmt.Errorf("no reload in agent.log")
@@ -209,7 +210,7 @@ func fleetConfigPush(t *testing.T, s *server.Server, hostsDir, clusterID string,
 	})
 
 	bad := push(map[string]any{"onChange": map[string]any{"shel": "true"}})
-	eventually(t, 30*time.Second, "host refused the invalid config", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "host refused the invalid config", func() error {
 		n := readFleetNode(t, hostsDir, host, clusterID, node)
 		a, err := s.Store.GetAllocation(ctx, clusterID, node)
 		switch {
@@ -330,7 +331,7 @@ func fleetDrain(t *testing.T, s *server.Server, c client, hostsDir, clusterID st
 	t.Helper()
 	ctx := context.Background()
 	startHostRunner(t, c, s.URL, hostsDir, "host-d", fleetAddr["host-d"])
-	eventually(t, 30*time.Second, "host-d enrolled and polling", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "host-d enrolled and polling", func() error {
 		h, err := s.Store.GetHost(ctx, "host-d")
 		if err == nil && time.Since(h.LastSeen) > 5*time.Second {
 			err = fmt.Errorf("last seen %s", h.LastSeen)
@@ -360,16 +361,15 @@ func fleetDrain(t *testing.T, s *server.Server, c client, hostsDir, clusterID st
 	if code := c.do("POST", "/v1/infra/hosts/"+drained+"/uncordon", nil, &e); code != 409 {
 		t.Errorf("uncordon while draining: %d %+v, want 409", code, e)
 	}
-	deadline := time.Now().Add(4 * time.Minute)
-	for o.State != store.OpSucceeded && o.State != store.OpFailed {
-		if time.Now().After(deadline) {
-			t.Fatalf("drain not finished: %+v", o)
+	testutil.Eventually(t, 4*time.Minute, 250*time.Millisecond, "the drain to finish", func() error {
+		if o.State == store.OpSucceeded || o.State == store.OpFailed {
+			return nil
 		}
-		time.Sleep(250 * time.Millisecond)
 		if code := c.do("GET", "/v1/infra/operations/"+o.ID, nil, &o); code != 200 {
 			t.Fatalf("get drain operation: %d", code)
 		}
-	}
+		return fmt.Errorf("%+v", o)
+	})
 	if o.State != store.OpSucceeded {
 		t.Fatalf("drain failed: %+v", o)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/dbpilot/dbpilot/controlplane/api"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/infra/fleet"
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
 )
 
@@ -221,7 +222,7 @@ type Server struct {
 	Repairer *controlplane.Repairer
 	Process  *infra.Process
 	// Fleet is the fleet provider (nodes on enrolled hosts).
-	Fleet *infra.Fleet
+	Fleet *fleet.Fleet
 
 	api      *api.API
 	daprBus  *controlplane.DaprBus
@@ -282,7 +283,7 @@ func (s *Server) start(ctx context.Context) error {
 	if s.Process, err = infra.NewProcess(filepath.Join(cfg.DataDir, "nodes"), agentBin, s.log); err != nil {
 		return err
 	}
-	s.Fleet = infra.NewFleet(s.Store, s.log)
+	s.Fleet = fleet.New(s.Store, s.log)
 	if err := s.Process.SetBackupRoot(filepath.Join(cfg.DataDir, "backups")); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dbpilot/dbpilot/controlplane/server"
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
@@ -58,7 +59,7 @@ func TestUpdateSynchronousMode(t *testing.T) {
 	if code := admin.do("PATCH", path, `{"synchronous_mode":"on"}`, &o); code != 202 || o.ID == "" || o.ClusterID != "c-sync" {
 		t.Fatalf("PATCH on: %d %+v", code, o)
 	}
-	eventually(t, 30*time.Second, "the spec key says synchronous_mode on for node1, node2", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "the spec key says synchronous_mode on for node1, node2", func() error {
 		sp := readSpec(t, s)
 		if sp == nil || sp.SynchronousMode != "on" || !slices.Equal(sp.Nodes, []string{"node1", "node2"}) || sp.Replicas != 2 || sp.Engine != "postgres" {
 			return fmt.Errorf("spec %+v", sp)
@@ -71,7 +72,7 @@ func TestUpdateSynchronousMode(t *testing.T) {
 	putJSON(t, s, "members/node2", map[string]any{"node": "node2", "role": "replica", "healthy": true, "streaming": true, "synchronous_mode": "on", "priority": 100})
 	putJSON(t, s, "members/node1", map[string]any{"node": "node1", "role": "primary", "healthy": true, "synchronous_mode": "on", "synchronous": false, "priority": 100})
 	putJSON(t, s, "leader", map[string]any{"node": "node1", "term": 1})
-	eventually(t, 30*time.Second, "the operation waits for a synchronous standby", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "the operation waits for a synchronous standby", func() error {
 		var cur op
 		admin.do("GET", "/v1/namespaces/acme/operations/"+o.ID, nil, &cur)
 		if cur.State != store.OpRunning || cur.Step != "wait" || !strings.Contains(cur.Progress, "does not wait for a synchronous standby yet (node2 streams)") {
@@ -99,7 +100,7 @@ func TestUpdateSynchronousMode(t *testing.T) {
 	if code := admin.do("PATCH", path, map[string]string{"synchronous_mode": "off"}, &o); code != 202 {
 		t.Fatalf("PATCH off: %d", code)
 	}
-	eventually(t, 30*time.Second, "the spec key says synchronous_mode off", func() error {
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "the spec key says synchronous_mode off", func() error {
 		if sp := readSpec(t, s); sp == nil || sp.SynchronousMode != "off" {
 			return fmt.Errorf("spec %+v", sp)
 		}

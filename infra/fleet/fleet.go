@@ -1,9 +1,12 @@
-package infra
+// Package fleet is the fleet provider: nodes placed on enrolled
+// bare-metal or VM hosts by labels and free capacity, through allocation
+// rows in the control plane's store. The host side (`dbpilot-host run`,
+// infra.HostRunner) does not import this package: it talks to the
+// control plane over HTTP with the proto types only.
+package fleet
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,13 +15,14 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"gopkg.in/yaml.v3"
 
 	"github.com/dbpilot/dbpilot/controlplane/store"
+	"github.com/dbpilot/dbpilot/infra"
 )
 
-// FleetHandle is the fleet provider's handle of one node.
-type FleetHandle struct {
+// Handle is the fleet provider's handle of one node (JSON, persisted by
+// the workflow): the host it is placed on.
+type Handle struct {
 	HostID   string `json:"host_id"`
 	HostName string `json:"host_name"`
 	Address  string `json:"address"`
@@ -42,34 +46,27 @@ type Fleet struct {
 	RestartTimeout time.Duration
 }
 
-// NewFleet returns a fleet provider over st.
-func NewFleet(st *store.Store, log *zap.Logger) *Fleet {
+// New returns a fleet provider over st (timeouts: release and restart
+// 3 min, host silence 2 min).
+func New(st *store.Store, log *zap.Logger) *Fleet {
 	return &Fleet{st: st, log: log.Named("fleet"), ReleaseTimeout: 3 * time.Minute, HostTimeout: 2 * time.Minute, RestartTimeout: 3 * time.Minute}
-}
-
-// ConfigSHA256 is the hash (hex SHA-256) by which the server and the host
-// runner name a rendered agent config: the runner reports the hash of the
-// config its agent runs, and pushes a config whose hash differs.
-func ConfigSHA256(cfg string) string {
-	sum := sha256.Sum256([]byte(cfg))
-	return hex.EncodeToString(sum[:])
 }
 
 // Name returns "fleet".
 func (f *Fleet) Name() string { return "fleet" }
 
-// FleetLayout is the layout the fleet renders into agent configs; the host
+// Layout is the layout the fleet renders into agent configs; the host
 // runner replaces paths, address and ports with its own.
-func FleetLayout(spec NodeSpec) NodeLayout {
+func Layout(spec infra.NodeSpec) infra.NodeLayout {
 	dir := filepath.Join("/var/lib/dbpilot", spec.ClusterID, spec.Node)
-	return NodeLayout{Address: "0.0.0.0", PGPort: 5432, HTTPPort: 8008, DataDir: filepath.Join(dir, "data"),
+	return infra.NodeLayout{Address: "0.0.0.0", PGPort: 5432, HTTPPort: 8008, DataDir: filepath.Join(dir, "data"),
 		StateDir: filepath.Join(dir, "state"), CredentialsFile: filepath.Join(dir, "credentials.yaml"), OSUser: "postgres",
 		EtcdPasswordFile: filepath.Join(dir, "etcd.password")}
 }
 
 // Selector is the labels a host must carry for spec: the template's
 // host_selector with the plan's on top.
-func Selector(spec NodeSpec) map[string]string {
+func Selector(spec infra.NodeSpec) map[string]string {
 	out := map[string]string{}
 	for k, v := range spec.Template.HostSelector {
 		out[k] = v
@@ -133,15 +130,15 @@ func matches(labels, sel map[string]string) bool {
 // from the one it runs, the new config is stored: the host writes it and
 // signals the agent to reload it (SIGHUP; the agent applies handler
 // settings at once, the rest at its next restart).
-func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
+func (f *Fleet) Create(ctx context.Context, spec infra.NodeSpec, _ json.RawMessage) (json.RawMessage, error) {
 	// The names become the host's folder Root/nodes/{cluster}/{node}.
-	if _, err := nodeRel(spec.ClusterID, spec.Node); err != nil {
+	if _, err := infra.NodeRel(spec.ClusterID, spec.Node); err != nil {
 		return nil, fmt.Errorf("create node: %w", err)
 	}
-	if _, err := f.st.ClusterCredentials(ctx, spec.ClusterID, NewCredentials); err != nil {
+	if _, err := f.st.ClusterCredentials(ctx, spec.ClusterID, infra.NewCredentials); err != nil {
 		return nil, err
 	}
-	cfg, err := AgentConfig(spec, FleetLayout(spec))
+	cfg, err := infra.AgentConfig(spec, Layout(spec))
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +149,7 @@ func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (j
 		}
 		if changed {
 			f.log.Info("agent config changed; the host reloads it", zap.String("cluster", spec.ClusterID), zap.String("node", spec.Node),
-				zap.String("host", cur.HostID), zap.String("config_sha256", ConfigSHA256(string(cfg))))
+				zap.String("host", cur.HostID), zap.String("config_sha256", infra.ConfigSHA256(string(cfg))))
 		}
 	}
 	hosts, err := f.st.ListHosts(ctx)
@@ -169,7 +166,7 @@ func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (j
 		Resources: need, Config: string(cfg)}, store.AllocateOptions{AllowColocation: spec.Template.AllowColocation})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("node %s: no ready host with labels %v and free cpu=%d memory_mb=%d disk_gb=%d%s: %w",
-			spec.Node, sel, need.CPU, need.MemoryMB, need.DiskGB, map[bool]string{true: "", false: " without another node of the cluster"}[spec.Template.AllowColocation], ErrNoCapacity)
+			spec.Node, sel, need.CPU, need.MemoryMB, need.DiskGB, map[bool]string{true: "", false: " without another node of the cluster"}[spec.Template.AllowColocation], infra.ErrNoCapacity)
 	}
 	if err != nil {
 		return nil, err
@@ -177,7 +174,7 @@ func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (j
 	if a.State == store.AllocReleasing {
 		return nil, fmt.Errorf("node %s: its previous allocation on host %s is still being released", spec.Node, a.HostID)
 	}
-	h := FleetHandle{HostID: a.HostID}
+	h := Handle{HostID: a.HostID}
 	for _, x := range hosts {
 		if x.ID == a.HostID {
 			h.HostName, h.Address = x.Name, x.Address
@@ -190,7 +187,7 @@ func (f *Fleet) Create(ctx context.Context, spec NodeSpec, _ json.RawMessage) (j
 
 // NodeHost returns the host name a handle places the node on.
 func (f *Fleet) NodeHost(handle json.RawMessage) string {
-	var h FleetHandle
+	var h Handle
 	_ = json.Unmarshal(handle, &h)
 	return h.HostName
 }
@@ -198,8 +195,8 @@ func (f *Fleet) NodeHost(handle json.RawMessage) string {
 // Delete asks the node's host to stop it and waits until the host
 // acknowledged (folder removed, capacity freed). A host that stopped
 // polling is presumed dead and the allocation is released without it.
-func (f *Fleet) Delete(ctx context.Context, spec NodeSpec, _ json.RawMessage) error {
-	if _, err := nodeRel(spec.ClusterID, spec.Node); err != nil {
+func (f *Fleet) Delete(ctx context.Context, spec infra.NodeSpec, _ json.RawMessage) error {
+	if _, err := infra.NodeRel(spec.ClusterID, spec.Node); err != nil {
 		return fmt.Errorf("delete node: %w", err)
 	}
 	if err := f.st.MarkReleasing(ctx, spec.ClusterID, spec.Node); err != nil {
@@ -251,7 +248,7 @@ func (f *Fleet) hostDead(ctx context.Context, id string) bool {
 // instead of asking for a second restart. Errors: the node has no active
 // allocation; its host has not polled for HostTimeout; no acknowledgement
 // in time. The handle is returned unchanged.
-func (f *Fleet) Restart(ctx context.Context, spec NodeSpec, handle json.RawMessage) (json.RawMessage, error) {
+func (f *Fleet) Restart(ctx context.Context, spec infra.NodeSpec, handle json.RawMessage) (json.RawMessage, error) {
 	gen, err := f.st.RequestRestart(ctx, spec.ClusterID, spec.Node)
 	if err != nil {
 		return nil, fmt.Errorf("restart node %s: %w", spec.Node, err)
@@ -290,15 +287,15 @@ func (f *Fleet) Restart(ctx context.Context, spec NodeSpec, handle json.RawMessa
 // host starts, at every poll, an assigned agent that is not running. A
 // host that stopped polling may still run its agents (they outlive the
 // runner). Detail says whether the host polls.
-func (f *Fleet) Status(ctx context.Context, handle json.RawMessage) (Status, error) {
-	var h FleetHandle
+func (f *Fleet) Status(ctx context.Context, handle json.RawMessage) (infra.Status, error) {
+	var h Handle
 	if err := json.Unmarshal(handle, &h); err != nil {
-		return Status{}, fmt.Errorf("fleet status: %w", err)
+		return infra.Status{}, fmt.Errorf("fleet status: %w", err)
 	}
 	if f.hostDead(ctx, h.HostID) {
-		return Status{Unknown: true, Detail: "host " + h.HostName + " is not polling"}, nil
+		return infra.Status{Unknown: true, Detail: "host " + h.HostName + " is not polling"}, nil
 	}
-	return Status{Unknown: true, Detail: "on host " + h.HostName + " (its agent is supervised there)"}, nil
+	return infra.Status{Unknown: true, Detail: "on host " + h.HostName + " (its agent is supervised there)"}, nil
 }
 
 // DeleteCluster releases whatever allocation of the cluster is left.
@@ -309,21 +306,10 @@ func (f *Fleet) DeleteCluster(ctx context.Context, clusterID string) error {
 	}
 	for _, a := range allocs {
 		if a.ClusterID == clusterID {
-			if err := f.Delete(ctx, NodeSpec{ClusterID: clusterID, Node: a.Node}, nil); err != nil {
+			if err := f.Delete(ctx, infra.NodeSpec{ClusterID: clusterID, Node: a.Node}, nil); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-// NewCredentials returns a fresh credentials document (the agent's
-// credentials_file format) with random passwords.
-func NewCredentials() (string, error) {
-	doc := map[string]any{
-		"superuser":   map[string]string{"username": "postgres", "password": randomHex(16)},
-		"replication": map[string]string{"username": "replicator", "password": randomHex(16)},
-	}
-	b, err := yaml.Marshal(doc)
-	return string(b), err
 }

@@ -1,8 +1,9 @@
-package infra_test
+package fleet_test
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/dbpilot/dbpilot/catalog"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
+	"github.com/dbpilot/dbpilot/infra/fleet"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 func enrol(t *testing.T, st *store.Store, id string, labels map[string]string, c store.Resources) {
@@ -49,7 +52,7 @@ func TestFleetAllocation(t *testing.T) {
 		t.Fatal("no postgres-15 template")
 	}
 	tpl.HostSelector = map[string]string{"disk": "ssd"}
-	f := infra.NewFleet(st, zaptest.NewLogger(t))
+	f := fleet.New(st, zaptest.NewLogger(t))
 	spec := func(cluster, node string, colocate bool) infra.NodeSpec {
 		tp := tpl
 		tp.AllowColocation = colocate
@@ -110,17 +113,13 @@ func TestFleetAllocation(t *testing.T) {
 	// the host says the node is gone.
 	done := make(chan error, 1)
 	go func() { done <- f.Delete(ctx, spec("c1", "node2", false), nil) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "the allocation to be releasing", func() error {
 		a, err := st.GetAllocation(ctx, "c1", "node2")
-		if err == nil && a.State == store.AllocReleasing {
-			break
+		if err == nil && a.State != store.AllocReleasing {
+			err = fmt.Errorf("%+v", a)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("allocation not releasing: %+v %v", a, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	expect("c5", "node1", false, "h2") // h1 still full while releasing
 	if err := st.ReleaseOnHost(ctx, "h2", "c1", "node2"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("another host acknowledged: %v", err)
