@@ -185,7 +185,7 @@ func newTransport(cfg *config.Config) (report.Transport, error) {
 	switch {
 	case cfg.Events.Dapr != nil:
 		d := cfg.Events.Dapr
-		return report.NewDaprTransport(context.Background(), d.GRPCAddress, d.PubSub, d.Topic)
+		return report.NewDaprTransport(d.HTTPAddress, d.PubSub, d.Topic)
 	case cfg.Events.HTTP != nil:
 		return report.NewHTTPTransport(cfg.Events.HTTP.URL, cfg.Events.HTTP.Timeout, nil), nil
 	default:
