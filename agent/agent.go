@@ -96,7 +96,10 @@ type Agent struct {
 	lastMemberState     string
 	syncAppliedLSN      uint64
 	pgSync              []string
-	lastDocHash         string
+	lastDoc             dcs.ClusterDocument // last written, LastUpdated 0
+	// memberLease is the HA lease ID our member key was last written on
+	// (memberCurrent).
+	memberLease int64
 	// syncMode is the effective synchronous_mode ("on" | "off") as of the
 	// last etcd read: the spec key's, else the local configuration's.
 	syncMode string
