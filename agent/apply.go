@@ -219,6 +219,7 @@ func (a *Agent) reclaim(ctx context.Context, obs observation) error {
 	}
 	a.leaderRev, a.term = rev, term
 	a.isLeader.Store(true)
+	a.wakeWatchers()
 	a.noteRevision(rev)
 	a.log.Info("failsafe: leader key re-taken at the same term after the etcd outage", zap.Uint64("term", term))
 	a.publish(proto.TypeFailsafe, proto.Failsafe{State: proto.FailsafeReclaimed})
@@ -288,6 +289,7 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	a.leaderRev, a.term = rev, snap.Term+1
 	a.isLeader.Store(true)
 	a.ownTerm.Store(a.term)
+	a.wakeWatchers()
 	a.log.Info("leader key claimed", zap.Uint64("term", a.term), zap.String("reason", reason), zap.String("previous", previous))
 	if err := a.promote(ctx, a.term, snap); err != nil {
 		return err

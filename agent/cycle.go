@@ -65,6 +65,7 @@ func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	}
 	a.record(ctx, obs, act)
 	a.keepSlots(ctx, obs)
+	a.wakeWatchers()
 	return obs.etcdOK && v.Initialized && v.Leader == "" && !a.isLeader.Load()
 }
 
@@ -109,6 +110,7 @@ func (a *Agent) keepLeaseAlive(ctx context.Context, what string) func() {
 				if err := a.dcs.Renew(rctx); err != nil && rctx.Err() == nil {
 					a.log.Warn("lease renewal during action failed", zap.String("action", what), zap.Error(err))
 				}
+				a.wakeWatchers()
 			}
 		}
 	}()
@@ -130,6 +132,7 @@ func (a *Agent) observe(ctx context.Context) observation {
 		if errors.Is(rerr, dcs.ErrLeaseLost) {
 			a.leaderRev = 0
 		}
+		a.wakeWatchers()
 		snap, serr := a.dcs.Snapshot(ctx)
 		obs.snap, obs.etcdOK = snap, serr == nil && rerr == nil
 		if serr == nil {

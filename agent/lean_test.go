@@ -113,3 +113,24 @@ func TestSameDocument(t *testing.T) {
 		}
 	}
 }
+
+// TestFencerWait: the fencer's own timer fires when a held proof reaches
+// the margin (never later), and it never sleeps longer than fencerMaxWait.
+func TestFencerWait(t *testing.T) {
+	margin := 1500 * time.Millisecond
+	for _, tc := range []struct {
+		holds bool
+		left  time.Duration
+		want  time.Duration
+	}{
+		{false, 0, fencerMaxWait},
+		{true, 5 * time.Second, fencerMaxWait},
+		{true, margin + 300*time.Millisecond, 300 * time.Millisecond},
+		{true, margin, fencerMinWait},
+		{true, 0, fencerMinWait},
+	} {
+		if got := fencerWait(tc.holds, tc.left, margin); got != tc.want {
+			t.Errorf("fencerWait(%v, %s) = %s, want %s", tc.holds, tc.left, got, tc.want)
+		}
+	}
+}
