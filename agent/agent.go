@@ -79,6 +79,10 @@ type Agent struct {
 	etcdRev    atomic.Int64
 	leaderless atomic.Bool // last cycle: no leader key
 	trigger    chan struct{}
+	// fencerWake and failsafeWake make the fencer and the failsafe loop
+	// look again at once (cap 1, coalescing): the proof or the role may
+	// have moved (wakeWatchers). healthWake: the handlers were reloaded.
+	fencerWake, failsafeWake, healthWake chan struct{}
 
 	// Loop state: touched only by the HA loop goroutine.
 	leaderRev         int64 // create revision of our leader key, 0 if not leader
@@ -95,7 +99,10 @@ type Agent struct {
 	lastMemberState     string
 	syncAppliedLSN      uint64
 	pgSync              []string
-	lastDocHash         string
+	lastDoc             dcs.ClusterDocument // last written, LastUpdated 0
+	// memberLease is the HA lease ID our member key was last written on
+	// (memberCurrent).
+	memberLease int64
 	// syncMode is the effective synchronous_mode ("on" | "off") as of the
 	// last etcd read: the spec key's, else the local configuration's.
 	syncMode string
@@ -161,6 +168,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
+		fencerWake: make(chan struct{}, 1), failsafeWake: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
 		lastRole: ha.RoleStopped, bk: bk, syncMode: string(cfg.SynchronousMode),
 		failsafeKey: creds.Replication.Password.Reveal(),
 		httpc:       &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 2}},
@@ -184,7 +192,7 @@ func newTransport(cfg *config.Config) (report.Transport, error) {
 	switch {
 	case cfg.Events.Dapr != nil:
 		d := cfg.Events.Dapr
-		return report.NewDaprTransport(context.Background(), d.GRPCAddress, d.PubSub, d.Topic)
+		return report.NewDaprTransport(d.HTTPAddress, d.PubSub, d.Topic)
 	case cfg.Events.HTTP != nil:
 		return report.NewHTTPTransport(cfg.Events.HTTP.URL, cfg.Events.HTTP.Timeout, nil), nil
 	default:
@@ -201,6 +209,7 @@ func clusterName(cfg *config.Config) string {
 // restart. A configuration that failed validation never reaches Reload.
 func (a *Agent) Reload(cfg *config.Config) {
 	a.hooks.Update(cfg.Handlers)
+	signal(a.healthWake)
 	a.log.Info("configuration reloaded: handler settings applied")
 	old := *a.cfg
 	old.Handlers = cfg.Handlers
@@ -344,21 +353,35 @@ func (a *Agent) relevant(ev dcs.Event) bool {
 	return false
 }
 
-func (a *Agent) kick() {
+func (a *Agent) kick() { signal(a.trigger) }
+
+// signal makes a non-blocking send on a coalescing wake-up channel (cap 1).
+func signal(c chan struct{}) {
 	select {
-	case a.trigger <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
+// wakeWatchers makes the fencer and the failsafe loop re-evaluate now:
+// called after every lease renewal, at the end of every cycle, and where
+// this node becomes the leader, so that they need no polling of their own
+// (an idle agent wakes a few times a second, not ten).
+func (a *Agent) wakeWatchers() {
+	signal(a.fencerWake)
+	signal(a.failsafeWake)
+}
+
 // healthLoop runs the health handler at its own interval so a slow handler
-// never stalls the HA loop; the result feeds the next cycle.
+// never stalls the HA loop; the result feeds the next cycle. Without a
+// health handler it sleeps until a reload (SIGHUP) may have added one.
 func (a *Agent) healthLoop(ctx context.Context) {
 	for {
 		interval := a.cfg.Health.Interval
 		if sp := a.hooks.Spec(handlers.Health); sp != nil && sp.Interval > 0 {
 			interval = sp.Interval
 		}
+		var next <-chan time.Time
 		if a.hooks.Spec(handlers.Health) != nil {
 			res, healthy := a.hooks.CheckHealth(ctx, a.env("health", ""))
 			if !res.OK() {
@@ -368,11 +391,13 @@ func (a *Agent) healthLoop(ctx context.Context) {
 				a.log.Info("health handler verdict changed", zap.Bool("healthy", healthy))
 				a.kick()
 			}
+			next = time.After(interval)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-next:
+		case <-a.healthWake:
 		}
 	}
 }
@@ -381,28 +406,52 @@ func (a *Agent) healthLoop(ctx context.Context) {
 // writable: one etcd request plus time to stop PostgreSQL.
 func (a *Agent) fenceMargin() time.Duration { return config.FenceMargin(a.cfg.Etcd.RequestTimeout) }
 
+// fencerMaxWait bounds how long the fencer sleeps without being woken;
+// fencerMinWait keeps it from spinning when the proof is at the margin.
+const (
+	fencerMaxWait = time.Second
+	fencerMinWait = 10 * time.Millisecond
+)
+
 // fencer is the safety net independent of the HA loop: if the loop is stuck
 // (an etcd call hanging up to its timeout, say) while the proven lease runs
 // out, it stops PostgreSQL immediately, before etcd can expire the lease and
 // another member can be promoted. It also keeps the fencing guard's deadline
 // current, which covers the case where this whole process is not scheduled.
+//
+// It does not poll: its own timer fires when the proof left reaches the
+// fencing margin (at most fencerMaxWait ahead), and wakeWatchers wakes it
+// whenever the proof or the role may have moved (every renewal, every
+// cycle), when it re-arms the guard with the new deadline.
 func (a *Agent) fencer(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.fencerWake:
 		}
 		holds := (a.isLeader.Load() || a.ownTerm.Load() != 0) && !a.fenced.Load()
 		left := a.writableLeft(time.Now())
 		a.armGuard(holds, left)
-		if !holds || left > a.fenceMargin() {
-			continue
+		if holds && left <= a.fenceMargin() {
+			a.fence(ctx, fmt.Sprintf("fencer: proven lease left %s ≤ margin %s", left.Round(time.Millisecond), a.fenceMargin()))
+			holds = false
 		}
-		a.fence(ctx, fmt.Sprintf("fencer: proven lease left %s ≤ margin %s", left.Round(time.Millisecond), a.fenceMargin()))
+		t.Reset(fencerWait(holds, left, a.fenceMargin()))
 	}
+}
+
+// fencerWait is how long the fencer may sleep unless woken: until a held
+// proof with left to run reaches margin, within [fencerMinWait,
+// fencerMaxWait]; fencerMaxWait when nothing is held.
+func fencerWait(holds bool, left, margin time.Duration) time.Duration {
+	if !holds {
+		return fencerMaxWait
+	}
+	return min(max(left-margin, fencerMinWait), fencerMaxWait)
 }
 
 // guardMargin is how long before the proof runs out the guard kills

@@ -212,6 +212,7 @@ func (a *Agent) reclaim(ctx context.Context, obs observation) error {
 	}
 	a.leaderRev, a.term = rev, term
 	a.isLeader.Store(true)
+	a.wakeWatchers()
 	a.noteRevision(rev)
 	a.log.Info("failsafe: leader key re-taken at the same term after the etcd outage", zap.Uint64("term", term))
 	a.publish(proto.TypeFailsafe, proto.Failsafe{State: proto.FailsafeReclaimed})
@@ -281,6 +282,7 @@ func (a *Agent) campaign(ctx context.Context, v ha.View) error {
 	a.leaderRev, a.term = rev, snap.Term+1
 	a.isLeader.Store(true)
 	a.ownTerm.Store(a.term)
+	a.wakeWatchers()
 	a.log.Info("leader key claimed", zap.Uint64("term", a.term), zap.String("reason", reason), zap.String("previous", previous))
 	if err := a.promote(ctx, a.term, snap); err != nil {
 		return err
@@ -402,14 +404,22 @@ func (a *Agent) writeDocument(ctx context.Context, obs observation) {
 		doc.Nodes = append(doc.Nodes, n)
 	}
 	slices.SortFunc(doc.Nodes, func(x, y dcs.DocumentNode) int { return compareStrings(x.Name, y.Name) })
-	hash := fmt.Sprint(doc)
-	if hash == a.lastDocHash {
+	if sameDocument(doc, a.lastDoc) {
 		return
 	}
+	written := doc
 	doc.LastUpdated = time.Now().Unix()
 	if ok, err := a.dcs.PutIfLeader(ctx, a.leaderRev, a.keys.State(), doc); err != nil || !ok {
 		a.log.Debug("cluster document not written", zap.Bool("leader", ok), zap.Error(err))
 		return
 	}
-	a.lastDocHash = hash
+	a.lastDoc = written
+}
+
+// sameDocument reports whether two cluster documents say the same, their
+// LastUpdated aside. Every cycle of the leader compares (without
+// formatting either): an unchanged document is not rewritten.
+func sameDocument(x, y dcs.ClusterDocument) bool {
+	return x.Namespace == y.Namespace && x.Project == y.Project && x.ClusterName == y.ClusterName &&
+		x.Term == y.Term && x.Leader == y.Leader && x.TTLSeconds == y.TTLSeconds && slices.Equal(x.Nodes, y.Nodes)
 }

@@ -208,6 +208,7 @@ func (a *Agent) bootstrapPrimary(ctx context.Context) (bool, error) {
 	}
 	a.leaderRev, a.term = rev, 1
 	a.isLeader.Store(true)
+	a.wakeWatchers()
 	unlock()
 	if err := a.local.writeBootstrapLock(BootstrapLock{Cluster: clusterName(a.cfg), Node: a.cfg.Node.Name, SystemID: cd.SystemIdentifier, Role: "primary"}); err != nil {
 		return true, err

@@ -65,6 +65,7 @@ func (a *Agent) cycle(ctx context.Context) (transition bool) {
 	}
 	a.record(ctx, obs, act)
 	a.keepSlots(ctx, obs)
+	a.wakeWatchers()
 	return obs.etcdOK && v.Initialized && v.Leader == "" && !a.isLeader.Load()
 }
 
@@ -109,6 +110,7 @@ func (a *Agent) keepLeaseAlive(ctx context.Context, what string) func() {
 				if err := a.dcs.Renew(rctx); err != nil && rctx.Err() == nil {
 					a.log.Warn("lease renewal during action failed", zap.String("action", what), zap.Error(err))
 				}
+				a.wakeWatchers()
 			}
 		}
 	}()
@@ -130,6 +132,7 @@ func (a *Agent) observe(ctx context.Context) observation {
 		if errors.Is(rerr, dcs.ErrLeaseLost) {
 			a.leaderRev = 0
 		}
+		a.wakeWatchers()
 		snap, serr := a.dcs.Snapshot(ctx)
 		obs.snap, obs.etcdOK = snap, serr == nil && rerr == nil
 		if serr == nil {
@@ -289,8 +292,12 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 	if to, until := a.promise(obs.now); to != "" {
 		m.FailsafeFor, m.FailsafeUntilMS = to, until.UnixMilli()
 	}
-	if err := a.dcs.PutMember(ctx, m); err != nil {
+	if a.memberCurrent(obs, m) {
+		// Unchanged and recent: the lease renewal keeps it alive.
+	} else if err := a.dcs.PutMember(ctx, m); err != nil {
 		a.log.Warn("member key not refreshed", zap.Error(err))
+	} else {
+		a.memberLease = a.dcs.LeaseID()
 	}
 	if l := obs.snap.Leader; a.isLeader.Load() && l != nil && obs.pg.Running && !obs.pg.InRecovery &&
 		(l.LSN != uint64(obs.pg.WriteLSN) || l.Timeline != obs.pg.Timeline) {
@@ -302,6 +309,34 @@ func (a *Agent) publishMember(ctx context.Context, obs observation) {
 			a.log.Warn("leader value not refreshed", zap.Bool("still_leader", ok), zap.Error(err))
 		}
 	}
+}
+
+// memberRefresh is how old our member key may be before an unchanged one
+// is rewritten anyway. Other members count a member Stale once its key is
+// older than 2 × health.interval + etcd.request_timeout (view's grace), so
+// rewriting it when it is at least health.interval + request_timeout/2 old
+// (every other cycle when idle) leaves it at most about 2 × interval old
+// when read, a margin of one request timeout.
+func (a *Agent) memberRefresh() time.Duration {
+	return a.cfg.Health.Interval + a.cfg.Etcd.RequestTimeout/2
+}
+
+// memberCurrent reports whether our member key, as this cycle read it,
+// already says m (its timestamp aside), on our current lease, and is
+// younger than memberRefresh, so that the Put can be skipped. It never
+// skips while the cluster is in transition: without a leader key (an
+// election compares members' keys written after the leader vanished,
+// ha.Member.Fresh) or with a switchover pending.
+func (a *Agent) memberCurrent(obs observation, m dcs.Member) bool {
+	if obs.snap.Leader == nil || obs.snap.Switchover != nil || a.memberLease != a.dcs.LeaseID() {
+		return false
+	}
+	cur, ok := obs.snap.Members[m.Node]
+	if !ok || obs.now.Sub(time.UnixMilli(cur.UpdatedMS)) >= a.memberRefresh() {
+		return false
+	}
+	cur.UpdatedMS, cur.Revision = 0, 0
+	return cur == m
 }
 
 // synchronous reports whether this node is a primary holding the leader

@@ -131,27 +131,36 @@ func (a *Agent) writableLeft(now time.Time) time.Duration {
 // twice per health interval, and records the bound of each round that
 // every member confirmed. It runs apart from the HA loop, whose etcd calls
 // may each take a full request timeout during an outage.
+//
+// It does not poll while nothing is late: its timer fires when the lease
+// left would fall below the "late" threshold, and wakeWatchers wakes it
+// after every renewal and cycle; while late it runs a round every period.
 func (a *Agent) failsafeLoop(ctx context.Context) {
 	if !a.cfg.Failsafe() {
 		return
 	}
 	period := max(a.cfg.Health.Interval/2, 100*time.Millisecond)
-	t := time.NewTicker(period)
+	lateBelow := a.cfg.TTL - a.cfg.Health.Interval - a.cfg.Health.Interval/2
+	t := time.NewTimer(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.failsafeWake:
 		}
 		term := a.ownTerm.Load()
 		now := time.Now()
-		late := !a.isLeader.Load() || a.dcs.LeaseLeft(now) < a.cfg.TTL-a.cfg.Health.Interval-a.cfg.Health.Interval/2
+		left := a.dcs.LeaseLeft(now)
+		late := !a.isLeader.Load() || left < lateBelow
 		if term == 0 || a.fenced.Load() {
 			a.clearFailsafe()
+			t.Reset(a.cfg.TTL) // a promotion wakes it (wakeWatchers)
 			continue
 		}
 		if !late {
+			t.Reset(min(max(left-lateBelow, fencerMinWait), a.cfg.TTL))
 			// The bound, if any, stays until it runs out: the promises it
 			// rests on hold until then, and the lease just proven may be a
 			// new one that does not carry our key yet (Reclaim needs it).
@@ -165,6 +174,7 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 			continue
 		}
 		a.failsafeRound(ctx, term)
+		t.Reset(period)
 	}
 }
 
@@ -227,6 +237,7 @@ func (a *Agent) failsafeRound(ctx context.Context, term uint64) {
 	until := sent.Add(a.cfg.TTL)
 	if until.After(a.fs.until) {
 		a.fs.until = until
+		signal(a.fencerWake) // a new deadline for the guard
 	}
 	if !a.fs.relying {
 		a.log.Warn("failsafe: etcd unreachable, every member confirms this primary: staying writable",

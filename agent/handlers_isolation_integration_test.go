@@ -123,7 +123,7 @@ func TestDaprSidecarDownDoesNotStopTheDatabase(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	c := startCluster(t, localcluster.Options{Nodes: 2, Events: map[string]any{
-		"dapr": map[string]any{"grpc_address": addr, "pubsub": "dbpilot-pubsub", "topic": "dbpilot.agent.events"},
+		"dapr": map[string]any{"http_address": addr, "pubsub": "dbpilot-pubsub", "topic": "dbpilot.agent.events"},
 	}})
 	s := waitFor(t, c, 90*time.Second, "a primary and a streaming replica with daprd down", healthy(c, false))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

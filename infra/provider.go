@@ -87,7 +87,9 @@ type AgentSettings struct {
 
 // DaprSettings name the agent's sidecar and topic.
 type DaprSettings struct {
-	GRPCAddress string `json:"grpc_address"`
+	// HTTPAddress is the sidecar's HTTP API, host:port (daprd
+	// --dapr-http-port): the agent's events.dapr.http_address.
+	HTTPAddress string `json:"http_address"`
 	PubSub      string `json:"pubsub"`
 	Topic       string `json:"topic"`
 }
@@ -174,7 +176,7 @@ func AgentConfig(spec NodeSpec, l NodeLayout) ([]byte, error) {
 	switch {
 	case spec.Agent.Dapr != nil:
 		cfg["events"] = map[string]any{"dapr": map[string]any{
-			"grpc_address": spec.Agent.Dapr.GRPCAddress, "pubsub": spec.Agent.Dapr.PubSub, "topic": spec.Agent.Dapr.Topic}}
+			"http_address": spec.Agent.Dapr.HTTPAddress, "pubsub": spec.Agent.Dapr.PubSub, "topic": spec.Agent.Dapr.Topic}}
 	case spec.Agent.EventsURL != "":
 		// dbpilot-server's ingest takes CloudEvents batches (docs/events.md).
 		cfg["events"] = map[string]any{"http": map[string]any{"url": spec.Agent.EventsURL, "timeout": "5s", "max_batch": 100}}

@@ -203,11 +203,23 @@ type Events struct {
 	HTTP *HTTPEvents `yaml:"http"`
 }
 
-// DaprEvents publishes through a Dapr sidecar's pub/sub building block.
+// DaprEvents publishes through a Dapr sidecar's pub/sub building block,
+// with the sidecar's HTTP publish API.
 type DaprEvents struct {
+	// HTTPAddress is the sidecar's HTTP API as host:port (daprd
+	// --dapr-http-port), e.g. 127.0.0.1:3500.
+	HTTPAddress string `yaml:"http_address"`
+	// GRPCAddress is the removed gRPC address; Validate rejects it and
+	// names http_address, rather than the decoder calling it unknown.
 	GRPCAddress string `yaml:"grpc_address"`
 	PubSub      string `yaml:"pubsub"`
 	Topic       string `yaml:"topic"`
+}
+
+// validPort reports whether p is a TCP port number 1-65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n > 0 && n < 65536
 }
 
 // HTTPEvents posts structured CloudEvents to a URL.
@@ -529,8 +541,13 @@ func (c *Config) Validate() error {
 		add("events", "set only one of dapr or http")
 	}
 	if d := c.Events.Dapr; d != nil {
-		if d.GRPCAddress == "" {
-			add("events.dapr.grpc_address", "required; the sidecar's gRPC address, e.g. 127.0.0.1:50001")
+		if d.GRPCAddress != "" {
+			add("events.dapr.grpc_address", "no longer supported: the agent publishes through the sidecar's HTTP API; replace it with events.dapr.http_address, daprd's --dapr-http-port address (e.g. 127.0.0.1:3500)")
+		}
+		if d.HTTPAddress == "" && d.GRPCAddress == "" {
+			add("events.dapr.http_address", "required; the sidecar's HTTP API as host:port (daprd --dapr-http-port), e.g. 127.0.0.1:3500")
+		} else if host, port, err := net.SplitHostPort(d.HTTPAddress); d.HTTPAddress != "" && (err != nil || host == "" || !validPort(port)) {
+			add("events.dapr.http_address", "must be host:port with a port 1-65535, e.g. 127.0.0.1:3500 (got %q)", d.HTTPAddress)
 		}
 		if d.PubSub == "" {
 			add("events.dapr.pubsub", "required; the pub/sub component name, e.g. dbpilot-pubsub")

@@ -497,3 +497,33 @@ func TestOSUserProblemReportedOnce(t *testing.T) {
 		t.Fatalf("handlers.user set to root explicitly: %v", err)
 	}
 }
+
+// TestDaprEvents: events.dapr takes the sidecar's HTTP address; the removed
+// grpc_address is refused with the key to use instead, not as an unknown key.
+func TestDaprEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name, edit, want string
+	}{
+		{"http address", "events: {dapr: {http_address: '127.0.0.1:3500', pubsub: dbpilot-pubsub, topic: dbpilot.agent.events}}", ""},
+		{"old grpc address", "events: {dapr: {grpc_address: '127.0.0.1:50001', pubsub: dbpilot-pubsub, topic: dbpilot.agent.events}}",
+			"events.dapr.grpc_address: no longer supported: the agent publishes through the sidecar's HTTP API; replace it with events.dapr.http_address"},
+		{"no address", "events: {dapr: {pubsub: dbpilot-pubsub, topic: dbpilot.agent.events}}", "events.dapr.http_address: required"},
+		{"url instead of host:port", "events: {dapr: {http_address: 'http://127.0.0.1:3500', pubsub: p, topic: t}}", "events.dapr.http_address: must be host:port"},
+		{"no port", "events: {dapr: {http_address: '127.0.0.1', pubsub: p, topic: t}}", "events.dapr.http_address: must be host:port"},
+		{"no pubsub or topic", "events: {dapr: {http_address: '127.0.0.1:3500'}}", "events.dapr.pubsub: required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y, dir := validYAML(t)
+			c, err := Parse([]byte(merge(t, y, tc.edit)), dir)
+			if tc.want == "" {
+				if err != nil || c.Events.Dapr.HTTPAddress != "127.0.0.1:3500" {
+					t.Fatalf("Parse = %+v, %v; want http_address 127.0.0.1:3500", c, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -2,9 +2,12 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -414,8 +417,24 @@ type ReplicaStat struct {
 	SentLSN, FlushLSN, ReplayLSN LSN
 }
 
-// Status observes the local server with one short connection; every query
-// is bounded by ctx. If no postmaster is running it returns Status{} and nil.
+// statusQuery reads in one round trip what every HA cycle needs from a
+// primary: recovery state, synchronous_standby_names, the WAL write
+// position with its WAL file name (for the timeline) and
+// pg_stat_replication as a JSON array of [application_name, state,
+// sync_state, sent_lsn, flush_lsn, replay_lsn] rows. The CASE arms run
+// only on a primary (pg_current_wal_lsn() fails during recovery; a server
+// never goes back into recovery while running).
+const statusQuery = `SELECT r, ssn,
+	CASE WHEN r THEN NULL ELSE (SELECT l::text || ' ' || pg_walfile_name(l) FROM pg_current_wal_lsn() AS l) END,
+	CASE WHEN r THEN NULL ELSE (SELECT coalesce(json_agg(json_build_array(
+		coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
+		sent_lsn::text, flush_lsn::text, replay_lsn::text) ORDER BY application_name), '[]')::text
+		FROM pg_stat_replication) END
+	FROM (SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn) AS s`
+
+// Status observes the local server over a pooled connection; every query
+// is bounded by ctx: one round trip on a primary (statusQuery), two on a
+// replica. If no postmaster is running it returns Status{} and nil.
 // If one is running but cannot be queried (starting up, shutting down, wrong
 // password) it returns what it could observe (at least Running: true,
 // Accepting reports whether the connection worked) together with the error.
@@ -429,16 +448,15 @@ func (p *Instance) Status(ctx context.Context) (Status, error) {
 		return st, fmt.Errorf("status: %w", err)
 	}
 	defer release()
-	if err := conn.QueryRow(ctx,
-		"SELECT pg_is_in_recovery(), current_setting('synchronous_standby_names')",
-	).Scan(&st.InRecovery, &st.SyncStandbyNames); err != nil {
+	var walPos, replicas *string
+	if err := conn.QueryRow(ctx, statusQuery).Scan(&st.InRecovery, &st.SyncStandbyNames, &walPos, &replicas); err != nil {
 		return st, fmt.Errorf("status: %w", err)
 	}
 	st.Accepting = true
 	if st.InRecovery {
 		err = replicaStatus(ctx, conn, &st)
 	} else {
-		err = primaryStatus(ctx, conn, &st)
+		err = primaryStatus(walPos, replicas, &st)
 	}
 	if err != nil {
 		return st, fmt.Errorf("status: %w", err)
@@ -446,13 +464,13 @@ func (p *Instance) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
-func primaryStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
-	var lsn, walfile string
-	if err := conn.QueryRow(ctx,
-		"SELECT l::text, pg_walfile_name(l) FROM pg_current_wal_lsn() AS l",
-	).Scan(&lsn, &walfile); err != nil {
-		return fmt.Errorf("current wal lsn: %w", err)
+// primaryStatus fills st from statusQuery's WAL position ("LSN walfile")
+// and replication rows.
+func primaryStatus(walPos, replicas *string, st *Status) error {
+	if walPos == nil || replicas == nil {
+		return errors.New("primary status: no WAL position or pg_stat_replication read")
 	}
+	lsn, walfile, _ := strings.Cut(*walPos, " ")
 	var err error
 	if st.WriteLSN, err = ParseLSN(lsn); err != nil {
 		return err
@@ -466,34 +484,32 @@ func primaryStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {
 	}
 	st.Timeline = uint32(tli)
 
-	rows, err := conn.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
-		sent_lsn::text, flush_lsn::text, replay_lsn::text
-		FROM pg_stat_replication ORDER BY application_name`)
-	if err != nil {
+	var rows [][6]*string
+	if err := json.Unmarshal([]byte(*replicas), &rows); err != nil {
 		return fmt.Errorf("pg_stat_replication: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
+	for _, row := range rows {
 		var r ReplicaStat
-		var sent, flush, replay *string
-		if err := rows.Scan(&r.Name, &r.State, &r.SyncState, &sent, &flush, &replay); err != nil {
-			return fmt.Errorf("pg_stat_replication: %w", err)
-		}
-		if r.SentLSN, err = parseNullLSN(sent); err != nil {
+		r.Name, r.State, r.SyncState = deref(row[0]), deref(row[1]), deref(row[2])
+		if r.SentLSN, err = parseNullLSN(row[3]); err != nil {
 			return err
 		}
-		if r.FlushLSN, err = parseNullLSN(flush); err != nil {
+		if r.FlushLSN, err = parseNullLSN(row[4]); err != nil {
 			return err
 		}
-		if r.ReplayLSN, err = parseNullLSN(replay); err != nil {
+		if r.ReplayLSN, err = parseNullLSN(row[5]); err != nil {
 			return err
 		}
 		st.Replicas = append(st.Replicas, r)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("pg_stat_replication: %w", err)
-	}
 	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func replicaStatus(ctx context.Context, conn *pgx.Conn, st *Status) error {

@@ -1,61 +1,69 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-
-	dapr "github.com/dapr/go-sdk/client"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync/atomic"
 
 	"github.com/dbpilot/dbpilot/proto"
 )
 
 // DaprTransport publishes each event to a Dapr pub/sub topic through the
-// sidecar's gRPC API.
+// sidecar's HTTP publish API (POST /v1.0/publish/{pubsub}/{topic}; see
+// https://docs.dapr.io/reference/api/pubsub_api/), on net/http: the agent
+// links neither the Dapr SDK nor gRPC for it.
 //
-// The event is published as the raw structured-mode CloudEvent JSON with
-// data content type application/cloudevents+json. Dapr then keeps our id,
-// source, type, time, data and the dbpilotterm/dbpilotrevision extensions
-// and only adds its own attributes (topic, pubsubname, traceid, ...). The
-// rawPayload metadata is deliberately not set: it would make subscribers
-// receive the event wrapped in a second, Dapr-generated CloudEvent.
+// The body is the event itself in structured mode, sent with Content-Type
+// application/cloudevents+json: Dapr then keeps our id, source, type, time,
+// data and the dbpilotterm/dbpilotrevision extensions and only adds its own
+// attributes (topic, pubsubname, traceid, ...). The rawPayload metadata is
+// deliberately not set: it would make subscribers receive the event wrapped
+// in a second, Dapr-made CloudEvent.
 //
-// Errors: InvalidArgument (malformed event, unknown pubsub component),
-// PermissionDenied (topic not allowed for this app id) and Unimplemented
-// wrap ErrPermanent, since retrying the same event cannot succeed before an
-// operator acts; they are logged per event and counted as dropped. Every
-// other error (sidecar unreachable, broker failure, deadline) is retryable.
+// Errors are classified by Dapr's error code (the errorCode of the JSON
+// error body), else by HTTP status (see DaprPermanent): an unknown pub/sub
+// component, a topic this app id may not publish to, and an event Dapr
+// cannot read wrap ErrPermanent, since retrying the same event cannot
+// succeed before an operator acts; the Reporter logs and counts them as
+// dropped. Every other failure (sidecar unreachable or restarting, broker
+// failure, deadline) is retryable.
 //
-// The sidecar may be down when the transport is made, or restart later: the
-// connection is made by the first Send that finds none (and kept; gRPC
-// reconnects it by itself), so a missing sidecar only makes Send fail with a
-// retryable error and the Reporter queue the events until it is back.
+// Nothing is dialled before the first Send, and a connection is opened by
+// whichever Send finds none: a sidecar that is down when the agent starts,
+// or restarts later, only makes Send fail with a retryable error, and the
+// Reporter queues the events, in order, until it answers again.
 type DaprTransport struct {
-	address string
-	pubsub  string
-	topic   string
-
-	mu     sync.Mutex // guards client and closed; held while connecting
-	client dapr.Client
-	closed bool
+	http   *HTTPTransport
+	closed atomic.Bool
 }
 
+// daprAPITokenHeader carries DAPR_API_TOKEN to the sidecar
+// (https://docs.dapr.io/operations/security/api-token/).
+const daprAPITokenHeader = "dapr-api-token"
+
 // NewDaprTransport returns a transport publishing to topic of the pub/sub
-// component pubsubName through the Dapr sidecar at grpcAddress ("host:port",
-// or "unix://" path). It does not connect: it never blocks and does not fail
-// when the sidecar is down (see DaprTransport); ctx is not used and is kept
-// for compatibility. Each connection attempt (in Send) lasts at most
-// DAPR_CLIENT_TIMEOUT_SECONDS (default 5 s) or Send's context. The
-// DAPR_API_TOKEN environment variable, when set, is sent with every call.
-// Errors: an empty argument.
-func NewDaprTransport(_ context.Context, grpcAddress, pubsubName, topic string) (*DaprTransport, error) {
+// component pubsubName through the Dapr sidecar whose HTTP API listens on
+// httpAddress ("host:port", daprd's --dapr-http-port, e.g.
+// 127.0.0.1:3500). It does not connect, so it never blocks and does not fail
+// when the sidecar is down (see DaprTransport). Each request is bounded by
+// Send's context only (the Reporter's send timeout). The DAPR_API_TOKEN
+// environment variable, when set, is sent with every request.
+// Errors: an empty argument, or an address that is not host:port with a
+// numeric port 1-65535; the error names each.
+func NewDaprTransport(httpAddress, pubsubName, topic string) (*DaprTransport, error) {
 	var errs []error
-	if grpcAddress == "" {
-		errs = append(errs, errors.New("dapr grpc address: required"))
+	if httpAddress == "" {
+		errs = append(errs, errors.New("dapr http address: required; the sidecar's --dapr-http-port address, e.g. 127.0.0.1:3500"))
+	} else if host, port, err := net.SplitHostPort(httpAddress); err != nil || host == "" || !validPort(port) {
+		errs = append(errs, fmt.Errorf("dapr http address %q: must be host:port with a port 1-65535, e.g. 127.0.0.1:3500", httpAddress))
 	}
 	if pubsubName == "" {
 		errs = append(errs, errors.New("dapr pubsub name: required"))
@@ -66,64 +74,114 @@ func NewDaprTransport(_ context.Context, grpcAddress, pubsubName, topic string) 
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("new dapr transport: %w", err)
 	}
-	return &DaprTransport{address: grpcAddress, pubsub: pubsubName, topic: topic}, nil
+	u := (&url.URL{Scheme: "http", Host: httpAddress, Path: "/v1.0/publish/" + pubsubName + "/" + topic}).String()
+	var headers map[string]string
+	if tok := os.Getenv("DAPR_API_TOKEN"); tok != "" {
+		headers = map[string]string{daprAPITokenHeader: tok}
+	}
+	h := NewHTTPTransport(u, 0, headers)
+	// The sidecar is local (or at least addressed directly): never send
+	// its requests through an HTTP proxy from the environment.
+	h.client.Transport.(*http.Transport).Proxy = nil
+	return &DaprTransport{http: h}, nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n > 0 && n < 65536
 }
 
 // errClosed is returned by Send after Close.
 var errClosed = errors.New("dapr transport closed")
 
-// connect returns the client, connecting first if there is none. Errors:
-// the sidecar did not answer within the SDK's timeout or ctx (retryable), or
-// the transport is closed (permanent).
-func (t *DaprTransport) connect(ctx context.Context) (dapr.Client, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return nil, fmt.Errorf("%w: %w", ErrPermanent, errClosed)
-	}
-	if t.client != nil {
-		return t.client, nil
-	}
-	c, err := dapr.NewClientWithAddressContext(ctx, t.address)
-	if err != nil {
-		return nil, fmt.Errorf("connect to dapr sidecar at %s: %w", t.address, err)
-	}
-	t.client = c
-	return c, nil
-}
-
 // Send publishes e (see DaprTransport for how errors are classified).
 func (t *DaprTransport) Send(ctx context.Context, e proto.Envelope) error {
+	if t.closed.Load() {
+		return fmt.Errorf("%w: publish event %s: %w", ErrPermanent, e.ID, errClosed)
+	}
 	body, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("%w: encode event %s: %w", ErrPermanent, e.ID, err)
 	}
-	c, err := t.connect(ctx)
+	what := fmt.Sprintf("publish event %s to dapr %s", e.ID, t.http.redacted)
+	code, status, answer, err := t.http.post(ctx, proto.MediaType, body)
 	if err != nil {
-		return fmt.Errorf("publish event %s: %w", e.ID, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	err = c.PublishEvent(ctx, t.pubsub, t.topic, body,
-		dapr.PublishEventWithContentType(proto.MediaType))
-	if err == nil {
+	if code >= 200 && code < 300 {
 		return nil
 	}
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.PermissionDenied, codes.Unimplemented:
-		return fmt.Errorf("%w: publish event %s to %s/%s: %w", ErrPermanent, e.ID, t.pubsub, t.topic, err)
+	errCode, msg := daprError(answer)
+	detail := oneLine(answer)
+	if errCode != "" {
+		detail = errCode + ": " + msg
+	}
+	if DaprPermanent(code, errCode) {
+		return fmt.Errorf("%w: %s: %s: %s", ErrPermanent, what, status, detail)
+	}
+	return fmt.Errorf("%s: %s: %s", what, status, detail)
+}
+
+// daprError reads Dapr's JSON error body ({"errorCode": ..., "message":
+// ...}); both are "" when the body is not one.
+func daprError(body []byte) (code, message string) {
+	var e struct {
+		ErrorCode string `json:"errorCode"`
+		Message   string `json:"message"`
+	}
+	if json.Unmarshal(bytes.TrimSpace(body), &e) != nil {
+		return "", ""
+	}
+	return e.ErrorCode, e.Message
+}
+
+// daprPermanentCodes are the Dapr error codes of a publish that cannot
+// succeed on retry (daprd pkg/api/errors/pubsub.go, Dapr 1.14): the
+// component is unknown or unnamed, the topic is empty or not allowed for
+// this app id, or the event or its metadata cannot be read. Dapr returns
+// ERR_PUBSUB_CLOUD_EVENTS_SER with HTTP 500, hence a list by code before
+// the HTTP status.
+var daprPermanentCodes = map[string]bool{
+	"ERR_PUBSUB_NOT_FOUND":        true, // 404 unknown component; 400 topic not found
+	"ERR_PUBSUB_EMPTY":            true, // 404
+	"ERR_TOPIC_NAME_EMPTY":        true, // 404
+	"ERR_PUBSUB_FORBIDDEN":        true, // 403 topic not allowed (scopes)
+	"ERR_PUBSUB_CLOUD_EVENTS_SER": true, // 500 our body is not a CloudEvent Dapr can read
+	"ERR_PUBSUB_EVENTS_SER":       true, // 400
+	"ERR_PUBSUB_REQUEST_METADATA": true, // 400
+}
+
+// daprRetryableCodes are Dapr error codes that may clear without changing
+// the event: the broker failed (ERR_PUBSUB_PUBLISH_MESSAGE, 500), or the
+// sidecar has no pub/sub building block loaded yet
+// (ERR_PUBSUB_NOT_CONFIGURED, 400).
+var daprRetryableCodes = map[string]bool{
+	"ERR_PUBSUB_PUBLISH_MESSAGE": true,
+	"ERR_PUBSUB_NOT_CONFIGURED":  true,
+}
+
+// DaprPermanent reports whether a publish the sidecar answered with HTTP
+// status code and Dapr error code errCode ("" when the body had none)
+// failed for good: by errCode when Dapr gave a known one, else by status:
+// 408 and 429 retryable, any other 4xx permanent (401: DAPR_API_TOKEN
+// refused; 404 without a Dapr code: not a Dapr sidecar's HTTP port), 5xx
+// and the rest retryable.
+func DaprPermanent(code int, errCode string) bool {
+	switch {
+	case daprPermanentCodes[errCode]:
+		return true
+	case daprRetryableCodes[errCode]:
+		return false
+	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
+		return false
 	default:
-		return fmt.Errorf("publish event %s to %s/%s: %w", e.ID, t.pubsub, t.topic, err)
+		return code >= 400 && code < 500
 	}
 }
 
-// Close closes the connection to the sidecar, if any; later Sends fail
-// permanently. It returns nil.
+// Close closes the idle connection to the sidecar; later Sends fail with
+// ErrPermanent. It returns nil.
 func (t *DaprTransport) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.client != nil {
-		t.client.Close()
-		t.client = nil
-	}
-	t.closed = true
-	return nil
+	t.closed.Store(true)
+	return t.http.Close()
 }

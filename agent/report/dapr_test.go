@@ -13,18 +13,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	runtimev1 "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/dbpilot/dbpilot/proto"
 )
@@ -115,7 +111,7 @@ func TestDaprTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, appPort, _ := net.SplitHostPort(app.Listener.Addr().String())
-	grpcPort := freePort(t)
+	httpPort := freePort(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
@@ -123,8 +119,8 @@ func TestDaprTransport(t *testing.T) {
 		"--app-id", "dbpilot-report-test",
 		"--app-port", appPort,
 		"--app-protocol", "http",
-		"--dapr-grpc-port", grpcPort,
-		"--dapr-http-port", freePort(t),
+		"--dapr-grpc-port", freePort(t),
+		"--dapr-http-port", httpPort,
 		"--dapr-internal-grpc-port", freePort(t),
 		"--metrics-port", freePort(t),
 		"--resources-path", dir,
@@ -145,19 +141,10 @@ func TestDaprTransport(t *testing.T) {
 	})
 
 	deadline := time.Now().Add(60 * time.Second)
-	var tr *DaprTransport
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		tr, err = NewDaprTransport(cctx, "127.0.0.1:"+grpcPort, testPubsub, testTopic)
-		ccancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daprd never accepted a connection: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	// Made before daprd listens: the transport must not need it yet.
+	tr, err := NewDaprTransport("127.0.0.1:"+httpPort, testPubsub, testTopic)
+	if err != nil {
+		t.Fatalf("NewDaprTransport: %v", err)
 	}
 	t.Cleanup(func() { _ = tr.Close() })
 
@@ -187,6 +174,17 @@ func TestDaprTransport(t *testing.T) {
 			if !sameEvent(got, want) {
 				t.Fatalf("subscriber got %+v,\nwant %+v", got, want)
 			}
+			// The same sidecar refuses an unknown component for good.
+			bad, err := NewDaprTransport("127.0.0.1:"+httpPort, "no-such-pubsub", testTopic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bad.Close()
+			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+			defer scancel()
+			if err := bad.Send(sctx, event(t, rev+1)); !errors.Is(err, ErrPermanent) {
+				t.Errorf("publish to an unknown pub/sub component: %v, want an error wrapping ErrPermanent", err)
+			}
 			return
 		case <-time.After(time.Second):
 		}
@@ -202,94 +200,158 @@ func sameEvent(a, b proto.Envelope) bool {
 	return errA == nil && errB == nil && reflect.DeepEqual(pa, pb) && reflect.DeepEqual(a, b)
 }
 
-// sidecar is a stand-in for daprd's gRPC API that records PublishEvent
-// requests and fails them with the code next says. It checks what the
+// fakeSidecar stands in for daprd's HTTP publish API: it records requests
+// and answers each with the status and body next says. It checks what the
 // transport sends; TestDaprTransport checks what Dapr makes of it.
-type sidecar struct {
-	runtimev1.UnimplementedDaprServer
-	mu   sync.Mutex
-	reqs []*runtimev1.PublishEventRequest
-	fail codes.Code
+type fakeSidecar struct {
+	mu     sync.Mutex
+	reqs   []fakeRequest
+	status int    // 0: 204
+	body   string // the error body
 }
 
-func (s *sidecar) PublishEvent(_ context.Context, req *runtimev1.PublishEventRequest) (*emptypb.Empty, error) {
+type fakeRequest struct {
+	method, path, query, contentType, token string
+	body                                    []byte
+}
+
+func (s *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s.mu.Lock()
+	s.reqs = append(s.reqs, fakeRequest{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery,
+		contentType: r.Header.Get("Content-Type"), token: r.Header.Get("dapr-api-token"), body: body})
+	status, answer := s.status, s.body
+	s.mu.Unlock()
+	if status == 0 {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, answer)
+}
+
+func (s *fakeSidecar) answer(status int, body string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reqs = append(s.reqs, req)
-	if s.fail != codes.OK {
-		return nil, status.Error(s.fail, "refused by the test sidecar")
-	}
-	return &emptypb.Empty{}, nil
+	s.status, s.body = status, body
+}
+
+func (s *fakeSidecar) requests() []fakeRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reqs)
 }
 
 func TestDaprTransportRequest(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := &sidecar{}
-	srv := grpc.NewServer()
-	runtimev1.RegisterDaprServer(srv, sc)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(l)
-	}()
-	t.Cleanup(func() { srv.Stop(); <-served })
+	t.Setenv("DAPR_API_TOKEN", "s3cret")
+	sc := &fakeSidecar{}
+	srv := httptest.NewServer(sc)
+	t.Cleanup(srv.Close)
 
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	tr, err := NewDaprTransport(ctx, l.Addr().String(), testPubsub, testTopic)
+	tr, err := NewDaprTransport(srv.Listener.Addr().String(), testPubsub, testTopic)
 	if err != nil {
 		t.Fatalf("NewDaprTransport: %v", err)
 	}
 	t.Cleanup(func() { _ = tr.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
 
 	e := event(t, 7)
 	if err := tr.Send(ctx, e); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
-	sc.mu.Lock()
-	req := sc.reqs[0]
-	sc.mu.Unlock()
-	if req.GetPubsubName() != testPubsub || req.GetTopic() != testTopic {
-		t.Errorf("published to %s/%s, want %s/%s", req.GetPubsubName(), req.GetTopic(), testPubsub, testTopic)
+	req := sc.requests()[0]
+	if req.method != http.MethodPost || req.path != "/v1.0/publish/"+testPubsub+"/"+testTopic {
+		t.Errorf("request %s %s, want POST /v1.0/publish/%s/%s", req.method, req.path, testPubsub, testTopic)
 	}
-	if req.GetDataContentType() != proto.MediaType {
-		t.Errorf("data content type %q, want %q so that Dapr keeps our envelope", req.GetDataContentType(), proto.MediaType)
+	if req.contentType != proto.MediaType {
+		t.Errorf("Content-Type %q, want %q so that Dapr keeps our envelope", req.contentType, proto.MediaType)
 	}
-	if _, raw := req.GetMetadata()["rawPayload"]; raw {
-		t.Errorf("rawPayload metadata set: subscribers would get a Dapr-made wrapper")
+	if strings.Contains(req.query, "rawPayload") {
+		t.Errorf("rawPayload metadata set (%q): subscribers would get a Dapr-made wrapper", req.query)
 	}
-	got, err := proto.DecodeEnvelope(req.GetData())
+	if req.token != "s3cret" {
+		t.Errorf("dapr-api-token header %q, want DAPR_API_TOKEN's value", req.token)
+	}
+	got, err := proto.DecodeEnvelope(req.body)
 	if err != nil || !reflect.DeepEqual(got, e) {
-		t.Errorf("published data decodes to %+v, %v; want the event itself", got, err)
+		t.Errorf("published body decodes to %+v, %v; want the event itself", got, err)
 	}
 
+	// Answers as daprd 1.14 gives them (pkg/api/errors/pubsub.go), and a
+	// few that do not come from Dapr at all.
+	daprBody := func(code, msg string) string {
+		return `{"errorCode":"` + code + `","message":"` + msg + `","details":[]}`
+	}
 	for _, tc := range []struct {
-		code      codes.Code
+		name      string
+		status    int
+		body      string
 		permanent bool
 	}{
-		{codes.InvalidArgument, true},
-		{codes.PermissionDenied, true},
-		{codes.Unimplemented, true},
-		{codes.Unavailable, false},
-		{codes.Internal, false},
-		{codes.FailedPrecondition, false},
-		{codes.DeadlineExceeded, false},
+		{"unknown component", 404, daprBody("ERR_PUBSUB_NOT_FOUND", "pubsub pubsub is not found"), true},
+		{"topic not found", 400, daprBody("ERR_PUBSUB_NOT_FOUND", "pubsub 'pubsub' not found"), true},
+		{"topic not allowed", 403, daprBody("ERR_PUBSUB_FORBIDDEN", "topic dbpilot-events is not allowed for app id a"), true},
+		{"empty pubsub name", 404, daprBody("ERR_PUBSUB_EMPTY", "pubsub name is empty"), true},
+		{"empty topic", 404, daprBody("ERR_TOPIC_NAME_EMPTY", "topic is empty in pubsub pubsub"), true},
+		{"malformed event", 500, daprBody("ERR_PUBSUB_CLOUD_EVENTS_SER", "cannot create cloudevent"), true},
+		{"malformed metadata", 400, daprBody("ERR_PUBSUB_REQUEST_METADATA", "failed deserializing metadata"), true},
+		{"broker failure", 500, daprBody("ERR_PUBSUB_PUBLISH_MESSAGE", "error when publishing to topic"), false},
+		{"no pub/sub loaded", 400, daprBody("ERR_PUBSUB_NOT_CONFIGURED", "pubsub pubsub is not configured"), false},
+		{"api token refused", 401, "invalid api token", true},
+		{"not a dapr port", 404, "404 page not found", true},
+		{"request timeout", 408, "", false},
+		{"rate limited", 429, daprBody("ERR_TOO_MANY_REQUESTS", "slow down"), false},
+		{"unknown 5xx code", 503, daprBody("ERR_SOMETHING_NEW", "?"), false},
+		{"proxy error", 502, "bad gateway", false},
 	} {
-		sc.mu.Lock()
-		sc.fail = tc.code
-		sc.mu.Unlock()
+		sc.answer(tc.status, tc.body)
 		err := tr.Send(ctx, e)
 		if err == nil || errors.Is(err, ErrPermanent) != tc.permanent {
-			t.Errorf("Send failing with %s = %v, want permanent=%v", tc.code, err, tc.permanent)
+			t.Errorf("%s (%d %s): Send = %v, want permanent=%v", tc.name, tc.status, tc.body, err, tc.permanent)
+		}
+	}
+
+	// A refusal names Dapr's code and message.
+	sc.answer(403, daprBody("ERR_PUBSUB_FORBIDDEN", "topic dbpilot-events is not allowed for app id a"))
+	if err := tr.Send(ctx, e); err == nil || !strings.Contains(err.Error(), "ERR_PUBSUB_FORBIDDEN: topic dbpilot-events is not allowed") {
+		t.Errorf("refusal error %v does not quote Dapr's code and message", err)
+	}
+
+	_ = tr.Close()
+	if err := tr.Send(ctx, e); !errors.Is(err, ErrPermanent) {
+		t.Errorf("Send after Close = %v, want ErrPermanent", err)
+	}
+}
+
+func TestDaprPermanent(t *testing.T) {
+	for _, tc := range []struct {
+		status    int
+		code      string
+		permanent bool
+	}{
+		{500, "ERR_PUBSUB_CLOUD_EVENTS_SER", true}, // the code wins over the status
+		{400, "ERR_PUBSUB_NOT_CONFIGURED", false},  // and the other way round
+		{403, "ERR_PUBSUB_FORBIDDEN", true},
+		{404, "ERR_PUBSUB_NOT_FOUND", true},
+		{500, "ERR_PUBSUB_PUBLISH_MESSAGE", false},
+		{400, "", true},
+		{404, "", true},
+		{408, "", false},
+		{429, "", false},
+		{500, "", false},
+		{503, "ERR_UNKNOWN", false},
+		{302, "", false},
+	} {
+		if got := DaprPermanent(tc.status, tc.code); got != tc.permanent {
+			t.Errorf("DaprPermanent(%d, %q) = %v, want %v", tc.status, tc.code, got, tc.permanent)
 		}
 	}
 }
 
 func TestNewDaprTransportArguments(t *testing.T) {
-	_, err := NewDaprTransport(context.Background(), "", "", "")
+	_, err := NewDaprTransport("", "", "")
 	if err == nil {
 		t.Fatal("NewDaprTransport with no arguments succeeded")
 	}
@@ -298,11 +360,19 @@ func TestNewDaprTransportArguments(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
+	for _, addr := range []string{"127.0.0.1", "http://127.0.0.1:3500", "127.0.0.1:0", "127.0.0.1:http", ":3500", "127.0.0.1:70000"} {
+		if _, err := NewDaprTransport(addr, testPubsub, testTopic); err == nil || !strings.Contains(err.Error(), "host:port") {
+			t.Errorf("NewDaprTransport(%q) = %v, want an error asking for host:port", addr, err)
+		}
+	}
+	if _, err := NewDaprTransport("localhost:3500", testPubsub, testTopic); err != nil {
+		t.Errorf("NewDaprTransport(localhost:3500): %v", err)
+	}
 }
 
-// serveSidecar serves a fake Dapr sidecar on addr until the returned stop
-// function is called.
-func serveSidecar(t *testing.T, addr string, sc *sidecar) (stop func()) {
+// serveSidecar serves sc on addr until the returned stop function is
+// called (which also drops open connections, as a sidecar restart does).
+func serveSidecar(t *testing.T, addr string, sc *fakeSidecar) (stop func()) {
 	t.Helper()
 	var l net.Listener
 	var err error
@@ -314,15 +384,14 @@ func serveSidecar(t *testing.T, addr string, sc *sidecar) (stop func()) {
 	if err != nil {
 		t.Fatalf("listen on %s: %v", addr, err)
 	}
-	srv := grpc.NewServer()
-	runtimev1.RegisterDaprServer(srv, sc)
+	srv := &http.Server{Handler: sc}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
 		_ = srv.Serve(l)
 	}()
 	var once sync.Once
-	stop = func() { once.Do(func() { srv.Stop(); <-served }) }
+	stop = func() { once.Do(func() { _ = srv.Close(); <-served }) }
 	t.Cleanup(stop)
 	return stop
 }
@@ -331,7 +400,7 @@ func serveSidecar(t *testing.T, addr string, sc *sidecar) (stop func()) {
 // transport is made (issue 10: the agent must start and run anyway), so
 // NewDaprTransport returns at once without error and events queue; they are
 // delivered in order once the sidecar comes up, and again across a sidecar
-// restart.
+// restart (the kept-alive connection to the old one is dead by then).
 func TestDaprTransportSidecarDownThenRestarted(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -341,7 +410,7 @@ func TestDaprTransportSidecarDownThenRestarted(t *testing.T) {
 	l.Close() // nothing listens there now
 
 	start := time.Now()
-	tr, err := NewDaprTransport(t.Context(), addr, testPubsub, testTopic)
+	tr, err := NewDaprTransport(addr, testPubsub, testTopic)
 	if err != nil {
 		t.Fatalf("NewDaprTransport with the sidecar down: %v, want a transport", err)
 	}
@@ -368,11 +437,11 @@ func TestDaprTransportSidecarDownThenRestarted(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if s := r.Stats(); s.Delivered != 0 || s.Queued != 4 {
-		t.Fatalf("stats with the sidecar down = %+v, want 4 queued, none delivered", s)
+	if s := r.Stats(); s.Delivered != 0 || s.Queued != 4 || s.Dropped != 0 {
+		t.Fatalf("stats with the sidecar down = %+v, want 4 queued, none delivered or dropped", s)
 	}
 
-	sc := &sidecar{}
+	sc := &fakeSidecar{}
 	stop := serveSidecar(t, addr, sc)
 	fctx, fcancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer fcancel()
@@ -390,11 +459,13 @@ func TestDaprTransportSidecarDownThenRestarted(t *testing.T) {
 	if err := r.Flush(fctx); err != nil {
 		t.Fatalf("events not delivered after the sidecar restarted: %v", err)
 	}
+	if s := r.Stats(); s.Dropped != 0 {
+		t.Errorf("events dropped across the restart: %+v", s)
+	}
 
-	sc.mu.Lock()
 	var got []string
-	for _, req := range sc.reqs {
-		e, err := proto.DecodeEnvelope(req.GetData())
+	for _, req := range sc.requests() {
+		e, err := proto.DecodeEnvelope(req.body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +473,6 @@ func TestDaprTransportSidecarDownThenRestarted(t *testing.T) {
 			got = append(got, e.ID)
 		}
 	}
-	sc.mu.Unlock()
 	if want := ids(es); !reflect.DeepEqual(got, want) {
 		t.Errorf("sidecar received %q,\nwant in order %q", got, want)
 	}

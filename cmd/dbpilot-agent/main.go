@@ -129,6 +129,9 @@ func newRunCmd() *cobra.Command {
 				// cost (docs/benchmarks.md, idle agent).
 				debug.SetGCPercent(50)
 			}
+			if addr := os.Getenv(pprofEnv); addr != "" {
+				startPprof(addr, log)
+			}
 			a, err := agent.New(cfg, log)
 			if err != nil {
 				return &exitError{code: 2, err: err}

@@ -131,16 +131,18 @@ func waitTCP(t *testing.T, addr string, p *proc, timeout time.Duration) {
 	}
 }
 
-func daprd(t *testing.T, bin, appID, resources string, appPort int) (*proc, string) {
+// daprd starts a sidecar and returns it with its gRPC and HTTP API
+// addresses (host:port).
+func daprd(t *testing.T, bin, appID, resources string, appPort int) (p *proc, grpcAddr, httpAddr string) {
 	t.Helper()
-	grpc := strconv.Itoa(freePort(t))
-	args := []string{"--app-id", appID, "--dapr-grpc-port", grpc, "--dapr-http-port", strconv.Itoa(freePort(t)),
+	grpcPort, httpPort := strconv.Itoa(freePort(t)), strconv.Itoa(freePort(t))
+	args := []string{"--app-id", appID, "--dapr-grpc-port", grpcPort, "--dapr-http-port", httpPort,
 		"--dapr-internal-grpc-port", strconv.Itoa(freePort(t)), "--metrics-port", strconv.Itoa(freePort(t)),
 		"--resources-path", resources, "--log-level", "warn"}
 	if appPort > 0 {
 		args = append(args, "--app-port", strconv.Itoa(appPort), "--app-protocol", "http")
 	}
-	return start(t, "daprd "+appID, bin, args...), "127.0.0.1:" + grpc
+	return start(t, "daprd "+appID, bin, args...), "127.0.0.1:" + grpcPort, "127.0.0.1:" + httpPort
 }
 
 // TestDaprRedisKillConverges: 4 clusters × 3 members publish numbered
@@ -196,7 +198,7 @@ spec:
 
 	// The server and its sidecar.
 	appPort := freePort(t)
-	serverSidecar, serverGRPC := daprd(t, daprdBin, "dbpilot-server", resources, appPort)
+	serverSidecar, serverGRPC, _ := daprd(t, daprdBin, "dbpilot-server", resources, appPort)
 	_ = serverSidecar
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -276,8 +278,10 @@ spec:
 		requested = append(requested, op.ID)
 	}
 
-	// The agents' sidecar (no app: it only publishes).
-	_, agentGRPC := daprd(t, daprdBin, "dbpilot-agent", resources, 0)
+	// The agents' sidecar (no app: it only publishes). The agents publish
+	// through its HTTP API; the malformed control-plane events below go
+	// through its gRPC API with the control plane's go-sdk bus.
+	_, agentGRPC, agentHTTP := daprd(t, daprdBin, "dbpilot-agent", resources, 0)
 
 	// Malformed events on the control plane's topic, through the agents'
 	// sidecar: an agent event, a request with an unknown field, a request
@@ -322,11 +326,7 @@ spec:
 	var wg sync.WaitGroup
 	for c := range clusters {
 		for m := range members {
-			tr, err := report.NewDaprTransport(ctx, agentGRPC, pubsubName, controlplane.TopicAgentEvents)
-			for err != nil && ctx.Err() == nil {
-				time.Sleep(200 * time.Millisecond)
-				tr, err = report.NewDaprTransport(ctx, agentGRPC, pubsubName, controlplane.TopicAgentEvents)
-			}
+			tr, err := report.NewDaprTransport(agentHTTP, pubsubName, controlplane.TopicAgentEvents)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -146,9 +146,14 @@ type DaprConfig struct {
 	// AppListen is where the server serves its topic subscriptions
 	// (daprd --app-port); default 127.0.0.1:6002.
 	AppListen string `yaml:"app_listen"`
-	// AgentGRPCAddress, when set, makes provisioned agents publish through
-	// a sidecar at this address (events.dapr in their config) instead of
-	// posting to the server's ingest endpoint.
+	// AgentHTTPAddress, when set, makes provisioned agents publish through
+	// a sidecar whose HTTP API listens at this host:port (daprd
+	// --dapr-http-port; events.dapr.http_address in their config) instead
+	// of posting to the server's ingest endpoint.
+	AgentHTTPAddress string `yaml:"agent_http_address"`
+	// AgentGRPCAddress is the removed agent_grpc_address (agents publish
+	// over the sidecar's HTTP API now); LoadConfig rejects it, naming
+	// agent_http_address.
 	AgentGRPCAddress string `yaml:"agent_grpc_address"`
 }
 
@@ -175,6 +180,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if k := c.Bus.Kind; k != "" && k != BusEmbedded && k != BusDapr {
 		return Config{}, fmt.Errorf("config %s: bus.kind: must be embedded or dapr (got %q)", path, k)
+	}
+	if c.Bus.Dapr.AgentGRPCAddress != "" {
+		return Config{}, fmt.Errorf("config %s: bus.dapr.agent_grpc_address: no longer supported (agents publish through the sidecar's HTTP API); replace it with bus.dapr.agent_http_address, the agents' daprd --dapr-http-port address, e.g. 127.0.0.1:3500", path)
 	}
 	for _, r := range []struct {
 		name string
@@ -329,8 +337,8 @@ func (s *Server) start(ctx context.Context) error {
 		if d.AppListen == "" {
 			d.AppListen = "127.0.0.1:6002"
 		}
-		if d.AgentGRPCAddress != "" {
-			agent.Dapr = &infra.DaprSettings{GRPCAddress: d.AgentGRPCAddress, PubSub: d.PubSub, Topic: controlplane.TopicAgentEvents}
+		if d.AgentHTTPAddress != "" {
+			agent.Dapr = &infra.DaprSettings{HTTPAddress: d.AgentHTTPAddress, PubSub: d.PubSub, Topic: controlplane.TopicAgentEvents}
 		}
 	}
 	providers := map[string]infra.Provider{"process": s.Process, "fleet": s.Fleet}
