@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/dbpilot/dbpilot/internal/embedetcd"
+	"github.com/dbpilot/dbpilot/internal/localhost"
+	"github.com/dbpilot/dbpilot/internal/testutil"
 )
 
 // startAuthEtcd runs a real embedded etcd with authentication on, with one
@@ -226,5 +228,73 @@ func TestRestrictedUserRunsTheHAPath(t *testing.T) {
 	}
 	if r, err := root.Get(ctx, k.Member("n1")); err != nil || len(r.Kvs) != 0 {
 		t.Fatalf("member key after revoke: %v %v", r, err)
+	}
+}
+
+// TestLoginWhenEtcdComesBack: an agent with a login started while etcd is
+// down must start and retry like one without a login (clientv3.New
+// authenticates at once and fails then): Dial succeeds, Session fails
+// while etcd is down and logs in once it is back; then the HA path works.
+// A wrong password with etcd up stays a Dial error.
+func TestLoginWhenEtcdComesBack(t *testing.T) {
+	dir := t.TempDir()
+	port, err := localhost.FreePort("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, u, err := embedetcd.Start(filepath.Join(dir, "etcd"), "default", port, zap.NewNop(), 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pw, err := embedetcd.EnableAuth(ctx, u, filepath.Join(dir, "root.password"), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 5 * time.Second, Username: embedetcd.RootUser, Password: pw, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewKeys("ns", "proj", "late").Prefix()
+	for _, step := range []func() error{
+		func() error { _, err := root.RoleAdd(ctx, "agent-late"); return err },
+		func() error {
+			_, err := root.RoleGrantPermission(ctx, "agent-late", p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := root.UserAdd(ctx, "agent-late", "pw-late"); return err },
+		func() error { _, err := root.UserGrantRole(ctx, "agent-late", "agent-late"); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Dial(Options{Endpoints: []string{u}, DialTimeout: 2 * time.Second, RequestTimeout: 2 * time.Second, TTL: 5 * time.Second,
+		Username: "agent-late", Password: "wrong"}, NewKeys("ns", "proj", "late"), zap.NewNop()); err == nil {
+		t.Fatal("Dial with a wrong password and etcd up succeeded")
+	}
+	root.Close()
+	e.Close() // etcd down; its data (users, roles, auth on) stays in dir
+
+	c := dialAs(t, u, "late", "agent-late", "pw-late")
+	if _, _, err := c.Session(ctx); err == nil {
+		t.Fatal("Session succeeded with etcd down")
+	}
+	e, _, err = embedetcd.Start(filepath.Join(dir, "etcd"), "default", port, zap.NewNop(), 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	testutil.Eventually(t, 20*time.Second, 200*time.Millisecond, "login once etcd is back", func() error {
+		_, _, err := c.Session(ctx)
+		return err
+	})
+	if err := c.PutMember(ctx, Member{Node: "n1", Role: "replica"}); err != nil {
+		t.Fatalf("member key after the late login: %v", err)
+	}
+	snap, err := c.Snapshot(ctx)
+	if err != nil || snap.Members["n1"].Role != "replica" {
+		t.Fatalf("snapshot after the late login: %+v, %v", snap.Members, err)
 	}
 }

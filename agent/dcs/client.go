@@ -56,10 +56,17 @@ type Options struct {
 // for the short-lived locks and claims (bootstrap and failover locks,
 // backup occurrences), which must not expire in the middle of a long backup.
 type Client struct {
-	cli  *clientv3.Client
-	keys Keys
-	log  *zap.Logger
-	opts Options
+	// cli is the etcd client in use. With a login configured and etcd
+	// unreachable at Dial, it is first an unauthenticated placeholder
+	// (requests fail as with etcd down) until Session manages the
+	// authenticated dial (authPending).
+	cli         atomic.Pointer[clientv3.Client]
+	cfg         clientv3.Config
+	authPending atomic.Bool
+	dialMu      sync.Mutex
+	keys        Keys
+	log         *zap.Logger
+	opts        Options
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID     // HA lease; NoLease when none
@@ -117,18 +124,67 @@ func Dial(opts Options, keys Keys, log *zap.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	c := &Client{cfg: cfg, keys: keys, log: log.Named("dcs"), opts: opts}
 	cli, err := clientv3.New(cfg)
+	if err != nil && cfg.Username != "" && !errors.Is(err, rpctypes.ErrAuthFailed) {
+		// With a login, clientv3.New authenticates at once and fails while
+		// etcd is unreachable. An agent (re)started during an etcd outage
+		// must still start and retry like any agent (its database may be
+		// needed when etcd returns): start on a placeholder without the
+		// login, whose requests fail as with etcd down, and let Session
+		// retry the authenticated dial. Wrong credentials stay fatal.
+		ph := cfg
+		ph.Username, ph.Password = "", ""
+		if cli, err = clientv3.New(ph); err == nil {
+			c.authPending.Store(true)
+			c.log.Warn("etcd unreachable at start: will authenticate on the first connection", zap.Strings("endpoints", cfg.Endpoints))
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
-	return &Client{cli: cli, keys: keys, log: log.Named("dcs"), opts: opts}, nil
+	c.cli.Store(cli)
+	return c, nil
+}
+
+// etcd is the client in use (see Client.cli).
+func (c *Client) etcd() *clientv3.Client { return c.cli.Load() }
+
+// authenticate replaces the placeholder client with the authenticated one
+// once etcd answers (a no-op when not pending). Errors: the dial's, e.g.
+// etcd still unreachable or the login refused.
+func (c *Client) authenticate(ctx context.Context) error {
+	if !c.authPending.Load() {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	if !c.authPending.Load() {
+		return nil
+	}
+	cfg := c.cfg
+	if cfg.DialTimeout <= 0 || cfg.DialTimeout > c.opts.RequestTimeout {
+		cfg.DialTimeout = c.opts.RequestTimeout
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return fmt.Errorf("etcd login as %s: %w", cfg.Username, err)
+	}
+	old := c.cli.Swap(cli)
+	c.authPending.Store(false)
+	c.log.Info("etcd login done", zap.String("user", cfg.Username))
+	_ = old.Close() // ends the placeholder's watches; Watch re-creates them on the new client
+	return nil
 }
 
 // Keys returns the cluster's keyspace.
 func (c *Client) Keys() Keys { return c.keys }
 
 // Raw returns the underlying etcd client (for tests and tools).
-func (c *Client) Raw() *clientv3.Client { return c.cli }
+func (c *Client) Raw() *clientv3.Client { return c.etcd() }
 
 func (c *Client) req(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.opts.RequestTimeout)
@@ -146,6 +202,9 @@ func (c *Client) TTLSeconds() int64 { return int64(c.opts.TTL / time.Second) }
 // an error).
 // Errors: the transport error of the grant.
 func (c *Client) Session(ctx context.Context) (lease int64, fresh bool, err error) {
+	if err := c.authenticate(ctx); err != nil {
+		return 0, false, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.lease != clientv3.NoLease {
@@ -154,7 +213,7 @@ func (c *Client) Session(ctx context.Context) (lease int64, fresh bool, err erro
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	sent := time.Now()
-	g, err := c.cli.Grant(rctx, c.TTLSeconds())
+	g, err := c.etcd().Grant(rctx, c.TTLSeconds())
 	if err != nil {
 		return 0, false, fmt.Errorf("grant lease: %w", err)
 	}
@@ -182,11 +241,11 @@ func (c *Client) lockSession(ctx context.Context) (*concurrency.Session, error) 
 	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	g, err := c.cli.Grant(rctx, c.TTLSeconds())
+	g, err := c.etcd().Grant(rctx, c.TTLSeconds())
 	if err != nil {
 		return nil, fmt.Errorf("grant lock lease: %w", err)
 	}
-	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(g.ID), concurrency.WithTTL(int(g.TTL)))
+	s, err := concurrency.NewSession(c.etcd(), concurrency.WithLease(g.ID), concurrency.WithTTL(int(g.TTL)))
 	if err != nil {
 		return nil, fmt.Errorf("new lock session: %w", err)
 	}
@@ -227,7 +286,7 @@ func (c *Client) Renew(ctx context.Context) error {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	sent := time.Now()
-	resp, err := c.cli.KeepAliveOnce(rctx, lease)
+	resp, err := c.etcd().KeepAliveOnce(rctx, lease)
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0) {
 		c.dropSession(lease)
 		return ErrLeaseLost
@@ -276,7 +335,7 @@ func ToKVs(kvs []*mvccpb.KeyValue) []keyspace.KV {
 func (c *Client) Snapshot(ctx context.Context) (Snapshot, error) {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Get(rctx, c.keys.Prefix(), clientv3.WithPrefix())
+	resp, err := c.etcd().Get(rctx, c.keys.Prefix(), clientv3.WithPrefix())
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read cluster: %w", err)
 	}
@@ -305,7 +364,7 @@ func (c *Client) PutMember(ctx context.Context, m Member) error {
 	m.UpdatedMS = nowMS()
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	_, err := c.cli.Put(rctx, c.keys.Member(m.Node), mustJSON(m), clientv3.WithLease(lease))
+	_, err := c.etcd().Put(rctx, c.keys.Member(m.Node), mustJSON(m), clientv3.WithLease(lease))
 	if err != nil {
 		return fmt.Errorf("put member %s: %w", m.Node, err)
 	}
@@ -325,7 +384,7 @@ func (c *Client) Bootstrap(ctx context.Context, systemID string, l LeaderRecord,
 	h := HistoryRecord{Term: 1, Node: l.Node, Reason: keyspace.ReasonBootstrap, LSN: l.LSN, Timeline: l.Timeline, AtMS: l.Since}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).If(
+	resp, err := c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Initialize()), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
 		// Terms never restart: a cluster whose marker was deleted by hand
@@ -372,7 +431,7 @@ func (c *Client) ClaimLeader(ctx context.Context, l LeaderRecord, prevTerm uint6
 	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).If(
+	resp, err := c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
 		clientv3.Compare(clientv3.ModRevision(c.keys.Term()), "=", termRev),
 	).Then(ops...).Commit()
@@ -399,7 +458,7 @@ func (c *Client) ReclaimLeader(ctx context.Context, l LeaderRecord, term uint64)
 	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).If(
+	resp, err := c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", 0),
 		clientv3.Compare(clientv3.Value(c.keys.Term()), "=", keyspace.EncodeUint(term)),
 	).Then(
@@ -416,7 +475,7 @@ func (c *Client) ReclaimLeader(ctx context.Context, l LeaderRecord, term uint64)
 func (c *Client) Probe(ctx context.Context, timeout time.Duration) error {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	_, err := c.cli.Get(rctx, c.keys.Term())
+	_, err := c.etcd().Get(rctx, c.keys.Term())
 	return err
 }
 
@@ -427,7 +486,7 @@ func (c *Client) UpdateLeader(ctx context.Context, l LeaderRecord, createRev int
 	lease := c.Lease()
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).If(
+	resp, err := c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
 	).Then(
 		clientv3.OpPut(c.keys.Leader(), mustJSON(l), clientv3.WithLease(lease)),
@@ -445,7 +504,7 @@ func (c *Client) ReleaseLeader(ctx context.Context, createRev int64, extra ...Op
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	ops := append([]clientv3.Op{clientv3.OpDelete(c.keys.Leader())}, extra...)
-	resp, err := c.cli.Txn(rctx).If(
+	resp, err := c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
 	).Then(ops...).Commit()
 	if err != nil {
@@ -458,7 +517,7 @@ func (c *Client) ReleaseLeader(ctx context.Context, createRev int64, extra ...Op
 func (c *Client) PutIfLeader(ctx context.Context, createRev int64, key string, value any) (bool, error) {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).If(
+	resp, err := c.etcd().Txn(rctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Leader()), "=", createRev),
 	).Then(clientv3.OpPut(key, mustJSON(value))).Commit()
 	if err != nil {
@@ -481,7 +540,7 @@ func OpDelete(key string) Op { return clientv3.OpDelete(key) }
 func (c *Client) OpAbandonHistory(ctx context.Context, term uint64, reason string) []Op {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Get(rctx, c.keys.History(term))
+	resp, err := c.etcd().Get(rctx, c.keys.History(term))
 	if err != nil || len(resp.Kvs) == 0 {
 		return nil
 	}
@@ -498,7 +557,7 @@ func (c *Client) OpAbandonHistory(ctx context.Context, term uint64, reason strin
 func (c *Client) DeleteSwitchover(ctx context.Context, rev int64) error {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	_, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(c.keys.Switchover()), "=", rev)).
+	_, err := c.etcd().Txn(rctx).If(clientv3.Compare(clientv3.ModRevision(c.keys.Switchover()), "=", rev)).
 		Then(clientv3.OpDelete(c.keys.Switchover())).Commit()
 	if err != nil {
 		return fmt.Errorf("delete switchover: %w", err)
@@ -545,7 +604,7 @@ func (c *Client) Watch(ctx context.Context, relevant func(Event) bool) <-chan st
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
-			wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), c.keys.Prefix(), clientv3.WithPrefix())
+			wch := c.etcd().Watch(clientv3.WithRequireLeader(ctx), c.keys.Prefix(), clientv3.WithPrefix())
 			for resp := range wch {
 				if resp.Err() != nil {
 					break
@@ -581,7 +640,7 @@ func (c *Client) Close(ctx context.Context) error {
 	revoke := func(id clientv3.LeaseID) {
 		rctx, cancel := c.req(ctx)
 		defer cancel()
-		if _, err := c.cli.Revoke(rctx, id); err != nil {
+		if _, err := c.etcd().Revoke(rctx, id); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -593,7 +652,7 @@ func (c *Client) Close(ctx context.Context) error {
 		revoke(s.Lease())
 	}
 	c.validUntil.Store(0)
-	return errors.Join(append(errs, c.cli.Close())...)
+	return errors.Join(append(errs, c.etcd().Close())...)
 }
 
 // ReadPasswordFile reads an etcd password file, trimming whitespace.
@@ -619,7 +678,7 @@ func (c *Client) Claim(ctx context.Context, key, value string) (bool, error) {
 	}
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(rctx).
+	resp, err := c.etcd().Txn(rctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, value, clientv3.WithLease(s.Lease()))).
 		Commit()
@@ -635,11 +694,11 @@ func (c *Client) Claim(ctx context.Context, key, value string) (bool, error) {
 func (c *Client) CompleteClaim(ctx context.Context, key, value string, ttl time.Duration) error {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	g, err := c.cli.Grant(rctx, int64((ttl+time.Second-1)/time.Second))
+	g, err := c.etcd().Grant(rctx, int64((ttl+time.Second-1)/time.Second))
 	if err != nil {
 		return fmt.Errorf("complete claim %s: %w", key, err)
 	}
-	if _, err := c.cli.Put(rctx, key, value, clientv3.WithLease(g.ID)); err != nil {
+	if _, err := c.etcd().Put(rctx, key, value, clientv3.WithLease(g.ID)); err != nil {
 		return fmt.Errorf("complete claim %s: %w", key, err)
 	}
 	return nil
@@ -651,7 +710,7 @@ func (c *Client) BackupRequests(ctx context.Context) (map[string]string, error) 
 	rctx, cancel := c.req(ctx)
 	defer cancel()
 	p := c.keys.BackupRequests()
-	resp, err := c.cli.Get(rctx, p, clientv3.WithPrefix())
+	resp, err := c.etcd().Get(rctx, p, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read backup requests: %w", err)
 	}
@@ -666,7 +725,7 @@ func (c *Client) BackupRequests(ctx context.Context) (map[string]string, error) 
 func (c *Client) DeleteBackupRequest(ctx context.Context, id string) error {
 	rctx, cancel := c.req(ctx)
 	defer cancel()
-	if _, err := c.cli.Delete(rctx, c.keys.BackupRequest(id)); err != nil {
+	if _, err := c.etcd().Delete(rctx, c.keys.BackupRequest(id)); err != nil {
 		return fmt.Errorf("delete backup request %s: %w", id, err)
 	}
 	return nil
