@@ -40,23 +40,30 @@ func startAuthEtcd(t *testing.T, clusters ...string) (string, *clientv3.Client) 
 	}
 	t.Cleanup(func() { root.Close() })
 	for _, c := range clusters {
-		// What admin.EnsureClusterUser does (admin imports this package,
-		// so its internal test cannot use it).
-		name, p := "agent-"+c, NewKeys("ns", "proj", c).Prefix()
-		if _, err := root.RoleAdd(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := root.RoleGrantPermission(ctx, name, p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := root.UserAdd(ctx, name, "pw-"+c); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := root.UserGrantRole(ctx, name, name); err != nil {
-			t.Fatal(err)
-		}
+		addClusterUser(ctx, t, root, c)
 	}
 	return u, root
+}
+
+// addClusterUser creates user and role "agent-"+cluster (password
+// "pw-"+cluster) whose permission covers only the cluster's prefix: what
+// admin.EnsureClusterUser does (admin imports this package, so this
+// package's tests cannot use it).
+func addClusterUser(ctx context.Context, t *testing.T, root *clientv3.Client, cluster string) {
+	t.Helper()
+	name, p := "agent-"+cluster, NewKeys("ns", "proj", cluster).Prefix()
+	if _, err := root.RoleAdd(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.RoleGrantPermission(ctx, name, p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.UserAdd(ctx, name, "pw-"+cluster); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.UserGrantRole(ctx, name, name); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func dialAs(t *testing.T, ep, cluster, user, password string) *Client {
@@ -256,20 +263,7 @@ func TestLoginWhenEtcdComesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewKeys("ns", "proj", "late").Prefix()
-	for _, step := range []func() error{
-		func() error { _, err := root.RoleAdd(ctx, "agent-late"); return err },
-		func() error {
-			_, err := root.RoleGrantPermission(ctx, "agent-late", p, clientv3.GetPrefixRangeEnd(p), clientv3.PermissionType(clientv3.PermReadWrite))
-			return err
-		},
-		func() error { _, err := root.UserAdd(ctx, "agent-late", "pw-late"); return err },
-		func() error { _, err := root.UserGrantRole(ctx, "agent-late", "agent-late"); return err },
-	} {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addClusterUser(ctx, t, root, "late")
 	if _, err := Dial(Options{Endpoints: []string{u}, DialTimeout: 2 * time.Second, RequestTimeout: 2 * time.Second, TTL: 5 * time.Second,
 		Username: "agent-late", Password: "wrong"}, NewKeys("ns", "proj", "late"), zap.NewNop()); err == nil {
 		t.Fatal("Dial with a wrong password and etcd up succeeded")

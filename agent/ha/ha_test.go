@@ -39,13 +39,7 @@ func noLeader(v View) View {
 }
 
 func TestDecide(t *testing.T) {
-	tests := []struct {
-		name   string
-		mod    func(View) View
-		kind   Kind
-		target string
-		want   string // substring of the reason
-	}{
+	tests := []decideCase{
 		{"primary with lease running out fences", func(v View) View { v = asPrimary(v); v.LeaseLeft = time.Second; return v }, Fence, "", "cannot prove leadership"},
 		{"writable without the leader key fences", func(v View) View { v.LocalRole = RolePrimary; return v }, Fence, "", "without holding the leader key"},
 		{"etcd down: replica waits", func(v View) View { v.EtcdOK = false; return v }, Noop, "", "etcd unreachable"},
@@ -281,6 +275,21 @@ func TestDecide(t *testing.T) {
 			return v
 		}, Campaign, "", "most advanced"},
 	}
+	runDecideCases(t, tests)
+}
+
+// decideCase is one row of a Decide table: base() changed by mod must
+// give kind with target and a reason containing want.
+type decideCase struct {
+	name   string
+	mod    func(View) View
+	kind   Kind
+	target string
+	want   string // substring of the reason
+}
+
+func runDecideCases(t *testing.T, tests []decideCase) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Decide(tc.mod(base()))

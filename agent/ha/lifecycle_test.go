@@ -92,13 +92,7 @@ func TestDecideSyncSet(t *testing.T) {
 // TestDecideShutdown: a stopping leader hands over; nobody else acts.
 func TestDecideShutdown(t *testing.T) {
 	down := func(v View) View { v.ShuttingDown = true; return v }
-	tests := []struct {
-		name   string
-		mod    func(View) View
-		kind   Kind
-		target string
-		want   string
-	}{
+	tests := []decideCase{
 		{"leader hands over to the most advanced replica", func(v View) View { return down(asPrimary(v)) }, Handover, "n2", "shutting down: handing over"},
 		{"leader hands over to the requested switchover target", func(v View) View {
 			v = down(asPrimary(v))
@@ -134,14 +128,7 @@ func TestDecideShutdown(t *testing.T) {
 			return v
 		}, Fence, "", "fencing"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := Decide(tc.mod(base()))
-			if got.Kind != tc.kind || got.Target != tc.target || !strings.Contains(got.Reason, tc.want) {
-				t.Fatalf("Decide = {%s %q %q}, want {%s %q …%q…}", got.Kind, got.Target, got.Reason, tc.kind, tc.target, tc.want)
-			}
-		})
-	}
+	runDecideCases(t, tests)
 }
 
 // TestDecideBootstrap: whitepaper Op 2, one step at a time; a data
@@ -150,13 +137,7 @@ func TestDecideBootstrap(t *testing.T) {
 	boot := func(v View) View {
 		return View{Self: "n2", Bootstrapping: true, EtcdOK: true, LocalInitialized: v.LocalInitialized}
 	}
-	tests := []struct {
-		name   string
-		mod    func(View) View
-		kind   Kind
-		target string
-		want   string
-	}{
+	tests := []decideCase{
 		{"marker and data: done, even with etcd down", func(v View) View {
 			v = boot(v)
 			v.BootstrapMarker, v.LocalInitialized, v.EtcdOK = true, true, false
@@ -209,12 +190,5 @@ func TestDecideBootstrap(t *testing.T) {
 			return v
 		}, Noop, "", "lease to expire"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := Decide(tc.mod(base()))
-			if got.Kind != tc.kind || got.Target != tc.target || !strings.Contains(got.Reason, tc.want) {
-				t.Fatalf("Decide = {%s %q %q}, want {%s %q …%q…}", got.Kind, got.Target, got.Reason, tc.kind, tc.target, tc.want)
-			}
-		})
-	}
+	runDecideCases(t, tests)
 }
