@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -22,27 +23,36 @@ import (
 // covers only that cluster's prefix, and returns its URL and a root client.
 func startAuthEtcd(t *testing.T, clusters ...string) (string, *clientv3.Client) {
 	t.Helper()
-	dir := t.TempDir()
-	e, u, err := embedetcd.Start(filepath.Join(dir, "etcd"), "default", 0, zap.NewNop(), 20*time.Second)
+	e, u, root := startAuthEtcdAt(t, t.TempDir(), 0, clusters...)
+	t.Cleanup(e.Close)
+	t.Cleanup(func() { root.Close() })
+	return u, root
+}
+
+// startAuthEtcdAt is startAuthEtcd on data directory dir and client port
+// (0: a free one), leaving the server and the root client to the caller.
+func startAuthEtcdAt(t *testing.T, dir string, port int, clusters ...string) (*embed.Etcd, string, *clientv3.Client) {
+	t.Helper()
+	e, u, err := embedetcd.Start(filepath.Join(dir, "etcd"), "default", port, zap.NewNop(), 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pw, err := embedetcd.EnableAuth(ctx, u, filepath.Join(dir, "root.password"), zap.NewNop())
 	if err != nil {
+		e.Close()
 		t.Fatal(err)
 	}
 	root, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 5 * time.Second, Username: embedetcd.RootUser, Password: pw, Logger: zap.NewNop()})
 	if err != nil {
+		e.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { root.Close() })
 	for _, c := range clusters {
 		addClusterUser(ctx, t, root, c)
 	}
-	return u, root
+	return e, u, root
 }
 
 // addClusterUser creates user and role "agent-"+cluster (password
@@ -249,21 +259,9 @@ func TestLoginWhenEtcdComesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, u, err := embedetcd.Start(filepath.Join(dir, "etcd"), "default", port, zap.NewNop(), 20*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, u, root := startAuthEtcdAt(t, dir, port, "late")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pw, err := embedetcd.EnableAuth(ctx, u, filepath.Join(dir, "root.password"), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 5 * time.Second, Username: embedetcd.RootUser, Password: pw, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addClusterUser(ctx, t, root, "late")
 	if _, err := Dial(Options{Endpoints: []string{u}, DialTimeout: 2 * time.Second, RequestTimeout: 2 * time.Second, TTL: 5 * time.Second,
 		Username: "agent-late", Password: "wrong"}, NewKeys("ns", "proj", "late"), zap.NewNop()); err == nil {
 		t.Fatal("Dial with a wrong password and etcd up succeeded")
