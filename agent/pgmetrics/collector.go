@@ -96,6 +96,7 @@ func New(src Source, log *zap.Logger, opts ...Option) *Collector {
 		{"wal_receiver", c.collectWALReceiver},
 		{"bgwriter", c.collectBgwriter},
 		{"archiver", c.collectArchiver},
+		{"statements", c.collectStatements},
 	}
 	c.descs = allDescs()
 	return c

@@ -47,7 +47,7 @@ func newPG(t *testing.T, root, name string) *postgres.Instance {
 		OSUser:         "postgres",
 		Superuser:      postgres.Credentials{Username: "postgres", Password: testPassword},
 		Replication:    postgres.Credentials{Username: "replicator", Password: testPassword},
-		Parameters:     map[string]string{"fsync": "off", "max_wal_senders": "5"},
+		Parameters:     map[string]string{"fsync": "off", "max_wal_senders": "5", "shared_preload_libraries": "pg_stat_statements"},
 		InitdbArgs:     []string{"--no-sync"},
 		ArchiveCommand: "/bin/true",
 	}
@@ -253,7 +253,7 @@ func TestPrimaryAndReplica(t *testing.T) {
 	if v := s.must(t, "pg_exporter_last_scrape_error"); v != 0 {
 		t.Errorf("pg_exporter_last_scrape_error = %v, want 0", v)
 	}
-	for _, g := range []string{"database", "database_size", "activity", "locks", "replication", "wal_receiver", "bgwriter", "archiver"} {
+	for _, g := range []string{"database", "database_size", "activity", "locks", "replication", "wal_receiver", "bgwriter", "archiver", "statements"} {
 		if v := s.must(t, "pg_scrape_collector_success", "collector", g); v != 1 {
 			t.Errorf("pg_scrape_collector_success{collector=%q} = %v, want 1", g, v)
 		}
@@ -322,6 +322,36 @@ func TestPrimaryAndReplica(t *testing.T) {
 	mustExec(t, ctx, holder, "COMMIT")
 	if err := <-waitDone; err != nil {
 		t.Fatal(err)
+	}
+
+	// pg_stat_statements: off until the extension is created.
+	if v := s.must(t, "pg_stat_statements_enabled"); v != 0 {
+		t.Errorf("pg_stat_statements_enabled = %v before CREATE EXTENSION", v)
+	}
+	mustExec(t, ctx, c, "CREATE EXTENSION pg_stat_statements")
+	for i := 0; i < 3; i++ {
+		mustExec(t, ctx, c, "SELECT pg_sleep(0.05), count(*) FROM t")
+	}
+	s = eventually(t, reg1, "pg_stat_statements reported", func(s scrape) error {
+		if v, _ := s.get("pg_stat_statements_enabled"); v != 1 {
+			return fmt.Errorf("pg_stat_statements_enabled %v", v)
+		}
+		return nil
+	})
+	for _, n := range []string{"calls_total", "seconds_total", "rows_total"} {
+		s.labelNames(t, "pg_stat_statements_"+n, "user", "datname", "queryid")
+	}
+	var slept bool // the pg_sleep statement: 3 calls, at least 0.15 s
+	for _, m := range s["pg_stat_statements_seconds_total"] {
+		l := labelsOf(m)
+		calls, _ := s.get("pg_stat_statements_calls_total", "user", l["user"], "datname", l["datname"], "queryid", l["queryid"])
+		slept = slept || (l["datname"] == "postgres" && l["user"] == "postgres" && calls == 3 && value(m) >= 0.15)
+	}
+	if !slept {
+		t.Errorf("no pg_stat_statements series with 3 calls and >= 0.15 s for the pg_sleep statement")
+	}
+	if n := len(s["pg_stat_statements_seconds_total"]); n > pgmetrics.TopStatements {
+		t.Errorf("%d statements reported, want at most %d", n, pgmetrics.TopStatements)
 	}
 
 	// Replication on the primary.

@@ -103,6 +103,16 @@ var (
 	descLastArchiveAge = desc("pg_stat_archiver_last_archive_age", "Seconds since the last WAL file was archived; absent if none ever was.")
 )
 
+// pg_stat_statements (postgres_exporter names and labels), the top
+// [TopStatements] by total execution time.
+var (
+	stmtLabels            = []string{"user", "datname", "queryid"}
+	descStatementsEnabled = desc("pg_stat_statements_enabled", "1 when pg_stat_statements is created in database postgres and readable, else 0.")
+	descStmtCalls         = desc("pg_stat_statements_calls_total", "Times the statement was executed.", stmtLabels...)
+	descStmtSeconds       = desc("pg_stat_statements_seconds_total", "Total execution time of the statement, in seconds.", stmtLabels...)
+	descStmtRows          = desc("pg_stat_statements_rows_total", "Rows retrieved or affected by the statement.", stmtLabels...)
+)
+
 // Host: the filesystems of the data and WAL directories (dbpilot names).
 var (
 	fsLabels          = []string{"kind", "path"}
@@ -120,6 +130,7 @@ func allDescs() []*prometheus.Desc {
 		descWALLSN, descIsReplica, descReplicaLag, descReplicaReplayBytes, descReplCurrentLSN, descReplLSNDiff,
 		descWALRStreaming, descWALRFlushedLSN, descWALRLatestEnd, descWALRReceivedTLI, descWALRLastMsg,
 		descArchived, descArchiveFailed, descLastArchiveAge,
+		descStatementsEnabled, descStmtCalls, descStmtSeconds, descStmtRows,
 		descFSSize, descFSAvail, descFSUsed, descFSUsedPercent,
 	}
 	for _, c := range descDBCounters {
