@@ -399,6 +399,14 @@ func TestPrimaryAndReplica(t *testing.T) {
 	// Filesystems.
 	checkFilesystems(t, s, n1.DataDir())
 
+	// Scrape latency on a warm connection (the target: p99 under 100 ms).
+	var ds []float64
+	for i := 0; i < 20; i++ {
+		ds = append(ds, gather(t, reg1).must(t, "pg_exporter_last_scrape_duration_seconds"))
+	}
+	sort.Float64s(ds)
+	t.Logf("scrape duration over 20 scrapes: p50 %.1f ms, max %.1f ms", ds[10]*1000, ds[19]*1000)
+
 	// The replica.
 	s = eventually(t, reg2, "replica streaming", func(s scrape) error {
 		if v, _ := s.get("pg_stat_wal_receiver_streaming"); v != 1 {
