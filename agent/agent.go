@@ -27,6 +27,7 @@ import (
 	"github.com/dbpilot/dbpilot/agent/fenceguard"
 	"github.com/dbpilot/dbpilot/agent/ha"
 	"github.com/dbpilot/dbpilot/agent/httpapi"
+	"github.com/dbpilot/dbpilot/agent/pgmetrics"
 	"github.com/dbpilot/dbpilot/agent/postgres"
 	"github.com/dbpilot/dbpilot/agent/report"
 	"github.com/dbpilot/dbpilot/handlers"
@@ -164,6 +165,11 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 	metrics, err := httpapi.NewMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	// Engine and host metrics, queried on scrape over pg's metrics pool
+	// (never the HA loop's connections), within pgmetrics.DefaultBudget.
+	if err := reg.Register(pgmetrics.New(pg, log.Named("pgmetrics"))); err != nil {
+		return nil, fmt.Errorf("register postgres metrics: %w", err)
 	}
 	a := &Agent{
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,

@@ -168,6 +168,13 @@ func TestSlotsIntegration(t *testing.T) {
 	if want := `dbpilot_replication_slot_active{slot="` + postgres.SlotName(down) + `"} 1`; !strings.Contains(metrics, want) {
 		t.Errorf("primary /metrics lacks %q:\n%s", want, grepLines(metrics, "replication_slot"))
 	}
+	// The engine metrics (agent/pgmetrics) are on the same endpoint.
+	for _, want := range []string{"pg_up 1", "pg_exporter_last_scrape_error 0", `pg_stat_replication_replay_lag_bytes{application_name="` + down + `"`,
+		`pg_stat_database_xact_commit{datid=`, `dbpilot_filesystem_used_percent{kind="wal"`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("primary /metrics lacks %q:\n%s", want, grepLines(metrics, "pg_"))
+		}
+	}
 
 	// A replica down for a while: its slot stays (an empty spec says nothing
 	// about who left), and keeps the WAL it will need.

@@ -38,6 +38,9 @@ type Instance struct {
 
 	poolMu sync.Mutex
 	pool   *pgxpool.Pool // local superuser connections (localConn), nil until first use
+	// metricsPool is the metrics collector's own connection (MetricsConn),
+	// nil until first use.
+	metricsPool *pgxpool.Pool
 }
 
 // process is a postmaster started by this Instance.

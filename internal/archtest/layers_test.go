@@ -96,6 +96,7 @@ var layers = map[string][]string{
 	"handlers":           nil,
 	"agent/ha":           nil, // the pure policy: no I/O, nothing of ours
 	"agent/postgres":     nil,
+	"agent/pgmetrics":    nil, // reads the local server through an interface *postgres.Instance satisfies
 	"agent/fenceguard":   nil,
 	"agent/httpapi":      nil,
 	"agent/dcs":          {"proto/keyspace"},
