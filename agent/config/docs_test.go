@@ -12,19 +12,28 @@ import (
 	"github.com/dbpilot/dbpilot/handlers"
 )
 
+// yamlPath is the dotted YAML path of field f under prefix; false for a
+// field without a YAML key.
+func yamlPath(f reflect.StructField, prefix string) (string, bool) {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "" || name == "-" {
+		return "", false
+	}
+	if prefix == "" {
+		return name, true
+	}
+	return prefix + "." + name, true
+}
+
 // configKeys returns the dotted YAML path of every leaf key under t (a
 // struct type), with "[]" for list elements of structs.
 func configKeys(t reflect.Type, prefix string) []string {
 	var out []string
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
+		path, ok := yamlPath(f, prefix)
+		if !ok {
 			continue
-		}
-		path := name
-		if prefix != "" {
-			path = prefix + "." + name
 		}
 		ft := f.Type
 		if ft.Kind() == reflect.Pointer {
@@ -177,13 +186,9 @@ func collectValues(v reflect.Value, prefix string, out map[string]string) {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
+		path, ok := yamlPath(f, prefix)
+		if !ok {
 			continue
-		}
-		path := name
-		if prefix != "" {
-			path = prefix + "." + name
 		}
 		fv := v.Field(i)
 		if fv.Kind() == reflect.Pointer {

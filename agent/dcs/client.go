@@ -598,26 +598,48 @@ type Event struct {
 
 // Watch signals on the returned channel (capacity 1, coalescing) after every
 // change under the cluster prefix for which relevant returns true, until ctx
-// ends. It re-establishes the watch after errors.
+// ends. It re-establishes the watch after errors, on the client in use then
+// (the authenticated one once a late login replaced the placeholder).
 func (c *Client) Watch(ctx context.Context, relevant func(Event) bool) <-chan struct{} {
+	pfx := c.keys.Prefix()
+	return WatchPrefix(ctx, c.etcd, pfx, 0, func(ev *clientv3.Event) bool {
+		return relevant(Event{Key: strings.TrimPrefix(string(ev.Kv.Key), pfx), Create: ev.IsCreate(), Delete: ev.Type == clientv3.EventTypeDelete})
+	})
+}
+
+// WatchPrefix signals on the returned channel (capacity 1, coalescing; closed
+// when ctx ends) after every event under prefix for which relevant returns
+// true (nil: every event; relevant sees every event), from revision rev on (0: from now). A broken
+// watch is re-established after 200 ms from the then current revision, on
+// the client cli returns at that moment: callers re-read on a signal, so a
+// gap costs latency, not correctness. The one prefix watch of the agent
+// (Client.Watch) and of the admin side (admin.Wait).
+func WatchPrefix(ctx context.Context, cli func() *clientv3.Client, prefix string, rev int64, relevant func(*clientv3.Event) bool) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
-			wch := c.etcd().Watch(clientv3.WithRequireLeader(ctx), c.keys.Prefix(), clientv3.WithPrefix())
-			for resp := range wch {
+			opts := []clientv3.OpOption{clientv3.WithPrefix()}
+			if rev > 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+				rev = 0
+			}
+			for resp := range cli().Watch(clientv3.WithRequireLeader(ctx), prefix, opts...) {
 				if resp.Err() != nil {
 					break
 				}
-				for _, ev := range resp.Events {
-					e := Event{Key: strings.TrimPrefix(string(ev.Kv.Key), c.keys.Prefix()), Create: ev.IsCreate(), Delete: ev.Type == clientv3.EventTypeDelete}
-					if !relevant(e) {
-						continue
+				hit := relevant == nil
+				for _, ev := range resp.Events { // relevant sees every event
+					if relevant != nil && relevant(ev) {
+						hit = true
 					}
-					select {
-					case out <- struct{}{}:
-					default:
-					}
+				}
+				if !hit {
+					continue
+				}
+				select {
+				case out <- struct{}{}:
+				default:
 				}
 			}
 			select {

@@ -258,7 +258,7 @@ func (a *Admin) Wait(ctx context.Context, keys keyspace.Keys, poll time.Duration
 				return s, nil
 			}
 			if changed == nil {
-				changed = a.watch(wctx, keys, s.Revision+1)
+				changed = dcs.WatchPrefix(wctx, func() *clientv3.Client { return a.cli }, keys.Prefix(), s.Revision+1, nil)
 			}
 		} else {
 			lastErr = err
@@ -273,34 +273,4 @@ func (a *Admin) Wait(ctx context.Context, keys keyspace.Keys, poll time.Duration
 		}
 		t.Stop()
 	}
-}
-
-// watch signals (capacity 1, coalescing) after changes under the prefix
-// from revision rev on, until ctx ends; a broken watch is re-established
-// after 200 ms from the current revision (the caller's poll covers a gap).
-func (a *Admin) watch(ctx context.Context, keys keyspace.Keys, rev int64) <-chan struct{} {
-	out := make(chan struct{}, 1)
-	go func() {
-		for ctx.Err() == nil {
-			opts := []clientv3.OpOption{clientv3.WithPrefix()}
-			if rev > 0 {
-				opts = append(opts, clientv3.WithRev(rev))
-				rev = 0
-			}
-			for resp := range a.cli.Watch(clientv3.WithRequireLeader(ctx), keys.Prefix(), opts...) {
-				if resp.Err() != nil {
-					break
-				}
-				select {
-				case out <- struct{}{}:
-				default:
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	return out
 }
