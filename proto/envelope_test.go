@@ -35,6 +35,10 @@ func samples() map[string]any {
 		},
 		TypeSwitchover:    SwitchoverCompleted{From: "db-node-1", To: "db-node-2", DurationMS: 2100},
 		TypeHandlerResult: HandlerResult{Handler: "health", Status: HandlerTimedOut, ExitCode: -1, DurationMS: 5000},
+		TypeMemberSummary: MemberSummary{IntervalMS: 10000, Role: RolePrimary, State: StateRunning, Healthy: true, Writable: true,
+			SyncStandbys: []string{"db-node-1"},
+			Filesystems:  []FilesystemUsage{{Kind: FilesystemData, Path: "/var/lib/postgresql/15/main", SizeBytes: 100 << 30, UsedBytes: 40 << 30, UsedPct: 40}},
+			Backups:      []BackupJobStatus{{Job: "nightly", Schedule: "0 2 * * *"}}},
 	}
 }
 
@@ -140,6 +144,13 @@ func TestDecodeEnvelope(t *testing.T) {
 		{name: "unknown role", typ: TypeMemberState, term: 7, edit: func(m map[string]any) { dataOf(m)["role"] = "leader" }, wantF: []string{"data.role"}},
 		{name: "unknown state", typ: TypeMemberState, term: 7, edit: func(m map[string]any) { dataOf(m)["state"] = "zombie" }, wantF: []string{"data.state"}},
 		{name: "lag below -1", typ: TypeMemberState, term: 7, edit: func(m map[string]any) { dataOf(m)["lag_bytes"] = -2 }, wantF: []string{"data.lag_bytes"}},
+		{name: "summary interval too short", typ: TypeMemberSummary, term: 7, edit: func(m map[string]any) { dataOf(m)["interval_ms"] = 10 }, wantF: []string{"data.interval_ms"}},
+		{name: "summary filesystem above 100 %", typ: TypeMemberSummary, term: 0, edit: func(m map[string]any) {
+			dataOf(m)["filesystems"].([]any)[0].(map[string]any)["used_pct"] = 140
+		}, wantF: []string{"data.filesystems[0]"}},
+		{name: "summary backup without job", typ: TypeMemberSummary, term: 7, edit: func(m map[string]any) {
+			dataOf(m)["backups"].([]any)[0].(map[string]any)["job"] = ""
+		}, wantF: []string{"data.backups[0].job"}},
 		{name: "fenced without reason", typ: TypeFenced, term: 7, edit: func(m map[string]any) { delete(dataOf(m), "reason") }, wantF: []string{"data.reason"}},
 		{name: "failover without candidate", typ: TypeFailoverStarted, term: 7, edit: func(m map[string]any) { delete(dataOf(m), "candidate") }, wantF: []string{"data.candidate"}},
 		{name: "switchover to itself", typ: TypeSwitchover, term: 7, edit: func(m map[string]any) { dataOf(m)["to"] = "db-node-1" }, wantF: []string{"data.to"}},

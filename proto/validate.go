@@ -236,6 +236,28 @@ func (p *MemberState) check(v *validator) {
 	}
 }
 
+func (p *MemberSummary) value() any { return *p }
+func (p *MemberSummary) check(v *validator) {
+	if p.IntervalMS < 1000 {
+		v.addf("data.interval_ms", "must be >= 1000 (got %d)", p.IntervalMS)
+	}
+	v.oneOf("data.role", p.Role, RolePrimary, RoleReplica, RoleUnknown)
+	v.oneOf("data.state", p.State, StateRunning, StateStarting, StateStopped, StateFenced, StateUnhealthy)
+	if p.LagBytes < -1 {
+		v.addf("data.lag_bytes", "must be >= 0, or -1 for unknown (got %d)", p.LagBytes)
+	}
+	for i, f := range p.Filesystems {
+		field := fmt.Sprintf("data.filesystems[%d]", i)
+		v.oneOf(field+".kind", f.Kind, FilesystemData, FilesystemWAL)
+		if f.SizeBytes <= 0 || f.UsedBytes < 0 || f.UsedPct < 0 || f.UsedPct > 100 {
+			v.addf(field, "size_bytes must be > 0, used_bytes >= 0 and used_pct within 0-100 (got %d, %d, %g)", f.SizeBytes, f.UsedBytes, f.UsedPct)
+		}
+	}
+	for i, b := range p.Backups {
+		v.required(fmt.Sprintf("data.backups[%d].job", i), b.Job)
+	}
+}
+
 func (p *Fenced) value() any { return *p }
 func (p *Fenced) check(v *validator) {
 	v.required("data.reason", p.Reason)
@@ -303,6 +325,8 @@ func specFor(typ string) (typeSpec, bool) {
 		return typeSpec{newPayload: func() payload { return new(BackupFailed) }}, true
 	case TypeBackupVerified:
 		return typeSpec{newPayload: func() payload { return new(BackupVerified) }}, true
+	case TypeMemberSummary:
+		return typeSpec{newPayload: func() payload { return new(MemberSummary) }}, true
 	}
 	return typeSpec{}, false
 }
