@@ -5,7 +5,7 @@ PKGS      := ./...
 LDFLAGS   := -X github.com/dbpilot/dbpilot/internal/buildinfo.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all deps test-deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane chaos clean walkthrough
+.PHONY: all deps test-deps build demo demo-agents test test-dapr lint bench-failover bench-agent bench-backup bench-controlplane bench-alerts chaos clean walkthrough
 
 all: build
 
@@ -72,6 +72,10 @@ chaos: deps build
 ## bench-agent: RSS and CPU of one idle agent over 60 s
 bench-agent: deps build
 	./$(BIN)/dbpilot-bench agent --seconds 60
+
+## bench-alerts: alert detection/notification latency over randomised faults, false pages during planned switchovers, /metrics scrape p99 (docs/observability.md)
+bench-alerts: deps build
+	./$(BIN)/dbpilot-bench alerts --faults 12 --switchovers 10
 
 ## bench-controlplane: events ingested/s, API p99 and server RSS for 1,000 simulated clusters × 3 nodes (docs/benchmarks.md)
 bench-controlplane: build
