@@ -711,11 +711,11 @@ func webhookSignatureOK(h http.Header, body []byte) bool {
 // decodeNotification reads a webhook body: the transition and its alert.
 func decodeNotification(body []byte) (notification, error) {
 	var m struct {
-		Event string     `json:"event"`
-		Alert benchAlert `json:"alert"`
+		Transition string     `json:"transition"`
+		Alert      benchAlert `json:"alert"`
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
 		return notification{}, err
 	}
-	return notification{event: m.Event, alert: m.Alert}, nil
+	return notification{event: m.Transition, alert: m.Alert}, nil
 }
