@@ -483,6 +483,8 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 		}
 	}
 	a.state.UpdatedAt = obs.now
+	a.replicas = st.Replicas
+	a.syncModeSeen = a.syncMode
 	term := a.state.Term
 	a.mu.Unlock()
 
