@@ -268,7 +268,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", a.cfg.HTTP.Listen, err)
 		}
-		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg, httpapi.WithFailsafe(failsafeHandler{a})), ReadHeaderTimeout: 5 * time.Second}
+		opts := []httpapi.Option{httpapi.WithFailsafe(failsafeHandler{a})}
+		if a.pgm != nil {
+			opts = append(opts, httpapi.WithInsight(insight{node: a.cfg.Node.Name, src: a.pgm}))
+		}
+		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg, opts...), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 		defer func() {
