@@ -374,6 +374,8 @@ var queryParams = map[string]string{
 	"POST /v1/namespaces/{ns}/clusters/{cluster}/failover":               "project",
 	"POST /v1/namespaces/{ns}/clusters/{cluster}/restart":                "project",
 	"GET /v1/namespaces/{ns}/clusters/{cluster}/nodes":                   "project",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/top":                     "project limit",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/sessions":                "project",
 	"GET /v1/namespaces/{ns}/clusters/{cluster}/nodes/{node}/cloud-init": "project format",
 	"GET /v1/namespaces/{ns}/clusters/{cluster}/backups":                 "project limit page_token",
 	"POST /v1/namespaces/{ns}/clusters/{cluster}/backups":                "project",
