@@ -49,6 +49,8 @@ var matrix = []endpoint{
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes/node1/cloud-init", "", "admin", 200},
+	{"GET", "/v1/namespaces/{ns}/clusters/{c}/top", "", "viewer", 503},      // seeded: no primary in etcd
+	{"GET", "/v1/namespaces/{ns}/clusters/{c}/sessions", "", "viewer", 503}, // likewise
 	{"PATCH", "/v1/namespaces/{ns}/clusters/{c}", `{"synchronous_mode":"maybe"}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/scale", `{"replicas":99}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/switchover", `{"to":"nope"}`, "operator", 400},
@@ -354,6 +356,15 @@ func TestAuthAndValidation(t *testing.T) {
 			if got := code == 400 && e.Field == pr.param; got != reads {
 				t.Errorf("%s?%s=%s: %d %+v; the handler reads %s: %v", r, pr.param, pr.bad, code, e, pr.param, reads)
 			}
+		}
+	}
+
+	// Query insight of a cluster without a primary: 503 saying so.
+	for _, p := range []string{"top", "sessions"} {
+		var e apiErr
+		if code := admin.do("GET", "/v1/namespaces/acme/clusters/q/"+p, nil, &e); code != 503 || e.Code != "unavailable" ||
+			!strings.Contains(e.Message, "no primary known for cluster acme/q: no member holds the leader key") {
+			t.Errorf("GET …/q/%s without a primary: %d %+v", p, code, e)
 		}
 	}
 }
