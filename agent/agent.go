@@ -115,9 +115,14 @@ type Agent struct {
 	// pgm reads the local server for metrics, the member summary and the
 	// query insight endpoints (nil in unit tests with a fake database).
 	pgm pgmetrics.Source
+	// statements: pg_stat_statements is installed and preloaded, so the
+	// summary loop creates the extension on the primary.
+	statements bool
 	// extTerm is the term in which CREATE EXTENSION pg_stat_statements
-	// last succeeded on this primary (summary loop only).
+	// last succeeded on this primary, extErr the last failure logged
+	// (summary loop only).
 	extTerm uint64
+	extErr  string
 
 	mu    sync.Mutex
 	state httpapi.NodeState
@@ -194,7 +199,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
 		fencerWake: make(chan struct{}, 1), failsafeWake: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
-		lastRole: ha.RoleStopped, bk: bk, pgm: pg, syncMode: string(cfg.SynchronousMode),
+		lastRole: ha.RoleStopped, bk: bk, pgm: pg, statements: len(pgcfg.PreloadLibraries) > 0, syncMode: string(cfg.SynchronousMode),
 		failsafeKey: creds.Replication.Password.Reveal(),
 		httpc:       &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 2}},
 	}

@@ -258,7 +258,7 @@ func jobStatus(j backup.Job, runs []backup.Run) proto.BackupJobStatus {
 // per term on a writable primary (replicas get it through WAL). A failure
 // is logged and retried at the next round; it never touches the HA loop.
 func (a *Agent) ensureStatements(ctx context.Context, s httpapi.NodeState) {
-	if a.pgm == nil || s.Role != proto.RolePrimary || !s.Writable || !s.HoldsLease || s.Term == 0 || a.extTerm == s.Term {
+	if a.pgm == nil || !a.statements || s.Role != proto.RolePrimary || !s.Writable || !s.HoldsLease || s.Term == 0 || a.extTerm == s.Term {
 		return
 	}
 	conn, release, err := a.pgm.MetricsConn(ctx)
@@ -267,11 +267,16 @@ func (a *Agent) ensureStatements(ctx context.Context, s httpapi.NodeState) {
 		release()
 	}
 	if err != nil {
-		if ctx.Err() == nil || !errors.Is(err, context.DeadlineExceeded) {
-			a.log.Warn("CREATE EXTENSION pg_stat_statements failed; retrying at the next summary interval", zap.Error(err))
+		// Logged once per distinct error, not every interval.
+		if msg := err.Error(); msg != a.extErr {
+			a.extErr = msg
+			a.log.Warn("CREATE EXTENSION pg_stat_statements failed; retrying every summary interval", zap.Error(err))
 		}
 		return
 	}
-	a.extTerm = s.Term
+	if a.extErr != "" {
+		a.log.Info("pg_stat_statements created after earlier failures")
+	}
+	a.extTerm, a.extErr = s.Term, ""
 	a.log.Debug("pg_stat_statements present", zap.Uint64("term", s.Term))
 }
