@@ -54,7 +54,7 @@ func TestValidConfigAndDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
-	if c.TTL != DefaultTTL || c.Health.Interval != DefaultHealthInterval || c.Postgres.Port != 5432 || c.SynchronousMode != SyncOff {
+	if c.TTL != DefaultTTL || c.Health.Interval != DefaultHealthInterval || c.Report.SummaryInterval != DefaultSummaryInterval || c.Postgres.Port != 5432 || c.SynchronousMode != SyncOff {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	if c.Postgres.DataDir != filepath.Join(dir, "data") {
