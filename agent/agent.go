@@ -79,6 +79,10 @@ type Agent struct {
 	// it). It only grows.
 	etcdRev    atomic.Int64
 	leaderless atomic.Bool // last cycle: no leader key
+	// termKnown: a cycle has recorded the term from an etcd read (events
+	// built before carry term 0 and would sort before this process's
+	// predecessor's).
+	termKnown atomic.Bool
 	trigger    chan struct{}
 	// fencerWake and failsafeWake make the fencer and the failsafe loop
 	// look again at once (cap 1, coalescing): the proof or the role may

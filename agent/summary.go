@@ -33,7 +33,8 @@ const summaryRuns = 200
 // summaryLoop runs every report.summary_interval until ctx ends, on its own
 // goroutine (never the HA loop's, whose state it only reads): on a
 // writable primary it makes sure pg_stat_statements exists, and when an
-// events transport is configured it publishes the member summary. Each
+// events transport is configured it publishes the member summary (once
+// the agent has read etcd: the header carries its revision). Each
 // round has a time budget (summaryBudget); what does not answer within it
 // is left out of that round's summary.
 func (a *Agent) summaryLoop(ctx context.Context) {
@@ -53,7 +54,10 @@ func (a *Agent) summaryLoop(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, summaryBudget(interval))
 		s := a.Snapshot()
 		a.ensureStatements(rctx, s)
-		if send {
+		// Not before a cycle recorded an etcd read: every event carries
+		// the term and the etcd revision it was derived from, in order
+		// with this member's earlier events (docs/events.md).
+		if send && a.termKnown.Load() && a.etcdRev.Load() > 0 {
 			if e, ok := a.envelope(proto.TypeMemberSummary, a.summary(rctx, s, interval)); ok {
 				a.rep.PublishLatest(e)
 			}
