@@ -100,6 +100,8 @@ func TestMemberSummariesAndQueryInsight(t *testing.T) {
 	// Periodic: more keep coming, about one per interval.
 	n := len(sink.summaries(t, replica))
 	testutil.Eventually(t, 15*time.Second, 200*time.Millisecond, "more summaries", func() bool { return len(sink.summaries(t, replica)) >= n+3 })
+	// In order with the members' other events, each with its etcd revision.
+	sink.checkPositions(t)
 
 	// pg_stat_statements: preloaded on both, created on the primary and
 	// replicated.
