@@ -79,6 +79,10 @@ type Agent struct {
 	// it). It only grows.
 	etcdRev    atomic.Int64
 	leaderless atomic.Bool // last cycle: no leader key
+	// termKnown: a cycle has recorded the term from an etcd read (events
+	// built before carry term 0 and would sort before this process's
+	// predecessor's).
+	termKnown atomic.Bool
 	trigger    chan struct{}
 	// fencerWake and failsafeWake make the fencer and the failsafe loop
 	// look again at once (cap 1, coalescing): the proof or the role may
@@ -112,8 +116,24 @@ type Agent struct {
 	// slots is the primary's replication slot upkeep (slots.go).
 	slots slotKeeper
 
+	// pgm reads the local server for metrics, the member summary and the
+	// query insight endpoints (nil in unit tests with a fake database).
+	pgm pgmetrics.Source
+	// statements: pg_stat_statements is installed and preloaded, so the
+	// summary loop creates the extension on the primary.
+	statements bool
+	// extTerm is the term in which CREATE EXTENSION pg_stat_statements
+	// last succeeded on this primary, extErr the last failure logged
+	// (summary loop only).
+	extTerm uint64
+	extErr  string
+
 	mu    sync.Mutex
 	state httpapi.NodeState
+	// replicas are the WAL senders the last cycle saw (a primary's).
+	replicas []postgres.ReplicaStat
+	// syncModeSeen is syncMode as of the last cycle, for other goroutines.
+	syncModeSeen string
 }
 
 // New builds an agent from a validated configuration. It reads the
@@ -145,6 +165,14 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		Replication: postgres.Credentials{Username: creds.Replication.Username, Password: creds.Replication.Password.Reveal()},
 		HBA:         cfg.Postgres.HBA,
 	}
+	if postgres.LibraryInstalled(cfg.Postgres.BinDir, "pg_stat_statements") {
+		// Query statistics for /metrics and /v1/statements; the extension
+		// itself is created by the summary loop on the primary.
+		pgcfg.PreloadLibraries = []string{"pg_stat_statements"}
+	} else {
+		log.Warn("pg_stat_statements is not installed next to postgres.bin_dir (install postgresql-contrib): no statement statistics",
+			zap.String("bin_dir", cfg.Postgres.BinDir))
+	}
 	plain := pgcfg
 	if err := archiveSettings(cfg, &pgcfg); err != nil {
 		return nil, err
@@ -175,7 +203,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Agent, error) {
 		cfg: cfg, log: log, dcs: d, pg: pg, reg: reg, metrics: metrics,
 		local: localState{dir: cfg.StateDir}, keys: keys, trigger: make(chan struct{}, 1),
 		fencerWake: make(chan struct{}, 1), failsafeWake: make(chan struct{}, 1), healthWake: make(chan struct{}, 1),
-		lastRole: ha.RoleStopped, bk: bk, syncMode: string(cfg.SynchronousMode),
+		lastRole: ha.RoleStopped, bk: bk, pgm: pg, statements: len(pgcfg.PreloadLibraries) > 0, syncMode: string(cfg.SynchronousMode),
 		failsafeKey: creds.Replication.Password.Reveal(),
 		httpc:       &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 2}},
 	}
@@ -249,7 +277,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", a.cfg.HTTP.Listen, err)
 		}
-		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg, httpapi.WithFailsafe(failsafeHandler{a})), ReadHeaderTimeout: 5 * time.Second}
+		opts := []httpapi.Option{httpapi.WithFailsafe(failsafeHandler{a})}
+		if a.pgm != nil {
+			opts = append(opts, httpapi.WithInsight(insight{node: a.cfg.Node.Name, src: a.pgm}))
+		}
+		srv := &http.Server{Handler: httpapi.NewHandler(a, a.reg, opts...), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 		defer func() {
@@ -267,7 +299,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.startGuard()
 	defer a.stopGuard()
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); a.summaryLoop(bg) }()
 	go func() { defer wg.Done(); a.healthLoop(bg) }()
 	go func() { defer wg.Done(); a.fencer(bg) }()
 	go func() { defer wg.Done(); a.failsafeLoop(bg) }()
@@ -537,6 +570,14 @@ func (a *Agent) handlerResult(r handlers.Result) {
 
 // publish queues an event; it never blocks the HA loop.
 func (a *Agent) publish(typ string, payload any) {
+	if e, ok := a.envelope(typ, payload); ok {
+		a.rep.Publish(e)
+	}
+}
+
+// envelope builds an event of ours with the current term and revision in
+// its header; false (logged) if it does not validate.
+func (a *Agent) envelope(typ string, payload any) (proto.Envelope, bool) {
 	a.mu.Lock()
 	h := proto.Header{
 		ClusterRef:  proto.ClusterRef{Namespace: a.cfg.Cluster.Namespace, Project: a.cfg.Cluster.Project, Cluster: a.cfg.Cluster.Name},
@@ -549,9 +590,9 @@ func (a *Agent) publish(typ string, payload any) {
 	e, err := proto.NewEnvelope(typ, proto.AgentSource(a.cfg.Cluster.Namespace, a.cfg.Cluster.Name, a.cfg.Node.Name), h, payload)
 	if err != nil {
 		a.log.Error("cannot build event", zap.String("type", typ), zap.Error(err))
-		return
+		return proto.Envelope{}, false
 	}
-	a.rep.Publish(e)
+	return e, true
 }
 
 // noteRevision raises etcdRev to rev.

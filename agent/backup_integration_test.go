@@ -26,6 +26,8 @@ type receiver struct {
 	seen  map[string]int
 	types map[string]string
 	srv   *http.Server
+	// summaries are the newest member summary per node.
+	summaries map[string]proto.MemberSummary
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -38,6 +40,13 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.seen[e.ID]++
 	r.types[e.ID] = e.Type
+	if p, err := e.Payload(); err == nil && e.Type == proto.TypeMemberSummary {
+		if r.summaries == nil {
+			r.summaries = map[string]proto.MemberSummary{}
+		}
+		sum := p.(proto.MemberSummary)
+		r.summaries[sum.Node] = sum
+	}
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -207,6 +216,35 @@ func TestScheduledBackupsInCluster(t *testing.T) {
 	if byType[proto.TypeBackupCompleted] < 2 || byType[proto.TypeBackupFailed] < 1 || byType[proto.TypeBackupStarted] < 3 {
 		t.Fatalf("events at the receiver: %v", byType)
 	}
+
+	// Member summaries: the primary reports its WAL archiver, the nodes
+	// that ran the jobs their last success and failure.
+	poll(t, 30*time.Second, "summaries with the archiver and the backup jobs", func() bool {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		p := rcv.summaries[s.Leader]
+		if !p.Writable || p.Archive == nil || p.Archive.ArchivedCount == 0 || p.Archive.LastArchivedAt == nil {
+			return false
+		}
+		job := func(node, name string) proto.BackupJobStatus {
+			for _, b := range rcv.summaries[node].Backups {
+				if b.Job == name {
+					return b
+				}
+			}
+			return proto.BackupJobStatus{}
+		}
+		full := job(c.Nodes[ranOn[0]].Name, "full")
+		slow := job(c.Nodes[slowNode].Name, "slow")
+		return full.LastSuccessAt != nil && full.NextDueAt != nil && full.Schedule == "@hourly" && slow.LastFailureAt != nil
+	})
+	rcv.mu.Lock()
+	for node, sum := range rcv.summaries {
+		if node != s.Leader && sum.Archive != nil {
+			t.Errorf("replica %s reports an archiver: %+v", node, sum.Archive)
+		}
+	}
+	rcv.mu.Unlock()
 
 	// A replica rebuilt from the backup plus archived WAL streams from the primary.
 	rebuild := -1

@@ -481,8 +481,11 @@ func (a *Agent) record(ctx context.Context, obs observation, act ha.Action) {
 		if a.isLeader.Load() {
 			a.state.Term = a.term
 		}
+		a.termKnown.Store(true)
 	}
 	a.state.UpdatedAt = obs.now
+	a.replicas = st.Replicas
+	a.syncModeSeen = a.syncMode
 	term := a.state.Term
 	a.mu.Unlock()
 

@@ -18,6 +18,9 @@ import (
 // ProjectionStats count what the projection consumer did with events.
 type ProjectionStats struct {
 	Applied, Duplicate, Stale, UnknownCluster, UnknownNode, Malformed uint64
+	// Summaries counts member summaries handed to the summary sink (or
+	// accepted without one); they are not stored.
+	Summaries uint64
 }
 
 // MaxLoggedInput bounds, in bytes, how much of an untrusted input (an
@@ -38,7 +41,15 @@ type Projection struct {
 	st  *store.Store
 	log *zap.Logger
 
-	applied, duplicate, stale, unknown, unknownNode, malformed atomic.Uint64
+	applied, duplicate, stale, unknown, unknownNode, malformed, summaries atomic.Uint64
+
+	// sink receives member summaries (SetSummarySink); nil: dropped after
+	// the checks.
+	sink atomic.Pointer[SummarySink]
+	// summaryNodes caches "ns/project/cluster/node" → summaryNode for
+	// provisioned nodes, so a summary every few seconds per member costs
+	// no store read.
+	summaryNodes sync.Map
 
 	mu      sync.Mutex
 	waiters []chan struct{} // woken when a new event is recorded
@@ -153,7 +164,78 @@ func NewProjection(st *store.Store, log *zap.Logger) *Projection {
 // Stats returns the counters since start.
 func (p *Projection) Stats() ProjectionStats {
 	return ProjectionStats{Applied: p.applied.Load(), Duplicate: p.duplicate.Load(), Stale: p.stale.Load(),
-		UnknownCluster: p.unknown.Load(), UnknownNode: p.unknownNode.Load(), Malformed: p.malformed.Load()}
+		UnknownCluster: p.unknown.Load(), UnknownNode: p.unknownNode.Load(), Malformed: p.malformed.Load(),
+		Summaries: p.summaries.Load()}
+}
+
+// SummarySink receives a member summary (proto.TypeMemberSummary) that
+// passed validation and whose node the control plane provisioned for the
+// cluster; clusterID is the store's id of that cluster. It is called on
+// the delivering goroutine and must not block for long (hand the summary
+// over and return).
+type SummarySink func(ctx context.Context, clusterID string, s proto.MemberSummary)
+
+// SetSummarySink makes the projection hand every accepted member summary
+// to fn (nil: summaries are checked, counted and dropped). Summaries are
+// never stored in the events table. Safe to call at any time.
+func (p *Projection) SetSummarySink(fn func(ctx context.Context, clusterID string, s proto.MemberSummary)) {
+	if fn == nil {
+		p.sink.Store(nil)
+		return
+	}
+	f := SummarySink(fn)
+	p.sink.Store(&f)
+}
+
+// summaryNodeTTL is how long a node found provisioned is trusted for
+// summaries without another store read.
+const summaryNodeTTL = 10 * time.Second
+
+type summaryNode struct {
+	clusterID string
+	until     time.Time
+}
+
+// summary checks a member summary's cluster and node against the store
+// and hands it to the sink: nil for an unknown cluster (counted and
+// dropped, as other events), ErrUnknownNode for a node not provisioned,
+// a store error (to be retried) otherwise.
+func (p *Projection) summary(ctx context.Context, pr prepared) error {
+	h := pr.h
+	key := h.Namespace + "/" + pr.project + "/" + h.Cluster + "/" + h.Node
+	var clusterID string
+	if v, ok := p.summaryNodes.Load(key); ok && time.Now().Before(v.(summaryNode).until) {
+		clusterID = v.(summaryNode).clusterID
+	} else {
+		cs, err := p.st.FindClusters(ctx, h.Namespace, pr.project, h.Cluster)
+		if err != nil {
+			return fmt.Errorf("member summary %s: %w", pr.e.ID, err)
+		}
+		if len(cs) != 1 {
+			p.unknown.Add(1)
+			p.log.Debug("member summary for unknown cluster", zap.String("cluster", h.Namespace+"/"+pr.project+"/"+h.Cluster))
+			return nil
+		}
+		nodes, err := p.st.ListNodes(ctx, cs[0].ID)
+		if err != nil {
+			return fmt.Errorf("member summary %s: %w", pr.e.ID, err)
+		}
+		if !slices.ContainsFunc(nodes, func(n store.Node) bool { return n.Name == h.Node && n.Provisioned() }) {
+			p.summaryNodes.Delete(key)
+			p.unknownNode.Add(1)
+			p.log.Warn("event for a node the control plane did not provision refused", zap.String("id", proto.Truncate([]byte(pr.e.ID), 64)),
+				zap.String("type", pr.e.Type), zap.String("cluster", h.Namespace+"/"+pr.project+"/"+h.Cluster), zap.String("node", proto.Truncate([]byte(h.Node), 64)))
+			return fmt.Errorf("event %s: node %s of cluster %s/%s/%s: %w", proto.Quote(pr.e.ID, 64), proto.Quote(h.Node, 64),
+				h.Namespace, pr.project, h.Cluster, ErrUnknownNode)
+		}
+		clusterID = cs[0].ID
+		p.summaryNodes.Store(key, summaryNode{clusterID: clusterID, until: time.Now().Add(summaryNodeTTL)})
+	}
+	p.summaries.Add(1)
+	if fn := p.sink.Load(); fn != nil {
+		(*fn)(ctx, clusterID, *pr.summary)
+	}
+	return nil
 }
 
 // Changed returns a channel closed at the next recorded event (for SSE).
@@ -203,6 +285,8 @@ type prepared struct {
 	h       proto.Header
 	project string
 	proj    store.Projection
+	// summary is set for a member summary (not projected nor stored).
+	summary *proto.MemberSummary
 }
 
 // HandleBatch is the BatchHandler for TopicAgentEvents: the events are
@@ -217,6 +301,12 @@ func (p *Projection) HandleBatch(ctx context.Context, raws [][]byte) []error {
 		pr, err := p.prepare(raw)
 		if err != nil {
 			errs[i] = err
+			continue
+		}
+		if pr.summary != nil {
+			// Periodic state, not a change: checked and handed over,
+			// never stored.
+			errs[i] = p.summary(ctx, pr)
 			continue
 		}
 		preps = append(preps, pr)
@@ -260,7 +350,10 @@ func (p *Projection) prepare(raw []byte) (prepared, error) {
 	}
 	var h proto.Header
 	var proj store.Projection
+	var summary *proto.MemberSummary
 	switch v := payload.(type) {
+	case proto.MemberSummary:
+		h, summary = v.Header, &v
 	case proto.PrimaryChanged:
 		h, proj = v.Header, store.Projection{Scope: store.ScopeCluster, Primary: v.Primary}
 	case proto.SwitchoverCompleted:
@@ -286,7 +379,7 @@ func (p *Projection) prepare(raw []byte) (prepared, error) {
 	if project == "" {
 		project = "default"
 	}
-	return prepared{e: e, h: h, project: project, proj: proj}, nil
+	return prepared{e: e, h: h, project: project, proj: proj, summary: summary}, nil
 }
 
 // account counts one applied event and re-derives the cluster phase when

@@ -331,3 +331,79 @@ func TestProjectionRefusesUnprovisionedNodes(t *testing.T) {
 		t.Errorf("stats %+v, want 2 unknown-node events, none applied", s)
 	}
 }
+
+// TestProjectionMemberSummaries: a member summary of a provisioned node is
+// handed to the sink with the store's cluster id and never stored; one of
+// an unprovisioned node is refused (ErrUnknownNode) and not handed over;
+// one of an unknown cluster is dropped; a malformed one is refused by the
+// strict decoding. Summaries in a batch do not disturb the other events.
+func TestProjectionMemberSummaries(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithCluster(t, 2)
+	recordNodes(t, st, "n1", "n2")
+	p := NewProjection(st, zaptest.NewLogger(t))
+	type got struct {
+		clusterID string
+		s         proto.MemberSummary
+	}
+	var mu sync.Mutex
+	var sunk []got
+	p.SetSummarySink(func(_ context.Context, clusterID string, s proto.MemberSummary) {
+		mu.Lock()
+		defer mu.Unlock()
+		sunk = append(sunk, got{clusterID, s})
+	})
+	streaming := true
+	summary := func(cluster, node string, lag int64) []byte {
+		h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "ns", Project: "p", Cluster: cluster}, Node: node, Term: 2, Revision: 7, TimestampMS: time.Now().UnixMilli()}
+		e, err := proto.NewEnvelope(proto.TypeMemberSummary, proto.AgentSource("ns", cluster, node), h,
+			proto.MemberSummary{IntervalMS: 3000, Role: proto.RoleReplica, State: proto.StateRunning, Healthy: true, Streaming: &streaming, LagBytes: lag})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(e)
+		return b
+	}
+	errs := p.HandleBatch(ctx, [][]byte{summary("db", "n2", 100), memberEvent(t, "n1"), summary("db", "n2", 200)})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("event %d: %v", i, err)
+		}
+	}
+	if err := p.Handle(ctx, summary("db", "n99", 1)); !errors.Is(err, ErrUnknownNode) {
+		t.Errorf("summary of an unprovisioned node: %v, want ErrUnknownNode", err)
+	}
+	if err := p.Handle(ctx, summary("nosuch", "n1", 1)); err != nil {
+		t.Errorf("summary of an unknown cluster: %v, want nil (dropped)", err)
+	}
+	bad := bytes.Replace(summary("db", "n1", 1), []byte(`"interval_ms":3000`), []byte(`"interval_ms":10`), 1)
+	if err := p.Handle(ctx, bad); !errors.Is(err, ErrMalformed) {
+		t.Errorf("summary with interval_ms 10: %v, want ErrMalformed", err)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sunk) != 2 || sunk[0].clusterID != "c1" || sunk[0].s.Node != "n2" || sunk[0].s.LagBytes != 100 || sunk[1].s.LagBytes != 200 ||
+		sunk[0].s.Term != 2 || sunk[0].s.Streaming == nil || !*sunk[0].s.Streaming {
+		t.Fatalf("sink got %+v, want n2's two summaries of cluster c1 in order", sunk)
+	}
+	evs, err := st.ListEvents(ctx, store.EventFilter{Namespace: "ns", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Type != proto.TypeMemberState {
+		t.Errorf("events stored %+v, want only the member_state (summaries are not stored)", evs)
+	}
+	if s := p.Stats(); s.Summaries != 2 || s.Applied != 1 || s.UnknownNode != 1 || s.UnknownCluster != 1 || s.Malformed != 1 {
+		t.Errorf("stats %+v", s)
+	}
+
+	// Without a sink, summaries are checked and dropped.
+	p.SetSummarySink(nil)
+	if err := p.Handle(ctx, summary("db", "n1", 5)); err != nil {
+		t.Errorf("summary without a sink: %v", err)
+	}
+	if len(sunk) != 2 {
+		t.Errorf("a cleared sink still received a summary")
+	}
+}

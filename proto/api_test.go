@@ -46,6 +46,7 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		"Whoami": WhoAmI{}, "Version": ServerVersion{}, "JoinToken": JoinToken{}, "Assignment": Assignment{},
 		"Plan": Plan{}, "BackupPolicy": BackupPolicy{}, "BackupJob": BackupJob{},
 		"Failover": SwitchoverRequest{}, "Empty": struct{}{},
+		"StatementStats": StatementStats{}, "StatementStat": StatementStat{}, "Sessions": Sessions{}, "Session": Session{},
 	}
 	// Members of a Go type that a schema leaves out on purpose: a failover
 	// takes the switchover body without "from" (refused with 400).

@@ -120,6 +120,25 @@ func Occurrence(job Job, now time.Time) (time.Time, bool, error) {
 	return last, true, nil
 }
 
+// NextOccurrence returns job's first scheduled occurrence after now; ok
+// false for a job without a schedule or one whose schedule never fires.
+// Errors: a schedule or time zone that does not parse, naming the job.
+func NextOccurrence(job Job, now time.Time) (next time.Time, ok bool, err error) {
+	if job.Schedule == "" {
+		return time.Time{}, false, nil
+	}
+	sched, err := cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor).Parse(job.Schedule)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("job %s: schedule %q: %w", job.Name, job.Schedule, err)
+	}
+	loc, err := time.LoadLocation(job.TimeZone)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("job %s: time zone %q: %w", job.Name, job.TimeZone, err)
+	}
+	next = sched.Next(now.In(loc))
+	return next, !next.IsZero(), nil
+}
+
 // Run polls the store's jobs every Tick until ctx ends. One run at a time.
 func (s *Scheduler) Run(ctx context.Context) {
 	if s.Tick == 0 {

@@ -92,6 +92,7 @@ type Config struct {
 	Postgres     Postgres     `yaml:"postgres"`
 	HTTP         HTTP         `yaml:"http"`
 	Events       Events       `yaml:"events"`
+	Report       Report       `yaml:"report"`
 	Handlers     handlers.Set `yaml:"handlers"`
 	// Backup configures agent-side backups; nil disables them.
 	Backup *Backup `yaml:"backup"`
@@ -101,6 +102,20 @@ type Config struct {
 	// postgres.os_user, so a problem with that user is reported once, on
 	// postgres.os_user.
 	handlersUserIsOSUser bool
+}
+
+// DefaultSummaryInterval is the default of report.summary_interval.
+const DefaultSummaryInterval = 3 * time.Second
+
+// Report configures what the agent reports on its own, besides the events
+// of changes.
+type Report struct {
+	// SummaryInterval is how often the agent publishes its member summary
+	// (io.dbpilot.member.summary.v1, the heartbeat the control plane's
+	// alerts read) through the events transport; at least 1s, default
+	// DefaultSummaryInterval. Nothing is sent without events.dapr or
+	// events.http.
+	SummaryInterval time.Duration `yaml:"summary_interval"`
 }
 
 // Node identifies this member.
@@ -395,6 +410,9 @@ func (c *Config) applyDefaults(baseDir string) {
 	if c.Events.HTTP != nil && c.Events.HTTP.MaxBatch == 0 {
 		c.Events.HTTP.MaxBatch = 1
 	}
+	if c.Report.SummaryInterval == 0 {
+		c.Report.SummaryInterval = DefaultSummaryInterval
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -498,6 +516,9 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Health.Interval < 100*time.Millisecond:
 		add("health.interval", "must be at least 100ms (got %q)", c.Health.Interval)
+	}
+	if c.Report.SummaryInterval < time.Second {
+		add("report.summary_interval", "must be at least 1s: the control plane counts a member silent after three missed summaries (got %q); use e.g. 3s", c.Report.SummaryInterval)
 	}
 	switch {
 	case c.TTL < minLeaseTTL:

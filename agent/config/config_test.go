@@ -54,7 +54,7 @@ func TestValidConfigAndDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
-	if c.TTL != DefaultTTL || c.Health.Interval != DefaultHealthInterval || c.Postgres.Port != 5432 || c.SynchronousMode != SyncOff {
+	if c.TTL != DefaultTTL || c.Health.Interval != DefaultHealthInterval || c.Report.SummaryInterval != DefaultSummaryInterval || c.Postgres.Port != 5432 || c.SynchronousMode != SyncOff {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	if c.Postgres.DataDir != filepath.Join(dir, "data") {
@@ -74,6 +74,7 @@ func TestBadConfigsNameTheField(t *testing.T) {
 		{"missing data dir", "postgres: {data_dir: ''}", ""}, // handled below
 		{"ttl too small for timings", "ttl: 4s\nhealth: {interval: 1s}\netcd: {endpoints: ['http://x:1'], request_timeout: 1s}", "ttl: must be larger than health.interval + 2 × etcd.request_timeout + the fencing margin (etcd.request_timeout + 500ms) = 4.5s"},
 		{"ttl not whole seconds", "ttl: 5500ms", "ttl: must be whole seconds"},
+		{"summary interval too short", "report: {summary_interval: 500ms}", `report.summary_interval: must be at least 1s: the control plane counts a member silent after three missed summaries (got "500ms")`},
 		{"bad sync mode", "synchronous_mode: sometimes", `synchronous_mode: must be "off" or "on"`},
 		{"bad node name", "node: {name: 'Node 1', address: x}", "node.name: must match"},
 		{"bad etcd url", "etcd: {endpoints: ['127.0.0.1:2379']}", "etcd.endpoints[0]: must start with http://"},

@@ -8,6 +8,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dbpilot/dbpilot/proto"
 )
 
 // Roles reported in NodeState.Role.
@@ -119,11 +122,36 @@ type FailsafeAnswer struct {
 	Reason    string `json:"reason,omitempty"`
 }
 
+// Insight reads the local PostgreSQL's query statistics and sessions for
+// GET /v1/statements and GET /v1/sessions; implemented by the agent.
+type Insight interface {
+	// Statements returns the top limit (1..proto.MaxStatementsLimit)
+	// statements of pg_stat_statements by total execution time, largest
+	// first. Errors: PostgreSQL not reachable, pg_stat_statements not
+	// available (the message says which), ctx's deadline.
+	Statements(ctx context.Context, limit int) (proto.StatementStats, error)
+	// Sessions returns the client backends of pg_stat_activity, longest
+	// running first, at most proto.MaxSessions.
+	Sessions(ctx context.Context) (proto.Sessions, error)
+}
+
+// InsightTimeout bounds one GET /v1/statements or /v1/sessions.
+const InsightTimeout = 3 * time.Second
+
+// WithInsight mounts GET /v1/statements?limit=N and GET /v1/sessions,
+// answered by in (see NewHandler). They expose query texts and client
+// addresses: like the rest of this endpoint they have no authentication,
+// so http.listen must only be reachable from trusted networks.
+func WithInsight(in Insight) Option {
+	return func(h *handler) { h.insight = in }
+}
+
 type handler struct {
 	src      Source
 	maxAge   time.Duration
 	now      func() time.Time
 	failsafe http.Handler
+	insight  Insight
 }
 
 // NewHandler returns the agent's HTTP handler:
@@ -135,6 +163,13 @@ type handler struct {
 //	              known and at most N bytes; else 503; 400 for a bad lag
 //	GET /metrics  Prometheus exposition of reg (absent when reg is nil)
 //	POST /failsafe  failsafe-mode check between members (WithFailsafe only)
+//	GET /v1/statements?limit=N  top N statements by total time
+//	              (proto.StatementStats; N 1..100, default 20; 400 for a bad
+//	              limit; 503 with {"error"} when PostgreSQL or
+//	              pg_stat_statements is not available) (WithInsight only)
+//	GET /v1/sessions  client sessions, longest first (proto.Sessions; 503
+//	              with {"error"} when PostgreSQL is not available)
+//	              (WithInsight only)
 //
 // Each GET route also answers HEAD (status only) and, for the health and
 // role checks, OPTIONS (HAProxy's default httpchk method) in the same way.
@@ -157,6 +192,10 @@ func NewHandler(src Source, reg *prometheus.Registry, opts ...Option) http.Handl
 	}
 	if h.failsafe != nil {
 		mux.Handle("POST /failsafe", h.failsafe)
+	}
+	if h.insight != nil {
+		mux.HandleFunc("GET /v1/statements", h.serveStatements)
+		mux.HandleFunc("GET /v1/sessions", h.serveSessions)
 	}
 	if reg != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -218,13 +257,58 @@ func checkReplica(r *http.Request, s NodeState) (bool, error) {
 	return ok, nil
 }
 
+// StatementsLimit parses ?limit= of the statements endpoints: absent,
+// proto.DefaultStatementsLimit; else a whole number 1..proto.MaxStatementsLimit.
+// Errors name the parameter and the range.
+func StatementsLimit(q map[string][]string) (int, error) {
+	v, given := q["limit"]
+	if !given {
+		return proto.DefaultStatementsLimit, nil
+	}
+	if len(v) != 1 {
+		return 0, fmt.Errorf("limit: give it once (got %d values)", len(v))
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil || n < 1 || n > proto.MaxStatementsLimit {
+		return 0, fmt.Errorf("limit: must be a whole number from 1 to %d (got %q)", proto.MaxStatementsLimit, v[0])
+	}
+	return n, nil
+}
+
+func (h *handler) serveStatements(w http.ResponseWriter, r *http.Request) {
+	limit, err := StatementsLimit(r.URL.Query())
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), InsightTimeout)
+	defer cancel()
+	st, err := h.insight.Statements(ctx, limit)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *handler) serveSessions(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), InsightTimeout)
+	defer cancel()
+	ss, err := h.insight.Sessions(ctx)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, ss)
+}
+
 type errorBody struct {
 	Error string `json:"error"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.Marshal(v)
-	if err != nil { // cannot happen for NodeState and errorBody
+	if err != nil { // cannot happen for the types written here
 		code, b = http.StatusInternalServerError, []byte(`{"error":"encode response"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -217,3 +217,24 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("after the failed NewMetrics: %d families, %v; want the 10 of the first", len(n), err)
 	}
 }
+
+func TestStatementsLimit(t *testing.T) {
+	for _, tc := range []struct {
+		q    map[string][]string
+		want int
+		err  string
+	}{
+		{nil, 20, ""},
+		{map[string][]string{"limit": {"1"}}, 1, ""},
+		{map[string][]string{"limit": {"100"}}, 100, ""},
+		{map[string][]string{"limit": {"0"}}, 0, `limit: must be a whole number from 1 to 100 (got "0")`},
+		{map[string][]string{"limit": {"101"}}, 0, `limit: must be a whole number from 1 to 100 (got "101")`},
+		{map[string][]string{"limit": {"x"}}, 0, `limit: must be a whole number from 1 to 100 (got "x")`},
+		{map[string][]string{"limit": {"1", "2"}}, 0, "limit: give it once (got 2 values)"},
+	} {
+		got, err := StatementsLimit(tc.q)
+		if got != tc.want || (err == nil) != (tc.err == "") || err != nil && err.Error() != tc.err {
+			t.Errorf("StatementsLimit(%v) = %d, %v; want %d, %q", tc.q, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -63,6 +63,9 @@ type Options struct {
 	Events map[string]any
 	// Env are extra environment variables (KEY=value) for every agent.
 	Env []string
+	// SummaryInterval is the agents' report.summary_interval (0: the
+	// agent's default).
+	SummaryInterval time.Duration
 	// EtcdAuth turns on etcd authentication (off by default): the root
 	// password is kept in Dir/etcd-root.password, Cluster.Admin logs in as
 	// root, and the agents log in as the cluster's own user (EtcdUser),
@@ -289,6 +292,9 @@ func (c *Cluster) addNode(i int) error {
 	}
 	if c.Opts.Interval > 0 {
 		cfg["health"] = map[string]any{"interval": c.Opts.Interval.String()}
+	}
+	if c.Opts.SummaryInterval > 0 {
+		cfg["report"] = map[string]any{"summary_interval": c.Opts.SummaryInterval.String()}
 	}
 	if c.Opts.EventsURL != "" {
 		cfg["events"] = map[string]any{"http": map[string]any{"url": c.Opts.EventsURL}}

@@ -20,6 +20,7 @@ package pgmetrics
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -178,16 +179,14 @@ func (c *Collector) collectFilesystems(ch chan<- prometheus.Metric) bool {
 	data := c.src.DataDir()
 	ok := true
 	for _, d := range []struct{ kind, path string }{{"data", data}, {"wal", filepath.Join(data, "pg_wal")}} {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(d.path, &st); err != nil {
+		u, err := Statfs(d.path)
+		if err != nil {
 			c.note("filesystem_"+d.kind, err)
 			ok = false
 			continue
 		}
 		c.note("filesystem_"+d.kind, nil)
-		bs := float64(st.Bsize)
-		size, free, avail := float64(st.Blocks)*bs, float64(st.Bfree)*bs, float64(st.Bavail)*bs
-		used := size - free
+		size, avail, used := float64(u.SizeBytes), float64(u.AvailBytes), float64(u.SizeBytes-u.FreeBytes)
 		pct := 0.0
 		if used+avail > 0 { // as df: used / (used + available to unprivileged users)
 			pct = 100 * used / (used + avail)
@@ -198,6 +197,29 @@ func (c *Collector) collectFilesystems(ch chan<- prometheus.Metric) bool {
 		ch <- gauge(descFSUsedPercent, pct, d.kind, d.path)
 	}
 	return ok
+}
+
+// FSUsage is one filesystem's statfs(2) figures, in bytes.
+type FSUsage struct {
+	// SizeBytes is the filesystem's size (f_blocks × f_bsize).
+	SizeBytes int64
+	// FreeBytes is the free space, including blocks reserved for root
+	// (f_bfree).
+	FreeBytes int64
+	// AvailBytes is what an unprivileged user may still allocate
+	// (f_bavail).
+	AvailBytes int64
+}
+
+// Statfs returns the usage of the filesystem holding path (the data or the
+// WAL directory). Errors: statfs(2)'s, naming path.
+func Statfs(path string) (FSUsage, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return FSUsage{}, &os.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	bs := int64(st.Bsize)
+	return FSUsage{SizeBytes: int64(st.Blocks) * bs, FreeBytes: int64(st.Bfree) * bs, AvailBytes: int64(st.Bavail) * bs}, nil
 }
 
 func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {

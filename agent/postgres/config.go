@@ -78,6 +78,12 @@ type Config struct {
 	// RestoreCommand, when set, is rendered as restore_command, so a replica
 	// that falls behind wal_keep_size can fetch archived WAL.
 	RestoreCommand string
+	// PreloadLibraries are added to shared_preload_libraries after the
+	// libraries Parameters lists there (each once, in this order), e.g.
+	// "pg_stat_statements". A change takes effect at the next start.
+	// Check a library is installed first ([LibraryInstalled]): PostgreSQL
+	// does not start with a missing one.
+	PreloadLibraries []string
 }
 
 // Upstream identifies the primary a replica streams from.

@@ -258,3 +258,36 @@ func TestCheckParameters(t *testing.T) {
 		}
 	}
 }
+
+func TestRenderPreloadLibraries(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		params map[string]string
+		libs   []string
+		want   string
+	}{
+		{"none configured", nil, []string{"pg_stat_statements"}, "shared_preload_libraries = 'pg_stat_statements'\n"},
+		{"user libraries kept first", map[string]string{"shared_preload_libraries": "auto_explain, pg_cron"}, []string{"pg_stat_statements"},
+			"shared_preload_libraries = 'auto_explain,pg_cron,pg_stat_statements'\n"},
+		{"already listed", map[string]string{"shared_preload_libraries": "pg_stat_statements,auto_explain"}, []string{"pg_stat_statements"},
+			"shared_preload_libraries = 'pg_stat_statements,auto_explain'\n"},
+		{"other letter case of the name", map[string]string{"Shared_Preload_Libraries": "auto_explain"}, []string{"pg_stat_statements"},
+			"shared_preload_libraries = 'auto_explain,pg_stat_statements'\n"},
+		{"nothing to add", map[string]string{"shared_preload_libraries": "auto_explain"}, nil, "shared_preload_libraries = 'auto_explain'\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig(t)
+			c.Parameters, c.PreloadLibraries = tc.params, tc.libs
+			conf := renderPostgresqlConf(c.withDefaults(), RolePrimary, "", nil, nil)
+			if !strings.Contains(conf, tc.want) || strings.Count(strings.ToLower(conf), "shared_preload_libraries") != 1 {
+				t.Errorf("want one line %q in:\n%s", tc.want, conf)
+			}
+		})
+	}
+	if !LibraryInstalled("/usr/lib/postgresql/15/bin", "pg_stat_statements") {
+		t.Errorf("LibraryInstalled: pg_stat_statements not found next to /usr/lib/postgresql/15/bin (postgresql-contrib is part of the test environment)")
+	}
+	if LibraryInstalled("/usr/lib/postgresql/15/bin", "no_such_library") {
+		t.Errorf("LibraryInstalled reports a library that does not exist")
+	}
+}

@@ -52,6 +52,48 @@ func defaultParameters() map[string]string {
 	}
 }
 
+// addPreload appends libs to the shared_preload_libraries entry of params
+// (whatever the letter case of its name), skipping those it already lists.
+func addPreload(params map[string]string, libs []string) {
+	if len(libs) == 0 {
+		return
+	}
+	key := "shared_preload_libraries"
+	for k := range params {
+		if strings.EqualFold(k, key) {
+			key = k
+		}
+	}
+	var list []string
+	have := map[string]bool{}
+	for _, l := range strings.Split(params[key], ",") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		list = append(list, l)
+		have[strings.ToLower(strings.Trim(l, `"`))] = true
+	}
+	for _, l := range libs {
+		if !have[strings.ToLower(l)] {
+			list = append(list, l)
+			have[strings.ToLower(l)] = true
+		}
+	}
+	params[key] = strings.Join(list, ",")
+}
+
+// LibraryInstalled reports whether the server library name (e.g.
+// "pg_stat_statements") is installed for the binaries in binDir: a file
+// name.so in the package library directory, which is binDir's sibling lib
+// in the Debian (/usr/lib/postgresql/15/{bin,lib}), PGDG RPM
+// (/usr/pgsql-15/{bin,lib}) and source (/usr/local/pgsql/{bin,lib})
+// layouts.
+func LibraryInstalled(binDir, name string) bool {
+	st, err := os.Stat(filepath.Join(filepath.Dir(filepath.Clean(binDir)), "lib", name+".so"))
+	return err == nil && st.Mode().IsRegular()
+}
+
 // quoteConf quotes a value as a postgresql.conf string: single quotes, with
 // embedded quotes doubled and backslashes escaped (the configuration file
 // parser processes backslash escapes).
@@ -116,6 +158,7 @@ func renderPostgresqlConf(c Config, role Role, conninfo string, syncNames []stri
 	for k, v := range c.Parameters {
 		params[k] = v
 	}
+	addPreload(params, c.PreloadLibraries)
 	keys := make([]string, 0, len(params))
 	for k := range params {
 		keys = append(keys, k)

@@ -161,7 +161,24 @@ func NewReporter(t Transport, log *zap.Logger, opts ...Option) *Reporter {
 // oldest waiting event is dropped, counted, and logged at WARN (the first
 // drop and then each time the total overflow count reaches a power of two).
 func (r *Reporter) Publish(e proto.Envelope) {
+	r.publish(e, false)
+}
+
+// PublishLatest is Publish for periodic state (a member summary): a
+// queued event of the same type and source that is not yet in flight is
+// replaced by e (removed from its place; e goes at the end of the queue),
+// so that while the receiver is unreachable the queue holds one such event
+// per source, the newest, and never pushes other events out. A replaced
+// event is not counted as dropped.
+func (r *Reporter) PublishLatest(e proto.Envelope) {
+	r.publish(e, true)
+}
+
+func (r *Reporter) publish(e proto.Envelope, latest bool) {
 	r.mu.Lock()
+	if latest {
+		r.queue = slices.DeleteFunc(r.queue, func(q proto.Envelope) bool { return q.Type == e.Type && q.Source == e.Source })
+	}
 	var dropped proto.Envelope
 	overflowed := len(r.queue) >= r.cfg.queueSize
 	if overflowed {

@@ -669,3 +669,49 @@ func TestMaxBatchOneSendsSingleEvents(t *testing.T) {
 		t.Errorf("events per request %v, want %v", batches, want)
 	}
 }
+
+// summary returns a member summary of node at timestamp ms.
+func summary(t testing.TB, node string, ms int64) proto.Envelope {
+	t.Helper()
+	h := proto.Header{ClusterRef: proto.ClusterRef{Namespace: "test", Cluster: "c1"}, Node: node, Term: 3, TimestampMS: ms}
+	e, err := proto.NewEnvelope(proto.TypeMemberSummary, proto.AgentSource("test", "c1", node), h,
+		proto.MemberSummary{IntervalMS: 3000, Role: proto.RoleReplica, State: proto.StateRunning, LagBytes: -1})
+	if err != nil {
+		t.Fatalf("NewEnvelope: %v", err)
+	}
+	return e
+}
+
+func TestPublishLatestKeepsOnlyTheNewestQueuedPerSource(t *testing.T) {
+	rc, entered, release := gatedReceiver(t, func(proto.Envelope, int) int { return http.StatusOK })
+	r := NewReporter(NewHTTPTransport(rc.srv.URL, 5*time.Second, nil), testLogger(t))
+	run(t, r)
+	gate := event(t, 1)
+	r.Publish(gate)
+	<-entered
+	// Queued behind the held request: an older summary of n1 is replaced,
+	// n2's is not (another source), other events stay in order.
+	s1, s2, n2 := summary(t, "n1", 1), summary(t, "n1", 2), summary(t, "n2", 1)
+	e2, e3 := event(t, 2), event(t, 3)
+	r.PublishLatest(s1)
+	r.Publish(e2)
+	r.PublishLatest(n2)
+	r.Publish(e3)
+	r.PublishLatest(s2)
+	if q := r.Stats().Queued; q != 5 { // the gate in flight + e2, n2, e3, s2
+		t.Errorf("queued %d, want 5", q)
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	got, _, _ := rc.snapshot()
+	if want := ids([]proto.Envelope{gate, e2, n2, e3, s2}); !slices.Equal(got, want) {
+		t.Errorf("delivered %v, want %v", got, want)
+	}
+	if st := r.Stats(); st.Dropped != 0 {
+		t.Errorf("Dropped = %d, want 0: a replaced summary is not a drop", st.Dropped)
+	}
+}

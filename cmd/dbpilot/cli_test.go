@@ -129,6 +129,28 @@ func TestCLI(t *testing.T) {
 	}
 	c.exit(3, []string{"node", "list", "nope"})
 
+	// Query insight: the primary's statements and sessions, relayed by the
+	// server from its agent (pg_stat_statements is created by the agent
+	// once the primary is writable).
+	testutil.Eventually(t, 60*time.Second, 500*time.Millisecond, "cluster top lists statements", func() error {
+		r := c.run("cluster", "top", "demo", "--limit", "5")
+		if r.code != 0 || !strings.Contains(r.stdout, "QUERYID") || !strings.Contains(r.stdout, "Primary "+cl["primary"].(string)) {
+			return fmt.Errorf("cluster top: %s", r)
+		}
+		return nil
+	})
+	if top := c.json("cluster", "top", "demo", "--limit", "2"); top["node"] != cl["primary"] || len(items(t, top)) != 2 {
+		t.Errorf("cluster top --limit 2 -o json: %v", top)
+	}
+	c.exit(2, []string{"cluster", "top", "demo", "--limit", "0"}, "--limit: must be from 1 to 100 (got 0)")
+	c.exit(3, []string{"cluster", "top", "nope"}, "cluster nope not found")
+	if r := c.ok("cluster", "sessions", "demo"); !strings.Contains(r.stdout, "PID") || !strings.Contains(r.stdout, "DURATION") {
+		t.Errorf("cluster sessions: %s", r)
+	}
+	if ss := c.json("cluster", "sessions", "demo"); ss["node"] != cl["primary"] || len(items(t, ss)) == 0 {
+		t.Errorf("cluster sessions -o json: %v", ss)
+	}
+
 	// Follow events while the primary changes twice.
 	follow := c.start("events", "--follow", "--cluster", "demo", "-o", "json")
 	followTable := c.start("events", "-f", "--cluster", "demo")

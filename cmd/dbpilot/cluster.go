@@ -18,7 +18,8 @@ import (
 func newClusterCmd(a *app) *cobra.Command {
 	cmd := group("cluster", "Create, inspect and operate database clusters", []string{"clusters"})
 	cmd.AddCommand(newClusterCreateCmd(a), newClusterListCmd(a), newClusterGetCmd(a), newClusterDeleteCmd(a),
-		newClusterScaleCmd(a), newClusterSetCmd(a), newClusterSwitchoverCmd(a), newClusterFailoverCmd(a), newClusterRestartCmd(a))
+		newClusterScaleCmd(a), newClusterSetCmd(a), newClusterSwitchoverCmd(a), newClusterFailoverCmd(a), newClusterRestartCmd(a),
+		newClusterTopCmd(a), newClusterSessionsCmd(a))
 	return cmd
 }
 
@@ -496,6 +497,112 @@ func newClusterRestartCmd(a *app) *cobra.Command {
 	}
 	wf.add(cmd)
 	return cmd
+}
+
+func newClusterTopCmd(a *app) *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "top NAME",
+		Short: "Show the primary's top statements by total execution time (pg_stat_statements)",
+		Long: "Show the statements with the largest total execution time on the cluster's current primary, from\n" +
+			"pg_stat_statements (counted since the last reset or server start): calls, total and mean time, rows\n" +
+			"and the normalised query text (cut to 1 KiB; the table shows its first line).",
+		Args: args(cobra.ExactArgs(1)), ValidArgsFunction: a.completeClusters,
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			if limit < 1 || limit > proto.MaxStatementsLimit {
+				return usagef("--limit: must be from 1 to %d (got %d)", proto.MaxStatementsLimit, limit)
+			}
+			cl, ns, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.ctx(cmd)
+			defer cancel()
+			st, err := cl.TopStatements(ctx, ns, argv[0], limit)
+			if err != nil {
+				return err
+			}
+			return a.printObject(st.Raw(), func(w io.Writer) {
+				if len(st.Items) == 0 {
+					fmt.Fprintf(w, "No statements recorded on %s yet.\n", st.Node)
+					return
+				}
+				fmt.Fprintf(w, "Primary %s, top %d statements by total time:\n", st.Node, len(st.Items))
+				row(w, "QUERYID", "USER", "DATABASE", "CALLS", "TOTAL", "MEAN", "ROWS", "QUERY")
+				for _, s := range st.Items {
+					row(w, orDash(s.QueryID), s.User, s.Database, s.Calls, millis(s.TotalMS), millis(s.MeanMS), s.Rows, oneLine(s.Query, 80))
+				}
+			})
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", proto.DefaultStatementsLimit, fmt.Sprintf("how many statements (1-%d)", proto.MaxStatementsLimit))
+	return cmd
+}
+
+func newClusterSessionsCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "sessions NAME",
+		Short: "Show the primary's client sessions, longest running first (pg_stat_activity)",
+		Long: "Show the client sessions of the cluster's current primary, longest running transaction or query first:\n" +
+			"pid, user, database, application, client address, state, wait event, duration and query (the table\n" +
+			"shows the query's first line). Cancel one with SELECT pg_cancel_backend(PID) on the primary.",
+		Args: args(cobra.ExactArgs(1)), ValidArgsFunction: a.completeClusters,
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			cl, ns, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.ctx(cmd)
+			defer cancel()
+			ss, err := cl.ClusterSessions(ctx, ns, argv[0])
+			if err != nil {
+				return err
+			}
+			return a.printObject(ss.Raw(), func(w io.Writer) {
+				if len(ss.Items) == 0 {
+					fmt.Fprintf(w, "No client sessions on %s.\n", ss.Node)
+					return
+				}
+				fmt.Fprintf(w, "Primary %s, %d client sessions:\n", ss.Node, len(ss.Items))
+				row(w, "PID", "USER", "DATABASE", "APPLICATION", "CLIENT", "STATE", "WAIT", "DURATION", "QUERY")
+				for _, s := range ss.Items {
+					d := "-"
+					if s.DurationMS > 0 {
+						d = millis(float64(s.DurationMS))
+					}
+					row(w, s.PID, orDash(s.User), orDash(s.Database), orDash(s.Application), orDash(s.ClientAddr), orDash(s.State),
+						orDash(s.WaitEvent), d, oneLine(s.Query, 60))
+				}
+			})
+		},
+	}
+}
+
+// millis formats milliseconds: 0.42ms, 12ms, 3.4s, 12m.
+func millis(ms float64) string {
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.2fms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.0fms", ms)
+	case ms < 60000:
+		return fmt.Sprintf("%.1fs", ms/1000)
+	}
+	return short(time.Duration(ms * float64(time.Millisecond)))
+}
+
+// oneLine is the first line of s with runs of blanks folded, cut to n
+// characters; "…" marks a cut or further lines.
+func oneLine(s string, n int) string {
+	first, rest, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	f := []rune(strings.Join(strings.Fields(first), " "))
+	switch {
+	case len(f) > n:
+		return string(f[:n-1]) + "…"
+	case strings.TrimSpace(rest) != "":
+		return string(f) + " …"
+	}
+	return string(f)
 }
 
 // completeNodes completes --to/--from with the cluster's member names.

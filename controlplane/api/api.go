@@ -154,6 +154,8 @@ func (a *API) routes() {
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/failover", a.failover)
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/restart", a.restart)
 	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/nodes", a.listNodes)
+	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/top", a.clusterTop)
+	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/sessions", a.clusterSessions)
 	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/nodes/{node}/cloud-init", a.nodeCloudInit)
 	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/backups", a.listBackups)
 	auth("POST /v1/namespaces/{ns}/clusters/{cluster}/backups", a.runBackup)

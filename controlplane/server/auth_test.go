@@ -49,6 +49,8 @@ var matrix = []endpoint{
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes", "", "viewer", 200},
 	{"GET", "/v1/namespaces/{ns}/clusters/{c}/nodes/node1/cloud-init", "", "admin", 200},
+	{"GET", "/v1/namespaces/{ns}/clusters/{c}/top", "", "viewer", 503},      // seeded: no primary in etcd
+	{"GET", "/v1/namespaces/{ns}/clusters/{c}/sessions", "", "viewer", 503}, // likewise
 	{"PATCH", "/v1/namespaces/{ns}/clusters/{c}", `{"synchronous_mode":"maybe"}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/scale", `{"replicas":99}`, "operator", 400},
 	{"POST", "/v1/namespaces/{ns}/clusters/{c}/switchover", `{"to":"nope"}`, "operator", 400},
@@ -356,6 +358,15 @@ func TestAuthAndValidation(t *testing.T) {
 			}
 		}
 	}
+
+	// Query insight of a cluster without a primary: 503 saying so.
+	for _, p := range []string{"top", "sessions"} {
+		var e apiErr
+		if code := admin.do("GET", "/v1/namespaces/acme/clusters/q/"+p, nil, &e); code != 503 || e.Code != "unavailable" ||
+			!strings.Contains(e.Message, "no primary known for cluster acme/q: no member holds the leader key") {
+			t.Errorf("GET …/q/%s without a primary: %d %+v", p, code, e)
+		}
+	}
 }
 
 // queryParams lists, per route, the query parameters its handler reads,
@@ -374,6 +385,8 @@ var queryParams = map[string]string{
 	"POST /v1/namespaces/{ns}/clusters/{cluster}/failover":               "project",
 	"POST /v1/namespaces/{ns}/clusters/{cluster}/restart":                "project",
 	"GET /v1/namespaces/{ns}/clusters/{cluster}/nodes":                   "project",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/top":                     "project limit",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/sessions":                "project",
 	"GET /v1/namespaces/{ns}/clusters/{cluster}/nodes/{node}/cloud-init": "project format",
 	"GET /v1/namespaces/{ns}/clusters/{cluster}/backups":                 "project limit page_token",
 	"POST /v1/namespaces/{ns}/clusters/{cluster}/backups":                "project",

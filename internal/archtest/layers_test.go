@@ -98,7 +98,7 @@ var layers = map[string][]string{
 	"agent/postgres":     nil,
 	"agent/pgmetrics":    nil, // reads the local server through an interface *postgres.Instance satisfies
 	"agent/fenceguard":   nil,
-	"agent/httpapi":      nil,
+	"agent/httpapi":      {"proto"}, // serves proto's query insight types
 	"agent/dcs":          {"proto/keyspace"},
 	"agent/dcs/admin":    {"agent/dcs", "proto/keyspace"},
 	"agent/report":       {"proto"},

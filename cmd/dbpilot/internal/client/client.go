@@ -320,6 +320,39 @@ func (c *Client) ListNodes(ctx context.Context, ns, ref string) ([]Member, error
 	return list[Member](ctx, c, nsPath(ns, "clusters", ref, "nodes"), nil)
 }
 
+// StatementStats is the current primary's top statements
+// (pg_stat_statements), as GET …/clusters/{cluster}/top answers.
+type StatementStats struct {
+	proto.StatementStats
+	Object
+}
+
+// Sessions is the current primary's client sessions (pg_stat_activity),
+// as GET …/clusters/{cluster}/sessions answers.
+type Sessions struct {
+	proto.Sessions
+	Object
+}
+
+// TopStatements returns the primary's top limit statements by total time
+// (limit <= 0: the server's default, 20; at most 100).
+func (c *Client) TopStatements(ctx context.Context, ns, ref string, limit int) (StatementStats, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	raw, err := c.do(ctx, http.MethodGet, nsPath(ns, "clusters", ref, "top"), q, nil)
+	if err != nil {
+		return StatementStats{}, err
+	}
+	return decode[StatementStats](raw)
+}
+
+// ClusterSessions returns the primary's client sessions, longest first.
+func (c *Client) ClusterSessions(ctx context.Context, ns, ref string) (Sessions, error) {
+	return get[Sessions](ctx, c, nsPath(ns, "clusters", ref, "sessions"))
+}
+
 // GetOperation returns an operation.
 func (c *Client) GetOperation(ctx context.Context, ns, id string) (Operation, error) {
 	return get[Operation](ctx, c, nsPath(ns, "operations", id))
