@@ -58,6 +58,9 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	if res := a.hooks.Run(ctx, handlers.PostStop, a.env("postStop", "database stopped")); !res.OK() {
 		a.handlerResult(res)
 	}
+	if stopErr == nil {
+		a.publishStoppedSummary(ctx)
+	}
 	fctx, fcancel := context.WithTimeout(ctx, 2*time.Second)
 	_ = a.rep.Flush(fctx)
 	fcancel()

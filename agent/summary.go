@@ -66,6 +66,28 @@ func (a *Agent) summaryLoop(ctx context.Context) {
 	}
 }
 
+// publishStoppedSummary sends, on a graceful stop once PostgreSQL is down,
+// a last member summary saying so (state stopped, not writable, not
+// streaming). The control plane then knows the silence that follows is a
+// planned stop, not a lost host: a stopped replica is a ticket
+// (replica_not_streaming), not an agent_silent page (docs/observability.md).
+func (a *Agent) publishStoppedSummary(ctx context.Context) {
+	if (a.cfg.Events.Dapr == nil && a.cfg.Events.HTTP == nil) || !a.termKnown.Load() || a.etcdRev.Load() == 0 {
+		return
+	}
+	interval := a.cfg.Report.SummaryInterval
+	if interval <= 0 {
+		interval = config.DefaultSummaryInterval
+	}
+	s := a.Snapshot()
+	s.State, s.Writable, s.Streaming, s.Healthy = proto.StateStopped, false, false, false
+	rctx, cancel := context.WithTimeout(ctx, summaryBudget(interval))
+	defer cancel()
+	if e, ok := a.envelope(proto.TypeMemberSummary, a.summary(rctx, s, interval)); ok {
+		a.rep.PublishLatest(e)
+	}
+}
+
 // summaryInput is what a member summary is built from.
 type summaryInput struct {
 	interval    time.Duration

@@ -208,4 +208,17 @@ func TestMemberSummariesAndQueryInsight(t *testing.T) {
 	})
 	stopSleep()
 	<-slept
+
+	// A graceful stop ends with a summary saying so: the control plane
+	// tells a planned stop (ticket) from a lost host (page) by it.
+	if err := c.Stop(0, 60*time.Second); err != nil {
+		t.Fatalf("graceful stop of %s: %v", replica, err)
+	}
+	ss := sink.summaries(t, replica)
+	if len(ss) == 0 {
+		t.Fatalf("no summaries from %s", replica)
+	}
+	if last := ss[len(ss)-1]; last.State != proto.StateStopped || last.Writable || last.Streaming == nil || *last.Streaming || last.Role != proto.RoleReplica {
+		t.Errorf("last summary of the stopped replica %s: %+v, want role replica, state stopped, not streaming", replica, last)
+	}
 }
