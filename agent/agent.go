@@ -83,7 +83,7 @@ type Agent struct {
 	// built before carry term 0 and would sort before this process's
 	// predecessor's).
 	termKnown atomic.Bool
-	trigger    chan struct{}
+	trigger   chan struct{}
 	// fencerWake and failsafeWake make the fencer and the failsafe loop
 	// look again at once (cap 1, coalescing): the proof or the role may
 	// have moved (wakeWatchers). healthWake: the handlers were reloaded.
