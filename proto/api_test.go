@@ -45,7 +45,7 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		"IngestBatchResult": BatchResult{}, "AssignmentAck": AssignmentAck{},
 		"Whoami": WhoAmI{}, "Version": ServerVersion{}, "JoinToken": JoinToken{}, "Assignment": Assignment{},
 		"Plan": Plan{}, "BackupPolicy": BackupPolicy{}, "BackupJob": BackupJob{},
-		"Failover": SwitchoverRequest{}, "Empty": struct{}{},
+		"Failover": SwitchoverRequest{}, "Empty": struct{}{}, "PrometheusTargetGroup": PrometheusTargetGroup{},
 	}
 	// Members of a Go type that a schema leaves out on purpose: a failover
 	// takes the switchover body without "from" (refused with 400).
