@@ -76,9 +76,10 @@ type API struct {
 	ingestSlots chan struct{}
 	// failures limits failed authentications per client IP.
 	failures *clientLimiter
-	// agentAddrs remembers, per cluster id + "/" + node, the agent HTTP
-	// address ("host:port") last read from its member key, for the
-	// Prometheus targets while the key is gone (agent down).
+	// agentAddrs remembers, per cluster id, a map of node name → the
+	// agent HTTP address ("host:port") last read from its member key, for
+	// the Prometheus targets while the key is gone (agent down). A stored
+	// map is never modified: it is replaced.
 	agentAddrs sync.Map
 }
 

@@ -46,6 +46,9 @@ func (a *API) prometheusTargets(w http.ResponseWriter, r *http.Request, p *princ
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	if p.scrapable() == nil {
+		a.pruneAgentAddrs(clusters)
+	}
 	out := []proto.PrometheusTargetGroup{}
 	for _, gs := range groups {
 		out = append(out, gs...)
@@ -60,6 +63,21 @@ func (a *API) prometheusTargets(w http.ResponseWriter, r *http.Request, p *princ
 	})
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// pruneAgentAddrs forgets the agent addresses remembered for clusters
+// that no longer exist: all is every cluster in the store.
+func (a *API) pruneAgentAddrs(all []store.Cluster) {
+	live := make(map[string]bool, len(all))
+	for _, c := range all {
+		live[c.ID] = true
+	}
+	a.agentAddrs.Range(func(k, _ any) bool {
+		if !live[k.(string)] {
+			a.agentAddrs.Delete(k)
+		}
+		return true
+	})
 }
 
 // scrapeClusters lists the clusters of namespaces (nil: every namespace).
@@ -95,6 +113,13 @@ func (a *API) clusterTargets(ctx context.Context, c store.Cluster) ([]proto.Prom
 	if err != nil {
 		return nil, err
 	}
+	// The addresses remembered for c's members (a fresh map replaces the
+	// old one, so removed nodes are forgotten).
+	var known map[string]string
+	if v, ok := a.agentAddrs.Load(c.ID); ok {
+		known = v.(map[string]string)
+	}
+	seen := map[string]string{}
 	var out []proto.PrometheusTargetGroup
 	for _, m := range ms {
 		addr := ""
@@ -104,11 +129,11 @@ func (a *API) clusterTargets(ctx context.Context, c store.Cluster) ([]proto.Prom
 		if addr == "" && live.Leader != nil && live.Leader.Node == m.Name {
 			addr = hostPort(live.Leader.APIURL)
 		}
-		key := c.ID + "/" + m.Name
+		if addr == "" {
+			addr = known[m.Name]
+		}
 		if addr != "" {
-			a.agentAddrs.Store(key, addr)
-		} else if v, ok := a.agentAddrs.Load(key); ok {
-			addr = v.(string)
+			seen[m.Name] = addr
 		} else if a.d.AgentAddress != nil {
 			addr = a.d.AgentAddress(c.Provider, rows[m.Name].Handle)
 		}
@@ -122,6 +147,7 @@ func (a *API) clusterTargets(ctx context.Context, c store.Cluster) ([]proto.Prom
 			proto.PromLabelTemplate: c.Template,
 		}})
 	}
+	a.agentAddrs.Store(c.ID, seen)
 	return out, nil
 }
 

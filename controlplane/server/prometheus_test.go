@@ -25,6 +25,7 @@ import (
 	"github.com/dbpilot/dbpilot/internal/localhost"
 	"github.com/dbpilot/dbpilot/internal/testutil"
 	"github.com/dbpilot/dbpilot/proto"
+	"github.com/dbpilot/dbpilot/proto/keyspace"
 )
 
 // getTargets reads GET /v1/prometheus/targets with token and checks the
@@ -142,6 +143,28 @@ func TestPrometheusTargetsAccess(t *testing.T) {
 		"role": "unknown", "engine": "postgres", "template": "postgres-15"}
 	if len(gs) != 1 || !maps.Equal(gs[0].Labels, want) {
 		t.Errorf("metrics-a labels %+v, want %v", gs, want)
+	}
+
+	// The address comes from the agent's member key (its api_url) when
+	// etcd has one; once the key is gone (agent down, lease expired) the
+	// address last read stays, so Prometheus sees the target down rather
+	// than gone.
+	memberKey := keyspace.NewKeys("tenant-a", "default", "db-a").Member("node1")
+	doc, _ := json.Marshal(keyspace.Member{Node: "node1", Role: "primary", State: "running", Healthy: true, APIURL: "http://127.0.0.9:8123", UpdatedMS: 1})
+	if _, err := s.Etcd.Raw().Put(ctx, memberKey, string(doc)); err != nil {
+		t.Fatal(err)
+	}
+	if got := targetClusters(t, getTargets(t, s.URL, metricsA.token)); !slices.Equal(got, []string{"tenant-a/db-a/node1@127.0.0.9:8123"}) {
+		t.Errorf("targets with a member key: %v, want its api_url", got)
+	}
+	if gs := getTargets(t, s.URL, metricsA.token); len(gs) != 1 || gs[0].Labels["role"] != "primary" {
+		t.Errorf("role label with the member key saying primary: %+v", gs)
+	}
+	if _, err := s.Etcd.Raw().Delete(ctx, memberKey); err != nil {
+		t.Fatal(err)
+	}
+	if got := targetClusters(t, getTargets(t, s.URL, metricsA.token)); !slices.Equal(got, []string{"tenant-a/db-a/node1@127.0.0.9:8123"}) {
+		t.Errorf("targets after the member key is gone: %v, want the last api_url", got)
 	}
 
 	// whoami shows the metrics grant.
