@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -483,6 +484,17 @@ func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// AgentHTTPAddress implements AgentAddresser: "127.0.0.1:<http_port>" of
+// a process handle (the process provider's agents listen on the loopback
+// address); "" when the handle records no HTTP port or does not decode.
+func (p *Process) AgentHTTPAddress(handle json.RawMessage) string {
+	var h ProcessHandle
+	if err := json.Unmarshal(handle, &h); err != nil || h.HTTPPort <= 0 {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(h.HTTPPort))
 }
 
 func mustHandle(h ProcessHandle) json.RawMessage {

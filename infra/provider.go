@@ -133,6 +133,18 @@ type Provider interface {
 	DeleteCluster(ctx context.Context, clusterID string) error
 }
 
+// AgentAddresser is implemented by providers whose handle records where a
+// node's agent serves HTTP (/health, /metrics): the control plane's
+// Prometheus service discovery falls back to it while the agent's member
+// key, which carries its api_url, is absent (agent down, etcd
+// unreachable).
+type AgentAddresser interface {
+	// AgentHTTPAddress returns the agent's HTTP address as "host:port"
+	// from a handle Create or Restart returned; "" when the handle does
+	// not say (no port recorded, not this provider's handle).
+	AgentHTTPAddress(handle json.RawMessage) string
+}
+
 // HostNamer is implemented by providers that place nodes on named hosts.
 type HostNamer interface {
 	// NodeHost returns the host a node's handle places it on.

@@ -45,7 +45,7 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		"IngestBatchResult": BatchResult{}, "AssignmentAck": AssignmentAck{},
 		"Whoami": WhoAmI{}, "Version": ServerVersion{}, "JoinToken": JoinToken{}, "Assignment": Assignment{},
 		"Plan": Plan{}, "BackupPolicy": BackupPolicy{}, "BackupJob": BackupJob{},
-		"Failover": SwitchoverRequest{}, "Empty": struct{}{},
+		"Failover": SwitchoverRequest{}, "Empty": struct{}{}, "PrometheusTargetGroup": PrometheusTargetGroup{},
 		"StatementStats": StatementStats{}, "StatementStat": StatementStat{}, "Sessions": Sessions{}, "Session": Session{},
 	}
 	// Members of a Go type that a schema leaves out on purpose: a failover

@@ -155,7 +155,8 @@ func newTokenCmd() *cobra.Command {
 a running server (the store's migrations are applied first). This is how a
 ` + "`serve`" + ` deployment gets its first admin token; later tokens are made through
 the API (POST /v1/tokens, dbpilot token create). Grants are NAMESPACE=ROLE
-with ROLE admin, operator or viewer; '*' is every namespace.`,
+with ROLE admin, operator, viewer or metrics (Prometheus service discovery
+only); '*' is every namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path, storeDSN)

@@ -319,6 +319,9 @@ func TestCLI(t *testing.T) {
 	}
 	c.exit(4, []string{"--token", secret, "cluster", "list"}, "invalid or revoked token")
 	c.exit(3, []string{"token", "revoke", "tok-nope"}, "not found")
+	// A Prometheus token (metrics role) reads the targets only.
+	prom := c.json("token", "create", "prometheus", "--grant", "default=metrics")["token"].(string)
+	c.exit(4, []string{"--token", prom, "cluster", "list"}, "only the metrics role", "HTTP 403")
 
 	// Completion scripts, and cluster names completed through the API.
 	for _, sh := range []string{"bash", "zsh", "fish"} {

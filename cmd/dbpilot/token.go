@@ -44,7 +44,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 	var grants []string
 	cmd := &cobra.Command{
 		Use:     "create NAME --grant NAMESPACE=ROLE...",
-		Short:   "Issue a token with roles (viewer, operator, admin) per namespace; the secret is shown once",
+		Short:   "Issue a token with roles (viewer, operator, admin, or metrics for Prometheus) per namespace; the secret is shown once",
 		Example: `  dbpilot token create ci --grant default=operator`,
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -77,7 +77,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringArrayVar(&grants, "grant", nil, "NAMESPACE=ROLE (role: viewer, operator or admin; namespace * for all); repeatable")
+	cmd.Flags().StringArrayVar(&grants, "grant", nil, "NAMESPACE=ROLE (role: viewer, operator, admin or metrics; namespace * for all); repeatable")
 	return cmd
 }
 

@@ -45,6 +45,11 @@ type Deps struct {
 	AgentEtcdPassword func(clusterID string) string
 	// Providers lists the configured provider names; the first is the default.
 	Providers []string
+	// AgentAddress returns the agent HTTP address ("host:port") a node's
+	// provider handle records, given the cluster's provider name; "" when
+	// it does not say (nil: never). Prometheus service discovery uses it
+	// while the node's member key is absent.
+	AgentAddress func(provider string, handle json.RawMessage) string
 	// CloudInit renders a node's #cloud-config user-data (nil: the
 	// endpoint answers 501).
 	CloudInit func(ctx context.Context, c store.Cluster, node string) ([]byte, error)
@@ -71,6 +76,11 @@ type API struct {
 	ingestSlots chan struct{}
 	// failures limits failed authentications per client IP.
 	failures *clientLimiter
+	// agentAddrs remembers, per cluster id, a map of node name → the
+	// agent HTTP address ("host:port") last read from its member key, for
+	// the Prometheus targets while the key is gone (agent down). A stored
+	// map is never modified: it is replaced.
+	agentAddrs sync.Map
 }
 
 // maxConcurrentIngest is the size of ingestSlots.
@@ -181,6 +191,7 @@ func (a *API) routes() {
 	auth("POST /v1/infra/hosts/{host}/uncordon", a.uncordonHost)
 	auth("POST /v1/infra/hosts/{host}/drain", a.drainHost)
 	auth("GET /v1/infra/operations/{id}", a.getInfraOperation)
+	auth("GET /v1/prometheus/targets", a.prometheusTargets)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, &proto.APIError{Status: 404, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

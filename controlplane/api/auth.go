@@ -22,6 +22,15 @@ const (
 	RoleAdmin    = "admin"
 )
 
+// RoleMetrics is the scrape role, outside the viewer < operator < admin
+// ranks: a metrics grant lets its token call GET /v1/prometheus/targets
+// (the targets of the grant's namespace; of every namespace on "*") and
+// GET /v1/whoami, nothing else. A token with only metrics grants gets 403
+// on every other route; beside ranked grants, a metrics grant counts as
+// no grant outside the targets. It is what a Prometheus server's
+// http_sd_configs bearer token should hold (docs/security.md).
+const RoleMetrics = "metrics"
+
 // AllNamespaces in a grant means every namespace: the platform
 // administrator (namespaces, tokens, fleet).
 const AllNamespaces = "*"
@@ -32,9 +41,57 @@ var roleRank = map[string]int{RoleViewer: 1, RoleOperator: 2, RoleAdmin: 3}
 type principal struct {
 	TokenID string
 	Name    string
-	Grants  []store.Grant
+	// Grants are the token's ranked grants (viewer, operator, admin): every
+	// check but the Prometheus targets' reads these alone.
+	Grants []store.Grant
+	// scrape are the namespaces of the token's metrics grants ("*": all).
+	scrape []string
+	// all are every grant of the token, as whoami shows them.
+	all []store.Grant
 	// hash is the token's hash (streams look the token up again).
 	hash string
+}
+
+// metricsRoutes are the route patterns a token holding only metrics
+// grants may call; every other route answers it 403.
+var metricsRoutes = map[string]bool{"GET /v1/prometheus/targets": true, "GET /v1/whoami": true}
+
+// newPrincipal returns the caller tok authenticates as: its metrics
+// grants set apart from the ranked ones, so that they open nothing but
+// the Prometheus targets.
+func newPrincipal(tok store.Token, hash string) *principal {
+	p := &principal{TokenID: tok.ID, Name: tok.Name, all: tok.Grants, hash: hash}
+	for _, g := range tok.Grants {
+		if g.Role == RoleMetrics {
+			p.scrape = append(p.scrape, g.Namespace)
+			continue
+		}
+		p.Grants = append(p.Grants, g)
+	}
+	return p
+}
+
+// scrapable returns the namespaces whose Prometheus targets the caller
+// may read: those of its metrics grants and those where it is at least
+// viewer (nil: every namespace; empty: none).
+func (p *principal) scrapable() []string {
+	out := []string{}
+	for _, ns := range p.scrape {
+		if ns == AllNamespaces {
+			return nil
+		}
+		out = append(out, ns)
+	}
+	for _, g := range p.Grants {
+		if roleRank[g.Role] < roleRank[RoleViewer] {
+			continue
+		}
+		if g.Namespace == AllNamespaces {
+			return nil
+		}
+		out = append(out, g.Namespace)
+	}
+	return out
 }
 
 // rank returns the caller's role rank in ns (0: no access).
@@ -149,7 +206,11 @@ func (a *API) authed(h authedFunc) http.HandlerFunc {
 			refuse(`Bearer realm="dbpilot", error="invalid_token"`, "invalid or revoked token")
 			return
 		}
-		p = &principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants, hash: hash}
+		p = newPrincipal(tok, hash)
+		if len(p.Grants) == 0 && len(p.scrape) > 0 && !metricsRoutes[r.Pattern] {
+			writeErr(rec, forbidden("a token with only the metrics role may call GET /v1/prometheus/targets and GET /v1/whoami, nothing else"))
+			return
+		}
 		if err := checkPathNames(r); err != nil {
 			writeErr(rec, err)
 			return

@@ -217,9 +217,17 @@ func (a *API) listClusters(w http.ResponseWriter, r *http.Request, p *principal)
 // members merges the projection's provisioned nodes with a live etcd read
 // (bounded; the projection alone is served when etcd does not answer).
 func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, error) {
+	ms, _, _, err := a.memberView(ctx, c)
+	return ms, err
+}
+
+// memberView returns c's members (see members), the store's rows of
+// those members by name and the live keyspace read they were merged with
+// (zero when etcd is not configured or the read failed within 500 ms).
+func (a *API) memberView(ctx context.Context, c store.Cluster) ([]proto.Member, map[string]store.Node, controlplane.Live, error) {
 	nodes, err := a.d.Store.ListNodes(ctx, c.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, controlplane.Live{}, err
 	}
 	var live controlplane.Live
 	if a.d.Etcd != nil && len(nodes) > 0 {
@@ -228,10 +236,12 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, err
 		cancel()
 	}
 	out := []proto.Member{}
+	rows := map[string]store.Node{}
 	for _, n := range nodes {
 		if !n.Provisioned() || !proto.ValidName(n.Name) {
 			continue // a legacy row learnt from an event: not a member
 		}
+		rows[n.Name] = n
 		m := proto.Member{Name: n.Name, Role: n.Role, State: n.MemberState, Healthy: n.Healthy, LSN: n.LSN, LagBytes: n.LagBytes,
 			Timeline: n.Timeline, Term: n.Term, ProviderState: n.State, LastUpdated: ts(n.UpdatedAt)}
 		if lm, ok := live.Members[n.Name]; ok {
@@ -254,7 +264,7 @@ func (a *API) members(ctx context.Context, c store.Cluster) ([]proto.Member, err
 		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out, rows, live, nil
 }
 
 func (a *API) getCluster(w http.ResponseWriter, r *http.Request, p *principal) error {

@@ -80,7 +80,7 @@ func (a *API) streamRevoked(ctx context.Context, p *principal, ns store.Namespac
 	if err != nil {
 		return "" // a store hiccup: check again next tick
 	}
-	now := principal{TokenID: tok.ID, Name: tok.Name, Grants: tok.Grants, hash: p.hash}
+	now := newPrincipal(tok, p.hash)
 	if now.rank(ns.Name) < roleRank[RoleViewer] {
 		return "token no longer grants namespace " + ns.Name
 	}

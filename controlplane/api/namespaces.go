@@ -35,7 +35,7 @@ func checkPathNames(r *http.Request) error {
 }
 
 func (a *API) whoami(w http.ResponseWriter, _ *http.Request, p *principal) error {
-	writeJSON(w, 200, proto.WhoAmI{Grants: grantsJSON(p.Grants), Name: p.Name, TokenID: p.TokenID})
+	writeJSON(w, 200, proto.WhoAmI{Grants: grantsJSON(p.all), Name: p.Name, TokenID: p.TokenID})
 	return nil
 }
 

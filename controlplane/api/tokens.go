@@ -36,7 +36,7 @@ func storeGrants(gs []proto.Grant) []store.Grant {
 }
 
 // createToken issues a token. The caller must be admin of every namespace
-// it grants (platform admin for "*").
+// it grants (platform admin for "*"), the metrics role included.
 func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	var req proto.TokenCreate
 	if err := decode(r, &req); err != nil {
@@ -50,8 +50,8 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	for i, g := range req.Grants {
 		f := "grants[" + itoa(int64(i)) + "]"
-		if _, ok := roleRank[g.Role]; !ok {
-			return badRequest(f+".role", "must be viewer, operator or admin (got %q)", g.Role)
+		if _, ok := roleRank[g.Role]; !ok && g.Role != RoleMetrics {
+			return badRequest(f+".role", "must be viewer, operator, admin or metrics (got %q)", g.Role)
 		}
 		if g.Namespace == AllNamespaces {
 			if !p.platformAdmin() {

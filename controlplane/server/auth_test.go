@@ -351,8 +351,10 @@ func TestAuthAndValidation(t *testing.T) {
 			if !reads && strings.HasSuffix(path, "/stream") {
 				continue // a valid request would stream forever
 			}
+			var raw json.RawMessage
+			code := admin.do("GET", fillPath.Replace(path)+"?"+pr.param+"="+pr.bad, nil, &raw)
 			var e apiErr
-			code := admin.do("GET", fillPath.Replace(path)+"?"+pr.param+"="+pr.bad, nil, &e)
+			_ = json.Unmarshal(raw, &e) // an array (the Prometheus targets) is no error
 			if got := code == 400 && e.Field == pr.param; got != reads {
 				t.Errorf("%s?%s=%s: %d %+v; the handler reads %s: %v", r, pr.param, pr.bad, code, e, pr.param, reads)
 			}

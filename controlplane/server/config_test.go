@@ -57,7 +57,7 @@ func TestIssueTokenOffline(t *testing.T) {
 	}{
 		{"", []store.Grant{{Namespace: "*", Role: "admin"}}, "name: required"},
 		{"x", nil, "grant: at least one"},
-		{"x", []store.Grant{{Namespace: "*", Role: "root"}}, "ROLE admin, operator or viewer"},
+		{"x", []store.Grant{{Namespace: "*", Role: "root"}}, "ROLE admin, operator, viewer or metrics"},
 	} {
 		if _, err := server.IssueToken(ctx, server.Config{DataDir: dir}, tc.name, tc.grants); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("IssueToken(%q, %v) = %v, want an error containing %q", tc.name, tc.grants, err, tc.want)
@@ -78,6 +78,18 @@ func TestIssueTokenOffline(t *testing.T) {
 	}
 	if code := c.do("POST", "/v1/namespaces", map[string]any{"name": "fresh"}, nil); code != 201 {
 		t.Fatalf("the offline admin token cannot create a namespace: %d", code)
+	}
+	// A Prometheus token made offline reads the targets and nothing else.
+	prom, err := server.IssueToken(ctx, server.Config{DataDir: dir}, "prometheus", []store.Grant{{Namespace: "*", Role: "metrics"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := client{t: t, base: s.URL, token: prom}
+	if code := pc.do("GET", "/v1/prometheus/targets", nil, nil); code != 200 {
+		t.Errorf("offline metrics token reading targets: %d", code)
+	}
+	if code := pc.do("GET", "/v1/namespaces", nil, nil); code != 403 {
+		t.Errorf("offline metrics token listing namespaces: %d, want 403", code)
 	}
 }
 

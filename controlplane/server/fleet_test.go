@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +116,30 @@ func TestFleetProvisionDelete(t *testing.T) {
 			err = fmt.Errorf("%d streaming", n)
 		}
 		return err
+	})
+	// Prometheus service discovery names each node's agent where its host
+	// runs it (the host picks the port: it comes from the member key).
+	wantTargets := map[string]string{}
+	for _, n := range nodes {
+		var h infra.ProcessHandle
+		b, err := os.ReadFile(filepath.Join(hostsDir, n.Host, "nodes", clusterID, n.Name, "node.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.Unmarshal(b, &h)
+		wantTargets[n.Name] = net.JoinHostPort(fleetAddr[n.Host], strconv.Itoa(h.HTTPPort))
+	}
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "prometheus targets of the fleet nodes", func() error {
+		got := map[string]string{}
+		for _, g := range getTargets(t, s.URL, c.token) {
+			if g.Labels["cluster"] == "ledger" && len(g.Targets) == 1 {
+				got[g.Labels["node"]] = g.Targets[0]
+			}
+		}
+		if !maps.Equal(got, wantTargets) {
+			return fmt.Errorf("targets %v, want %v", got, wantTargets)
+		}
+		return nil
 	})
 	// Data written now must survive the restart and the drain below.
 	if err := db.exec(addr, nh.PGPort, "CREATE TABLE entries (id int PRIMARY KEY, body text); INSERT INTO entries SELECT g, 'entry ' || g FROM generate_series(1, 100) g"); err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -383,7 +384,7 @@ func (s *Server) start(ctx context.Context) error {
 
 	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
 		IngestSecret: secret, AgentEtcdPassword: agentEtcdPassword, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
-		CloudInit: s.cloudInit, FailedAuthRate: cfg.FailedAuthRate, FailedAuthBurst: cfg.FailedAuthBurst})
+		AgentAddress: agentAddress(providers), CloudInit: s.cloudInit, FailedAuthRate: cfg.FailedAuthRate, FailedAuthBurst: cfg.FailedAuthBurst})
 	s.api = a
 	repairEvery := DefaultRepairInterval
 	if cfg.RepairInterval != nil {
@@ -571,7 +572,7 @@ func (s *Server) CreateToken(ctx context.Context, name string, grants ...store.G
 // deployment is made. It returns the token's secret (shown once; only its
 // hash is stored). Errors: the store's (store.ErrNotFound for a grant of a
 // namespace that does not exist), or a grant with an unknown role (admin,
-// operator, viewer) or an empty namespace.
+// operator, viewer, metrics) or an empty namespace.
 func IssueToken(ctx context.Context, cfg Config, name string, grants []store.Grant) (string, error) {
 	if name == "" {
 		return "", errors.New("name: required, e.g. --name ops-admin")
@@ -580,8 +581,8 @@ func IssueToken(ctx context.Context, cfg Config, name string, grants []store.Gra
 		return "", errors.New("grant: at least one NAMESPACE=ROLE, e.g. --grant '*=admin'")
 	}
 	for _, g := range grants {
-		if g.Namespace == "" || (g.Role != api.RoleAdmin && g.Role != api.RoleOperator && g.Role != api.RoleViewer) {
-			return "", fmt.Errorf("grant %s=%s: want NAMESPACE=ROLE with ROLE admin, operator or viewer ('*' is every namespace)", g.Namespace, g.Role)
+		if g.Namespace == "" || (g.Role != api.RoleAdmin && g.Role != api.RoleOperator && g.Role != api.RoleViewer && g.Role != api.RoleMetrics) {
+			return "", fmt.Errorf("grant %s=%s: want NAMESPACE=ROLE with ROLE admin, operator, viewer or metrics ('*' is every namespace)", g.Namespace, g.Role)
 		}
 	}
 	dsn := cfg.Store
@@ -599,6 +600,18 @@ func IssueToken(ctx context.Context, cfg Config, name string, grants []store.Gra
 		return "", err
 	}
 	return secret, nil
+}
+
+// agentAddress returns the api.Deps.AgentAddress over providers: the
+// provider the cluster names answers when it implements
+// infra.AgentAddresser.
+func agentAddress(providers map[string]infra.Provider) func(string, json.RawMessage) string {
+	return func(provider string, handle json.RawMessage) string {
+		if aa, ok := providers[provider].(infra.AgentAddresser); ok && len(handle) > 0 {
+			return aa.AgentHTTPAddress(handle)
+		}
+		return ""
+	}
 }
 
 // retention is the event retention cfg asks for (defaults filled in;

@@ -2,7 +2,8 @@
 # Installs what dbpilot's demo, tests and benchmarks need on a Debian machine,
 # only when it is missing: PostgreSQL server binaries (with pg_rewind,
 # pg_basebackup, pg_controldata) and the `postgres` OS user they run as.
-# With --test it also builds MinIO (a real S3 server for the backup tests).
+# With --test it also builds MinIO (a real S3 server for the backup tests)
+# and installs Prometheus (prometheus, promtool).
 # Go itself must be >= 1.21 (older toolchains cannot fetch go.mod's toolchain).
 # Idempotent; safe to run on every `make test`.
 set -euo pipefail
@@ -37,6 +38,16 @@ if [ "${1:-}" = "--test" ] && [ ! -x "$MINIO_BIN" ]; then
   (cd "$tmp" && GOBIN="$tmp" GOFLAGS=-buildvcs=false go install github.com/minio/minio@latest)
   mv "$tmp/minio" "$MINIO_BIN"
   rm -rf "$tmp"
+fi
+# Prometheus and promtool (deploy/prometheus's tests, and the control plane's
+# test that a real Prometheus scrapes the agents it discovers).
+if [ "${1:-}" = "--test" ] && { ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; }; then
+  echo "install-deps: installing Prometheus from Debian's packages" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package starts a Prometheus on :9090; the tests run their own.
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 if ! ls /usr/lib/postgresql/*/bin/pg_amcheck >/dev/null 2>&1 || ! command -v pgbench >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
