@@ -129,7 +129,9 @@ func TestEvaluate(t *testing.T) {
 			node("node3", backups(proto.BackupJobStatus{Job: "nightly", Schedule: "0 3 * * *", LastSuccessAt: ptr(t0.Add(-2 * time.Hour))}))), nil},
 		{"backup failed from events", cluster(
 			node("node2", backups(proto.BackupJobStatus{Job: "nightly", Schedule: "0 3 * * *", LastSuccessAt: ptr(t0.Add(-2 * time.Hour)), NextDueAt: ptr(t0.Add(time.Hour)), LastDrillAt: ptr(t0)})),
-			func(c *ClusterState) { c.BackupEvents = map[string]BackupOutcome{"nightly": {LastFailure: t0.Add(-time.Minute)}} }),
+			func(c *ClusterState) {
+				c.BackupEvents = map[string]BackupOutcome{"nightly": {LastFailure: t0.Add(-time.Minute)}}
+			}),
 			[]string{"backup_failed//nightly"}},
 		{"backup missed its window", cluster(node("node2", backups(proto.BackupJobStatus{Job: "nightly", Schedule: "0 3 * * *",
 			LastSuccessAt: ptr(t0.Add(-20 * time.Hour)), NextDueAt: ptr(t0.Add(-61 * time.Minute)), LastDrillAt: ptr(t0)}))), []string{"backup_missed//nightly"}},
