@@ -382,3 +382,14 @@ func deleteNamespaceAlerts(ctx context.Context, tx *sql.Tx, q func(string) strin
 	}
 	return nil
 }
+
+// LastEventSeq returns the store-wide seq of the newest event (0: none),
+// where a reader of every namespace's events (ListEvents without a
+// namespace) starts.
+func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.readRow(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("last event seq: %w", err)
+	}
+	return n, nil
+}
