@@ -54,6 +54,19 @@ type Projection struct {
 	bmu      sync.Mutex
 	queue    []*pendingEvent
 	flushing bool
+
+	// summarySink: STUB added by the alerts piece so that server.go
+	// compiles before the agent piece merges; the agent piece owns
+	// SetSummarySink and the delivery of TypeMemberSummary (keep theirs).
+	summarySink atomic.Pointer[func(ctx context.Context, clusterID string, s proto.MemberSummary)]
+}
+
+// SetSummarySink sets the function member summaries
+// (proto.TypeMemberSummary) are handed to, with the store's id of the
+// cluster they resolved to. STUB (alerts piece): it only stores fn; the
+// agent piece's version delivers the summaries.
+func (p *Projection) SetSummarySink(fn func(ctx context.Context, clusterID string, s proto.MemberSummary)) {
+	p.summarySink.Store(&fn)
 }
 
 // maxBatch bounds the events applied in one store transaction.

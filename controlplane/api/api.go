@@ -54,6 +54,9 @@ type Deps struct {
 	// DefaultFailedAuthRate, DefaultFailedAuthBurst).
 	FailedAuthRate  float64
 	FailedAuthBurst int
+	// DaprBindings is true when the server has a Dapr sidecar, so
+	// dapr_binding notification channels can be created.
+	DaprBindings bool
 }
 
 // API serves /v1.
