@@ -46,6 +46,8 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		"Whoami": WhoAmI{}, "Version": ServerVersion{}, "JoinToken": JoinToken{}, "Assignment": Assignment{},
 		"Plan": Plan{}, "BackupPolicy": BackupPolicy{}, "BackupJob": BackupJob{},
 		"Failover": SwitchoverRequest{}, "Empty": struct{}{},
+		"Alert": Alert{}, "SilenceRequest": SilenceRequest{}, "NotificationChannel": NotificationChannel{},
+		"NotificationDelivery": NotificationDelivery{}, "AlertThresholds": AlertThresholds{},
 	}
 	// Members of a Go type that a schema leaves out on purpose: a failover
 	// takes the switchover body without "from" (refused with 400).
