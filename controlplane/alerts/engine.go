@@ -119,6 +119,10 @@ type Engine struct {
 	thresholds map[string]cachedThresholds
 	lastSeq    int64
 	loaded     bool
+	started    time.Time
+	// heldAtStart: the alerts firing when the engine started (loaded from
+	// the store); see ClusterState.SilentBefore.
+	heldAtStart map[string]bool
 
 	done chan struct{}
 }
@@ -142,7 +146,7 @@ func NewEngine(st *store.Store, cfg Config, log *zap.Logger) *Engine {
 	}
 	return &Engine{st: st, cfg: cfg, log: log.Named("alerts"), summaries: map[string]map[string]summaryEntry{},
 		tracked: map[string]*Tracked{}, saved: map[string]time.Time{}, acked: map[string]bool{}, facts: map[string]*facts{},
-		readySince: map[string]time.Time{}, thresholds: map[string]cachedThresholds{}}
+		readySince: map[string]time.Time{}, thresholds: map[string]cachedThresholds{}, heldAtStart: map[string]bool{}}
 }
 
 // Summary keeps s as the latest summary of its node in cluster clusterID
@@ -199,6 +203,9 @@ func (e *Engine) load(ctx context.Context) error {
 				Condition: Condition{Rule: a.Rule, Severity: a.Severity, ClusterID: a.ClusterID, Namespace: a.Namespace, Project: a.Project,
 					Cluster: a.Cluster, Node: a.Node, Subject: a.Subject, Summary: a.Summary}}
 			e.saved[a.ID] = a.UpdatedAt
+			if a.State == proto.AlertFiring {
+				e.heldAtStart[a.ID] = true
+			}
 		}
 	}
 	last, err := e.st.LastEventSeq(ctx)
@@ -206,7 +213,7 @@ func (e *Engine) load(ctx context.Context) error {
 		return err
 	}
 	e.lastSeq = max(0, last-int64(e.cfg.ReplayEvents))
-	e.loaded = true
+	e.loaded, e.started = true, e.cfg.Now()
 	return nil
 }
 
@@ -360,6 +367,14 @@ func (e *Engine) Tick(ctx context.Context) error {
 		}
 		cs := ClusterState{ID: c.ID, Namespace: c.Namespace, Project: c.Project, Name: c.Name, ReadySince: e.readySince[c.ID],
 			Planned: planned[c.ID], Thresholds: e.thresholdsOf(ctx, c, now)}
+		for _, t := range e.tracked {
+			if t.ClusterID == c.ID && t.Rule == RuleAgentSilent && t.State == proto.AlertFiring && e.heldAtStart[t.ID] {
+				if cs.SilentBefore == nil {
+					cs.SilentBefore = map[string]bool{}
+				}
+				cs.SilentBefore[t.Node] = true
+			}
+		}
 		if f := e.facts[c.Namespace+"/"+c.Project+"/"+c.Name]; f != nil {
 			cs.LastFailoverAt, cs.FailoverTo, cs.RepairFailed, cs.BackupEvents = f.failoverAt, f.failoverTo, f.repair, f.backups
 		}
@@ -398,8 +413,14 @@ func (e *Engine) Tick(ctx context.Context) error {
 		t.Condition = c
 		e.after(ctx, t, Step(t, true, c.For, now, e.cfg.Flap), now, silences)
 	}
+	// Right after a (re)start the members' summaries have not arrived
+	// yet: a firing alert is not resolved for lack of them.
+	warming := now.Sub(e.started) < startupGrace
 	for fp, t := range e.tracked {
 		if _, ok := held[fp]; ok || frozen[t.ClusterID] {
+			continue
+		}
+		if warming && t.State == proto.AlertFiring && exists[t.ClusterID] {
 			continue
 		}
 		if !exists[t.ClusterID] {
@@ -431,6 +452,11 @@ func (e *Engine) forget(exists map[string]bool) {
 	}
 }
 
+// startupGrace is how long after the engine starts a firing alert whose
+// condition does not hold is kept firing (the summaries of 3 × the
+// default interval arrive meanwhile).
+const startupGrace = 3*DefaultSummaryInterval + time.Second
+
 // saveEvery bounds how stale a holding alert's last_seen may be in the
 // store.
 const saveEvery = 30 * time.Second
@@ -452,6 +478,7 @@ func (e *Engine) after(ctx context.Context, t *Tracked, tr Transition, now time.
 		}
 	case Fired, Resolved:
 		delete(e.acked, t.ID)
+		delete(e.heldAtStart, t.ID)
 		typ := TypeAlertFiring
 		if tr == Resolved {
 			typ = TypeAlertResolved

@@ -73,6 +73,7 @@ type fixture struct {
 	c     store.Cluster
 	recv  *receiver
 	proj  *controlplane.Projection
+	nf    *alerts.Notifier
 	mu    sync.Mutex
 	clock time.Time
 }
@@ -173,6 +174,7 @@ func newFixture(t *testing.T, failFirst int) *fixture {
 		return b
 	}}, log)
 	nf.Start(ctx)
+	f.nf = nf
 	t.Cleanup(nf.Wait)
 	t.Cleanup(cancel)
 	f.eng = alerts.NewEngine(st, alerts.Config{AgentTTL: 10 * time.Second, Record: f.proj.Record, Notifier: nf, Now: f.Now}, log)
@@ -318,5 +320,48 @@ func TestEngineSilenceAckRepeat(t *testing.T) {
 	})
 	if a, _ := f.st.GetAlert(f.ctx, "ns", id); a.AckedBy != "" {
 		t.Fatalf("resolved alert keeps its ack: %+v", a)
+	}
+}
+
+// TestEngineRestart: a control plane restart neither resolves a firing
+// page for lack of summaries nor notifies it again; the page resolves
+// (notified once) when the node reports.
+func TestEngineRestart(t *testing.T) {
+	f := newFixture(t, 0)
+	healthy := func() { f.tick(sum("node1", proto.RolePrimary, true), sum("node2", proto.RoleReplica, false)) }
+	healthy()
+	for range 5 {
+		f.advance(time.Second)
+		f.tick(sum("node1", proto.RolePrimary, true))
+	}
+	id := alerts.Fingerprint(alerts.RuleAgentSilent, "ns", "default", "db", "node2", "")
+	if a, err := f.st.GetAlert(f.ctx, "ns", id); err != nil || a.State != proto.AlertFiring {
+		t.Fatalf("node2 silent: %+v %v", a, err)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "the firing notification", func() bool { return len(f.recv.notes()) == 1 })
+
+	// A new engine over the same store: node1 reports at once, node2
+	// never does; past the startup grace and the silent span it is still
+	// the same firing page, not notified again.
+	f.eng = alerts.NewEngine(f.st, alerts.Config{AgentTTL: 10 * time.Second, Record: f.proj.Record, Notifier: f.nf, Now: f.Now}, zaptest.NewLogger(t))
+	for range 20 {
+		f.advance(time.Second)
+		f.tick(sum("node1", proto.RolePrimary, true))
+		if a, _ := f.st.GetAlert(f.ctx, "ns", id); a.State != proto.AlertFiring {
+			t.Fatalf("after the restart: %+v", a)
+		}
+	}
+	f.advance(time.Second)
+	healthy()
+	if a, _ := f.st.GetAlert(f.ctx, "ns", id); a.State != proto.AlertResolved {
+		t.Fatalf("node2 reports again: %+v", a)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "the resolution", func() bool { return len(f.recv.notes()) == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if n := f.recv.notes(); len(n) != 2 || n[0].Transition != proto.TransitionFiring || n[1].Transition != proto.TransitionResolved {
+		t.Fatalf("notifications %+v", n)
+	}
+	if got := f.events(); len(got) != 2 {
+		t.Fatalf("events %v, want one firing and one resolved", got)
 	}
 }

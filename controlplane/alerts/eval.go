@@ -35,6 +35,10 @@ type ClusterState struct {
 	RepairFailed map[string]int
 	// BackupEvents are the last backup outcomes per job seen in events.
 	BackupEvents map[string]BackupOutcome
+	// SilentBefore names the nodes whose agent_silent alert was firing
+	// when the engine (re)started: one not heard from since stays silent
+	// (its grace from ReadySince does not apply).
+	SilentBefore map[string]bool
 }
 
 // BackupOutcome is the last success and failure of a backup job.
@@ -124,7 +128,9 @@ func evalCluster(c ClusterState, now time.Time) []Condition {
 			anySummary = true
 		}
 		quiet, span := silent(c, n, now)
-		if quiet {
+		if !quiet && n.Summary == nil && c.SilentBefore[n.Name] {
+			add(RuleAgentSilent, n.Name, "", "node %s: silent before the control plane restarted, and not heard from since", n.Name)
+		} else if quiet {
 			if n.Summary == nil {
 				add(RuleAgentSilent, n.Name, "", "node %s: no summary heard from its agent since the cluster was ready (%s ago; silent after %s)",
 					n.Name, now.Sub(c.ReadySince).Round(time.Second), span)

@@ -82,6 +82,10 @@ func TestEvaluate(t *testing.T) {
 		{"slower interval is not silent", cluster(node("node2", func(n *NodeState) { n.Summary.IntervalMS = 10000; n.SummaryAt = t0.Add(-20 * time.Second) })), nil},
 		{"planned switchover: no primary does not hold", cluster(func(c *ClusterState) { c.Planned = true }, node("node1", func(n *NodeState) { n.Summary.Writable = false })), nil},
 		{"never heard, ready long ago: silent", cluster(node("node3", func(n *NodeState) { n.Summary = nil })), []string{"agent_silent/node3/"}},
+		{"never heard since a restart, silent before: still silent", cluster(func(c *ClusterState) {
+			c.ReadySince = t0.Add(-2 * time.Second)
+			c.SilentBefore = map[string]bool{"node3": true, "node2": true}
+		}, node("node3", func(n *NodeState) { n.Summary = nil })), []string{"agent_silent/node3/"}},
 		{"never heard, ready just now: not yet", cluster(func(c *ClusterState) { c.ReadySince = t0.Add(-5 * time.Second) }, node("node3", func(n *NodeState) { n.Summary = nil })), nil},
 		{"no summaries at all: the projection's primary counts", cluster(func(c *ClusterState) {
 			c.ReadySince = t0.Add(-2 * time.Second)
