@@ -69,7 +69,6 @@ type fixture struct {
 	ctx   context.Context
 	st    *store.Store
 	eng   *alerts.Engine
-	now   time.Time
 	c     store.Cluster
 	recv  *receiver
 	proj  *controlplane.Projection
