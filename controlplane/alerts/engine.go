@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -380,6 +381,11 @@ func (e *Engine) Tick(ctx context.Context) error {
 		}
 		e.mu.Lock()
 		sums := e.summaries[c.ID]
+		for name := range sums { // nodes removed from the cluster
+			if !slices.ContainsFunc(nodes, func(n store.Node) bool { return n.Name == name && n.Provisioned() }) {
+				delete(sums, name)
+			}
+		}
 		for _, n := range nodes {
 			if !n.Provisioned() {
 				continue
