@@ -3,10 +3,12 @@ package alerts_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -167,7 +169,7 @@ func newFixture(t *testing.T, failFirst int) *fixture {
 	if err := st.CreateChannel(ctx, store.Channel{Namespace: "ns", Name: "ops", Kind: proto.ChannelWebhook, URL: srv.URL, Secret: f.recv.secret, CreatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
-	nf := alerts.NewNotifier(st, alerts.NotifierConfig{Backoff: func() backoff.BackOff {
+	nf := alerts.NewNotifier(st, alerts.NotifierConfig{AllowPrivate: true, Backoff: func() backoff.BackOff {
 		b := backoff.NewExponentialBackOff()
 		b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 10*time.Millisecond, 50*time.Millisecond, 10*time.Second
 		return b
@@ -362,5 +364,59 @@ func TestEngineRestart(t *testing.T) {
 	}
 	if got := f.events(); len(got) != 2 {
 		t.Fatalf("events %v, want one firing and one resolved", got)
+	}
+}
+
+// TestNotifierRefusals: a webhook on a loopback address is refused at
+// connect time without alerts.allow_private_webhooks, and a 4xx answer is
+// not retried: both deliveries end failed after one attempt, with the
+// reason in the delivery log.
+func TestNotifierRefusals(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "dbpilot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	hits := 0
+	var mu sync.Mutex
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		http.Error(w, "no such hook", http.StatusGone)
+	}))
+	defer gone.Close()
+	for _, ns := range []string{"a", "b"} {
+		if _, err := st.CreateNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateChannel(ctx, store.Channel{Namespace: ns, Name: "hook", Kind: proto.ChannelWebhook, URL: gone.URL, Secret: "0123456789abcdef", CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bo := func() backoff.BackOff { return backoff.NewConstantBackOff(10 * time.Millisecond) }
+	strict := alerts.NewNotifier(st, alerts.NotifierConfig{Backoff: bo}, zaptest.NewLogger(t))
+	lax := alerts.NewNotifier(st, alerts.NotifierConfig{Backoff: bo, AllowPrivate: true}, zaptest.NewLogger(t))
+	strict.Start(ctx)
+	lax.Start(ctx)
+	defer func() { cancel(); strict.Wait(); lax.Wait() }()
+	note := proto.AlertNotification{Transition: proto.TransitionFiring, At: time.Now(), Alert: proto.Alert{ID: "0123456789abcdef"}}
+	strict.Notify(ctx, "a", note)
+	lax.Notify(ctx, "b", note)
+	for ns, want := range map[string]string{"a": "loopback and private addresses", "b": "410 Gone"} {
+		testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, "namespace "+ns+": delivery failed", func() error {
+			ds, err := st.ListDeliveries(ctx, ns, "hook", 0)
+			if err != nil || len(ds) != 1 || ds[0].Status != proto.DeliveryFailed || ds[0].Attempts != 1 || !strings.Contains(ds[0].LastError, want) {
+				return fmt.Errorf("%+v %v", ds, err)
+			}
+			return nil
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hits != 1 {
+		t.Errorf("the receiver got %d requests, want 1 (the lax notifier's, not retried)", hits)
 	}
 }

@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -78,8 +81,42 @@ type NotifierConfig struct {
 	AttemptTimeout time.Duration
 	// Binding invokes Dapr bindings; nil: dapr_binding channels fail.
 	Binding BindingFunc
-	// Client sends webhooks; default a client without redirects.
+	// Client sends webhooks; default a client without redirects whose
+	// dialer refuses the addresses AllowPrivate does not allow.
 	Client *http.Client
+	// AllowPrivate lets webhooks reach loopback and private (RFC 1918,
+	// RFC 4193) addresses: for a development server or a receiver inside
+	// the operator's own network. Link-local (cloud metadata services),
+	// unspecified and multicast addresses are always refused.
+	AllowPrivate bool
+}
+
+// errRefusedAddress: a webhook resolved to an address it may not reach.
+var errRefusedAddress = errors.New("address refused")
+
+// checkAddress refuses a webhook destination the notifier must not
+// reach (see NotifierConfig.AllowPrivate); it runs on the resolved
+// address at connect time, so a name that resolves differently later
+// (DNS rebinding) is checked too.
+func checkAddress(allowPrivate bool) func(network, address string, _ syscall.RawConn) error {
+	return func(_, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return fmt.Errorf("webhook address %s: %w", address, err)
+		}
+		ip = ip.Unmap()
+		switch {
+		case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast():
+			return fmt.Errorf("webhook address %s: %w: link-local, unspecified and multicast addresses never", ip, errRefusedAddress)
+		case !allowPrivate && (ip.IsLoopback() || ip.IsPrivate()):
+			return fmt.Errorf("webhook address %s: %w: loopback and private addresses only with the server config alerts.allow_private_webhooks", ip, errRefusedAddress)
+		}
+		return nil
+	}
 }
 
 type job struct {
@@ -118,7 +155,11 @@ func NewNotifier(st *store.Store, cfg NotifierConfig, log *zap.Logger) *Notifier
 		cfg.AttemptTimeout = 10 * time.Second
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		d := &net.Dialer{Timeout: 10 * time.Second, Control: checkAddress(cfg.AllowPrivate)}
+		cfg.Client = &http.Client{
+			Transport:     &http.Transport{DialContext: d.DialContext, TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	return &Notifier{st: st, cfg: cfg, log: log.Named("notify"), queue: make(chan job, cfg.Queue)}
 }
@@ -226,6 +267,9 @@ func (n *Notifier) send(ctx context.Context, j job) error {
 			req.Header.Set(HeaderSignature, Sign(j.ch.Secret, ts, j.body))
 		}
 		resp, err := n.cfg.Client.Do(req)
+		if errors.Is(err, errRefusedAddress) {
+			return backoff.Permanent(fmt.Errorf("webhook: %w", err))
+		}
 		if err != nil {
 			return fmt.Errorf("webhook: %w", err)
 		}

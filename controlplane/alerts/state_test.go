@@ -97,3 +97,29 @@ func TestNotifyDecision(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckAddress(t *testing.T) {
+	for _, c := range []struct {
+		addr         string
+		allowPrivate bool
+		ok           bool
+	}{
+		{"93.184.216.34:443", false, true},
+		{"[2606:2800:220:1::1]:443", false, true},
+		{"169.254.169.254:80", true, false}, // cloud metadata: never
+		{"[fe80::1]:80", true, false},
+		{"0.0.0.0:80", true, false},
+		{"224.0.0.1:80", true, false},
+		{"127.0.0.1:8080", false, false},
+		{"127.0.0.1:8080", true, true},
+		{"10.1.2.3:443", false, false},
+		{"10.1.2.3:443", true, true},
+		{"[::ffff:127.0.0.1]:80", false, false},
+		{"[fd00::1]:443", false, false},
+	} {
+		err := checkAddress(c.allowPrivate)("tcp", c.addr, nil)
+		if (err == nil) != c.ok {
+			t.Errorf("%s (allow private %v): %v, want ok=%v", c.addr, c.allowPrivate, err, c.ok)
+		}
+	}
+}

@@ -31,7 +31,7 @@ func startAlertServer(t *testing.T, dir string, repairEvery time.Duration) (*ser
 	defer cancel()
 	on := true
 	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AgentBin: agentBin, ReadyTimeout: 3 * time.Minute,
-		RepairInterval: &repairEvery, Alerts: server.AlertsConfig{Enabled: &on}}, zaptest.NewLogger(t).Named("server"))
+		RepairInterval: &repairEvery, Alerts: server.AlertsConfig{Enabled: &on, AllowPrivateWebhooks: true}}, zaptest.NewLogger(t).Named("server"))
 	if err != nil {
 		t.Fatal(err)
 	}

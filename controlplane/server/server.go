@@ -117,6 +117,10 @@ type AlertsConfig struct {
 	Enabled *bool `yaml:"enabled"`
 	// Interval between two evaluations; default 1s.
 	Interval time.Duration `yaml:"interval"`
+	// AllowPrivateWebhooks lets webhook channels reach loopback and
+	// private addresses (dev mode sets it); link-local addresses (cloud
+	// metadata) are refused regardless.
+	AllowPrivateWebhooks bool `yaml:"allow_private_webhooks"`
 }
 
 // EtcdTLSConfig names PEM files for the control plane's etcd client.
@@ -406,7 +410,7 @@ func (s *Server) start(ctx context.Context) error {
 		binding = s.daprBus.InvokeBinding
 	}
 	if cfg.Alerts.Enabled == nil || *cfg.Alerts.Enabled {
-		s.Notifier = alerts.NewNotifier(s.Store, alerts.NotifierConfig{Binding: binding}, s.log)
+		s.Notifier = alerts.NewNotifier(s.Store, alerts.NotifierConfig{Binding: binding, AllowPrivate: cfg.Alerts.AllowPrivateWebhooks}, s.log)
 		s.Alerts = alerts.NewEngine(s.Store, alerts.Config{Interval: cfg.Alerts.Interval, AgentTTL: cfg.AgentTTL, Record: s.Projection.Record,
 			Notifier: s.Notifier}, s.log)
 		s.Projection.SetSummarySink(s.Alerts.Summary)
