@@ -231,12 +231,24 @@ func (s *Store) ActiveSilences(ctx context.Context, ns string, now time.Time) (m
 	return out, rows.Err()
 }
 
-// PruneSilences deletes silences that ended before cutoff.
-func (s *Store) PruneSilences(ctx context.Context, cutoff time.Time) error {
-	if _, err := s.exec(ctx, `DELETE FROM alert_silences WHERE until_ms < ?`, ms(cutoff)); err != nil {
-		return fmt.Errorf("prune silences: %w", err)
+// PruneAlertHistory deletes what is older than cutoff: alerts resolved
+// before it, silences that ended before it and deliveries queued before
+// it. It returns how many rows went.
+func (s *Store) PruneAlertHistory(ctx context.Context, cutoff time.Time) (int64, error) {
+	var total int64
+	for _, q := range []string{
+		`DELETE FROM alerts WHERE state = 'resolved' AND resolved_at < ?`,
+		`DELETE FROM alert_silences WHERE until_ms < ?`,
+		`DELETE FROM notification_deliveries WHERE created_at < ?`,
+	} {
+		res, err := s.exec(ctx, q, ms(cutoff))
+		if err != nil {
+			return total, fmt.Errorf("prune alert history: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
 	}
-	return nil
+	return total, nil
 }
 
 // PutAlertThresholds sets a cluster's alert threshold overrides (body: a

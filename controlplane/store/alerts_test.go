@@ -120,6 +120,22 @@ func testAlerts(t *testing.T, s *store.Store) {
 	if err != nil || len(ds) != 2 || ds[0].ID != "d2" || ds[0].Status != "delivered" || ds[0].Attempts != 2 || ds[1].ID != "d1" {
 		t.Fatalf("deliveries: %+v %v", ds, err)
 	}
+	// Pruning: the resolved alert f1 (resolved at now+2s), silence sc
+	// (ended a minute ago) and deliveries before the cut-off go; the
+	// pending f2, the active silences and newer deliveries stay.
+	n, err := s.PruneAlertHistory(ctx, now.Add(1500*time.Millisecond))
+	if err != nil || n != 3 {
+		t.Fatalf("prune: %d %v, want 3 (silence sc, deliveries d0 and d1)", n, err)
+	}
+	if n, err := s.PruneAlertHistory(ctx, now.Add(3*time.Second)); err != nil || n != 2 {
+		t.Fatalf("prune later: %d %v, want 2 (alert f1, delivery d2)", n, err)
+	}
+	if _, err := s.GetAlert(ctx, "ns", "f2"); err != nil {
+		t.Fatalf("pending alert pruned: %v", err)
+	}
+	if sil, _ := s.ActiveSilences(ctx, "ns", now); len(sil) != 1 {
+		t.Fatalf("active silences pruned: %+v", sil)
+	}
 	if err := s.DeleteChannel(ctx, "ns", "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("delete missing channel: %v", err)
 	}
