@@ -27,6 +27,7 @@ const (
 
 // AlertEvent is the payload of TypeAlertFiring and TypeAlertResolved.
 type AlertEvent struct {
+	// Namespace, Project and Cluster name the alert's cluster.
 	Namespace string `json:"namespace"`
 	Project   string `json:"project"`
 	Cluster   string `json:"cluster"`
@@ -35,11 +36,14 @@ type AlertEvent struct {
 	// TimestampMS is the transition's time, milliseconds since the epoch.
 	TimestampMS int64 `json:"timestamp_ms"`
 	// AlertID is the fingerprint (GET …/alerts/{id}).
-	AlertID  string `json:"alert_id"`
+	AlertID string `json:"alert_id"`
+	// Rule and Severity: see RuleSeverity.
 	Rule     string `json:"rule"`
 	Severity string `json:"severity"`
-	Subject  string `json:"subject,omitempty"`
-	Summary  string `json:"summary"`
+	// Subject is the backup job or filesystem kind ("" when none).
+	Subject string `json:"subject,omitempty"`
+	// Summary is the condition's sentence.
+	Summary string `json:"summary"`
 	// Flapping: the alert fired too often in the flapping window.
 	Flapping bool `json:"flapping,omitempty"`
 	// Silenced: a silence covers it (nothing was notified).
