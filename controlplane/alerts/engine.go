@@ -350,6 +350,10 @@ func (e *Engine) Tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	allNodes, err := e.st.NodesByCluster(ctx)
+	if err != nil {
+		return err
+	}
 	exists := map[string]bool{} // cluster ids in the store, not being deleted
 	frozen := map[string]bool{} // clusters in a phase where nothing is evaluated (alerts keep their state)
 	var states []ClusterState
@@ -366,10 +370,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 		if e.readySince[c.ID].IsZero() {
 			e.readySince[c.ID] = now
 		}
-		nodes, err := e.st.ListNodes(ctx, c.ID)
-		if err != nil {
-			return err
-		}
+		nodes := allNodes[c.ID]
 		cs := ClusterState{ID: c.ID, Namespace: c.Namespace, Project: c.Project, Name: c.Name, ReadySince: e.readySince[c.ID],
 			Planned: planned[c.ID], Thresholds: e.thresholdsOf(ctx, c, now)}
 		for _, t := range e.tracked {

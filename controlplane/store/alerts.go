@@ -405,3 +405,22 @@ func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// NodesByCluster returns every cluster's nodes in one query, by cluster
+// id, each list by name (the alert engine reads them every second).
+func (s *Store) NodesByCluster(ctx context.Context) (map[string][]Node, error) {
+	rows, err := s.readQuery(ctx, `SELECT `+nodeCols+` FROM nodes ORDER BY cluster_id, name`)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]Node{}
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		out[n.ClusterID] = append(out[n.ClusterID], n)
+	}
+	return out, rows.Err()
+}

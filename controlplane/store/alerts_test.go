@@ -82,6 +82,29 @@ func testAlerts(t *testing.T, s *store.Store) {
 		t.Fatalf("silences later: %+v", sil)
 	}
 
+	// Nodes of every cluster in one read.
+	now2 := time.Now()
+	for _, id := range []string{"c-1", "c-2"} {
+		if err := s.CreateCluster(ctx, store.Cluster{ID: id, Namespace: "ns", Project: "default", Name: "db" + id, Phase: "ready", CreatedAt: now2, UpdatedAt: now2},
+			store.Operation{ID: "op-" + id, Namespace: "ns", ClusterID: id, Kind: "create", State: "succeeded", CreatedAt: now2, UpdatedAt: now2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []store.Node{{ClusterID: "c-1", Name: "b", State: "created"}, {ClusterID: "c-1", Name: "a", State: "created"}, {ClusterID: "c-2", Name: "x", State: "created"}} {
+		if err := s.UpsertNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byCluster, err := s.NodesByCluster(ctx)
+	if err != nil || len(byCluster) != 2 || len(byCluster["c-1"]) != 2 || byCluster["c-1"][0].Name != "a" || byCluster["c-2"][0].Name != "x" {
+		t.Fatalf("nodes by cluster: %+v %v", byCluster, err)
+	}
+	for _, id := range []string{"c-1", "c-2"} {
+		if err := s.DeleteCluster(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Threshold overrides.
 	if _, err := s.GetAlertThresholds(ctx, "c-1"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("thresholds: %v", err)
