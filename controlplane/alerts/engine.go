@@ -82,8 +82,8 @@ type Config struct {
 	// start for the facts events carry (failovers, repairs, backup
 	// outcomes); default 10000.
 	ReplayEvents int
-	// ThresholdsTTL is how long a cluster's resolved thresholds are
-	// cached; default 10s.
+	// ThresholdsTTL is how often the clusters' threshold overrides and the
+	// templates' alerts blocks are read again; default 10s.
 	ThresholdsTTL time.Duration
 }
 
@@ -98,11 +98,6 @@ type facts struct {
 	failoverTo string
 	repair     map[string]int
 	backups    map[string]BackupOutcome
-}
-
-type cachedThresholds struct {
-	th Thresholds
-	at time.Time
 }
 
 // Engine evaluates the alert rules every Config.Interval. Summary is the
@@ -121,10 +116,15 @@ type Engine struct {
 	acked      map[string]bool      // fingerprint → acknowledged (known this episode)
 	facts      map[string]*facts    // "ns/project/cluster" → facts
 	readySince map[string]time.Time // cluster id → first seen live
-	thresholds map[string]cachedThresholds
-	lastSeq    int64
-	loaded     bool
-	started    time.Time
+	// Thresholds: the overrides and template blocks read at thresholdsAt;
+	// repeat is each cluster's repeat interval as last resolved.
+	overrides    map[string]*proto.AlertThresholds
+	templates    map[string]*proto.AlertThresholds
+	thresholdsAt time.Time
+	repeat       map[string]time.Duration
+	lastSeq      int64
+	loaded       bool
+	started      time.Time
 	// heldAtStart: the alerts firing when the engine started (loaded from
 	// the store); see ClusterState.SilentBefore.
 	heldAtStart map[string]bool
@@ -151,7 +151,7 @@ func NewEngine(st *store.Store, cfg Config, log *zap.Logger) *Engine {
 	}
 	return &Engine{st: st, cfg: cfg, log: log.Named("alerts"), summaries: map[string]map[string]summaryEntry{},
 		tracked: map[string]*Tracked{}, saved: map[string]time.Time{}, acked: map[string]bool{}, facts: map[string]*facts{},
-		readySince: map[string]time.Time{}, thresholds: map[string]cachedThresholds{}, heldAtStart: map[string]bool{}}
+		readySince: map[string]time.Time{}, repeat: map[string]time.Duration{}, heldAtStart: map[string]bool{}}
 }
 
 // Summary keeps s as the latest summary of its node in cluster clusterID
@@ -297,27 +297,46 @@ func (e *Engine) applyEvent(ev store.Event) {
 // missing by design.
 var plannedKinds = map[string]bool{"switchover": true, "restart": true, "update": true}
 
-// thresholdsOf resolves a cluster's thresholds (defaults, template,
-// cluster overrides), cached for ThresholdsTTL.
-func (e *Engine) thresholdsOf(ctx context.Context, c store.Cluster, now time.Time) Thresholds {
-	if ct, ok := e.thresholds[c.ID]; ok && now.Sub(ct.at) < e.cfg.ThresholdsTTL {
-		return ct.th
+// refreshThresholds re-reads, every ThresholdsTTL, the clusters'
+// overrides (one query) and the templates' alerts blocks (once per
+// template), so thresholdsOf costs no I/O in between.
+func (e *Engine) refreshThresholds(ctx context.Context, now time.Time) error {
+	if !e.thresholdsAt.IsZero() && now.Sub(e.thresholdsAt) < e.cfg.ThresholdsTTL {
+		return nil
 	}
-	th := DefaultThresholds(e.cfg.AgentTTL)
-	if t, ok := catalog.Lookup(c.Template); ok {
-		th = th.With(t.Alerts)
-	} else if ut, err := e.st.GetTemplate(ctx, c.Namespace, c.Template); err == nil {
-		if t, err := catalog.FromJSON(ut.Body); err == nil {
-			th = th.With(t.Alerts)
-		}
+	all, err := e.st.AllAlertThresholds(ctx)
+	if err != nil {
+		return err
 	}
-	if b, err := e.st.GetAlertThresholds(ctx, c.ID); err == nil {
+	e.overrides = map[string]*proto.AlertThresholds{}
+	for id, b := range all {
 		var o proto.AlertThresholds
 		if json.Unmarshal(b, &o) == nil {
-			th = th.With(&o)
+			e.overrides[id] = &o
 		}
 	}
-	e.thresholds[c.ID] = cachedThresholds{th: th, at: now}
+	e.templates = map[string]*proto.AlertThresholds{}
+	e.thresholdsAt = now
+	return nil
+}
+
+// thresholdsOf resolves a cluster's thresholds: defaults, its template's
+// alerts block, its own overrides.
+func (e *Engine) thresholdsOf(ctx context.Context, c store.Cluster) Thresholds {
+	key := c.Namespace + "/" + c.Template
+	tpl, ok := e.templates[key]
+	if !ok {
+		if t, found := catalog.Lookup(c.Template); found {
+			tpl = t.Alerts
+		} else if ut, err := e.st.GetTemplate(ctx, c.Namespace, c.Template); err == nil {
+			if t, err := catalog.FromJSON(ut.Body); err == nil {
+				tpl = t.Alerts
+			}
+		}
+		e.templates[key] = tpl
+	}
+	th := DefaultThresholds(e.cfg.AgentTTL).With(tpl).With(e.overrides[c.ID])
+	e.repeat[c.ID] = th.RepeatInterval
 	return th
 }
 
@@ -354,6 +373,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := e.refreshThresholds(ctx, now); err != nil {
+		return err
+	}
 	exists := map[string]bool{} // cluster ids in the store, not being deleted
 	frozen := map[string]bool{} // clusters in a phase where nothing is evaluated (alerts keep their state)
 	var states []ClusterState
@@ -372,7 +394,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 		}
 		nodes := allNodes[c.ID]
 		cs := ClusterState{ID: c.ID, Namespace: c.Namespace, Project: c.Project, Name: c.Name, ReadySince: e.readySince[c.ID],
-			Planned: planned[c.ID], Thresholds: e.thresholdsOf(ctx, c, now)}
+			Planned: planned[c.ID], Thresholds: e.thresholdsOf(ctx, c)}
 		for _, t := range e.tracked {
 			if t.ClusterID == c.ID && t.Rule == RuleAgentSilent && t.State == proto.AlertFiring && e.heldAtStart[t.ID] {
 				if cs.SilentBefore == nil {
@@ -456,9 +478,9 @@ func (e *Engine) forget(exists map[string]bool) {
 			delete(e.readySince, id)
 		}
 	}
-	for id := range e.thresholds {
+	for id := range e.repeat {
 		if !exists[id] {
-			delete(e.thresholds, id)
+			delete(e.repeat, id)
 		}
 	}
 }
@@ -550,8 +572,8 @@ func (e *Engine) save(ctx context.Context, t *Tracked, now time.Time, log *zap.L
 }
 
 func (e *Engine) repeatOf(t *Tracked) time.Duration {
-	if ct, ok := e.thresholds[t.ClusterID]; ok {
-		return ct.th.RepeatInterval
+	if r, ok := e.repeat[t.ClusterID]; ok {
+		return r
 	}
 	return DefaultThresholds(e.cfg.AgentTTL).RepeatInterval
 }

@@ -420,3 +420,28 @@ func TestNotifierRefusals(t *testing.T) {
 		t.Errorf("the receiver got %d requests, want 1 (the lax notifier's, not retried)", hits)
 	}
 }
+
+// TestEngineThresholds: a cluster's overrides (PUT …/alert-thresholds)
+// change the evaluation: with silent_heartbeats 5, a member quiet for
+// 4 intervals is not silent yet, after 6 it is.
+func TestEngineThresholds(t *testing.T) {
+	f := newFixture(t, 0)
+	if err := f.st.PutAlertThresholds(f.ctx, f.c.ID, json.RawMessage(`{"silent_heartbeats":5}`)); err != nil {
+		t.Fatal(err)
+	}
+	f.tick(sum("node1", proto.RolePrimary, true), sum("node2", proto.RoleReplica, false))
+	for range 4 {
+		f.advance(time.Second)
+		f.tick(sum("node1", proto.RolePrimary, true))
+	}
+	if a := f.alerts(""); len(a) != 0 {
+		t.Fatalf("silent after 4 intervals with silent_heartbeats 5: %v", a)
+	}
+	for range 2 {
+		f.advance(time.Second)
+		f.tick(sum("node1", proto.RolePrimary, true))
+	}
+	if a := f.alerts(proto.AlertFiring); a["agent_silent/node2"].State != proto.AlertFiring {
+		t.Fatalf("not silent after 6 intervals: %v", a)
+	}
+}

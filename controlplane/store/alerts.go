@@ -271,6 +271,24 @@ func (s *Store) GetAlertThresholds(ctx context.Context, clusterID string) (json.
 	return json.RawMessage(body), nil
 }
 
+// AllAlertThresholds returns every cluster's overrides, by cluster id.
+func (s *Store) AllAlertThresholds(ctx context.Context) (map[string]json.RawMessage, error) {
+	rows, err := s.readQuery(ctx, `SELECT cluster_id, body FROM alert_thresholds`)
+	if err != nil {
+		return nil, fmt.Errorf("alert thresholds: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]json.RawMessage{}
+	for rows.Next() {
+		var id, body string
+		if err := rows.Scan(&id, &body); err != nil {
+			return nil, fmt.Errorf("alert thresholds: %w", err)
+		}
+		out[id] = json.RawMessage(body)
+	}
+	return out, rows.Err()
+}
+
 const channelCols = `namespace, name, kind, url, secret, binding, operation, created_at`
 
 func scanChannel(sc interface{ Scan(...any) error }) (Channel, error) {

@@ -117,6 +117,9 @@ func testAlerts(t *testing.T, s *store.Store) {
 	if b, err := s.GetAlertThresholds(ctx, "c-1"); err != nil || string(b) != `{"disk_ticket_pct":75}` {
 		t.Fatalf("thresholds: %s %v", b, err)
 	}
+	if all, err := s.AllAlertThresholds(ctx); err != nil || len(all) != 1 || string(all["c-1"]) != `{"disk_ticket_pct":75}` {
+		t.Fatalf("all thresholds: %v %v", all, err)
+	}
 
 	// Channels and deliveries.
 	ch := store.Channel{Namespace: "ns", Name: "ops", Kind: "webhook", URL: "https://example.com/hook", Secret: "0123456789abcdef", CreatedAt: now}
