@@ -123,6 +123,9 @@ func Validate(t Template) error {
 	if t.Backup != nil {
 		validateBackup(t.Backup, add)
 	}
+	if t.Alerts != nil {
+		t.Alerts.Check("alerts.", add)
+	}
 	validateFields(t, add)
 	return errors.Join(errs...)
 }

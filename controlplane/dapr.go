@@ -62,6 +62,14 @@ func (b *DaprBus) Publish(ctx context.Context, topic string, event []byte) error
 	return nil
 }
 
+// InvokeBinding invokes the Dapr output binding name with operation
+// (e.g. "create", "post"), data and metadata through the sidecar
+// (go-sdk client.InvokeOutputBinding). Errors are the sidecar's: an
+// unknown binding, a refused operation, the component's failure.
+func (b *DaprBus) InvokeBinding(ctx context.Context, name, operation string, data []byte, metadata map[string]string) error {
+	return b.client.InvokeOutputBinding(ctx, &dapr.InvokeBindingRequest{Name: name, Operation: operation, Data: data, Metadata: metadata})
+}
+
 // Close closes the sidecar connection.
 func (b *DaprBus) Close() { b.client.Close() }
 

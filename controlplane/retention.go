@@ -88,8 +88,9 @@ func PruneAudit(ctx context.Context, st *store.Store, r EventRetention, now time
 	}
 }
 
-// RunEventPruner prunes the event history and the audit log every
-// interval until ctx ends, logging what it removed. Several server replicas may run it against one
+// RunEventPruner prunes the event history, the alert history (resolved
+// alerts, ended silences, deliveries: event retention) and the audit log
+// every interval until ctx ends, logging what it removed. Several server replicas may run it against one
 // store: the deletes are idempotent.
 func RunEventPruner(ctx context.Context, st *store.Store, r EventRetention, interval time.Duration, log *zap.Logger) {
 	log = log.Named("retention")
@@ -103,6 +104,17 @@ func RunEventPruner(ctx context.Context, st *store.Store, r EventRetention, inte
 		case n > 0:
 			log.Info("old events pruned", zap.Int64("deleted", n),
 				zap.Duration("event_retention", r.Events), zap.Duration("state_event_retention", r.StateEvents))
+		}
+		if r.Events > 0 {
+			// Resolved alerts, ended silences and old deliveries: the
+			// same retention as the events recording them.
+			n, err = st.PruneAlertHistory(ctx, time.Now().Add(-r.Events))
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("alert history pruning failed; retrying at the next interval", zap.Error(err))
+			case n > 0:
+				log.Info("old alerts, silences and deliveries pruned", zap.Int64("deleted", n), zap.Duration("event_retention", r.Events))
+			}
 		}
 		n, err = PruneAudit(ctx, st, r, time.Now())
 		switch {

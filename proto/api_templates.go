@@ -38,6 +38,9 @@ type Template struct {
 	// Backup is the default backup policy of clusters created from the
 	// template (nil: no backups, no WAL archive).
 	Backup *BackupPolicy `yaml:"backup" json:"backup,omitempty"`
+	// Alerts overrides the alert rules' default thresholds for clusters of
+	// the template (nil: the defaults; a cluster's own overrides win).
+	Alerts *AlertThresholds `yaml:"alerts" json:"alerts,omitempty"`
 	// Builtin is true for shipped templates (set by the server, not part
 	// of the document; ignored in a request).
 	Builtin bool `yaml:"-" json:"builtin"`

@@ -47,6 +47,8 @@ func TestAPITypesMatchOpenAPI(t *testing.T) {
 		"Plan": Plan{}, "BackupPolicy": BackupPolicy{}, "BackupJob": BackupJob{},
 		"Failover": SwitchoverRequest{}, "Empty": struct{}{}, "PrometheusTargetGroup": PrometheusTargetGroup{},
 		"StatementStats": StatementStats{}, "StatementStat": StatementStat{}, "Sessions": Sessions{}, "Session": Session{},
+		"Alert": Alert{}, "SilenceRequest": SilenceRequest{}, "NotificationChannel": NotificationChannel{},
+		"NotificationDelivery": NotificationDelivery{}, "AlertThresholds": AlertThresholds{},
 	}
 	// Members of a Go type that a schema leaves out on purpose: a failover
 	// takes the switchover body without "from" (refused with 400).

@@ -117,7 +117,10 @@ func newDevCmd() *cobra.Command {
 			if repairEvery < 0 {
 				return fmt.Errorf("--repair-interval: must be >= 0 (0 disables repairs; got %s)", repairEvery)
 			}
-			s, err := server.Start(cmd.Context(), server.Config{DataDir: dir, Listen: listen, RepairInterval: &repairEvery}, log)
+			// Dev mode: the alert engine is on and webhooks may reach
+			// receivers on this machine or the local network.
+			s, err := server.Start(cmd.Context(), server.Config{DataDir: dir, Listen: listen, RepairInterval: &repairEvery,
+				Alerts: server.AlertsConfig{AllowPrivateWebhooks: true}}, log)
 			if err != nil {
 				return err
 			}

@@ -310,6 +310,10 @@ const (
 	// evNodeRepair is the control plane's own event about a node repair
 	// (controlplane.TypeNodeRepair).
 	evNodeRepair = "io.dbpilot.controlplane.node_repair.v1"
+	// evAlertFiring and evAlertResolved are the alert engine's transitions
+	// (controlplane/alerts; the CLI does not link the control plane).
+	evAlertFiring   = "io.dbpilot.controlplane.alert_firing.v1"
+	evAlertResolved = "io.dbpilot.controlplane.alert_resolved.v1"
 )
 
 // lastFailover describes the newest primary change after bootstrap, from

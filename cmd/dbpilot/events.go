@@ -162,6 +162,18 @@ func eventDetails(e client.Event) string {
 		if e := str("error"); e != "" {
 			s += ": " + e
 		}
+	case evAlertFiring, evAlertResolved:
+		verb := "firing"
+		if e.Type == evAlertResolved {
+			verb = "resolved"
+		}
+		s = fmt.Sprintf("%s %s %s (%s): %s", str("severity"), str("rule"), verb, str("alert_id"), str("summary"))
+		if f, _ := d["flapping"].(bool); f {
+			s += " [flapping]"
+		}
+		if q, _ := d["silenced"].(bool); q {
+			s += " [silenced]"
+		}
 	default:
 		s = string(compact(e.Data))
 	}

@@ -109,7 +109,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 not found, 4 unautho
 	_ = root.RegisterFlagCompletionFunc("context", a.completeContexts)
 
 	root.AddCommand(
-		newLoginCmd(a), newContextCmd(a), newClusterCmd(a), newNodeCmd(a), newBackupCmd(a), newEventsCmd(a),
+		newLoginCmd(a), newContextCmd(a), newClusterCmd(a), newNodeCmd(a), newBackupCmd(a), newEventsCmd(a), newAlertsCmd(a),
 		newCatalogCmd(a), newHostCmd(a), newTokenCmd(a), newVersionCmd(a),
 	)
 	classifyRunErrors(root)

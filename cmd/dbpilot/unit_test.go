@@ -78,6 +78,10 @@ func TestEventDetails(t *testing.T) {
 		{evFailoverStarted, `{"candidate":"node3","failed_primary":"node1","reason":"leader key expired"}`, "node3 tries to take over from node1: leader key expired"},
 		{evNodeRepair, `{"node":"node2","operation_id":"op-1","state":"succeeded","reason":"node node2 not running (provider status: agent pid 42 not running)","attempt":1,"duration_ms":7300}`,
 			"repair succeeded (op-1, attempt 1): node node2 not running (provider status: agent pid 42 not running), took 7.3s"},
+		{evAlertFiring, `{"alert_id":"0123456789abcdef","rule":"agent_silent","severity":"page","summary":"node node1: silent","flapping":true}`,
+			"page agent_silent firing (0123456789abcdef): node node1: silent [flapping]"},
+		{evAlertResolved, `{"alert_id":"0123456789abcdef","rule":"backup_failed","severity":"ticket","summary":"x","silenced":true}`,
+			"ticket backup_failed resolved (0123456789abcdef): x [silenced]"},
 		{"io.example.other.v1", `{"a": 1}`, `{"a":1}`},
 	} {
 		if got := eventDetails(client.Event{Event: proto.Event{Type: tc.typ, Data: []byte(tc.data)}}); got != tc.want {
@@ -88,6 +92,9 @@ func TestEventDetails(t *testing.T) {
 		t.Errorf("shortType: %q", got)
 	}
 	if got := shortType(evNodeRepair); got != "node_repair" {
+		t.Errorf("shortType: %q", got)
+	}
+	if got := shortType(evAlertFiring); got != "alert_firing" {
 		t.Errorf("shortType: %q", got)
 	}
 }

@@ -59,6 +59,9 @@ type Deps struct {
 	// DefaultFailedAuthRate, DefaultFailedAuthBurst).
 	FailedAuthRate  float64
 	FailedAuthBurst int
+	// DaprBindings is true when the server has a Dapr sidecar, so
+	// dapr_binding notification channels can be created.
+	DaprBindings bool
 }
 
 // API serves /v1.
@@ -179,6 +182,16 @@ func (a *API) routes() {
 	auth("GET /v1/namespaces/{ns}/templates/{name}", a.getNSTemplate)
 	auth("DELETE /v1/namespaces/{ns}/templates/{name}", a.deleteTemplate)
 	auth("GET /v1/namespaces/{ns}/audit", a.listNSAudit)
+	auth("GET /v1/namespaces/{ns}/alerts", a.listAlerts)
+	auth("GET /v1/namespaces/{ns}/alerts/{id}", a.getAlert)
+	auth("POST /v1/namespaces/{ns}/alerts/{id}/ack", a.ackAlert)
+	auth("POST /v1/namespaces/{ns}/alerts/{id}/silence", a.silenceAlert)
+	auth("GET /v1/namespaces/{ns}/notification-channels", a.listChannels)
+	auth("POST /v1/namespaces/{ns}/notification-channels", a.createChannel)
+	auth("DELETE /v1/namespaces/{ns}/notification-channels/{name}", a.deleteChannel)
+	auth("GET /v1/namespaces/{ns}/notification-channels/{name}/deliveries", a.listDeliveries)
+	auth("GET /v1/namespaces/{ns}/clusters/{cluster}/alert-thresholds", a.getAlertThresholds)
+	auth("PUT /v1/namespaces/{ns}/clusters/{cluster}/alert-thresholds", a.putAlertThresholds)
 	auth("GET /v1/catalog/templates", a.listCatalog)
 	auth("GET /v1/catalog/templates/{name}", a.getCatalog)
 	auth("POST /v1/tokens", a.createToken)

@@ -68,6 +68,16 @@ var matrix = []endpoint{
 	{"GET", "/v1/namespaces/{ns}/templates/postgres-15", "", "viewer", 200},
 	{"DELETE", "/v1/namespaces/{ns}/templates/nope", "", "admin", 404},
 	{"GET", "/v1/namespaces/{ns}/audit", "", "admin", 200},
+	{"GET", "/v1/namespaces/{ns}/alerts", "", "viewer", 200},
+	{"GET", "/v1/namespaces/{ns}/alerts/0123456789abcdef", "", "viewer", 404},
+	{"POST", "/v1/namespaces/{ns}/alerts/0123456789abcdef/ack", "", "operator", 404},
+	{"POST", "/v1/namespaces/{ns}/alerts/0123456789abcdef/silence", `{}`, "operator", 404},
+	{"GET", "/v1/namespaces/{ns}/notification-channels", "", "viewer", 200},
+	{"POST", "/v1/namespaces/{ns}/notification-channels", `{"name":"x","kind":"sms"}`, "admin", 400},
+	{"DELETE", "/v1/namespaces/{ns}/notification-channels/nope", "", "admin", 404},
+	{"GET", "/v1/namespaces/{ns}/notification-channels/nope/deliveries", "", "viewer", 404},
+	{"GET", "/v1/namespaces/{ns}/clusters/{c}/alert-thresholds", "", "viewer", 200},
+	{"PUT", "/v1/namespaces/{ns}/clusters/{c}/alert-thresholds", `{"disk_page_pct":200}`, "operator", 400},
 }
 
 // TestTenantIsolationMatrix: every namespaced endpoint × three roles × two
@@ -397,6 +407,10 @@ var queryParams = map[string]string{
 	"GET /v1/namespaces/{ns}/events":                                     "cluster node type after limit",
 	"GET /v1/namespaces/{ns}/events/stream":                              "cluster node type after limit",
 	"GET /v1/namespaces/{ns}/audit":                                      "limit page_token",
-	"GET /v1/tokens":                                                     "limit page_token",
-	"GET /v1/audit":                                                      "limit page_token",
+	"GET /v1/namespaces/{ns}/alerts":                                     "state severity cluster limit",
+	"GET /v1/namespaces/{ns}/notification-channels/{name}/deliveries":    "limit",
+	"GET /v1/namespaces/{ns}/clusters/{cluster}/alert-thresholds":        "project",
+	"PUT /v1/namespaces/{ns}/clusters/{cluster}/alert-thresholds":        "project",
+	"GET /v1/tokens": "limit page_token",
+	"GET /v1/audit":  "limit page_token",
 }

@@ -27,6 +27,8 @@ func TestLoadConfigNamesTheField(t *testing.T) {
 		{"abuse bounds ok", "data_dir: /tmp/x\naudit_retention: 720h\nfailed_auth_rate: 0.5\nfailed_auth_burst: 10\n", ""},
 		{"audit retention too short", "data_dir: /tmp/x\naudit_retention: 10m\n", "audit_retention: must be at least 1h"},
 		{"negative failed auth rate", "data_dir: /tmp/x\nfailed_auth_rate: -1\n", "failed_auth_rate"},
+		{"alerts ok", "data_dir: /tmp/x\nalerts: {enabled: true, interval: 2s}\n", ""},
+		{"alerts interval too short", "data_dir: /tmp/x\nalerts: {interval: 1ms}\n", "alerts.interval: must be at least 100ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.yaml")

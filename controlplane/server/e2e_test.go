@@ -156,8 +156,12 @@ func startServer(t *testing.T, dir string) (*server.Server, client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	repairEvery := testRepairInterval
+	// The alert engine is off here: on seeded clusters (no agents) it
+	// would page and record alert events into the histories these tests
+	// compare. alerts_test.go runs it (startAlertServer).
+	alertsOff := false
 	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AgentBin: agentBin, ReadyTimeout: 3 * time.Minute,
-		RepairInterval: &repairEvery}, zaptest.NewLogger(t).Named("server"))
+		RepairInterval: &repairEvery, Alerts: server.AlertsConfig{Enabled: &alertsOff}}, zaptest.NewLogger(t).Named("server"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/dbpilot/dbpilot/agent/dcs"
 	"github.com/dbpilot/dbpilot/agent/dcs/admin"
 	"github.com/dbpilot/dbpilot/controlplane"
+	"github.com/dbpilot/dbpilot/controlplane/alerts"
 	"github.com/dbpilot/dbpilot/controlplane/api"
 	"github.com/dbpilot/dbpilot/controlplane/store"
 	"github.com/dbpilot/dbpilot/infra"
@@ -105,6 +106,22 @@ type Config struct {
 	// those that do not (operation kind repair); nil: DefaultRepairInterval;
 	// 0 disables it.
 	RepairInterval *time.Duration `yaml:"repair_interval"`
+	// Alerts configures the alert engine (docs/api.md, "Alerts").
+	Alerts AlertsConfig `yaml:"alerts"`
+}
+
+// AlertsConfig configures the alert engine.
+type AlertsConfig struct {
+	// Enabled turns the engine on (nil: on). With several server replicas
+	// on one PostgreSQL store, enable it on one replica only: each engine
+	// notifies on its own.
+	Enabled *bool `yaml:"enabled"`
+	// Interval between two evaluations; default 1s.
+	Interval time.Duration `yaml:"interval"`
+	// AllowPrivateWebhooks lets webhook channels reach loopback and
+	// private addresses (dev mode sets it); link-local addresses (cloud
+	// metadata) are refused regardless.
+	AllowPrivateWebhooks bool `yaml:"allow_private_webhooks"`
 }
 
 // EtcdTLSConfig names PEM files for the control plane's etcd client.
@@ -208,6 +225,9 @@ func LoadConfig(path string) (Config, error) {
 	if (c.EtcdTLS.CertFile == "") != (c.EtcdTLS.KeyFile == "") {
 		return Config{}, fmt.Errorf("config %s: etcd_tls: cert_file and key_file go together; set both or neither", path)
 	}
+	if c.Alerts.Interval < 0 || (c.Alerts.Interval > 0 && c.Alerts.Interval < 100*time.Millisecond) {
+		return Config{}, fmt.Errorf("config %s: alerts.interval: must be at least 100ms, e.g. 1s (got %s)", path, c.Alerts.Interval)
+	}
 	if c.RepairInterval != nil && *c.RepairInterval < 0 {
 		return Config{}, fmt.Errorf("config %s: repair_interval: must be >= 0 (0 disables repairs; got %s)", path, *c.RepairInterval)
 	}
@@ -232,6 +252,10 @@ type Server struct {
 	Process  *infra.Process
 	// Fleet is the fleet provider (nodes on enrolled hosts).
 	Fleet *fleet.Fleet
+	// Alerts is the alert engine and Notifier its notification sender
+	// (nil when alerts.enabled is false).
+	Alerts   *alerts.Engine
+	Notifier *alerts.Notifier
 
 	api      *api.API
 	daprBus  *controlplane.DaprBus
@@ -382,7 +406,18 @@ func (s *Server) start(ctx context.Context) error {
 		bus = eb
 	}
 
-	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance,
+	var binding alerts.BindingFunc
+	if s.daprBus != nil {
+		binding = s.daprBus.InvokeBinding
+	}
+	if cfg.Alerts.Enabled == nil || *cfg.Alerts.Enabled {
+		s.Notifier = alerts.NewNotifier(s.Store, alerts.NotifierConfig{Binding: binding, AllowPrivate: cfg.Alerts.AllowPrivateWebhooks}, s.log)
+		s.Alerts = alerts.NewEngine(s.Store, alerts.Config{Interval: cfg.Alerts.Interval, AgentTTL: cfg.AgentTTL, Record: s.Projection.Record,
+			Notifier: s.Notifier}, s.log)
+		s.Projection.SetSummarySink(s.Alerts.Summary)
+	}
+
+	a := api.New(api.Deps{Store: s.Store, Bus: bus, Projection: s.Projection, Etcd: s.Etcd, Instance: cfg.Instance, DaprBindings: binding != nil,
 		IngestSecret: secret, AgentEtcdPassword: agentEtcdPassword, Providers: []string{"process", "fleet"}, Log: s.log.Named("api"),
 		AgentAddress: agentAddress(providers), CloudInit: s.cloudInit, FailedAuthRate: cfg.FailedAuthRate, FailedAuthBurst: cfg.FailedAuthBurst})
 	s.api = a
@@ -401,6 +436,10 @@ func (s *Server) start(ctx context.Context) error {
 		controlplane.RunEventPruner(runCtx, s.Store, retention(*cfg), cmp.Or(cfg.PruneInterval, time.Minute), s.log)
 	}()
 	s.Repairer.Start(runCtx)
+	if s.Alerts != nil {
+		s.Notifier.Start(runCtx)
+		s.Alerts.Start(runCtx)
+	}
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return runCtx }}
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.http.Serve(s.ln) }()
@@ -536,6 +575,10 @@ func (s *Server) Close() {
 	}
 	if s.Engine != nil {
 		s.Engine.Wait()
+	}
+	if s.Alerts != nil {
+		s.Alerts.Wait()
+		s.Notifier.Wait()
 	}
 	if s.pruned != nil {
 		<-s.pruned

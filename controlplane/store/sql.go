@@ -642,7 +642,8 @@ func (s *Store) DeleteClusterAs(ctx context.Context, claim Claim, id string) err
 
 func (s *Store) deleteCluster(ctx context.Context, tx *sql.Tx, id string) error {
 	for _, q := range []string{`DELETE FROM nodes WHERE cluster_id = ?`, `DELETE FROM allocations WHERE cluster_id = ?`,
-		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM backups WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
+		`DELETE FROM cluster_credentials WHERE cluster_id = ?`, `DELETE FROM backups WHERE cluster_id = ?`,
+		`DELETE FROM alert_thresholds WHERE cluster_id = ?`, `DELETE FROM clusters WHERE id = ?`} {
 		if _, err := tx.ExecContext(ctx, s.q(q), id); err != nil {
 			return err
 		}

@@ -68,6 +68,7 @@ func suite(t *testing.T, newStore func(t *testing.T) *store.Store) {
 	t.Run("backups", func(t *testing.T) { testBackups(t, newStore(t)) })
 	t.Run("tenant_lifecycle", func(t *testing.T) { testTenantLifecycle(t, newStore(t)) })
 	t.Run("per_namespace_seq", func(t *testing.T) { testPerNamespaceSeq(t, newStore(t)) })
+	t.Run("alerts", func(t *testing.T) { testAlerts(t, newStore(t)) })
 	t.Run("migrations_idempotent", func(t *testing.T) {
 		s := newStore(t)
 		// Opening again re-runs goose Up: nothing to do, no error.

@@ -177,6 +177,9 @@ func (s *Store) DeleteNamespace(ctx context.Context, name string) error {
 	if err := exec(`DELETE FROM sequences WHERE scope = ?`, eventsScope(name)); err != nil {
 		return fail(err)
 	}
+	if err := deleteNamespaceAlerts(ctx, tx, s.q, name); err != nil {
+		return fail(err)
+	}
 	if err := s.dropGrants(ctx, tx, name); err != nil {
 		return fail(err)
 	}

@@ -106,11 +106,14 @@ var layers = map[string][]string{
 	"agent/backup":       {"proto", "proto/keyspace", "agent/postgres", "internal/localhost"},
 	"catalog":            {"proto", "handlers"},
 	"controlplane/store": {"proto"},
-	"infra":              {"proto", "catalog", "internal/localhost"},
-	"infra/fleet":        {"infra", "controlplane/store", "proto", "catalog", "internal/localhost"},
-	"internal/testutil":  nil,
-	"internal/localhost": nil,
-	"internal/embedetcd": {"internal/localhost"},
+	// The alert engine: evaluation and state machine pure, the loop over
+	// the store; the server wires it to the projection.
+	"controlplane/alerts": {"proto", "catalog", "controlplane/store"},
+	"infra":               {"proto", "catalog", "internal/localhost"},
+	"infra/fleet":         {"infra", "controlplane/store", "proto", "catalog", "internal/localhost"},
+	"internal/testutil":   nil,
+	"internal/localhost":  nil,
+	"internal/embedetcd":  {"internal/localhost"},
 }
 
 // forbiddenFrom: subtrees that a whole side of the system must not reach.

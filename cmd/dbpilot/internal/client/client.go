@@ -629,3 +629,79 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
 	return err
 }
+
+// ---- alerts ----
+
+// Alert is an alert of a namespace.
+type Alert struct {
+	proto.Alert
+	Object
+}
+
+// NotificationChannel is a namespace's notification channel (no secret).
+type NotificationChannel struct {
+	proto.NotificationChannel
+	Object
+}
+
+// NotificationDelivery is one notification sent to a channel.
+type NotificationDelivery struct {
+	proto.NotificationDelivery
+	Object
+}
+
+// AlertFilter selects alerts; empty fields match all.
+type AlertFilter struct {
+	State, Severity, Cluster string
+	Limit                    int
+}
+
+// ListAlerts lists a namespace's alerts, most recently changed first.
+func (c *Client) ListAlerts(ctx context.Context, ns string, f AlertFilter) ([]Alert, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"state": f.State, "severity": f.Severity, "cluster": f.Cluster} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	return list[Alert](ctx, c, nsPath(ns, "alerts"), q)
+}
+
+// GetAlert returns one alert by id (fingerprint).
+func (c *Client) GetAlert(ctx context.Context, ns, id string) (Alert, error) {
+	return get[Alert](ctx, c, nsPath(ns, "alerts", id))
+}
+
+// AckAlert acknowledges an alert.
+func (c *Client) AckAlert(ctx context.Context, ns, id string) (Alert, error) {
+	return send[Alert](ctx, c, http.MethodPost, nsPath(ns, "alerts", id, "ack"), nil)
+}
+
+// SilenceAlert silences an alert for req.Duration.
+func (c *Client) SilenceAlert(ctx context.Context, ns, id string, req proto.SilenceRequest) (Alert, error) {
+	return send[Alert](ctx, c, http.MethodPost, nsPath(ns, "alerts", id, "silence"), req)
+}
+
+// ListChannels lists a namespace's notification channels.
+func (c *Client) ListChannels(ctx context.Context, ns string) ([]NotificationChannel, error) {
+	return list[NotificationChannel](ctx, c, nsPath(ns, "notification-channels"), nil)
+}
+
+// CreateChannel adds a notification channel.
+func (c *Client) CreateChannel(ctx context.Context, ns string, ch proto.NotificationChannel) (NotificationChannel, error) {
+	return send[NotificationChannel](ctx, c, http.MethodPost, nsPath(ns, "notification-channels"), ch)
+}
+
+// DeleteChannel removes a notification channel.
+func (c *Client) DeleteChannel(ctx context.Context, ns, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, nsPath(ns, "notification-channels", name), nil, nil)
+	return err
+}
+
+// ListDeliveries lists a channel's newest deliveries.
+func (c *Client) ListDeliveries(ctx context.Context, ns, name string) ([]NotificationDelivery, error) {
+	return list[NotificationDelivery](ctx, c, nsPath(ns, "notification-channels", name, "deliveries"), nil)
+}
