@@ -211,7 +211,11 @@ func TestMemberSummariesAndQueryInsight(t *testing.T) {
 
 	// A graceful stop ends with a summary saying so: the control plane
 	// tells a planned stop (ticket) from a lost host (page) by it.
-	if err := c.Stop(0, 60*time.Second); err != nil {
+	ri := 0
+	if c.Nodes[0].Name != replica {
+		ri = 1
+	}
+	if err := c.Stop(ri, 60*time.Second); err != nil {
 		t.Fatalf("graceful stop of %s: %v", replica, err)
 	}
 	ss := sink.summaries(t, replica)

@@ -128,6 +128,14 @@ func evalCluster(c ClusterState, now time.Time) []Condition {
 			anySummary = true
 		}
 		quiet, span := silent(c, n, now)
+		// A node whose last word was a graceful stop (its agent's final
+		// summary, state stopped) was stopped on purpose: its silence
+		// is no lost host, so no page; a stopped replica is a replica not
+		// streaming (a ticket, below).
+		stopped := n.Summary != nil && n.Summary.State == proto.StateStopped
+		if stopped {
+			quiet = false
+		}
 		if !quiet && n.Summary == nil && c.SilentBefore[n.Name] {
 			add(RuleAgentSilent, n.Name, "", "node %s: silent before the control plane restarted, and not heard from since", n.Name)
 		} else if quiet {
@@ -169,6 +177,9 @@ func evalCluster(c ClusterState, now time.Time) []Condition {
 				add(RuleArchiveFailing, n.Name, "", "primary %s: WAL archiving fails (%d failures%s)", n.Name, a.FailedCount, since)
 				add(RuleArchiveFailingLong, n.Name, "", "primary %s: WAL archiving has failed for over %s (%d failures%s)", n.Name, th.ArchivePageAfter, a.FailedCount, since)
 			}
+		}
+		if s.Role == proto.RoleReplica && stopped {
+			add(RuleReplicaNotStreaming, n.Name, "", "replica %s is stopped (its agent reported a graceful stop), not streaming from the primary", n.Name)
 		}
 		if s.Role == proto.RoleReplica && s.State == proto.StateRunning {
 			if s.Streaming != nil && !*s.Streaming {

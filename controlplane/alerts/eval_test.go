@@ -101,6 +101,14 @@ func TestEvaluate(t *testing.T) {
 			}
 			c.Nodes[0].Role, c.Nodes[0].Healthy, c.Nodes[0].MemberState = proto.RolePrimary, false, proto.StateRunning
 		}), []string{"no_writable_primary//"}},
+		{"replica stopped gracefully, then silent: ticket, no page", cluster(node("node2", func(n *NodeState) {
+			n.Summary.State, n.Summary.Streaming, n.Summary.Healthy = proto.StateStopped, ptr(false), false
+			n.SummaryAt = t0.Add(-time.Minute)
+		})), []string{"replica_not_streaming/node2/"}},
+		{"primary stopped gracefully, then silent: no writable primary, no silent page", cluster(node("node1", func(n *NodeState) {
+			n.Summary.State, n.Summary.Writable = proto.StateStopped, false
+			n.SummaryAt = t0.Add(-time.Minute)
+		})), []string{"no_writable_primary//"}},
 		{"replica not streaming", cluster(node("node2", func(n *NodeState) { n.Summary.Streaming = ptr(false) })), []string{"replica_not_streaming/node2/"}},
 		{"replica lag", cluster(node("node3", func(n *NodeState) { n.Summary.LagBytes = 65<<20 + 1 })), []string{"replica_lag/node3/"}},
 		{"replica lag within threshold", cluster(node("node3", func(n *NodeState) { n.Summary.LagBytes = 64 << 20 })), nil},

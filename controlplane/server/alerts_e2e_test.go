@@ -84,13 +84,7 @@ func (h *hookReceiver) got() ([]proto.AlertNotification, []string) {
 // and the page resolves. A signed webhook receives exactly one
 // notification per transition, and the events API shows alert_firing and
 // alert_resolved.
-//
-// It needs the agents' member summaries (io.dbpilot.member.summary.v1,
-// report.summary_interval), which the agent piece of issue 15 adds.
 func TestAlertsEndToEnd(t *testing.T) {
-	if b, err := os.ReadFile(agentBin); err != nil || !bytes.Contains(b, []byte("summary_interval")) {
-		t.Skip("dbpilot-agent does not send member summaries yet (no report.summary_interval): needs the agent piece of issue 15")
-	}
 	dir := testDir(t)
 	recv := &hookReceiver{secret: "e2e-webhook-secret-0123456789"}
 	hook := httptest.NewServer(recv)
@@ -243,6 +237,217 @@ func TestAlertsEndToEnd(t *testing.T) {
 	for _, d := range ds.Items {
 		if d.Status != proto.DeliveryDelivered {
 			t.Errorf("delivery %+v", d)
+		}
+	}
+	t.Logf("notifications: %v", per)
+}
+
+// TestAlertsTicketsNoPages: a real three-node cluster of the shipped
+// template (WAL archiving, a daily physical backup job) under
+// dbpilot-server with the alert engine on (repairs off), a signed webhook.
+// Two planned switchovers notify nothing at all. A failing backup run (the
+// repository replaced by a file) raises a backup_failed ticket, which
+// resolves after a successful run. A replica stopped gracefully raises a
+// replica_not_streaming ticket and no page (its last summary says it was
+// stopped), which resolves once one repair pass brought it back. No page is
+// sent in the whole test, and every transition is notified exactly once.
+func TestAlertsTicketsNoPages(t *testing.T) {
+	dir := testDir(t)
+	recv := &hookReceiver{secret: "e2e-webhook-secret-0123456789"}
+	hook := httptest.NewServer(recv)
+	defer hook.Close()
+	s, c := startAlertServer(t, dir, 0) // repairs off: a stopped replica stays stopped until repaired below
+	defer s.Close()
+	if code := c.do("POST", "/v1/namespaces/acme/notification-channels", map[string]string{"name": "ops", "kind": "webhook", "url": hook.URL,
+		"secret": recv.secret}, nil); code != 201 {
+		t.Fatalf("create channel: %d", code)
+	}
+	var o op
+	if code := c.do("POST", "/v1/namespaces/acme/clusters", map[string]any{"name": "ledger", "replicas": 3, "plan": "small"}, &o); code != 202 {
+		t.Fatalf("create: %d", code)
+	}
+	if done := c.waitOp("acme", o.ID, 4*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("create failed: %+v", done)
+	}
+	// A stopped replica tickets after 20 s here (default: 5 minutes); a
+	// replica re-pointed by a switchover streams again well within that.
+	if code := c.do("PUT", "/v1/namespaces/acme/clusters/ledger/alert-thresholds", map[string]string{"replica_for": "20s"}, nil); code != 200 {
+		t.Fatalf("put alert-thresholds: %d", code)
+	}
+	type alertList struct {
+		Items []proto.Alert `json:"items"`
+	}
+	alertsNow := func(q string) []proto.Alert {
+		var l alertList
+		c.do("GET", "/v1/namespaces/acme/alerts?cluster=ledger&"+q, nil, &l)
+		return l.Items
+	}
+	var cl clusterOut
+	ready := func() error {
+		c.do("GET", "/v1/namespaces/acme/clusters/ledger", nil, &cl)
+		healthy := 0
+		for _, m := range cl.Members {
+			if m.Healthy && m.State == "running" && (m.Role == "primary" || (m.Streaming != nil && *m.Streaming)) {
+				healthy++
+			}
+		}
+		if cl.Phase != store.PhaseReady || cl.Primary == "" || healthy != 3 {
+			return fmt.Errorf("cluster %+v", cl)
+		}
+		if a := alertsNow("state=firing"); len(a) != 0 {
+			return fmt.Errorf("firing: %+v", a)
+		}
+		return nil
+	}
+	testutil.Eventually(t, 90*time.Second, 250*time.Millisecond, "a Ready, quiet cluster", ready)
+	// Past 3 summary intervals: the agents are heard, nothing fires.
+	time.Sleep(10 * time.Second)
+	if a := alertsNow("state=firing"); len(a) != 0 {
+		t.Fatalf("alerts firing in a healthy cluster: %+v", a)
+	}
+
+	// 1. Planned switchovers: not one notification.
+	before := len(func() []proto.AlertNotification { n, _ := recv.got(); return n }())
+	for i := 0; i < 2; i++ {
+		old := cl.Primary
+		var sw op
+		if code := c.do("POST", "/v1/namespaces/acme/clusters/ledger/switchover", map[string]string{"reason": "alerts e2e"}, &sw); code != 202 {
+			t.Fatalf("switchover: %d", code)
+		}
+		if done := c.waitOp("acme", sw.ID, 2*time.Minute); done.State != store.OpSucceeded {
+			t.Fatalf("switchover failed: %+v", done)
+		}
+		testutil.Eventually(t, 60*time.Second, 250*time.Millisecond, "a new primary, cluster quiet", func() error {
+			if err := ready(); err != nil {
+				return err
+			}
+			if cl.Primary == old {
+				return fmt.Errorf("primary still %s", old)
+			}
+			return nil
+		})
+	}
+	time.Sleep(12 * time.Second) // what a switchover could raise would be firing by now
+	if notes, _ := recv.got(); len(notes) != before {
+		t.Fatalf("notifications during planned switchovers: %+v", notes[before:])
+	}
+	for _, a := range alertsNow("") {
+		if a.FiredAt != nil {
+			t.Errorf("an alert fired around the switchovers: %+v", a)
+		}
+	}
+
+	// 2. A failing backup run: a ticket naming the job; a good run resolves it.
+	repo := s.Process.BackupRepository(cl.ID)
+	if err := os.Rename(repo, repo+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(repo, []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var bk op
+	if code := c.do("POST", "/v1/namespaces/acme/clusters/ledger/backups", map[string]string{"job": "daily"}, &bk); code != 202 {
+		t.Fatalf("backup: %d", code)
+	}
+	if done := c.waitOp("acme", bk.ID, 3*time.Minute); done.State != store.OpFailed {
+		t.Fatalf("backup into a file succeeded? %+v", done)
+	}
+	backupID := alerts.Fingerprint(alerts.RuleBackupFailed, "acme", "default", "ledger", "", "daily")
+	var failed proto.Alert
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "backup_failed fires for job daily", func() error {
+		for _, a := range alertsNow("state=firing") {
+			if a.Rule == alerts.RuleBackupFailed && a.Subject == "daily" {
+				failed = a
+				return nil
+			}
+		}
+		return fmt.Errorf("firing: %+v", alertsNow("state=firing"))
+	})
+	if failed.Severity != proto.SeverityTicket {
+		t.Errorf("backup_failed: %+v, want a ticket", failed)
+	}
+	if failed.ID != backupID {
+		t.Logf("backup_failed id %s (node %q), fingerprint without node %s", failed.ID, failed.Node, backupID)
+	}
+	if err := os.Remove(repo); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(repo+".aside", repo); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.do("POST", "/v1/namespaces/acme/clusters/ledger/backups", map[string]string{"job": "daily"}, &bk); code != 202 {
+		t.Fatalf("backup: %d", code)
+	}
+	if done := c.waitOp("acme", bk.ID, 3*time.Minute); done.State != store.OpSucceeded {
+		t.Fatalf("backup after the repository came back: %+v", done)
+	}
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "backup_failed resolves", func() error {
+		var a proto.Alert
+		c.do("GET", "/v1/namespaces/acme/alerts/"+failed.ID, nil, &a)
+		if a.State != proto.AlertResolved {
+			return fmt.Errorf("%+v", a)
+		}
+		return nil
+	})
+
+	// 3. A replica stopped gracefully: a ticket, not a page.
+	victim := ""
+	for _, m := range cl.Members {
+		if m.Role == "replica" {
+			victim = m.Name
+		}
+	}
+	h := handlesOf(t, s, cl.ID)[victim]
+	if victim == "" || h.PID == 0 {
+		t.Fatalf("no replica in %+v", cl)
+	}
+	if err := syscall.Kill(h.PID, syscall.SIGTERM); err != nil { // the agent alone: its graceful stop
+		t.Fatal(err)
+	}
+	stopID := alerts.Fingerprint(alerts.RuleReplicaNotStreaming, "acme", "default", "ledger", victim, "")
+	testutil.Eventually(t, 60*time.Second, 100*time.Millisecond, "replica_not_streaming fires for the stopped "+victim, func() error {
+		var a proto.Alert
+		c.do("GET", "/v1/namespaces/acme/alerts/"+stopID, nil, &a)
+		if a.FiredAt == nil {
+			return fmt.Errorf("%+v", a)
+		}
+		return nil
+	})
+	// One repair pass brings the stopped node back.
+	s.Repairer.Check(context.Background())
+	testutil.Eventually(t, 3*time.Minute, 500*time.Millisecond, "the repaired replica streams again and the ticket resolves", func() error {
+		var a proto.Alert
+		c.do("GET", "/v1/namespaces/acme/alerts/"+stopID, nil, &a)
+		if a.State != proto.AlertResolved {
+			return fmt.Errorf("%+v", a)
+		}
+		return ready()
+	})
+
+	// The webhook: no page at all; each transition exactly once.
+	time.Sleep(3 * time.Second) // a duplicate would arrive now
+	notes, bad := recv.got()
+	if len(bad) > 0 {
+		t.Errorf("webhook requests that failed verification: %v", bad)
+	}
+	per := map[string]int{}
+	for _, x := range notes {
+		per[x.Alert.Rule+"/"+x.Alert.Node+"/"+x.Alert.Subject+" "+x.Transition]++
+		if x.Alert.Severity == proto.SeverityPage {
+			t.Errorf("a page was sent: %+v", x)
+		}
+	}
+	for k, n := range per {
+		if n != 1 {
+			t.Errorf("%s: %d notifications, want exactly 1 (all: %v)", k, n, per)
+		}
+	}
+	for _, want := range []string{
+		"backup_failed/" + failed.Node + "/daily firing", "backup_failed/" + failed.Node + "/daily resolved",
+		"replica_not_streaming/" + victim + "/ firing", "replica_not_streaming/" + victim + "/ resolved",
+	} {
+		if per[want] != 1 {
+			t.Errorf("no %q notification (all: %v)", want, per)
 		}
 	}
 	t.Logf("notifications: %v", per)
